@@ -1,0 +1,81 @@
+"""Opening hours: is a calendar open at an instant, and when does it open next.
+
+Pure functions of (calendar, timestamp). Time zones come from the standard `zoneinfo`
+database (the `tzdata` package supplies it where the system has none); the tables are read
+once and cached, so the core stays free of I/O on its hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .config import WEEKDAYS, Calendar, parse_span
+
+
+@lru_cache(maxsize=64)
+def load_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r}") from error
+
+
+class DayClock:
+    """Maps timestamps to the local day and 15-minute interval, cached per day.
+
+    Statistics are kept per local day and interval (DOMAIN.md's centers report by day and
+    staff by interval). Converting every timestamp through zoneinfo costs microseconds; the
+    cache makes the common case (same day as the last call) two comparisons.
+    """
+
+    __slots__ = ("zone", "_start", "_end", "_day")
+
+    def __init__(self, time_zone: str) -> None:
+        self.zone = load_zone(time_zone)
+        self._start = 1.0
+        self._end = 0.0
+        self._day = ""
+
+    def locate(self, at: float) -> tuple[str, int]:
+        """(ISO local date, interval index 0..95) of the timestamp `at`."""
+        if not self._start <= at < self._end:
+            local = dt.datetime.fromtimestamp(at, self.zone)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            self._start = midnight.timestamp()
+            self._end = (midnight + dt.timedelta(days=1)).timestamp()
+            self._day = midnight.date().isoformat()
+        return self._day, min(95, int((at - self._start) // 900))
+
+
+def _spans_for(calendar: Calendar, day: dt.date) -> list[tuple[int, int]]:
+    iso = day.isoformat()
+    if iso in calendar.holidays:
+        spans = calendar.holidays[iso]
+    else:
+        spans = calendar.hours.get(WEEKDAYS[day.weekday()], [])
+    return sorted(parse_span(span) for span in spans)
+
+
+def is_open(calendar: Calendar | None, at: float) -> bool:
+    if calendar is None or calendar.always_open:
+        return True
+    local = dt.datetime.fromtimestamp(at, load_zone(calendar.time_zone))
+    minute = local.hour * 60 + local.minute + local.second / 60
+    return any(start <= minute < end for start, end in _spans_for(calendar, local.date()))
+
+
+def next_opening(calendar: Calendar | None, at: float, horizon_days: int = 31) -> float | None:
+    """The first instant >= `at` at which the calendar is open; None if closed for the horizon."""
+    if calendar is None or calendar.always_open or is_open(calendar, at):
+        return at
+    zone = load_zone(calendar.time_zone)
+    local = dt.datetime.fromtimestamp(at, zone)
+    for offset in range(horizon_days + 1):
+        day = local.date() + dt.timedelta(days=offset)
+        for start, _end in _spans_for(calendar, day):
+            opening = dt.datetime.combine(day, dt.time(0), zone) + dt.timedelta(minutes=start)
+            if opening.timestamp() >= at:
+                return opening.timestamp()
+    return None

@@ -1,0 +1,1520 @@
+"""The routing core: one deterministic state machine for the whole center.
+
+Theory of operation
+-------------------
+Inputs are commands (`acd.core.commands`) with a timestamp, and `Tick`, which says that time
+has passed. `Center.apply(command, now)` either returns the list of events the command
+produced, or a named `Rejection` and leaves the state untouched. Nothing else changes the
+state: no clock, no randomness, no I/O. `next_deadline()` tells the driver when the next
+timer (ring timeout, wrap-up end, recovery end, call-back due, skill relaxation, overflow)
+falls due, so that it sends a `Tick` then.
+
+Routing happens inside the command that makes it possible: an arrival is offered at once to
+a free agent; an agent who becomes free is offered the best waiting interaction. So after
+every command, no free agent and no interaction that agent may take coexist (DESIGN.md
+invariant 5), except while that agent's single outstanding offer rings.
+
+Who goes first. Every waiting interaction has a key: the time it took its place in line,
+minus `priority * priority_weight_seconds`. A vulnerable caller (priority 5 by default) is
+treated as if they had arrived five minutes earlier; the key still ages with real waiting
+time, so a normal caller who has waited longer than that beats a new priority caller and
+nobody starves. Within one queue and priority, keys follow arrival order (invariant 6),
+and a requeued call keeps its key, hence its place. An agent who serves several queues
+takes the smallest key across them.
+
+Which agent. Among free agents eligible for the queue (skill level at least the queue's
+current minimum, which relaxes with the caller's wait), the queue's strategy picks:
+longest-idle (default), fewest-handled, best-skill-level, or round-robin.
+
+Speed. Waiting interactions live in heaps per (queue, channel, priority) and free agents in
+heaps per (queue, channel, skill level), both with lazy deletion by token, so a command
+costs O(log n) in the numbers of waiting interactions and agents, not O(n).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import commands as c
+from . import events as e
+from .calendar import DayClock, is_open, next_opening
+from .config import Calendar, ConfigError, Queue, validate_center
+from .config import Center as CenterConfig
+from .rejections import Code, Rejection, reject
+from .state import (
+    TERMINAL,
+    AgentDay,
+    AgentRecord,
+    AgentState,
+    CallState,
+    Counters,
+    DayStats,
+    Held,
+    Interaction,
+    Presence,
+    QueueDay,
+    State,
+)
+
+S = CallState
+VULNERABLE_ATTRIBUTES = ("vulnerable", "elderly", "disabled")
+AHT_SMOOTHING = 0.1  # weight of the newest handling time in the per-queue moving average
+
+
+class InvariantViolation(RuntimeError):
+    """A broken invariant is a bug in the core: the process must stop, never reject."""
+
+
+def invariant(condition: bool, message: str) -> None:
+    # Not `assert`: Python drops asserts under -O, and these checks must always run.
+    if not condition:
+        raise InvariantViolation(message)
+
+
+def mask_caller(caller: str) -> str:
+    return "*" * max(0, len(caller) - 4) + caller[-4:]
+
+
+class Center:
+    """The routing state machine. See the module docstring."""
+
+    def __init__(self, config: CenterConfig | None = None, state: State | None = None) -> None:
+        self.state = state if state is not None else State()
+        self._events: list[e.Event] = []
+        self._touched_calls: set[str] = set()
+        self._touched_agents: set[str] = set()
+        self._rebuild_indices()
+        if config is not None and state is None:
+            result = self.apply(c.Configure(center=config), 0.0)
+            if isinstance(result, Rejection):
+                raise ConfigError(result.field or "center", result.message)
+
+    # ------------------------------------------------------------------ public interface
+
+    @property
+    def config(self) -> CenterConfig:
+        return self.state.config
+
+    @property
+    def now(self) -> float:
+        return self.state.now
+
+    def apply(self, command: c.Command, now: float) -> list[e.Event] | Rejection:
+        """Apply one command at time `now`; the events, or a rejection with no change."""
+        # Time never runs backwards inside the machine: a command stamped earlier (the clock
+        # of a new primary may lag the old one's) is applied at the machine's current time.
+        # The log stores the original stamp and replay clamps the same way, so it is exact.
+        now = float(now)
+        if now > self.state.now:
+            self.state.now = now
+        now = self.state.now
+        handler = self._handlers[type(command)]
+        self._events = []
+        self._touched_calls.clear()
+        self._touched_agents.clear()
+        # Timers due by now fire first, each at its own due time, so their effect does not
+        # depend on which command happened to carry the clock past them (a rejected command
+        # is not logged; replay fires the same timers at the same instants on the next one).
+        self._fire_timers(now)
+        fired = len(self._events)
+        rejection = handler(self, command, now)
+        if rejection is not None:
+            invariant(len(self._events) == fired, f"{type(command).__name__} rejected after emitting events")
+            self._finish_step(now)
+            return rejection
+        self._finish_step(now)
+        return self._events
+
+    def tick(self, now: float) -> list[e.Event]:
+        result = self.apply(c.Tick(), now)
+        invariant(not isinstance(result, Rejection), "a tick cannot be rejected")
+        return result  # type: ignore[return-value]
+
+    def next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers and not self._timer_valid(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(self.state)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Center:
+        return cls(state=msgspec.msgpack.decode(data, type=State))
+
+    def state_hash(self) -> str:
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    def waiting_count(self, queue: str) -> int:
+        return sum(count for (q, _p), count in self._waiting_count.items() if q == queue)
+
+    def staffed(self, queue: str) -> int:
+        return self._staffed.get(queue, 0)
+
+    def position(self, call_id: str) -> int:
+        """1-based place of a waiting interaction among its queue's waiting ones (0 if not waiting)."""
+        call = self.state.interactions.get(call_id)
+        if call is None or call.state is not S.WAITING:
+            return 0
+        key = self._call_key(call)
+        ahead = 0
+        for other in self._waiting_in(call.queue):
+            if self._call_key(other) < key:
+                ahead += 1
+        return ahead + 1
+
+    def ewt(self, queue: str, position: int) -> float:
+        """Estimated wait for the caller at `position` (1-based) in `queue`.
+
+        EWT = (position - 1 + 1 - free agents) / staffed agents * AHT, at least 0:
+        the callers ahead, plus this one, are served `staffed` at a time, each taking the
+        queue's moving-average handling time (seeded by the queue's `aht_seconds`). With
+        nobody staffed the estimate is one AHT per caller ahead and this one.
+        """
+        aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
+        staffed = self._staffed.get(queue, 0)
+        if staffed == 0:
+            return round(position * aht, 1)
+        return round(max(0.0, position / staffed - 1 / staffed) * aht, 1)
+
+    def agent_levels(self, agent: str) -> dict[str, int]:
+        return dict(self._agent_queues.get(agent, ()))
+
+    def queue(self, name: str) -> Queue | None:
+        return self._queues.get(name)
+
+    # ------------------------------------------------------------------ derived indices
+
+    def _rebuild_indices(self) -> None:
+        config = self.state.config
+        self._queues: dict[str, Queue] = {q.name: q for q in config.queues}
+        self._calendars: dict[str, Calendar] = {cal.name: cal for cal in config.calendars}
+        self._agent_configs = {a.name: a for a in config.agents}
+        self._day_clock = DayClock(config.time_zone)
+        self._agent_queues: dict[str, list[tuple[str, int]]] = {}
+        for agent in config.agents:
+            served = []
+            for queue in config.queues:
+                if queue.external:
+                    continue
+                if queue.skills:
+                    levels = [agent.skills.get(skill, 0) for skill in queue.skills]
+                    level = min(levels)
+                else:
+                    level = 5
+                if level >= 1:
+                    served.append((queue.name, level))
+            self._agent_queues[agent.name] = served
+        self._token = 0
+        self._call_token: dict[str, int] = {}
+        self._agent_token: dict[str, int] = {}
+        self._waiting: dict[tuple[str, str, int], list[tuple[float, int, int, str]]] = {}
+        self._waiting_count: dict[tuple[str, int], int] = {}
+        self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
+        self._available: dict[tuple[str, str, int], list[tuple[float, float, int, int, str]]] = {}
+        self._timers: list[tuple[float, int, str, str, str]] = []
+        self._timer_order = 0
+        self._pending_callbacks: dict[tuple[str, str], str] = {}
+        self._terminal: list[tuple[float, str]] = []
+        self._staffed: dict[str, int] = {}
+        for agent_record in self.state.agents.values():
+            if agent_record.presence is not Presence.LOGGED_OUT:
+                for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
+                    self._staffed[queue_name] = self._staffed.get(queue_name, 0) + 1
+            self._index_agent(agent_record)
+            if agent_record.recovering_until is not None:
+                self._push_timer(agent_record.recovering_until, "recovery", agent_record.name)
+            for call_id, held in agent_record.held.items():
+                if held.wrap_deadline is not None:
+                    self._push_timer(held.wrap_deadline, "wrapup", agent_record.name, call_id)
+        for call in self.state.interactions.values():
+            self._index_call(call)
+        self._push_timer(self._next_prune(self.state.now), "prune", "")
+
+    def _index_call(self, call: Interaction) -> None:
+        if call.state in TERMINAL:
+            heapq.heappush(self._terminal, (call.completed_at or 0.0, call.id))
+            return
+        if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED) and call.caller_hash:
+            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+        if call.state is S.WAITING:
+            self._enqueue(call)
+        elif call.state is S.OFFERED and call.offer_expires_at is not None:
+            self._count_waiting(call, +1)
+            self._push_timer(call.offer_expires_at, "offer", call.id)
+        elif call.state is S.SCHEDULED and call.due_at is not None:
+            self._push_timer(call.due_at, "due", call.id)
+
+    def _call_key(self, call: Interaction) -> float:
+        return call.place_at - call.priority * self.state.config.priority_weight_seconds
+
+    def _waiting_in(self, queue: str) -> list[Interaction]:
+        return [
+            call
+            for call in self.state.interactions.values()
+            if call.state is S.WAITING and call.queue == queue
+        ]
+
+    def _count_waiting(self, call: Interaction, delta: int) -> None:
+        key = (call.queue, call.priority)
+        self._waiting_count[key] = self._waiting_count.get(key, 0) + delta
+
+    def _enqueue(self, call: Interaction) -> None:
+        """Put a WAITING call at its place in its queue's index and arm its timers."""
+        self._token += 1
+        self._call_token[call.id] = self._token
+        self._count_waiting(call, +1)
+        entry = (self._call_key(call), call.order, self._token, call.id)
+        if call.preferred_agent is not None:
+            heapq.heappush(self._personal.setdefault(call.preferred_agent, []), entry)
+            if call.preferred_until is not None:
+                self._push_timer(call.preferred_until, "preferred", call.id)
+        else:
+            heapq.heappush(self._waiting.setdefault((call.queue, call.channel, call.priority), []), entry)
+        queue = self._queues[call.queue]
+        for step in queue.relaxation:
+            due = call.place_at + step.after
+            if due > self.state.now:
+                self._push_timer(due, "relax", call.id)
+        if queue.max_wait and not call.callback:
+            self._push_timer(call.queued_at + queue.max_wait, "overflow", call.id)
+
+    def _dequeue(self, call: Interaction) -> None:
+        """Take a call out of waiting (its heap entry goes stale)."""
+        self._call_token.pop(call.id, None)
+        self._count_waiting(call, -1)
+
+    def _agent_available(self, agent: AgentRecord, channel: str) -> bool:
+        if (
+            agent.presence is not Presence.READY
+            or agent.pending
+            or agent.offer is not None
+            or agent.recovering_until is not None
+        ):
+            return False
+        capacity = self._agent_configs[agent.name].capacity.of(channel)
+        if capacity == 0:
+            return False
+        if not agent.held:
+            return True
+        if channel == "voice":
+            return False
+        used = 0
+        for held in agent.held.values():
+            if held.channel == "voice":
+                return False
+            if held.channel == channel:
+                used += 1
+        return used < capacity
+
+    def _strategy_key(self, agent: AgentRecord, strategy: str) -> tuple[float, float]:
+        if strategy == "fewest-handled":
+            return (float(agent.handled), agent.available_since)
+        if strategy == "round-robin":
+            return (float(agent.last_offer_order), agent.available_since)
+        return (agent.available_since, 0.0)
+
+    def _index_agent(self, agent: AgentRecord) -> None:
+        """(Re)publish the agent in the free-agent heaps of every queue and channel it may take."""
+        self._token += 1
+        token = self._token
+        self._agent_token[agent.name] = token
+        if agent.presence is not Presence.READY:
+            return
+        for channel in ("voice", "chat", "sms"):
+            if not self._agent_available(agent, channel):
+                continue
+            for queue_name, level in self._agent_queues.get(agent.name, ()):
+                queue = self._queues[queue_name]
+                if channel not in queue.channels:
+                    continue
+                first, second = self._strategy_key(agent, queue.strategy)
+                heapq.heappush(
+                    self._available.setdefault((queue_name, channel, level), []),
+                    (first, second, agent.order, token, agent.name),
+                )
+
+    # ------------------------------------------------------------------ timers
+
+    def _push_timer(self, due: float, kind: str, subject: str, detail: str = "") -> None:
+        self._timer_order += 1
+        heapq.heappush(self._timers, (due, self._timer_order, kind, subject, detail))
+
+    def _timer_valid(self, timer: tuple[float, int, str, str, str]) -> bool:
+        due, _order, kind, subject, detail = timer
+        if kind == "prune":
+            return True
+        if kind in ("recovery", "wrapup"):
+            agent = self.state.agents.get(subject)
+            if agent is None:
+                return False
+            if kind == "recovery":
+                return agent.recovering_until == due
+            held = agent.held.get(detail)
+            return held is not None and held.wrap_deadline == due
+        call = self.state.interactions.get(subject)
+        if call is None:
+            return False
+        if kind == "offer":
+            return call.state is S.OFFERED and call.offer_expires_at == due
+        if kind == "due":
+            return call.state is S.SCHEDULED and call.due_at == due
+        if kind == "preferred":
+            return call.state in (S.WAITING, S.OFFERED) and call.preferred_until == due
+        if kind == "relax":
+            return call.state is S.WAITING
+        if kind == "overflow":
+            queue = self._queues.get(call.queue)
+            return (
+                call.state is S.WAITING
+                and queue is not None
+                and bool(queue.max_wait)
+                and not call.callback
+                and call.queued_at + queue.max_wait == due
+            )
+        return False
+
+    def _fire_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)
+            if not self._timer_valid(timer):
+                continue
+            due, _order, kind, subject, detail = timer
+            self._timer_handlers[kind](self, subject, detail, due)
+
+    def _on_offer_timeout(self, call_id: str, _detail: str, now: float) -> None:
+        call = self.state.interactions[call_id]
+        agent = self.state.agents[call.agent or ""]
+        self._withdraw_offer(call, "no_answer", now)
+        if self.state.config.no_answer_not_ready:
+            agent.presence = Presence.NOT_READY
+            agent.reason = "no_answer"
+            self._agent_changed(agent, now)
+        self._dispatch_call(call, now)
+        self._dispatch_agent(agent, now)
+
+    def _on_wrapup_timeout(self, agent_name: str, call_id: str, now: float) -> None:
+        agent = self.state.agents[agent_name]
+        call = self.state.interactions[call_id]
+        held = agent.held[call_id]
+        disposition = "transferred" if held.transferred else "unresolved"
+        self._complete_wrapup(call, agent, disposition, False, None, now, timed_out=True)
+
+    def _on_recovery_end(self, agent_name: str, _detail: str, now: float) -> None:
+        agent = self.state.agents[agent_name]
+        agent.recovering_until = None
+        agent.available_since = now
+        self._agent_changed(agent, now)
+        self._dispatch_agent(agent, now)
+
+    def _on_callback_due(self, call_id: str, _detail: str, now: float) -> None:
+        call = self.state.interactions[call_id]
+        queue = self._queues[call.queue]
+        calendar = self._calendars.get(queue.calendar)
+        if not is_open(calendar, now):
+            # A call-back due while closed waits for the opening (DOMAIN.md: closed hours).
+            opening = next_opening(calendar, now)
+            if opening is not None:
+                call.due_at = opening
+                self._push_timer(opening, "due", call.id)
+                self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening, agent=call.preferred_agent))
+                return
+        call.due_at = None
+        call.state = S.WAITING
+        call.queued_at = now
+        call.place_at = now
+        if call.preferred_agent is not None:
+            call.preferred_until = now + self.state.config.callback_preferred_seconds
+        self._count_queue_arrival(call, now)
+        self._enqueue(call)
+        self._emit_queued(call, now)
+        self._dispatch_call(call, now)
+
+    def _on_preferred_end(self, call_id: str, _detail: str, now: float) -> None:
+        """The promised agent did not take the call-back in time: open it to everyone."""
+        call = self.state.interactions[call_id]
+        call.preferred_until = None
+        previous = call.preferred_agent
+        call.preferred_agent = None
+        if call.state is S.WAITING:
+            self._dequeue(call)
+            self._enqueue(call)
+            self._dispatch_call(call, now)
+        invariant(previous is not None, "preferred timer without a preferred agent")
+
+    def _on_relax(self, call_id: str, _detail: str, now: float) -> None:
+        self._dispatch_call(self.state.interactions[call_id], now)
+
+    def _on_overflow(self, call_id: str, _detail: str, now: float) -> None:
+        self._overflow(self.state.interactions[call_id], now)
+
+    def _on_prune(self, _subject: str, _detail: str, now: float) -> None:
+        """Forget interactions, statistics and abuse flags past their retention (privacy, memory)."""
+        config = self.state.config
+        horizon = now - config.retention_days * 86400
+        while self._terminal and self._terminal[0][0] < horizon:
+            _at, call_id = heapq.heappop(self._terminal)
+            call = self.state.interactions.get(call_id)
+            if call is not None and call.state in TERMINAL and (call.completed_at or 0.0) < horizon:
+                del self.state.interactions[call_id]
+        today, _interval = self._day_clock.locate(now)
+        oldest_day = self._day_clock.locate(horizon)[0]
+        for day in [day for day in self.state.stats if day < oldest_day]:
+            del self.state.stats[day]
+        abuse_horizon = now - config.abuse.window_days * 86400
+        for key in list(self.state.abuse):
+            flags = [at for at in self.state.abuse[key] if at >= abuse_horizon]
+            if flags:
+                self.state.abuse[key] = flags
+            else:
+                del self.state.abuse[key]
+        invariant(today >= oldest_day, "retention horizon after today")
+        self._push_timer(self._next_prune(now), "prune", "")
+
+    @staticmethod
+    def _next_prune(now: float) -> float:
+        return (now // 3600 + 1) * 3600
+
+    _timer_handlers: dict[str, Callable[[Center, str, str, float], None]] = {
+        "offer": _on_offer_timeout,
+        "wrapup": _on_wrapup_timeout,
+        "recovery": _on_recovery_end,
+        "due": _on_callback_due,
+        "preferred": _on_preferred_end,
+        "relax": _on_relax,
+        "overflow": _on_overflow,
+        "prune": _on_prune,
+    }
+
+    # ------------------------------------------------------------------ routing
+
+    def _min_level(self, call: Interaction, now: float) -> int:
+        queue = self._queues[call.queue]
+        level = queue.min_level
+        waited = now - call.place_at
+        for step in queue.relaxation:
+            if waited >= step.after:
+                level = min(level, step.min_level)
+        return level
+
+    def _head(self, heap: list[Any], tokens: dict[str, int]) -> Any:
+        while heap:
+            entry = heap[0]
+            if tokens.get(entry[-1]) == entry[-2]:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def _dispatch_call(self, call: Interaction, now: float) -> None:
+        """Offer a waiting call to the best free agent, if any may take it now."""
+        if call.state is not S.WAITING:
+            return
+        if call.preferred_agent is not None:
+            agent = self.state.agents.get(call.preferred_agent)
+            if agent is not None and self._agent_available(agent, call.channel):
+                self._dispatch_agent(agent, now)
+            return
+        queue = self._queues[call.queue]
+        min_level = self._min_level(call, now)
+        best: tuple[Any, ...] | None = None
+        best_rank: tuple[Any, ...] | None = None
+        for level in range(5, min_level - 1, -1):
+            heap = self._available.get((call.queue, call.channel, level))
+            if not heap:
+                continue
+            head = self._head(heap, self._agent_token)
+            if head is None:
+                continue
+            if queue.strategy == "best-skill-level":
+                best = head
+                break
+            rank = head[:3]
+            if best_rank is None or rank < best_rank:
+                best, best_rank = head, rank
+        if best is not None:
+            # The chosen agent takes the best call *for them*; by invariant 5 that is this
+            # call or one just as entitled, so route from the agent's side to stay fair.
+            self._dispatch_agent(self.state.agents[best[-1]], now)
+
+    def _dispatch_agent(self, agent: AgentRecord, now: float) -> None:
+        """Offer a free agent the waiting interaction with the smallest key it may take."""
+        if agent.presence is not Presence.READY or agent.offer is not None or agent.pending:
+            return
+        if agent.recovering_until is not None:
+            return
+        best: tuple[float, int, int, str] | None = None
+        personal = self._personal.get(agent.name)
+        if personal:
+            head = self._head(personal, self._call_token)
+            if head is not None and self._agent_available(agent, self.state.interactions[head[-1]].channel):
+                best = head
+        channels = [ch for ch in ("voice", "chat", "sms") if self._agent_available(agent, ch)]
+        if not channels and best is None:
+            return
+        for queue_name, level in self._agent_queues.get(agent.name, ()):
+            queue = self._queues[queue_name]
+            for channel in channels:
+                if channel not in queue.channels:
+                    continue
+                for priority in range(9, -1, -1):
+                    if not self._waiting_count.get((queue_name, priority)):
+                        continue
+                    heap = self._waiting.get((queue_name, channel, priority))
+                    if not heap:
+                        continue
+                    head = self._head(heap, self._call_token)
+                    if head is None:
+                        continue
+                    if best is not None and head[:2] >= best[:2]:
+                        continue
+                    call = self.state.interactions[head[-1]]
+                    if self._min_level(call, now) > level or call.id in agent.held:
+                        continue
+                    best = head
+        if best is not None:
+            self._offer(self.state.interactions[best[-1]], agent, now)
+
+    def _offer(self, call: Interaction, agent: AgentRecord, now: float) -> None:
+        queue = self._queues[call.queue]
+        self._dequeue(call)
+        call.state = S.OFFERED
+        call.agent = agent.name
+        call.offer_expires_at = now + queue.ring_timeout
+        self._count_waiting(call, +1)  # an offered call still holds its place in line
+        self.state.order += 1
+        agent.offer = call.id
+        agent.last_offer_order = self.state.order
+        self._push_timer(call.offer_expires_at, "offer", call.id)
+        self._touch(call, agent)
+        self._emit(
+            e.CallOffered(
+                at=now, call=call.id, agent=agent.name, queue=call.queue, channel=call.channel,
+                expires_at=call.offer_expires_at, callback=call.callback, warning=call.warning,
+            )
+        )
+        self._agent_changed(agent, now)
+
+    def _withdraw_offer(self, call: Interaction, reason: str, now: float) -> AgentRecord:
+        """An offer ends without an answer: the call goes back to its own place."""
+        agent = self.state.agents[call.agent or ""]
+        invariant(agent.offer == call.id, f"offer of {call.id} not held by {agent.name}")
+        agent.offer = None
+        self._count_waiting(call, -1)
+        call.state = S.WAITING
+        call.agent = None
+        call.offer_expires_at = None
+        call.last_offer_agent = agent.name
+        call.last_offer_outcome = reason
+        self._enqueue(call)
+        self._touch(call, agent)
+        self._emit(e.OfferWithdrawn(at=now, call=call.id, agent=agent.name, reason=reason))
+        self._agent_changed(agent, now)
+        return agent
+
+    def _rebalance(self, now: float) -> None:
+        for agent in self.state.agents.values():
+            self._dispatch_agent(agent, now)
+
+    # ------------------------------------------------------------------ statistics
+
+    def _counters(self, queue: str | None, key: tuple[str, int]) -> tuple[Counters, Counters]:
+        day, interval = key
+        day_stats = self.state.stats.get(day)
+        if day_stats is None:
+            day_stats = self.state.stats[day] = DayStats()
+        if queue is None:
+            queue_day = day_stats.center
+        else:
+            queue_day = day_stats.queues.get(queue)
+            if queue_day is None:
+                queue_day = day_stats.queues[queue] = QueueDay()
+        counters = queue_day.intervals.get(interval)
+        if counters is None:
+            counters = queue_day.intervals[interval] = Counters()
+        return queue_day.total, counters
+
+    def _count_queue_arrival(self, call: Interaction, now: float) -> None:
+        call.queue_stats_key = self._day_clock.locate(now)
+        for counters in self._counters(call.queue, call.queue_stats_key):
+            counters.offered += 1
+
+    def _count_center(self, call: Interaction, update: Callable[[Counters], None]) -> None:
+        for counters in self._counters(None, call.center_stats_key):
+            update(counters)
+
+    def _count_outcome(self, call: Interaction, update: Callable[[Counters], None]) -> None:
+        """Count the interaction's outcome for the center, once (invariant 8)."""
+        if not call.counted:
+            call.counted = True
+            self._count_center(call, update)
+
+    def _count_queue(self, call: Interaction, update: Callable[[Counters], None]) -> None:
+        for counters in self._counters(call.queue, call.queue_stats_key):
+            update(counters)
+
+    def _agent_day(self, agent: str, now: float) -> AgentDay:
+        day, _interval = self._day_clock.locate(now)
+        day_stats = self.state.stats.get(day)
+        if day_stats is None:
+            day_stats = self.state.stats[day] = DayStats()
+        record = day_stats.agents.get(agent)
+        if record is None:
+            record = day_stats.agents[agent] = AgentDay()
+        return record
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, event: e.Event) -> None:
+        self._events.append(event)
+
+    def _touch(self, call: Interaction | None, agent: AgentRecord | None = None) -> None:
+        if call is not None:
+            self._touched_calls.add(call.id)
+        if agent is not None:
+            self._touched_agents.add(agent.name)
+
+    def _derive_agent_state(self, agent: AgentRecord) -> AgentState:
+        if agent.presence is Presence.LOGGED_OUT:
+            return AgentState.LOGGED_OUT
+        if agent.offer is not None:
+            return AgentState.OFFERED
+        if agent.held:
+            for held in agent.held.values():
+                if held.phase == "connected":
+                    return AgentState.BUSY
+            return AgentState.WRAPUP
+        if agent.recovering_until is not None:
+            return AgentState.RECOVERING
+        if agent.presence is Presence.NOT_READY:
+            return AgentState.NOT_READY
+        return AgentState.READY
+
+    def _agent_changed(self, agent: AgentRecord, now: float) -> None:
+        """Re-derive the agent's shown state; account the time spent in the old one."""
+        self._touched_agents.add(agent.name)
+        self._index_agent(agent)
+        state = self._derive_agent_state(agent)
+        reason = agent.reason if state is AgentState.NOT_READY else ""
+        if state is agent.state and reason == agent.shown_reason:
+            return
+        if agent.state is not AgentState.LOGGED_OUT:
+            seconds = self._agent_day(agent.name, now).seconds
+            seconds[agent.state.value] = seconds.get(agent.state.value, 0.0) + (now - agent.state_since)
+        agent.state = state
+        agent.state_since = now
+        agent.shown_reason = reason
+        self._emit(e.AgentChanged(at=now, agent=agent.name, state=state.value, reason=reason, pending=agent.pending))
+
+    def _apply_pending(self, agent: AgentRecord, now: float) -> None:
+        """Deferred not-ready or logout takes effect once the agent holds nothing."""
+        if agent.held or agent.offer is not None or not agent.pending:
+            return
+        if agent.pending == "logout":
+            self._set_logged_out(agent)
+        else:
+            agent.presence = Presence.NOT_READY
+            agent.reason = agent.pending_reason
+        agent.pending = ""
+        agent.pending_reason = ""
+
+    def _set_logged_out(self, agent: AgentRecord) -> None:
+        if agent.presence is not Presence.LOGGED_OUT:
+            for queue_name, _level in self._agent_queues.get(agent.name, ()):
+                self._staffed[queue_name] -= 1
+        agent.presence = Presence.LOGGED_OUT
+        agent.reason = ""
+
+    def _emit_queued(self, call: Interaction, now: float) -> tuple[int, float]:
+        ahead = 0
+        for (queue_name, priority), count in self._waiting_count.items():
+            if queue_name == call.queue and priority >= call.priority:
+                ahead += count
+        # The count includes the call itself (it is already indexed as waiting).
+        position = max(1, ahead)
+        ewt = self.ewt(call.queue, position)
+        self._emit(
+            e.CallQueued(
+                at=now, call=call.id, queue=call.queue, channel=call.channel, priority=call.priority,
+                position=position, ewt=ewt, warning=call.warning, callback=call.callback,
+            )
+        )
+        return position, ewt
+
+    def _finish(self, call: Interaction, state: CallState, now: float, reason: str = "") -> None:
+        call.state = state
+        call.completed_at = now
+        call.reason = reason
+        call.agent = None if state is not S.COMPLETED else call.agent
+        call.offer_expires_at = None
+        call.due_at = None
+        call.preferred_agent = None
+        call.preferred_until = None
+        if call.callback:
+            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+        # The clear number was kept only for the call-back; it goes with it (privacy).
+        call.caller = None
+        heapq.heappush(self._terminal, (now, call.id))
+        self._touch(call)
+
+    def _caller_hash(self, caller: str) -> str:
+        key = self.state.config.abuse.hash_key.encode()
+        return hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()[:32]
+
+    # ------------------------------------------------------------------ commands
+
+    def _configure(self, command: c.Configure, now: float) -> Rejection | None:
+        problems = validate_center(command.center)
+        if problems:
+            first = problems[0]
+            return reject(Code.invalid_config, "; ".join(str(p) for p in problems), field=first.key)
+        new_queues = {q.name for q in command.center.queues}
+        new_agents = {a.name for a in command.center.agents}
+        for call in self.state.interactions.values():
+            if call.state not in TERMINAL and call.queue not in new_queues:
+                return reject(Code.invalid_config, f"queue {call.queue!r} still has interaction {call.id!r}", field="queues")
+        for agent in self.state.agents.values():
+            if agent.name not in new_agents and agent.presence is not Presence.LOGGED_OUT:
+                return reject(Code.invalid_config, f"agent {agent.name!r} is logged in; log out before removing", field="agents")
+        self.state.config = command.center
+        self.state.config_version += 1
+        for index, agent_config in enumerate(command.center.agents):
+            record = self.state.agents.get(agent_config.name)
+            if record is None:
+                record = self.state.agents[agent_config.name] = AgentRecord(name=agent_config.name, state_since=now)
+            record.order = index
+        for name in [name for name in self.state.agents if name not in new_agents]:
+            del self.state.agents[name]
+        self._rebuild_indices()
+        self._emit(
+            e.ConfigApplied(
+                at=now, version=self.state.config_version, queues=len(command.center.queues),
+                agents=len(command.center.agents), actor=command.actor,
+            )
+        )
+        self._rebalance(now)
+        return None
+
+    def _arrive(self, command: c.Arrive, now: float) -> Rejection | None:
+        existing = self.state.interactions.get(command.id)
+        fingerprint = hashlib.blake2b(c.encode_command(command), digest_size=12).hexdigest()
+        if existing is not None:
+            if existing.fingerprint == fingerprint:
+                return None  # the same create again: it already took effect
+            return reject(Code.id_conflict, f"interaction {command.id!r} exists with a different body", field="id")
+        queue = self._queues.get(command.queue)
+        if queue is None:
+            return reject(Code.unknown_queue, f"no queue named {command.queue!r}", field="queue")
+        if command.channel not in queue.channels:
+            return reject(Code.channel_not_served, f"queue {queue.name!r} does not take {command.channel}", field="channel")
+        config = self.state.config
+        caller_hash = self._caller_hash(command.caller)
+        priority = command.priority
+        if any(command.attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
+            priority = max(priority, config.vulnerable_priority)
+        horizon = now - config.abuse.window_days * 86400
+        flags = [at for at in self.state.abuse.get(caller_hash, ()) if at >= horizon]
+        warning = len(flags) >= config.abuse.flags
+        if warning and config.abuse.route_to:
+            target = self._queues[config.abuse.route_to]
+            if command.channel in target.channels:
+                queue = target
+        self.state.order += 1
+        call = Interaction(
+            id=command.id, queue=queue.name, channel=command.channel, caller_hash=caller_hash,
+            caller_masked=mask_caller(command.caller), priority=priority,
+            attributes=dict(command.attributes), fingerprint=fingerprint, order=self.state.order,
+            arrived_at=now, place_at=now, queued_at=now, warning=warning,
+        )
+        self.state.interactions[call.id] = call
+        call.center_stats_key = self._day_clock.locate(now)
+        self._count_center(call, _offered)
+        self._touch(call)
+        calendar = self._calendars.get(queue.calendar)
+        if not is_open(calendar, now):
+            invariant(calendar is not None, "closed without a calendar")
+            assert calendar is not None  # for mypy; checked by the invariant above
+            self._count_queue_arrival(call, now)
+            opening = next_opening(calendar, now) if calendar.closed_action == "callback" else None
+            if opening is None:
+                self._count_outcome(call, _closed)
+                self._finish(call, S.CLOSED, now, "closed")
+                self._emit(e.CallClosed(at=now, call=call.id, queue=call.queue, reason="closed", message=calendar.closed_message))
+                return None
+            call.caller = command.caller
+            call.callback = True
+            self._count_queue(call, _callback_requested)
+            if self._merge_callback(call, now):
+                return None
+            call.state = S.SCHEDULED
+            call.due_at = opening
+            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+            self._push_timer(opening, "due", call.id)
+            self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening))
+            return None
+        if queue.external:
+            self._count_queue_arrival(call, now)
+            self._count_outcome(call, _transferred_out)
+            self._finish(call, S.TRANSFERRED, now, "external")
+            self._emit(e.CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
+            return None
+        self._count_queue_arrival(call, now)
+        if queue.max_length and self.waiting_count(queue.name) >= queue.max_length:
+            call.state = S.WAITING
+            self._count_waiting(call, +1)  # _overflow takes it out of the queue again
+            self._call_token[call.id] = -1
+            self._overflow(call, now)
+            return None
+        call.state = S.WAITING
+        self._enqueue(call)
+        self._emit_queued(call, now)
+        self._dispatch_call(call, now)
+        return None
+
+    def _merge_callback(self, call: Interaction, now: float) -> bool:
+        """A second call-back request of the same caller for the same queue joins the first."""
+        existing_id = self._pending_callbacks.get((call.caller_hash, call.queue))
+        if existing_id is None or existing_id == call.id:
+            return False
+        if call.state is S.WAITING:
+            self._dequeue(call)
+        elif call.state is S.OFFERED:
+            self._withdraw_offer(call, "merged", now)
+            self._dequeue(call)
+        self._count_outcome(call, _closed)
+        self._finish(call, S.CLOSED, now, "merged")
+        self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing_id))
+        return True
+
+    def _overflow(self, call: Interaction, now: float) -> None:
+        """Past max wait or max length: to the overflow queue, or a call-back request."""
+        queue = self._queues[call.queue]
+        self._count_queue(call, _overflowed)
+        if queue.overflow == "callback":
+            self._dequeue(call)
+            call.callback = True
+            self._count_queue(call, _callback_requested)
+            self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue))
+            if self._merge_callback(call, now):
+                return
+            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+            self._enqueue(call)
+            self._dispatch_call(call, now)
+            return
+        self._move(call, self._queues[queue.overflow], now, overflow=True)
+
+    def _move(self, call: Interaction, target: Queue, now: float, overflow: bool = False) -> None:
+        """Move a WAITING call to another queue, keeping its place in line (its key)."""
+        source = call.queue
+        self._dequeue(call)
+        self._count_queue(call, _transferred_out)
+        self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external, overflow=overflow))
+        call.transfers += 1
+        if call.callback:
+            self._pending_callbacks.pop((call.caller_hash, source), None)
+        call.queue = target.name
+        call.queued_at = now
+        if target.external:
+            self._count_queue_arrival(call, now)
+            self._count_outcome(call, _transferred_out)
+            self._finish(call, S.TRANSFERRED, now, "overflow" if overflow else "transfer")
+            return
+        self._count_queue_arrival(call, now)
+        self._count_queue(call, _transferred_in)
+        if call.callback:
+            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+        self._enqueue(call)
+        self._emit_queued(call, now)
+        self._dispatch_call(call, now)
+
+    def _call(self, call_id: str) -> Interaction | Rejection:
+        call = self.state.interactions.get(call_id)
+        if call is None:
+            return reject(Code.unknown_call, f"no interaction {call_id!r}", field="call")
+        return call
+
+    def _agent(self, name: str) -> AgentRecord | Rejection:
+        agent = self.state.agents.get(name)
+        if agent is None:
+            return reject(Code.unknown_agent, f"no agent {name!r}", field="agent")
+        return agent
+
+    def _call_and_agent(self, call_id: str, agent_name: str) -> tuple[Interaction, AgentRecord] | Rejection:
+        agent = self._agent(agent_name)
+        if isinstance(agent, Rejection):
+            return agent
+        call = self._call(call_id)
+        if isinstance(call, Rejection):
+            return call
+        return call, agent
+
+    def _answer(self, command: c.Answer, now: float) -> Rejection | None:
+        found = self._call_and_agent(command.call, command.agent)
+        if isinstance(found, Rejection):
+            return found
+        call, agent = found
+        if call.agent == command.agent and call.state in (S.CONNECTED, S.WRAPUP, S.COMPLETED):
+            return None  # answered already, by this agent
+        if command.call in agent.held:
+            return None  # answered, then transferred onwards: it took effect
+        if call.state in TERMINAL:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state is not S.OFFERED:
+            return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
+        if call.agent != agent.name:
+            return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
+        agent.offer = None
+        self._count_waiting(call, -1)
+        call.state = S.CONNECTED
+        call.offer_expires_at = None
+        call.answered_at = now
+        call.preferred_agent = None
+        call.preferred_until = None
+        call.last_offer_agent = agent.name
+        call.last_offer_outcome = "answered"
+        if call.callback:
+            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+            call.caller = None
+        agent.held[call.id] = Held(channel=call.channel, phase="connected", queue=call.queue, since=now, answered_at=now)
+        wait = now - call.queued_at
+        threshold = self._queues[call.queue].service_level_threshold
+        within = wait <= threshold
+
+        def answered(counters: Counters) -> None:
+            counters.answered += 1
+            counters.wait_answered_seconds += wait
+            counters.answered_within += within
+            counters.callbacks_completed += call.callback
+
+        self._count_queue(call, answered)
+        if not call.counted:
+            center_wait = now - call.arrived_at
+            center_within = center_wait <= self.state.config.service_level_threshold
+
+            def answered_center(counters: Counters) -> None:
+                counters.answered += 1
+                counters.wait_answered_seconds += center_wait
+                counters.answered_within += center_within
+                counters.callbacks_completed += call.callback
+
+            self._count_outcome(call, answered_center)
+        call.handled_queue = call.queue
+        call.handled_key = call.queue_stats_key
+        self._touch(call, agent)
+        self._emit(e.CallAnswered(at=now, call=call.id, agent=agent.name, queue=call.queue, wait=round(wait, 3)))
+        self._agent_changed(agent, now)
+        self._dispatch_agent(agent, now)  # a chat agent may take more
+        return None
+
+    def _reject(self, command: c.Reject, now: float) -> Rejection | None:
+        found = self._call_and_agent(command.call, command.agent)
+        if isinstance(found, Rejection):
+            return found
+        call, agent = found
+        if call.state is S.OFFERED and call.agent == agent.name:
+            self._withdraw_offer(call, "rejected", now)
+            if agent.presence is Presence.READY:
+                agent.presence = Presence.NOT_READY
+                agent.reason = ""
+                self._agent_changed(agent, now)
+            self._dispatch_call(call, now)
+            return None
+        if call.last_offer_agent == agent.name and call.last_offer_outcome in ("rejected", "no_answer"):
+            return None  # the offer already ended without an answer
+        if call.state in TERMINAL:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state is S.OFFERED:
+            return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
+        return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
+
+    def _abandon(self, command: c.Abandon, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        if call.state is S.ABANDONED:
+            return None
+        if call.state in TERMINAL:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state in (S.CONNECTED, S.WRAPUP):
+            return reject(Code.call_connected, f"interaction {call.id!r} was answered; use hangup")
+        agent = None
+        if call.state is S.OFFERED:
+            agent = self._withdraw_offer(call, "abandoned", now)
+        if call.state is S.WAITING:
+            self._dequeue(call)
+        wait = now - call.queued_at
+        short = wait < self.state.config.short_abandon_seconds
+
+        def abandoned(counters: Counters) -> None:
+            counters.abandoned += 1
+            counters.short_abandoned += short
+            counters.wait_abandoned_seconds += wait
+
+        self._count_queue(call, abandoned)
+        center_wait = now - call.arrived_at
+        center_short = center_wait < self.state.config.short_abandon_seconds
+
+        def abandoned_center(counters: Counters) -> None:
+            counters.abandoned += 1
+            counters.short_abandoned += center_short
+            counters.wait_abandoned_seconds += center_wait
+
+        self._count_outcome(call, abandoned_center)
+        self._finish(call, S.ABANDONED, now, "abandoned")
+        self._emit(e.CallAbandoned(at=now, call=call.id, queue=call.queue, wait=round(wait, 3)))
+        if agent is not None:
+            self._dispatch_agent(agent, now)
+        return None
+
+    def _hangup(self, command: c.Hangup, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        if call.state in (S.WRAPUP, S.COMPLETED):
+            return None
+        if call.state in TERMINAL:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state is not S.CONNECTED:
+            return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; use abandon")
+        agent = self.state.agents[call.agent or ""]
+        self._end_leg(call, agent, now, transferred=False)
+        call.state = S.WRAPUP
+        call.ended_at = now
+        return None
+
+    def _end_leg(self, call: Interaction, agent: AgentRecord, now: float, transferred: bool) -> None:
+        held = agent.held[call.id]
+        held.phase = "wrapup"
+        held.ended_at = now
+        held.transferred = transferred
+        wrapup = self._queues[held.queue].wrapup_seconds
+        if wrapup:
+            held.wrap_deadline = now + wrapup
+            self._push_timer(held.wrap_deadline, "wrapup", agent.name, call.id)
+        self._touch(call, agent)
+        self._emit(e.CallEnded(at=now, call=call.id, agent=agent.name, talk=round(now - held.answered_at, 3)))
+        self._agent_changed(agent, now)
+
+    def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        target = self._queues.get(command.queue)
+        if target is None:
+            return reject(Code.unknown_queue, f"no queue named {command.queue!r}", field="queue")
+        if call.state is S.TRANSFERRED and call.queue == target.name:
+            return None
+        if call.state in TERMINAL or call.state is S.WRAPUP:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.channel not in target.channels:
+            return reject(Code.channel_not_served, f"queue {target.name!r} does not take {call.channel}", field="queue")
+        if call.state in (S.WAITING, S.OFFERED, S.SCHEDULED) and call.queue == target.name:
+            return None  # already there
+        if call.state is S.SCHEDULED:
+            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+            call.queue = target.name
+            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+            self._emit(e.CallTransferred(at=now, call=call.id, source=call.queue, target=target.name, external=target.external))
+            self._touch(call)
+            return None
+        agent = None
+        if call.state is S.OFFERED:
+            agent = self._withdraw_offer(call, "transferred", now)
+        elif call.state is S.CONNECTED:
+            agent = self.state.agents[call.agent or ""]
+            self._end_leg(call, agent, now, transferred=True)
+            call.agent = None
+            call.state = S.WAITING
+            self._count_waiting(call, +1)
+            self._call_token[call.id] = -1
+        self._move(call, target, now)
+        if agent is not None:
+            self._dispatch_agent(agent, now)
+        return None
+
+    def _request_callback(self, command: c.RequestCallback, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        if call.callback and call.state in (S.WAITING, S.OFFERED, S.SCHEDULED):
+            return None
+        if call.state is S.CLOSED and call.reason == "merged":
+            return None
+        if call.state in TERMINAL:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state not in (S.WAITING, S.OFFERED):
+            return reject(Code.call_not_waiting, f"interaction {call.id!r} is {call.state.value}; only a waiting caller asks for a call-back")
+        self._count_queue(call, _callback_requested)
+        if self._merge_callback(call, now):
+            return None
+        agent = None
+        if call.state is S.OFFERED:
+            agent = self._withdraw_offer(call, "callback", now)
+        call.callback = True
+        self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+        # The caller hangs up; max wait no longer applies (they are not on a line).
+        self._dequeue(call)
+        self._enqueue(call)
+        self._touch(call)
+        self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue))
+        self._dispatch_call(call, now)
+        if agent is not None:
+            self._dispatch_agent(agent, now)
+        return None
+
+    def _wrapup(self, command: c.WrapUp, now: float) -> Rejection | None:
+        found = self._call_and_agent(command.call, command.agent)
+        if isinstance(found, Rejection):
+            return found
+        call, agent = found
+        held = agent.held.get(call.id)
+        if held is None:
+            if call.state is S.COMPLETED and call.agent == agent.name:
+                if call.disposition == command.disposition and call.abusive == command.abusive:
+                    return None
+                return reject(Code.already_wrapped_up, f"interaction {call.id!r} was wrapped up as {call.disposition}")
+            return reject(Code.not_handled_by_agent, f"agent {agent.name!r} holds no interaction {call.id!r}", field="agent")
+        if held.phase != "wrapup":
+            return reject(Code.call_not_ended, f"interaction {call.id!r} is still connected; hang up first")
+        if command.disposition == "callback" and command.callback_at is None:
+            return reject(Code.callback_time_missing, "disposition callback needs callback_at", field="callback_at")
+        self._complete_wrapup(call, agent, command.disposition, command.abusive, command.callback_at, now)
+        return None
+
+    def _complete_wrapup(
+        self, call: Interaction, agent: AgentRecord, disposition: str, abusive: bool,
+        callback_at: float | None, now: float, timed_out: bool = False,
+    ) -> None:
+        held = agent.held.pop(call.id)
+        talk = (held.ended_at or now) - held.answered_at
+        wrapup = now - (held.ended_at or now)
+        resolved = disposition == "resolved"
+        queue_name = call.handled_queue or held.queue
+
+        def handled(counters: Counters) -> None:
+            counters.handled += 1
+            counters.talk_seconds += talk
+            counters.wrapup_seconds += wrapup
+            counters.dispositions += 1
+            counters.resolved += resolved
+
+        for counters in self._counters(queue_name, call.handled_key):
+            handled(counters)
+        for counters in self._counters(None, call.center_stats_key):
+            handled(counters)
+        previous = self.state.aht.get(queue_name) or self._queues[queue_name].aht_seconds
+        self.state.aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
+        agent.handled += 1
+        self._agent_day(agent.name, now).handled += 1
+        if call.state is S.WRAPUP and call.agent == agent.name:
+            call.disposition = disposition
+            call.abusive = abusive
+            self._finish(call, S.COMPLETED, now)
+        self._touch(call, agent)
+        self._emit(e.CallWrappedUp(at=now, call=call.id, agent=agent.name, disposition=disposition, abusive=abusive, timed_out=timed_out))
+        if abusive:
+            self.state.abuse.setdefault(call.caller_hash, []).append(now)
+            recovery = self.state.config.abuse.recovery_seconds
+            if recovery:
+                agent.recovering_until = now + recovery
+                self._push_timer(agent.recovering_until, "recovery", agent.name)
+        if disposition == "callback" and callback_at is not None:
+            self._schedule_callback(call, agent, callback_at, now)
+        self._apply_pending(agent, now)
+        agent.available_since = now
+        self._agent_changed(agent, now)
+        self._dispatch_agent(agent, now)
+
+    def _schedule_callback(self, origin: Interaction, agent: AgentRecord, callback_at: float, now: float) -> None:
+        """A call-back promised at wrap-up: first to the same agent for a while, then to anyone."""
+        existing = self._pending_callbacks.get((origin.caller_hash, origin.queue))
+        if existing is not None:
+            self._emit(e.CallbackRequested(at=now, call=origin.id, queue=origin.queue, merged_into=existing))
+            return
+        number = 1
+        while f"{origin.id}:cb{number}" in self.state.interactions:
+            number += 1
+        self.state.order += 1
+        due = max(callback_at, now)
+        call = Interaction(
+            id=f"{origin.id}:cb{number}", queue=origin.queue, channel="voice" if "voice" in self._queues[origin.queue].channels else origin.channel,
+            caller_hash=origin.caller_hash, caller_masked=origin.caller_masked, caller=None,
+            priority=origin.priority, order=self.state.order, arrived_at=now, place_at=due, queued_at=due,
+            state=S.SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
+        )
+        self.state.interactions[call.id] = call
+        call.center_stats_key = self._day_clock.locate(now)
+        self._count_center(call, _offered)
+        self._count_center(call, _callback_requested)
+        self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
+        self._push_timer(due, "due", call.id)
+        self._touch(call)
+        self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=due, agent=agent.name))
+
+    def _survey(self, command: c.Survey, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        if call.survey is not None:
+            if call.survey == command.score:
+                return None
+            return reject(Code.survey_already_recorded, f"interaction {call.id!r} already has score {call.survey}", field="score")
+        if call.answered_at is None:
+            return reject(Code.call_not_answered, f"interaction {call.id!r} was never answered")
+        call.survey = command.score
+        score = command.score
+
+        def surveyed(counters: Counters) -> None:
+            counters.surveys += 1
+            counters.survey_points += score
+            counters.satisfied += score >= 4
+
+        for counters in self._counters(call.handled_queue, call.handled_key):
+            surveyed(counters)
+        self._count_center(call, surveyed)
+        self._touch(call)
+        self._emit(e.SurveyRecorded(at=now, call=call.id, agent=call.agent, score=score))
+        return None
+
+    def _login(self, command: c.Login, now: float) -> Rejection | None:
+        agent = self._agent(command.agent)
+        if isinstance(agent, Rejection):
+            return agent
+        if agent.presence is not Presence.LOGGED_OUT:
+            return None
+        agent.presence = Presence.NOT_READY
+        agent.reason = "login"
+        for queue_name, _level in self._agent_queues.get(agent.name, ()):
+            self._staffed[queue_name] = self._staffed.get(queue_name, 0) + 1
+        self._agent_changed(agent, now)
+        return None
+
+    def _ready(self, command: c.Ready, now: float) -> Rejection | None:
+        agent = self._agent(command.agent)
+        if isinstance(agent, Rejection):
+            return agent
+        if agent.presence is Presence.LOGGED_OUT:
+            return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        if agent.presence is Presence.READY and not agent.pending:
+            return None
+        if agent.presence is not Presence.READY:
+            agent.available_since = now
+        agent.presence = Presence.READY
+        agent.reason = ""
+        agent.pending = ""
+        agent.pending_reason = ""
+        self._agent_changed(agent, now)
+        self._dispatch_agent(agent, now)
+        return None
+
+    def _not_ready(self, command: c.NotReady, now: float) -> Rejection | None:
+        agent = self._agent(command.agent)
+        if isinstance(agent, Rejection):
+            return agent
+        if agent.presence is Presence.LOGGED_OUT:
+            return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        if agent.held:
+            if agent.pending == "not_ready" and agent.pending_reason == command.reason:
+                return None
+            if agent.offer is not None:
+                call = self.state.interactions[agent.offer]
+                self._withdraw_offer(call, "agent_left", now)
+                self._dispatch_call(call, now)
+            agent.pending = "not_ready"
+            agent.pending_reason = command.reason
+            self._agent_changed(agent, now)
+            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="not_ready", reason=command.reason))
+            return None
+        if agent.presence is Presence.NOT_READY and agent.reason == command.reason and agent.offer is None:
+            return None
+        agent.presence = Presence.NOT_READY
+        agent.reason = command.reason
+        agent.pending = ""
+        if agent.offer is not None:
+            call = self.state.interactions[agent.offer]
+            self._withdraw_offer(call, "agent_left", now)
+            self._dispatch_call(call, now)
+        self._agent_changed(agent, now)
+        return None
+
+    def _logout(self, command: c.Logout, now: float) -> Rejection | None:
+        agent = self._agent(command.agent)
+        if isinstance(agent, Rejection):
+            return agent
+        if agent.presence is Presence.LOGGED_OUT:
+            return None
+        if agent.offer is not None:
+            call = self.state.interactions[agent.offer]
+            self._withdraw_offer(call, "agent_left", now)
+            self._dispatch_call(call, now)
+        if agent.held:
+            if agent.pending == "logout":
+                return None
+            agent.pending = "logout"
+            agent.pending_reason = ""
+            self._agent_changed(agent, now)
+            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="logout"))
+            return None
+        self._set_logged_out(agent)
+        agent.pending = ""
+        self._agent_changed(agent, now)
+        return None
+
+    def _tick(self, command: c.Tick, now: float) -> Rejection | None:
+        return None  # timers fire in apply() for every command
+
+    def _audit(self, command: c.Audit, now: float) -> Rejection | None:
+        self.state.audit.append((now, command.actor, command.action, command.detail))
+        del self.state.audit[:-1000]
+        self._emit(e.Audited(at=now, actor=command.actor, action=command.action, detail=command.detail))
+        return None
+
+    _handlers: dict[type, Callable[[Center, Any, float], Rejection | None]] = {
+        c.Configure: _configure,
+        c.Arrive: _arrive,
+        c.Answer: _answer,
+        c.Reject: _reject,
+        c.Abandon: _abandon,
+        c.Hangup: _hangup,
+        c.Transfer: _transfer,
+        c.RequestCallback: _request_callback,
+        c.WrapUp: _wrapup,
+        c.Survey: _survey,
+        c.Login: _login,
+        c.Ready: _ready,
+        c.NotReady: _not_ready,
+        c.Logout: _logout,
+        c.Tick: _tick,
+        c.Audit: _audit,
+    }
+
+    # ------------------------------------------------------------------ invariants
+
+    def _finish_step(self, now: float) -> None:
+        """Check the local invariants of everything this step touched (cheap, every step)."""
+        for call_id in self._touched_calls:
+            call = self.state.interactions.get(call_id)
+            if call is not None:
+                self._check_call(call)
+        for name in self._touched_agents:
+            agent = self.state.agents.get(name)
+            if agent is not None:
+                self._check_agent(agent)
+                self._apply_pending(agent, now)
+
+    def _check_call(self, call: Interaction) -> None:
+        if call.state is S.OFFERED:
+            agent = self.state.agents.get(call.agent or "")
+            invariant(agent is not None and agent.offer == call.id, f"{call.id} offered but not held as an offer")
+        elif call.state in (S.CONNECTED, S.WRAPUP):
+            agent = self.state.agents.get(call.agent or "")
+            invariant(agent is not None and call.id in agent.held, f"{call.id} {call.state.value} but no agent holds it")
+        elif call.state is S.WAITING:
+            invariant(call.agent is None, f"{call.id} waiting yet assigned to {call.agent}")
+        if call.state in TERMINAL:
+            invariant(call.caller is None, f"{call.id} ended but keeps the caller's number")
+
+    def _check_agent(self, agent: AgentRecord) -> None:
+        capacity = self._agent_configs[agent.name].capacity
+        voice = sum(1 for held in agent.held.values() if held.channel == "voice")
+        invariant(voice <= 1, f"agent {agent.name} holds {voice} voice calls")
+        if voice:
+            invariant(len(agent.held) == 1, f"agent {agent.name} mixes a voice call with other work")
+        for channel in ("chat", "sms"):
+            used = sum(1 for held in agent.held.values() if held.channel == channel)
+            invariant(used <= capacity.of(channel), f"agent {agent.name} holds {used} {channel} over capacity")
+        if agent.offer is not None:
+            call = self.state.interactions.get(agent.offer)
+            invariant(call is not None and call.state is S.OFFERED and call.agent == agent.name, f"agent {agent.name} has a stale offer")
+        if agent.presence is Presence.LOGGED_OUT:
+            invariant(not agent.held and agent.offer is None, f"agent {agent.name} logged out while working")
+
+    def check_invariants(self) -> None:
+        """Every DESIGN.md invariant the core can see (3, 4, 5, 6, 8), over the whole state.
+
+        O(agents x queues): for tests and simulators, not for every production step.
+        """
+        offers: dict[str, str] = {}
+        for call in self.state.interactions.values():
+            self._check_call(call)
+            if call.state is S.OFFERED:
+                invariant(call.id not in offers, f"{call.id} offered twice")
+                offers[call.id] = call.agent or ""
+        for agent in self.state.agents.values():
+            self._check_agent(agent)
+            for call_id in agent.held:
+                call = self.state.interactions[call_id]
+                invariant(
+                    call.agent == agent.name or call.state is not S.CONNECTED,
+                    f"{call_id} connected to {call.agent} but held by {agent.name}",
+                )
+        # Invariant 5: work conservation.
+        waiting = [call for call in self.state.interactions.values() if call.state is S.WAITING]
+        for agent in self.state.agents.values():
+            if agent.presence is not Presence.READY or agent.offer is not None or agent.pending:
+                continue
+            if agent.recovering_until is not None:
+                continue
+            levels = dict(self._agent_queues.get(agent.name, ()))
+            for call in waiting:
+                if call.preferred_agent not in (None, agent.name):
+                    continue
+                level = levels.get(call.queue)
+                if level is None or level < self._min_level(call, self.state.now):
+                    continue
+                if call.channel not in self._queues[call.queue].channels:
+                    continue
+                invariant(
+                    not self._agent_available(agent, call.channel),
+                    f"agent {agent.name} is free while {call.id} waits in {call.queue}",
+                )
+        # Invariant 8: the center counts every interaction once, in one outcome. Checked
+        # only while nothing has been pruned by retention (tests and simulations).
+        totals = Counters()
+        for day in self.state.stats.values():
+            total = day.center.total
+            totals.offered += total.offered
+            totals.answered += total.answered
+            totals.abandoned += total.abandoned
+            totals.closed += total.closed
+            totals.transfers_out += total.transfers_out
+        if totals.offered == len(self.state.interactions):
+            live = sum(1 for call in self.state.interactions.values() if not call.counted)
+            invariant(
+                totals.offered == totals.answered + totals.abandoned + totals.closed + totals.transfers_out + live,
+                f"statistics count {totals.offered} offered but {totals.answered} answered, {totals.abandoned} abandoned, "
+                f"{totals.closed} closed, {totals.transfers_out} sent out and {live} in progress",
+            )
+            for call in self.state.interactions.values():
+                invariant(call.counted or call.state not in TERMINAL, f"{call.id} ended uncounted")
+
+
+def _offered(counters: Counters) -> None:
+    counters.offered += 1
+
+
+def _closed(counters: Counters) -> None:
+    counters.closed += 1
+
+
+def _transferred_out(counters: Counters) -> None:
+    counters.transfers_out += 1
+
+
+def _transferred_in(counters: Counters) -> None:
+    counters.transfers_in += 1
+
+
+def _overflowed(counters: Counters) -> None:
+    counters.overflows += 1
+
+
+def _callback_requested(counters: Counters) -> None:
+    counters.callbacks_requested += 1

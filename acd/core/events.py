@@ -1,0 +1,130 @@
+"""Events: what the routing core says happened, in order, for each accepted command.
+
+Events are the output side of the machine: the node publishes them on the event streams
+(`/v1/events`, `/v1/agents/{id}/events`) with the LSN of the command that produced them.
+They carry enough to drive an agent desktop or a wallboard without a second request.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    at: float
+
+
+class ConfigApplied(Event, tag="config.applied"):
+    version: int
+    queues: int
+    agents: int
+    actor: str = ""
+
+
+class CallQueued(Event, tag="call.queued"):
+    call: str
+    queue: str
+    channel: str
+    priority: int
+    position: int
+    ewt: float
+    warning: bool = False
+    callback: bool = False
+
+
+class CallClosed(Event, tag="call.closed"):
+    call: str
+    queue: str
+    reason: str
+    message: str = ""
+
+
+class CallScheduled(Event, tag="call.scheduled"):
+    """A call-back waits for its due time (requested, promised at wrap-up, or closed hours)."""
+
+    call: str
+    queue: str
+    due_at: float
+    agent: str | None = None
+
+
+class CallOffered(Event, tag="call.offered"):
+    call: str
+    agent: str
+    queue: str
+    channel: str
+    expires_at: float
+    callback: bool = False
+    warning: bool = False
+
+
+class OfferWithdrawn(Event, tag="call.offer_withdrawn"):
+    call: str
+    agent: str
+    reason: str  # "rejected" | "no_answer" | "agent_left" | "abandoned" | "transferred"
+
+
+class CallAnswered(Event, tag="call.answered"):
+    call: str
+    agent: str
+    queue: str
+    wait: float
+
+
+class CallAbandoned(Event, tag="call.abandoned"):
+    call: str
+    queue: str
+    wait: float
+
+
+class CallEnded(Event, tag="call.ended"):
+    call: str
+    agent: str
+    talk: float
+
+
+class CallWrappedUp(Event, tag="call.wrapped_up"):
+    call: str
+    agent: str
+    disposition: str
+    abusive: bool = False
+    timed_out: bool = False
+
+
+class CallTransferred(Event, tag="call.transferred"):
+    call: str
+    source: str
+    target: str
+    external: bool
+    overflow: bool = False
+
+
+class CallbackRequested(Event, tag="call.callback_requested"):
+    call: str
+    queue: str
+    merged_into: str | None = None
+
+
+class SurveyRecorded(Event, tag="call.survey"):
+    call: str
+    agent: str | None
+    score: int
+
+
+class AgentChanged(Event, tag="agent.changed"):
+    agent: str
+    state: str
+    reason: str = ""
+    pending: str = ""
+
+
+class Audited(Event, tag="audit"):
+    actor: str
+    action: str
+    detail: str = ""
+
+
+def event_agents(event: Event) -> tuple[str, ...]:
+    """The agents an event concerns (for the per-agent event stream)."""
+    agent = getattr(event, "agent", None)
+    return (agent,) if agent else ()
