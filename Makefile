@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover dr-sweep loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+
+help:
+	@echo "make demo            start a local cluster, drive traffic, fail over, show it working"
+	@echo "make test            install what is needed into .venv and run the whole suite"
+	@echo "make lint            ruff, and mypy on acd/core"
+	@echo "make bench           routing-core benchmark (commands/s, cost per command at scale)"
+	@echo "make bench-api       HTTP write throughput and latency against a bare Hypercorn endpoint"
+	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages some tests need (installed only when missing; needs root or sudo).
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/acd demo
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check acd replication sim loadtest tests
+	$(BIN)/mypy acd/core
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.core
+
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api
+
+bench-sim: $(STAMP)
+	$(BIN)/python -m bench.sim
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,289 @@
+"""The one TOML file that every process of a cluster reads (DESIGN.md, "Processes and configuration").
+
+Shape:
+
+    [cluster]       name, mode, failover_timeout, secret_file, production
+    [[nodes]]       name, api, replication, data_dir, tls_cert, tls_key
+    [witness]       address, data_dir
+    [store]         map size, snapshot and retention settings
+    [limits]        request and stream limits
+    [[tokens]]      name, role, hash (see `acd token hash`), agent
+    [center]        center-wide rules (time zone, service level, priority weight, ...)
+    [abuse]         agent protection
+    [[calendars]], [[queues]], [[agents]]   the center itself
+
+Every error names its key (dotted path) and, when it can be found, its line in the file.
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from acd.core.config import Center, ConfigError, validate_center
+
+Address = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]
+
+
+class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "acd"
+    mode: Literal["sync", "async"] = "sync"
+    failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 1.5
+    secret_file: str = ""
+    production: bool = False
+
+
+class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+    api: Address
+    replication: Address = "127.0.0.1:0"
+    data_dir: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+class WitnessSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    address: Address
+    data_dir: str = "data/witness"
+
+
+class StoreSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    map_size_bytes: Annotated[int, msgspec.Meta(ge=2**20)] = 256 * 2**20
+    map_size_max_bytes: Annotated[int, msgspec.Meta(ge=2**20)] = 16 * 2**30
+    snapshot_every_records: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    retention_records: Annotated[int, msgspec.Meta(ge=0)] = 100_000
+    batch_records_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 512
+
+
+class LimitsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    body_bytes_max: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    header_bytes_max: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024
+    connections_max: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    stream_buffer_events: Annotated[int, msgspec.Meta(ge=16)] = 10_000
+    stream_heartbeat_seconds: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    streams_per_token_max: Annotated[int, msgspec.Meta(ge=1)] = 50
+    requests_per_second_per_token: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    idle_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+Role = Literal["pbx", "agent", "supervisor", "admin"]
+
+
+class TokenSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    role: Role
+    hash: Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+    agent: str = ""
+
+
+class CenterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The scalar part of `acd.core.config.Center`; lists come from top-level tables."""
+
+    name: str = "acd"
+    time_zone: str = "Asia/Seoul"
+    service_level_threshold: float = 20.0
+    short_abandon_seconds: float = 5.0
+    priority_weight_seconds: float = 60.0
+    vulnerable_priority: int = 5
+    no_answer_not_ready: bool = True
+    callback_preferred_seconds: float = 1800.0
+    retention_days: int = 35
+
+
+class FileShape(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cluster: ClusterSection = ClusterSection()
+    nodes: list[NodeSection] = []
+    witness: WitnessSection | None = None
+    store: StoreSection = StoreSection()
+    limits: LimitsSection = LimitsSection()
+    tokens: list[TokenSection] = []
+    center: dict[str, Any] = {}
+    abuse: dict[str, Any] = {}
+    calendars: list[dict[str, Any]] = []
+    queues: list[dict[str, Any]] = []
+    agents: list[dict[str, Any]] = []
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    cluster: ClusterSection
+    nodes: list[NodeSection]
+    witness: WitnessSection | None
+    store: StoreSection
+    limits: LimitsSection
+    tokens: list[TokenSection]
+    center: Center
+
+    def node(self, name: str) -> NodeSection:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        names = ", ".join(n.name for n in self.nodes) or "none"
+        raise SettingsError([f"nodes: no node named {name!r} (configured: {names})"])
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else Path(self.path).parent / path
+
+    def data_dir(self, node: str) -> Path:
+        return self.resolve(self.node(node).data_dir or f"data/{node}")
+
+    def secret(self) -> bytes | None:
+        if not self.cluster.secret_file:
+            return None
+        return self.resolve(self.cluster.secret_file).read_bytes().strip()
+
+    @property
+    def standalone(self) -> bool:
+        return len(self.nodes) == 1 and self.witness is None
+
+
+class SettingsError(Exception):
+    """Every problem found in a config file, one line each, naming key and line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def hash_token(token: str) -> str:
+    """The form a token takes in the config file (`acd token hash`)."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Best-effort line number of a dotted key like `queues[2].overflow` in TOML text."""
+    parts = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?", key)
+    lines = text.splitlines()
+    start = 0
+    for table, index in parts[:-1] or parts:
+        if index:
+            seen = -1
+            for number, line in enumerate(lines[start:], start):
+                if re.match(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]", line):
+                    seen += 1
+                    if seen == int(index):
+                        start = number
+                        break
+            else:
+                return None
+        else:
+            for number, line in enumerate(lines[start:], start):
+                if re.match(rf"^\s*\[\s*{re.escape(table)}\s*\]", line):
+                    start = number
+                    break
+    leaf = parts[-1][0] if parts else ""
+    for number, line in enumerate(lines[start:], start):
+        if number > start and re.match(r"^\s*\[", line):
+            break
+        if re.match(rf"^\s*{re.escape(leaf)}\s*=", line):
+            return number + 1
+    return start + 1 if start else None
+
+
+def _msgspec_path(error: msgspec.ValidationError) -> tuple[str, str]:
+    message = str(error)
+    match = re.search(r"at `\$(.*)`", message)
+    path = match[1].lstrip(".") if match else ""
+    return path, re.sub(r"\s*- at `\$.*`", "", message)
+
+
+def _with_line(text: str, file: str, key: str, message: str) -> str:
+    line = _line_of(text, key) if key else None
+    where = f"{file}:{line}" if line else file
+    return f"{where}: {key or 'file'}: {message}"
+
+
+def load(path: str | Path) -> Settings:
+    """Read and validate a config file; SettingsError lists every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise SettingsError([f"{file}: cannot read: {error.strerror or error}"]) from None
+    return loads(text, file)
+
+
+def loads(text: str, file: str = "<config>") -> Settings:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError([f"{file}: not valid TOML: {error}"]) from None
+    try:
+        shape = msgspec.convert(raw, FileShape)
+    except msgspec.ValidationError as error:
+        key, message = _msgspec_path(error)
+        raise SettingsError([_with_line(text, file, key, message)]) from None
+    center_raw = dict(shape.center)
+    center_raw["abuse"] = shape.abuse
+    center_raw["calendars"] = shape.calendars
+    center_raw["queues"] = shape.queues
+    center_raw["agents"] = shape.agents
+    try:
+        msgspec.convert(shape.center, CenterSection)
+        center = msgspec.convert(center_raw, Center)
+    except msgspec.ValidationError as error:
+        key, message = _msgspec_path(error)
+        if key.startswith(("abuse", "calendars", "queues", "agents")):
+            pass
+        elif key:
+            key = f"center.{key}"
+        raise SettingsError([_with_line(text, file, key, message)]) from None
+    problems = [_with_line(text, file, p.key.replace("center.abuse", "abuse"), p.message) for p in validate_center(center)]
+    problems += [_with_line(text, file, key, message) for key, message in _check_cluster(shape)]
+    if problems:
+        raise SettingsError(problems)
+    return Settings(
+        path=file, cluster=shape.cluster, nodes=shape.nodes, witness=shape.witness, store=shape.store,
+        limits=shape.limits, tokens=shape.tokens, center=center,
+    )
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not shape.nodes:
+        problems.append(("nodes", "at least one [[nodes]] entry is needed"))
+    if len(shape.nodes) > 2:
+        problems.append(("nodes", "a cluster has one node (standalone) or two (primary and standby)"))
+    if len(shape.nodes) == 2 and shape.witness is None:
+        problems.append(("witness", "a two-node cluster needs a [witness] to fail over safely"))
+    names = set()
+    for index, node in enumerate(shape.nodes):
+        if node.name in names:
+            problems.append((f"nodes[{index}].name", f"duplicate node name {node.name!r}"))
+        names.add(node.name)
+        if bool(node.tls_cert) != bool(node.tls_key):
+            problems.append((f"nodes[{index}].tls_key", "tls_cert and tls_key go together"))
+        if len(shape.nodes) > 1 and not shape.cluster.secret_file and not _is_loopback(node.replication):
+            problems.append((f"nodes[{index}].replication", "a non-loopback replication address needs cluster.secret_file"))
+    addresses: dict[str, str] = {}
+    for index, node in enumerate(shape.nodes):
+        for field in ("api", "replication"):
+            address = getattr(node, field)
+            if address.endswith(":0"):
+                continue
+            if address in addresses:
+                problems.append((f"nodes[{index}].{field}", f"address {address} is also used by {addresses[address]}"))
+            addresses[address] = f"nodes[{index}].{field}"
+    agents = {agent.get("name") for agent in shape.agents}
+    for index, token in enumerate(shape.tokens):
+        if token.role == "agent" and token.agent not in agents:
+            problems.append((f"tokens[{index}].agent", f"an agent token needs an existing agent (got {token.agent!r})"))
+    return problems
