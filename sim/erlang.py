@@ -206,9 +206,7 @@ class _ErlangADetail:
     states: int  # number of queue states summed
 
 
-def _erlang_a_detail(
-    lam: float, mu: float, theta: float, n: int, t: float
-) -> _ErlangADetail:
+def _erlang_a_detail(lam: float, mu: float, theta: float, n: int, t: float) -> _ErlangADetail:
     """Exact M/M/N+M metrics by summing the birth-death chain over its states.
 
     Method (documented here because the textbook formulas go through the
@@ -249,11 +247,11 @@ def _erlang_a_detail(
     nmu = n * mu
     a = lam / mu
     # log of the mass below N relative to pi_N: log(N / A) + log(1 / B(N-1, A)).
-    log_low = math.log(n / a) + _log_inv_erlang_b(n - 1, a)
+    log_low = math.log(n) - math.log(a) + _log_inv_erlang_b(n - 1, a)
 
-    use_t = t > 0
+    z = -math.expm1(-theta * t)  # P(Exp(theta) <= t)
+    use_t = z > 0  # t == 0 (or so tiny that z underflows): P(V' > t) = 1
     if use_t:
-        z = -math.expm1(-theta * t)
         log_z = math.log(z)
         x1 = nmu / theta + 1.0  # x + 1, the negative binomial "size"
         log_nb = -(nmu + theta) * t  # log NB_0 = (x+1) log(1-z)
@@ -379,6 +377,43 @@ def erlang_a_metrics(
 # staffing
 
 
+def _min_feasible(ok, lo: int, start: int, max_n: int) -> int | None:
+    """Smallest n in [lo, max_n] with ok(n), for a predicate monotone in n.
+
+    Probing begins at ``start`` and gallops (steps 1, 2, 4, ...) down or up
+    from it before bisecting, so a good starting guess costs few evaluations.
+    Returns None when ok(max_n) is false.
+    """
+    start = min(max(start, lo), max_n)
+    if ok(start):
+        good, step = start, 1
+        while True:  # gallop down to a failing size
+            if good == lo:
+                return lo
+            cand = max(lo, good - step)
+            if not ok(cand):
+                bad = cand
+                break
+            good, step = cand, step * 2
+    else:
+        bad, step = start, 1
+        while True:  # gallop up to a feasible size
+            if bad == max_n:
+                return None
+            cand = min(max_n, bad + step)
+            if ok(cand):
+                good = cand
+                break
+            bad, step = cand, step * 2
+    while good - bad > 1:  # invariant: ok(good), not ok(bad)
+        mid = (bad + good) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
 def staffing(
     *,
     arrivals_per_hour: float,
@@ -391,12 +426,16 @@ def staffing(
 ) -> int:
     """Fewest agents N with service_level >= target (and P(Ab) <= max_abandon_rate).
 
-    Erlang C when ``patience_seconds`` is None (N starts at floor(A) + 1, the
-    smallest stable size), Erlang A otherwise.  Both the service level and the
-    abandonment rate are monotone in N, so the answer is found by doubling then
-    bisection.  ``max_abandon_rate`` requires a patience (Erlang C never
-    abandons, so it is accepted and trivially met there).  Raises ValueError
-    if the target is not reachable with ``max_agents``.
+    Erlang C when ``patience_seconds`` is None (searching from floor(A) + 1, the
+    smallest stable size), Erlang A otherwise (``max_abandon_rate`` only
+    matters there: Erlang C never abandons).  The service level is
+    non-decreasing and the abandonment rate non-increasing in N, so the answer
+    is found by galloping then bisection.  For Erlang A the search starts from
+    the Erlang C answer (usually within a few agents of it, and cheap to
+    evaluate) and never goes below the necessary bound
+    N >= A * max(target, 1 - max_abandon_rate), which follows from
+    SL <= 1 - P(Ab) <= N / A (carried load cannot exceed N).
+    Raises ValueError if the target is not reachable with ``max_agents``.
     """
     lam_h = _check_nonneg("arrivals_per_hour", arrivals_per_hour)
     aht = _check_pos("aht_seconds", aht_seconds)
@@ -409,20 +448,21 @@ def staffing(
     max_n = _check_agents(max_agents, minimum=1)
     a = lam_h / 3600.0 * aht
 
+    def ok_c(n: int) -> bool:
+        m = erlang_c_metrics(
+            arrivals_per_hour=lam_h, aht_seconds=aht, agents=n, threshold_seconds=t
+        )
+        return m.service_level >= target
+
+    lo_c = max(1, math.floor(a) + 1)
+    n_c = _min_feasible(ok_c, lo_c, lo_c, max_n) if lo_c <= max_n else None
+
     if patience_seconds is None:
-        lo = max(1, math.floor(a) + 1)
-
-        def ok(n: int) -> bool:
-            m = erlang_c_metrics(
-                arrivals_per_hour=lam_h, aht_seconds=aht, agents=n, threshold_seconds=t
-            )
-            return m.service_level >= target
-
+        result = n_c
     else:
         patience = _check_pos("patience_seconds", patience_seconds)
-        lo = 1
 
-        def ok(n: int) -> bool:
+        def ok_a(n: int) -> bool:
             m = erlang_a_metrics(
                 arrivals_per_hour=lam_h,
                 aht_seconds=aht,
@@ -434,32 +474,18 @@ def staffing(
                 return False
             return m.service_level >= target
 
-    if lo > max_n:
+        need = max(target, 0.0 if max_abandon_rate is None else 1.0 - max_abandon_rate)
+        lo_a = max(1, math.ceil(a * need) - 1)  # minus one: float rounding slack
+        if lo_a > max_n:
+            result = None
+        else:
+            result = _min_feasible(ok_a, lo_a, lo_c if n_c is None else n_c, max_n)
+
+    if result is None:
         raise ValueError(
-            f"offered load {a:.6g} Erlangs needs more than max_agents={max_n} agents"
+            f"target not reachable with max_agents={max_n} "
+            f"(offered load {a:.6g} Erlangs, target SL {target:g} within {t:g}s"
+            + (f", max abandon {max_abandon_rate:g}" if max_abandon_rate is not None else "")
+            + ")"
         )
-    if ok(lo):
-        return lo
-    # Gallop up to a feasible size, then bisect on (bad, good].
-    bad, step = lo, 1
-    good = None
-    while good is None:
-        cand = min(max_n, bad + step)
-        if ok(cand):
-            good = cand
-        elif cand == max_n:
-            raise ValueError(
-                f"target not reachable with max_agents={max_n} "
-                f"(offered load {a:.6g} Erlangs, target SL {target:g} in {t:g}s"
-                + (f", max abandon {max_abandon_rate:g}" if max_abandon_rate is not None else "")
-                + ")"
-            )
-        else:
-            bad, step = cand, step * 2
-    while good - bad > 1:
-        mid = (bad + good) // 2
-        if ok(mid):
-            good = mid
-        else:
-            bad = mid
-    return good
+    return result

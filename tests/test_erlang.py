@@ -162,9 +162,7 @@ def test_erlang_b_known_and_exact():
 def test_erlang_b_large_no_overflow():
     b = erlang_b(5000, 4800.0)
     assert 0.0 < b < 0.05
-    assert erlang_c(5000, 4800.0) == pytest.approx(
-        5000 * b / (5000 - 4800 * (1 - b)), rel=1e-12
-    )
+    assert erlang_c(5000, 4800.0) == pytest.approx(5000 * b / (5000 - 4800 * (1 - b)), rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -224,9 +222,7 @@ def test_input_validation():
     with pytest.raises(ValueError):
         erlang_a_metrics(arrivals_per_hour=100, aht_seconds=60, agents=2, patience_seconds=0)
     with pytest.raises(ValueError):
-        erlang_a_metrics(
-            arrivals_per_hour=100, aht_seconds=60, agents=2, patience_seconds=math.inf
-        )
+        erlang_a_metrics(arrivals_per_hour=100, aht_seconds=60, agents=2, patience_seconds=math.inf)
 
 
 def test_analytic_to_dict():
@@ -282,9 +278,7 @@ def test_erlang_a_matches_brute_force_chain(agents, patience, threshold):
 
 def test_erlang_a_reference_values():
     """Pinned values (A = 10, N = 11, AHT 180 s, t = 20 s); brute-force verified above."""
-    m = erlang_a_metrics(
-        arrivals_per_hour=200, aht_seconds=180, agents=11, patience_seconds=120
-    )
+    m = erlang_a_metrics(arrivals_per_hour=200, aht_seconds=180, agents=11, patience_seconds=120)
     assert m.probability_wait == pytest.approx(0.382816, abs=1e-6)
     assert m.service_level == pytest.approx(0.742209, abs=1e-6)
     assert m.asa == pytest.approx(9.78252, abs=1e-5)
@@ -336,9 +330,7 @@ def test_erlang_a_overload_and_edges():
     assert m0.service_level == pytest.approx(1 - m0.probability_wait, abs=1e-14)
     big = erlang_a_metrics(**kw, threshold_seconds=1e6)
     assert big.service_level == pytest.approx(1 - big.abandon_rate, abs=1e-12)
-    none = erlang_a_metrics(
-        arrivals_per_hour=0, aht_seconds=180, agents=2, patience_seconds=60
-    )
+    none = erlang_a_metrics(arrivals_per_hour=0, aht_seconds=180, agents=2, patience_seconds=60)
     assert (none.service_level, none.abandon_rate, none.occupancy) == (1.0, 0.0, 0.0)
 
 
@@ -357,9 +349,7 @@ _loads = {
 def test_erlang_c_properties(lam, aht, t, extra):
     n = math.floor(lam * aht / 3600) + 1 + extra
     m1 = erlang_c_metrics(arrivals_per_hour=lam, aht_seconds=aht, agents=n, threshold_seconds=t)
-    m2 = erlang_c_metrics(
-        arrivals_per_hour=lam, aht_seconds=aht, agents=n + 1, threshold_seconds=t
-    )
+    m2 = erlang_c_metrics(arrivals_per_hour=lam, aht_seconds=aht, agents=n + 1, threshold_seconds=t)
     for m in (m1, m2):
         assert 0.0 <= m.service_level <= 1.0
         assert 0.0 <= m.probability_wait <= 1.0
@@ -404,20 +394,31 @@ def _linear_staffing(ok, start=1):
     [(200, 180, 0.8, 20), (360, 180, 0.8, 20), (3000, 240, 0.9, 15), (10, 600, 0.95, 30)],
 )
 def test_staffing_erlang_c(lam, aht, target, t):
-    n = staffing(arrivals_per_hour=lam, aht_seconds=aht, target_service_level=target, threshold_seconds=t)
+    n = staffing(
+        arrivals_per_hour=lam, aht_seconds=aht, target_service_level=target, threshold_seconds=t
+    )
     a = lam * aht / 3600
 
     def ok(k):
-        return k > a and erlang_c_metrics(
-            arrivals_per_hour=lam, aht_seconds=aht, agents=k, threshold_seconds=t
-        ).service_level >= target
+        return (
+            k > a
+            and erlang_c_metrics(
+                arrivals_per_hour=lam, aht_seconds=aht, agents=k, threshold_seconds=t
+            ).service_level
+            >= target
+        )
 
     assert n == _linear_staffing(ok)
 
 
 def test_staffing_classic_example():
     # A = 10 Erlangs, 80/20 -> 14 agents (13 gives 79.6%).
-    assert staffing(arrivals_per_hour=200, aht_seconds=180, target_service_level=0.8, threshold_seconds=20) == 14
+    assert (
+        staffing(
+            arrivals_per_hour=200, aht_seconds=180, target_service_level=0.8, threshold_seconds=20
+        )
+        == 14
+    )
 
 
 @pytest.mark.parametrize(
@@ -452,6 +453,28 @@ def test_staffing_erlang_a(lam, aht, target, t, patience, max_ab):
     assert n == _linear_staffing(ok)
 
 
+def test_staffing_erlang_a_large_center():
+    """2,000+ agents: long patience reproduces Erlang C, short patience needs fewer."""
+    kw = {
+        "arrivals_per_hour": 20000,
+        "aht_seconds": 300,
+        "target_service_level": 0.8,
+        "threshold_seconds": 20,
+    }
+    n_c = staffing(**kw)
+    assert n_c == 1683
+    assert staffing(**kw, patience_seconds=1e6) == n_c
+    n_a = staffing(**kw, patience_seconds=300)
+    assert n_a < n_c
+    ok = erlang_a_metrics(
+        arrivals_per_hour=20000, aht_seconds=300, agents=n_a, patience_seconds=300
+    )
+    below = erlang_a_metrics(
+        arrivals_per_hour=20000, aht_seconds=300, agents=n_a - 1, patience_seconds=300
+    )
+    assert ok.service_level >= 0.8 > below.service_level
+
+
 def test_staffing_unreachable():
     with pytest.raises(ValueError, match="max_agents"):
         staffing(
@@ -482,7 +505,14 @@ def test_simpy_baseline_matches_erlang_c():
     kw = {"arrivals_per_hour": 360, "aht_seconds": 180, "agents": 22}
     r = run_mmc_simpy(**kw, calls=20_000, seed=11)
     m = erlang_c_metrics(**kw)
-    assert set(r) == {"calls", "wall_seconds", "calls_per_second", "service_level", "asa", "abandon_rate"}
+    assert set(r) == {
+        "calls",
+        "wall_seconds",
+        "calls_per_second",
+        "service_level",
+        "asa",
+        "abandon_rate",
+    }
     assert r["calls"] == 20_000
     assert r["abandon_rate"] == 0.0
     assert r["calls_per_second"] > 0

@@ -110,6 +110,7 @@ class Center:
         # Time never runs backwards inside the machine: a command stamped earlier (the clock
         # of a new primary may lag the old one's) is applied at the machine's current time.
         # The log stores the original stamp and replay clamps the same way, so it is exact.
+        previous_now = self.state.now
         now = float(now)
         if now > self.state.now:
             self.state.now = now
@@ -121,12 +122,19 @@ class Center:
         # Timers due by now fire first, each at its own due time, so their effect does not
         # depend on which command happened to carry the clock past them (a rejected command
         # is not logged; replay fires the same timers at the same instants on the next one).
-        self._fire_timers(now)
+        # A driver that wants a rejection to change nothing at all ticks first whenever
+        # next_deadline() has passed, as the node's pipeline does.
+        timers_fired = self._fire_timers(now)
         fired = len(self._events)
         rejection = handler(self, command, now)
         if rejection is not None:
             invariant(len(self._events) == fired, f"{type(command).__name__} rejected after emitting events")
             self._finish_step(now)
+            if not timers_fired:
+                # A refused command is not logged, so it must not move the clock either:
+                # replay would apply the next command at a different `now` (and the
+                # snapshot would differ from the standby's at the same LSN).
+                self.state.now = previous_now
             return rejection
         self._finish_step(now)
         return self._events
@@ -381,14 +389,18 @@ class Center:
             )
         return False
 
-    def _fire_timers(self, now: float) -> None:
+    def _fire_timers(self, now: float) -> int:
+        """Fire every valid timer due by `now`; how many fired (stale ones do not count)."""
         timers = self._timers
+        fired = 0
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)
             if not self._timer_valid(timer):
                 continue
             due, _order, kind, subject, detail = timer
             self._timer_handlers[kind](self, subject, detail, due)
+            fired += 1
+        return fired
 
     def _on_offer_timeout(self, call_id: str, _detail: str, now: float) -> None:
         call = self.state.interactions[call_id]
@@ -456,8 +468,13 @@ class Center:
     def _on_overflow(self, call_id: str, _detail: str, now: float) -> None:
         self._overflow(self.state.interactions[call_id], now)
 
-    def _on_prune(self, _subject: str, _detail: str, now: float) -> None:
-        """Forget interactions, statistics and abuse flags past their retention (privacy, memory)."""
+    def _on_prune(self, _subject: str, _detail: str, _due: float) -> None:
+        """Forget interactions, statistics and abuse flags past their retention (privacy, memory).
+
+        Runs at the machine's current time, not at its due time, and schedules itself an hour
+        later: after a long idle period it runs once, not once per hour missed.
+        """
+        now = self.state.now
         config = self.state.config
         horizon = now - config.retention_days * 86400
         while self._terminal and self._terminal[0][0] < horizon:
@@ -571,16 +588,34 @@ class Center:
                     if not heap:
                         continue
                     head = self._head(heap, self._call_token)
+                    if head is not None and agent.held and head[-1] in agent.held:
+                        head = self._head_not_held(heap, agent)
                     if head is None:
                         continue
                     if best is not None and head[:2] >= best[:2]:
                         continue
                     call = self.state.interactions[head[-1]]
-                    if self._min_level(call, now) > level or call.id in agent.held:
+                    if self._min_level(call, now) > level:
                         continue
                     best = head
         if best is not None:
             self._offer(self.state.interactions[best[-1]], agent, now)
+
+    def _head_not_held(self, heap: list[Any], agent: AgentRecord) -> Any:
+        """The first valid entry of `heap` that `agent` does not hold already.
+
+        A chat agent may still be wrapping up a conversation they transferred into a queue
+        they also serve; that call must not come back to them, but the callers behind it
+        may (invariant 5). The agent holds a handful at most, so this pops only a few.
+        """
+        skipped = []
+        head = self._head(heap, self._call_token)
+        while head is not None and head[-1] in agent.held:
+            skipped.append(heapq.heappop(heap))
+            head = self._head(heap, self._call_token)
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return head
 
     def _offer(self, call: Interaction, agent: AgentRecord, now: float) -> None:
         queue = self._queues[call.queue]
@@ -1323,14 +1358,18 @@ class Center:
         if agent.held:
             if agent.pending == "not_ready" and agent.pending_reason == command.reason:
                 return None
+            withdrawn = None
             if agent.offer is not None:
-                call = self.state.interactions[agent.offer]
-                self._withdraw_offer(call, "agent_left", now)
-                self._dispatch_call(call, now)
+                withdrawn = self.state.interactions[agent.offer]
+                self._withdraw_offer(withdrawn, "agent_left", now)
+            # The deferral is recorded before the withdrawn call is routed again, so that the
+            # call cannot be offered straight back to the agent who is leaving.
             agent.pending = "not_ready"
             agent.pending_reason = command.reason
             self._agent_changed(agent, now)
             self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="not_ready", reason=command.reason))
+            if withdrawn is not None:
+                self._dispatch_call(withdrawn, now)
             return None
         if agent.presence is Presence.NOT_READY and agent.reason == command.reason and agent.offer is None:
             return None
@@ -1350,21 +1389,26 @@ class Center:
             return agent
         if agent.presence is Presence.LOGGED_OUT:
             return None
+        if agent.held and agent.pending == "logout":
+            return None
+        withdrawn = None
         if agent.offer is not None:
-            call = self.state.interactions[agent.offer]
-            self._withdraw_offer(call, "agent_left", now)
-            self._dispatch_call(call, now)
+            withdrawn = self.state.interactions[agent.offer]
+            self._withdraw_offer(withdrawn, "agent_left", now)
+        # The logout (or its deferral) is recorded before the withdrawn call is routed again,
+        # so that the call cannot be offered straight back to the agent who is leaving.
         if agent.held:
-            if agent.pending == "logout":
-                return None
             agent.pending = "logout"
             agent.pending_reason = ""
             self._agent_changed(agent, now)
             self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="logout"))
-            return None
-        self._set_logged_out(agent)
-        agent.pending = ""
-        self._agent_changed(agent, now)
+        else:
+            self._set_logged_out(agent)
+            agent.pending = ""
+            agent.pending_reason = ""
+            self._agent_changed(agent, now)
+        if withdrawn is not None:
+            self._dispatch_call(withdrawn, now)
         return None
 
     def _tick(self, command: c.Tick, now: float) -> Rejection | None:
@@ -1464,7 +1508,7 @@ class Center:
                 continue
             levels = dict(self._agent_queues.get(agent.name, ()))
             for call in waiting:
-                if call.preferred_agent not in (None, agent.name):
+                if call.preferred_agent not in (None, agent.name) or call.id in agent.held:
                     continue
                 level = levels.get(call.queue)
                 if level is None or level < self._min_level(call, self.state.now):

@@ -89,7 +89,9 @@ def check_data_file(directory: Path) -> int | None:
                 )
             page_bytes = meta0.page_size_bytes
             if page_bytes < 512 or page_bytes & (page_bytes - 1) or page_bytes > 65536:
-                raise StoreError(f"{path} records an impossible page size of {page_bytes} bytes; it is damaged")
+                raise StoreError(
+                    f"{path} records an impossible page size of {page_bytes} bytes; it is damaged"
+                )
             if size_bytes < 2 * page_bytes:
                 raise StoreError(
                     f"the data file {path} is truncated: {size_bytes} bytes cannot even hold the two "
@@ -111,7 +113,7 @@ def check_data_file(directory: Path) -> int | None:
         # with ordinary I/O and answers exactly that; it runs only on this
         # suspicious path because it walks every page.
         try:
-            problems = lmdb.verify.verify(str(directory), subdir=True)
+            problems: list[str] = lmdb.verify.verify(str(directory), subdir=True)  # type: ignore[no-untyped-call]
         except lmdb.verify.VerifyError as exc:
             problems = [str(exc)]
         if problems:

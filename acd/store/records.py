@@ -26,7 +26,9 @@ def _checksum(lsn: int, epoch: int, at: float, body: bytes) -> int:
     try:
         header = _HEADER.pack(lsn, epoch, at)
     except struct.error as exc:
-        raise ValueError(f"lsn={lsn!r}, epoch={epoch!r}, at={at!r} cannot be encoded: {exc}") from exc
+        raise ValueError(
+            f"lsn={lsn!r}, epoch={epoch!r}, at={at!r} cannot be encoded: {exc}"
+        ) from exc
     # Feeding the body separately avoids copying a large snapshot just to checksum it.
     return zlib.crc32(body, zlib.crc32(header))
 
@@ -70,7 +72,11 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """The encoded state of the call distributor after applying the record at ``lsn``."""
+    """The encoded state of the call distributor after applying the record at ``lsn``.
+
+    ``epoch`` is the epoch the snapshot was taken in: at least the epoch of
+    the record at ``lsn``, and possibly later.
+    """
 
     lsn: int
     epoch: int
@@ -98,7 +104,9 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
         try:
             computed = _checksum(self.lsn, self.epoch, self.at, self.state)
         except ValueError as exc:
-            raise CorruptRecord(f"snapshot at LSN {self.lsn} is damaged: {exc}", lsn=self.lsn) from exc
+            raise CorruptRecord(
+                f"snapshot at LSN {self.lsn} is damaged: {exc}", lsn=self.lsn
+            ) from exc
         if computed != self.checksum:
             raise CorruptRecord(
                 f"snapshot at LSN {self.lsn} fails its checksum (stored {self.checksum:#010x}, "

@@ -1,0 +1,114 @@
+"""Request bodies of the HTTP API and the small response records that are not views.
+
+Field types and limits come from the core's commands (`acd.core.commands`), so the API
+refuses at the edge exactly what the core would never accept. Every body refuses unknown
+fields: a misspelt optional field (`"prority": 5`) is a 400, not a silently ignored wish.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from acd.core.commands import AttributeValue, Caller, Disposition, Priority, Score, Text
+from acd.core.config import Channel, Name
+
+Timestamp = Annotated[float, msgspec.Meta(ge=0, le=32503680000, description="Unix time in seconds")]
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of request bodies."""
+
+
+class CallArrival(Body):
+    """An interaction arrives from the PBX or a chat/SMS gateway."""
+
+    id: Name
+    queue: Name
+    caller: Caller
+    channel: Channel = "voice"
+    priority: Priority = 0
+    attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], AttributeValue] = {}
+
+
+class AgentAction(Body):
+    """Answer or reject: the agent the call is offered to."""
+
+    agent: Name
+
+
+class NoFields(Body):
+    """No fields; an empty body is accepted too."""
+
+
+class TransferTo(Body):
+    queue: Name
+
+
+class WrapUpBody(Body):
+    agent: Name
+    disposition: Disposition
+    abusive: bool = False
+    callback_at: Timestamp | None = None
+
+
+class SurveyBody(Body):
+    score: Score
+
+
+class NotReadyBody(Body):
+    reason: Text = ""
+
+
+class SwitchoverBody(Body):
+    to: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+
+
+class Error(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Every error reply (DESIGN.md, HTTP API contract)."""
+
+    error: str
+    message: str
+    field: str | None = None
+    primary: str | None = None
+    problems: list[str] | None = None
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    node: str
+    role: str
+    lsn: int
+
+
+class ClusterView(msgspec.Struct, kw_only=True):
+    name: str
+    cluster: str
+    role: str
+    epoch: int
+    lsn: int
+    mode: str
+    peer: dict[str, object] | None
+    lag: int | None
+    witness: dict[str, object] | None
+
+
+class ConfigReloaded(msgspec.Struct, kw_only=True):
+    changed: bool
+    version: int
+    lsn: int
+    queues: int
+    agents: int
+    tokens: int
+    restart_needed: list[str]
+
+
+class StateDigest(msgspec.Struct, kw_only=True):
+    """The node's state at one LSN, for checking that it equals a replay of the log."""
+
+    node: str
+    lsn: int
+    state_hash: str
+    config_version: int
+    interactions: int

@@ -1,0 +1,380 @@
+"""Views and KPIs: what the API, the wallboard and the simulator show, as pure functions of a Center.
+
+Every function here reads a `Center` (and the instant `now` at which the view is taken) and
+returns msgspec structs; nothing here mutates the center, touches the clock or does I/O, so
+the simulator can call the same functions on its virtual clock.
+
+KPI definitions (DOMAIN.md's centers report these per day):
+- service level, answered basis: answered within the threshold / answered.
+- service level, offered basis: answered within the threshold / (answered + abandoned - short
+  abandons): callers who hung up within `short_abandon_seconds` are not counted against it.
+- ASA (average speed of answer): answered waiting time / answered.
+- AHT (average handling time): (talk + wrap-up time) / handled.
+- FCR (first-contact resolution): dispositions "resolved" / dispositions recorded.
+- CSAT: surveys scored 4 or 5 / surveys; `survey_mean` is the mean score (1-5).
+- occupancy: time offered, busy or in wrap-up / time logged in and not on a break (ready,
+  offered, busy, wrap-up), over the agents' day so far.
+A ratio whose denominator is zero is null, not 0: "no calls yet" is not "0 % service level".
+Timestamps are Unix time in seconds; durations are seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+
+from acd.core import Center
+from acd.core.calendar import DayClock, load_zone
+from acd.core.config import Capacity
+from acd.core.state import TERMINAL, AgentRecord, AgentState, CallState, Counters, DayStats, Interaction
+
+AGENT_STATES: tuple[str, ...] = tuple(state.value for state in AgentState)
+WORKING_STATES = ("offered", "busy", "wrapup")
+AVAILABLE_STATES = ("ready", "offered", "busy", "wrapup")
+
+
+class Kpis(msgspec.Struct, kw_only=True):
+    offered: int
+    answered: int
+    answered_within_threshold: int
+    abandoned: int
+    short_abandoned: int
+    service_level: float | None
+    service_level_offered: float | None
+    asa_seconds: float | None
+    aht_seconds: float | None
+    handled: int
+    fcr: float | None
+    csat: float | None
+    survey_mean: float | None
+    surveys: int
+    callbacks_requested: int
+    callbacks_completed: int
+    transfers_in: int
+    transfers_out: int
+    overflows: int
+    closed: int
+
+
+class CallCreated(msgspec.Struct, kw_only=True):
+    id: str
+    state: str
+    position: int
+    ewt: float
+
+
+class HeldView(msgspec.Struct, kw_only=True):
+    call: str
+    channel: str
+    phase: str
+    queue: str
+    since: float
+    answered_at: float
+    ended_at: float | None
+    wrap_deadline: float | None
+
+
+class CallView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    queue: str
+    channel: str
+    state: str
+    agent: str | None
+    priority: int
+    caller: str
+    attributes: dict[str, bool | int | str]
+    arrived_at: float
+    queued_at: float
+    answered_at: float | None
+    ended_at: float | None
+    completed_at: float | None
+    offer_expires_at: float | None
+    due_at: float | None
+    callback: bool
+    warning: bool
+    disposition: str | None
+    abusive: bool
+    survey: int | None
+    reason: str
+    transfers: int
+    origin: str | None
+    # Only while the interaction waits in its queue:
+    position: int | None = None
+    ewt: float | None = None
+
+
+class AgentView(msgspec.Struct, kw_only=True):
+    id: str
+    display_name: str
+    state: str
+    state_since: float
+    reason: str
+    pending: str
+    presence: str
+    offer: str | None
+    interactions: list[HeldView]
+    skills: dict[str, int]
+    capacity: Capacity
+    queues: dict[str, int]
+    recovering_until: float | None
+    handled_today: int
+
+
+class QueueView(msgspec.Struct, kw_only=True):
+    id: str
+    topic: str
+    channels: list[str]
+    external: bool
+    waiting: int
+    offered_now: int
+    scheduled_callbacks: int
+    longest_wait_seconds: float
+    agents: dict[str, int]
+    staffed: int
+    service_level_threshold: float
+    service_level_target: float
+    day: str
+    today: Kpis
+
+
+class AgentTime(msgspec.Struct, kw_only=True):
+    agents: int
+    seconds: dict[str, float]
+    occupancy: float | None
+
+
+class StatsView(msgspec.Struct, kw_only=True):
+    day: str
+    time_zone: str
+    at: float
+    waiting: int
+    agents: dict[str, int]
+    center: Kpis
+    queues: dict[str, Kpis]
+    agent_time: AgentTime
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _ratio(numerator: float, denominator: float, digits: int = 4) -> float | None:
+    return round(numerator / denominator, digits) if denominator else None
+
+
+def kpis(counters: Counters) -> Kpis:
+    """The KPIs of one queue or the whole center from its folded counters (see module doc)."""
+    offered_basis = counters.answered + counters.abandoned - counters.short_abandoned
+    return Kpis(
+        offered=counters.offered,
+        answered=counters.answered,
+        answered_within_threshold=counters.answered_within,
+        abandoned=counters.abandoned,
+        short_abandoned=counters.short_abandoned,
+        service_level=_ratio(counters.answered_within, counters.answered),
+        service_level_offered=_ratio(counters.answered_within, offered_basis),
+        asa_seconds=_ratio(counters.wait_answered_seconds, counters.answered, 2),
+        aht_seconds=_ratio(counters.talk_seconds + counters.wrapup_seconds, counters.handled, 2),
+        handled=counters.handled,
+        fcr=_ratio(counters.resolved, counters.dispositions),
+        csat=_ratio(counters.satisfied, counters.surveys),
+        survey_mean=_ratio(counters.survey_points, counters.surveys, 2),
+        surveys=counters.surveys,
+        callbacks_requested=counters.callbacks_requested,
+        callbacks_completed=counters.callbacks_completed,
+        transfers_in=counters.transfers_in,
+        transfers_out=counters.transfers_out,
+        overflows=counters.overflows,
+        closed=counters.closed,
+    )
+
+
+def local_day(center: Center, now: float) -> str:
+    """The center's local date (ISO) at `now`: the day whose statistics are "today"."""
+    return DayClock(center.config.time_zone).locate(now)[0]
+
+
+def _day_stats(center: Center, day: str) -> DayStats:
+    return center.state.stats.get(day) or DayStats()
+
+
+class QueueLoad(msgspec.Struct, kw_only=True):
+    waiting: int = 0
+    offered: int = 0
+    scheduled: int = 0
+    longest_wait_seconds: float = 0.0
+
+
+def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
+    """Per queue: interactions waiting, ringing and scheduled, and the longest current wait.
+
+    One pass over the live interactions; an offered call still holds its place in line, so it
+    counts in the longest wait too.
+    """
+    loads = {queue.name: QueueLoad() for queue in center.config.queues}
+    for call in _live(center.state.interactions.values()):
+        load = loads.get(call.queue)
+        if load is None:
+            continue
+        if call.state is CallState.WAITING:
+            load.waiting += 1
+        elif call.state is CallState.OFFERED:
+            load.offered += 1
+        elif call.state is CallState.SCHEDULED:
+            load.scheduled += 1
+            continue
+        else:
+            continue
+        load.longest_wait_seconds = max(load.longest_wait_seconds, round(now - call.queued_at, 3))
+    return loads
+
+
+def _live(calls: Iterable[Interaction]) -> Iterable[Interaction]:
+    return (call for call in calls if call.state not in TERMINAL)
+
+
+def agents_by_state(records: Iterable[AgentRecord]) -> dict[str, int]:
+    counts = dict.fromkeys(AGENT_STATES, 0)
+    for record in records:
+        counts[record.state.value] += 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------- views
+
+
+def call_created(center: Center, call_id: str, queued_position: int | None = None, queued_ewt: float | None = None) -> CallCreated:
+    """The reply to POST /v1/calls: the arrival's position and EWT, from its `CallQueued`
+    event when the caller of this function has one, else computed from the current state."""
+    call = center.state.interactions[call_id]
+    if queued_position is None or queued_ewt is None:
+        queued_position, queued_ewt = _position(center, call)
+    return CallCreated(id=call.id, state=call.state.value, position=queued_position, ewt=queued_ewt)
+
+
+def _position(center: Center, call: Interaction) -> tuple[int, float]:
+    if call.state is not CallState.WAITING or center.queue(call.queue) is None:
+        return 0, 0.0
+    position = center.position(call.id)
+    return position, center.ewt(call.queue, position)
+
+
+def call_view(center: Center, call_id: str) -> CallView | None:
+    call = center.state.interactions.get(call_id)
+    if call is None:
+        return None
+    view = CallView(
+        id=call.id, queue=call.queue, channel=call.channel, state=call.state.value, agent=call.agent,
+        priority=call.priority, caller=call.caller_masked, attributes=call.attributes,
+        arrived_at=call.arrived_at, queued_at=call.queued_at, answered_at=call.answered_at,
+        ended_at=call.ended_at, completed_at=call.completed_at, offer_expires_at=call.offer_expires_at,
+        due_at=call.due_at, callback=call.callback, warning=call.warning, disposition=call.disposition,
+        abusive=call.abusive, survey=call.survey, reason=call.reason, transfers=call.transfers,
+        origin=call.origin,
+    )
+    if call.state is CallState.WAITING:
+        view.position, view.ewt = _position(center, call)
+    return view
+
+
+def agent_view(center: Center, name: str) -> AgentView | None:
+    record = center.state.agents.get(name)
+    if record is None:
+        return None
+    config = next((agent for agent in center.config.agents if agent.name == name), None)
+    if config is None:
+        return None
+    today = center.state.stats.get(local_day(center, center.now))
+    handled = today.agents[name].handled if today is not None and name in today.agents else 0
+    return AgentView(
+        id=name, display_name=config.display_name, state=record.state.value, state_since=record.state_since,
+        reason=record.shown_reason or record.reason, pending=record.pending, presence=record.presence.value,
+        offer=record.offer,
+        interactions=[
+            HeldView(
+                call=call_id, channel=held.channel, phase=held.phase, queue=held.queue, since=held.since,
+                answered_at=held.answered_at, ended_at=held.ended_at, wrap_deadline=held.wrap_deadline,
+            )
+            for call_id, held in record.held.items()
+        ],
+        skills=dict(config.skills), capacity=config.capacity, queues=center.agent_levels(name),
+        recovering_until=record.recovering_until, handled_today=handled,
+    )
+
+
+def agents_view(center: Center) -> list[AgentView]:
+    views = (agent_view(center, agent.name) for agent in center.config.agents)
+    return [view for view in views if view is not None]
+
+
+def queue_view(center: Center, name: str, now: float, loads: dict[str, QueueLoad] | None = None, day: str | None = None) -> QueueView | None:
+    queue = center.queue(name)
+    if queue is None:
+        return None
+    loads = loads if loads is not None else queue_loads(center, now)
+    load = loads.get(name, QueueLoad())
+    day = day or local_day(center, now)
+    queue_day = _day_stats(center, day).queues.get(name)
+    serving = [record for record in center.state.agents.values() if name in center.agent_levels(record.name)]
+    return QueueView(
+        id=name, topic=queue.topic, channels=list(queue.channels), external=queue.external,
+        waiting=load.waiting, offered_now=load.offered, scheduled_callbacks=load.scheduled,
+        longest_wait_seconds=load.longest_wait_seconds, agents=agents_by_state(serving),
+        staffed=center.staffed(name), service_level_threshold=queue.service_level_threshold,
+        service_level_target=queue.service_level_target, day=day,
+        today=kpis(queue_day.total if queue_day is not None else Counters()),
+    )
+
+
+def queues_view(center: Center, now: float) -> list[QueueView]:
+    loads = queue_loads(center, now)
+    day = local_day(center, now)
+    views = (queue_view(center, queue.name, now, loads, day) for queue in center.config.queues)
+    return [view for view in views if view is not None]
+
+
+def agent_time(center: Center, day: str, now: float) -> AgentTime:
+    """Seconds the agents spent in each state on `day`, and the occupancy.
+
+    The core books time into a state when the agent leaves it; for today the time in the
+    current state so far is added, so the figure does not lag by a whole break.
+    """
+    stats = _day_stats(center, day)
+    seconds = dict.fromkeys(AGENT_STATES, 0.0)
+    for record in stats.agents.values():
+        for state, spent in record.seconds.items():
+            seconds[state] = seconds.get(state, 0.0) + spent
+    if day == local_day(center, now):
+        day_start = _day_start(center.config.time_zone, now)
+        for record in center.state.agents.values():
+            if record.state is AgentState.LOGGED_OUT:
+                continue
+            since = max(record.state_since, day_start)
+            if now > since:
+                seconds[record.state.value] += now - since
+    working = sum(seconds[state] for state in WORKING_STATES)
+    available = sum(seconds[state] for state in AVAILABLE_STATES)
+    return AgentTime(
+        agents=len(stats.agents), seconds={state: round(value, 1) for state, value in seconds.items()},
+        occupancy=_ratio(working, available),
+    )
+
+
+def _day_start(time_zone: str, now: float) -> float:
+    local = dt.datetime.fromtimestamp(now, load_zone(time_zone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def stats_view(center: Center, now: float, day: str | None = None) -> StatsView:
+    day = day or local_day(center, now)
+    stats = _day_stats(center, day)
+    loads = queue_loads(center, now)
+    return StatsView(
+        day=day, time_zone=center.config.time_zone, at=now,
+        waiting=sum(load.waiting + load.offered for load in loads.values()),
+        agents=agents_by_state(center.state.agents.values()),
+        center=kpis(stats.center.total),
+        queues={queue.name: kpis(stats.queues[queue.name].total if queue.name in stats.queues else Counters()) for queue in center.config.queues},
+        agent_time=agent_time(center, day, now),
+    )

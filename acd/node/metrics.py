@@ -1,0 +1,33 @@
+"""The node's own Prometheus metrics (one registry per node, so several nodes share a process).
+
+Names follow Prometheus conventions: base units (seconds, bytes), `_total` for counters.
+Figures of the center (queues, agents, KPIs) are read from the core at scrape time by a
+collector in `acd.api.metrics`; these here are updated by the pipeline as it goes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class NodeMetrics:
+    def __init__(self, node: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.commands = Counter(
+            "acd_commands", "Commands by type and result", ["command", "result"], registry=r
+        )
+        self.command_seconds = Histogram(
+            "acd_command_latency_seconds", "Time from submission to reply", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.commit_seconds = Histogram(
+            "acd_commit_latency_seconds", "Durable commit (fsync) time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_records = Histogram(
+            "acd_commit_batch_records", "Records per group commit", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.lsn = Gauge("acd_lsn", "Last applied log sequence number", registry=r)
+        self.storage_full = Counter("acd_storage_full", "Batches refused because the store was full", registry=r)

@@ -1,0 +1,375 @@
+"""One ACD node: the Trio shell around the routing core and the store.
+
+Theory of operation
+-------------------
+One task, the pipeline, owns the core (`acd.core.Center`) and the store. Everything else (the
+HTTP API, replication, the CLI) hands it commands over a memory channel and awaits the result.
+For each batch of waiting commands the pipeline
+
+    decode -> core -> LMDB commit (fsync) -> replicate -> re-check the lease -> reply -> publish
+
+so that a reply is sent only once the batch is durable (on both nodes in `sync` mode) and
+event-stream readers see only durable events (DESIGN.md, "Consistency"). The batch is every
+command waiting in the channel when the pipeline comes round (group commit): with one client
+it stays 1, under concurrency it grows while the previous commit's fsync runs in a worker
+thread.
+
+Timers live in the core's state; the pipeline wakes at `next_deadline()` and logs a `Tick`,
+and it ticks before any command whose timestamp has passed the deadline, so a command never
+fires a timer itself and replay is exact.
+
+Roles: a standalone node is always primary. In a cluster the replication layer
+(`replication.cluster`) decides the role and supplies a `Replicator` that ships each batch to
+the standby and holds the lease; a standby applies what the primary ships through
+`apply_replicated()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import trio
+
+from acd.core import Center, Rejection
+from acd.core import commands as c
+from acd.core.events import Event
+from acd.settings import Settings
+from acd.store import Record, StorageFull, Store, StoreError
+
+from .broker import Broker
+from .metrics import NodeMetrics
+
+log = logging.getLogger("acd.node")
+
+
+class NodeError(Exception):
+    """Base of the node's own errors (translated to HTTP by the API layer)."""
+
+
+class NotPrimary(NodeError):
+    """This node does not accept writes now; `primary` is the primary's API address if known."""
+
+    def __init__(self, message: str, primary: str | None = None) -> None:
+        super().__init__(message)
+        self.primary = primary
+
+
+class StorageFullError(NodeError):
+    """The store has no room; nothing of the refused batch was applied."""
+
+
+class NodeClosed(NodeError):
+    """The node is shutting down."""
+
+
+class ReplayMismatch(StoreError):
+    """The log holds a command that the core refuses on replay: the state would differ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    lsn: int
+    events: list[Event]
+
+
+class Replicator(Protocol):
+    """What the pipeline needs from replication (a standalone node uses `Standalone`)."""
+
+    def can_accept(self) -> bool: ...
+
+    def primary_api(self) -> str | None: ...
+
+    async def replicate(self, records: Sequence[Record]) -> None: ...
+
+    def lease_valid(self) -> bool: ...
+
+
+class Standalone:
+    """A single node with no standby and no witness: always primary, nothing to ship."""
+
+    def can_accept(self) -> bool:
+        return True
+
+    def primary_api(self) -> str | None:
+        return None
+
+    async def replicate(self, records: Sequence[Record]) -> None:
+        return None
+
+    def lease_valid(self) -> bool:
+        return True
+
+
+class _Submission:
+    __slots__ = ("command", "done", "result", "error", "started")
+
+    def __init__(self, command: c.Command) -> None:
+        self.command = command
+        self.done = trio.Event()
+        self.result: Accepted | Rejection | None = None
+        self.error: NodeError | None = None
+        self.started = time.perf_counter()
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.clock = clock
+        self.section = settings.node(name)
+        self.store = store or Store(
+            settings.data_dir(name), cluster=settings.cluster.name, node=name,
+            map_size_bytes=settings.store.map_size_bytes,
+            map_size_max_bytes=settings.store.map_size_max_bytes,
+        )
+        self.broker = Broker(buffer_events=settings.limits.stream_buffer_events)
+        self.metrics = NodeMetrics(name)
+        self.replicator: Replicator = Standalone()
+        self.role = "primary" if settings.standalone else "standby"
+        self.center = Center()
+        self.lsn = 0
+        self._last_at = 0.0
+        self._since_snapshot = 0
+        self._send, self._receive = trio.open_memory_channel[_Submission](settings.store.batch_records_max * 4)
+        self.batch_lock = trio.Lock()  # held while a batch is applied but not yet durable
+        self._closed = False
+        self.recover()
+
+    # ------------------------------------------------------------------ recovery
+
+    def recover(self) -> None:
+        """Load the latest snapshot, replay the log tail, verify; refuse to serve otherwise."""
+        snapshot = self.store.latest_snapshot()
+        if snapshot is not None:
+            self.center = Center.restore(snapshot.state)
+            self.lsn = snapshot.lsn
+            self._last_at = snapshot.at
+        else:
+            self.center = Center()
+            self.lsn = 0
+        self.broker.reset(self.lsn)
+        replayed = 0
+        while True:
+            records = self.store.read(self.lsn, limit=1000)
+            if not records:
+                break
+            for record in records:
+                self._apply_record(record)
+                replayed += 1
+        self._since_snapshot = replayed
+        if self.lsn != self.store.last_lsn():
+            raise ReplayMismatch(f"log ends at LSN {self.store.last_lsn()} but replay reached {self.lsn}")
+        log.info("recovered node=%s lsn=%d snapshot_lsn=%d replayed=%d", self.name, self.lsn, snapshot.lsn if snapshot else 0, replayed)
+
+    def _apply_record(self, record: Record) -> list[Event]:
+        invariant_lsn = self.lsn + 1
+        if record.lsn != invariant_lsn:
+            raise ReplayMismatch(f"expected LSN {invariant_lsn}, got {record.lsn}")
+        try:
+            command = c.decode_command(record.payload)
+        except msgspec.DecodeError as error:
+            raise ReplayMismatch(f"record LSN {record.lsn} does not decode: {error}") from None
+        result = self.center.apply(command, record.at)
+        if isinstance(result, Rejection):
+            raise ReplayMismatch(f"record LSN {record.lsn} ({type(command).__name__}) is refused on replay: {result.code}")
+        self.lsn = record.lsn
+        self._last_at = max(self._last_at, record.at)
+        self.broker.publish(record.lsn, result)
+        return result
+
+    def apply_replicated(self, records: Sequence[Record]) -> None:
+        """A standby applies records the primary shipped (already durable in our store)."""
+        for record in records:
+            self._apply_record(record)
+        self._since_snapshot += len(records)
+        self._maybe_snapshot()
+
+    def reload(self) -> None:
+        """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
+        self.recover()
+
+    # ------------------------------------------------------------------ submitting
+
+    async def submit(self, command: c.Command) -> Accepted | Rejection:
+        """Run a command through the pipeline; returns once durable (and replicated)."""
+        if self._closed:
+            raise NodeClosed("node is shutting down")
+        if self.role != "primary" or not self.replicator.can_accept():
+            raise NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
+        submission = _Submission(command)
+        await self._send.send(submission)
+        await submission.done.wait()
+        if submission.error is not None:
+            raise submission.error
+        invariant_result = submission.result
+        if invariant_result is None:
+            raise NodeClosed("the pipeline stopped before this command completed")
+        return invariant_result
+
+    def stamp(self) -> float:
+        """The timestamp of the next command: the wall clock, never running backwards."""
+        now = self.clock()
+        if now < self._last_at:
+            now = self._last_at
+        self._last_at = now
+        return now
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def run_pipeline(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        batch_max = self.settings.store.batch_records_max
+        task_status.started()
+        try:
+            while True:
+                deadline = self.center.next_deadline() if self.role == "primary" else None
+                batch: list[_Submission] = []
+                if deadline is None:
+                    batch.append(await self._receive.receive())
+                else:
+                    delay = max(0.0, deadline - self.clock())
+                    with trio.move_on_after(delay):
+                        batch.append(await self._receive.receive())
+                while len(batch) < batch_max:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                async with self.batch_lock:
+                    await self._process(batch)
+        finally:
+            self._closed = True
+            error = NodeClosed("node is shutting down")
+            while True:
+                try:
+                    pending = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                pending.error = error
+                pending.done.set()
+
+    async def _process(self, batch: list[_Submission]) -> None:
+        if self.role != "primary" or not self.replicator.can_accept():
+            self._fail(batch, NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api()))
+            return
+        epoch = self.store.epoch()
+        records: list[Record] = []
+        published: list[tuple[int, list[Event]]] = []
+        lsn = self.lsn
+
+        def log_command(command: c.Command, at: float, events: list[Event]) -> int:
+            nonlocal lsn
+            lsn += 1
+            records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=c.encode_command(command)))
+            if events:
+                published.append((lsn, events))
+            return lsn
+
+        def tick_if_due(at: float) -> None:
+            deadline = self.center.next_deadline()
+            if deadline is not None and deadline <= at:
+                log_command(c.Tick(), at, self.center.tick(at))
+
+        tick_if_due(self.stamp())
+        for submission in batch:
+            at = self.stamp()
+            tick_if_due(at)
+            result = self.center.apply(submission.command, at)
+            if isinstance(result, Rejection):
+                submission.result = result
+                continue
+            submission.result = Accepted(log_command(submission.command, at, result), result)
+
+        if records:
+            started = time.perf_counter()
+            try:
+                await trio.to_thread.run_sync(self.store.append, records)
+            except StorageFull as error:
+                # Nothing was written; the core already applied the batch in memory, so
+                # rebuild it from the store: the refused batch leaves no trace.
+                log.error("storage full node=%s lsn=%d: %s", self.name, self.lsn, error)
+                self.metrics.storage_full.inc()
+                self.reload()
+                self._fail(batch, StorageFullError(str(error)))
+                return
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_records.observe(len(records))
+            self.lsn = lsn
+            self._since_snapshot += len(records)
+            try:
+                await self.replicator.replicate(records)
+            except NotPrimary as error:
+                self._fail(batch, error)
+                return
+        if not self.replicator.lease_valid():
+            # Fencing: the lease may have expired while we committed; another node may be
+            # primary by now, so nothing here may be acknowledged (DESIGN.md, Consistency).
+            self._fail(batch, NotPrimary(f"node {self.name} lost its lease", self.replicator.primary_api()))
+            return
+        for lsn_published, events in published:
+            self.broker.publish(lsn_published, events)
+        now = time.perf_counter()
+        for submission in batch:
+            result = submission.result
+            kind = type(submission.command).__name__
+            outcome = result.code if isinstance(result, Rejection) else "accepted"
+            self.metrics.commands.labels(kind, outcome).inc()
+            self.metrics.command_seconds.observe(now - submission.started)
+            submission.done.set()
+        self.metrics.lsn.set(self.lsn)
+        self._maybe_snapshot()
+
+    def _fail(self, batch: list[_Submission], error: NodeError) -> None:
+        for submission in batch:
+            submission.error = error
+            submission.result = None
+            self.metrics.commands.labels(type(submission.command).__name__, type(error).__name__).inc()
+            submission.done.set()
+
+    def _maybe_snapshot(self) -> None:
+        every = self.settings.store.snapshot_every_records
+        if self._since_snapshot < every:
+            return
+        self.save_snapshot()
+
+    async def snapshot_now(self) -> None:
+        """Take a snapshot between batches (the state then equals the durable log)."""
+        async with self.batch_lock:
+            self.save_snapshot()
+
+    def save_snapshot(self) -> None:
+        self.store.save_snapshot(lsn=self.lsn, epoch=self.store.epoch(), at=self._last_at, state=self.center.snapshot())
+        self._since_snapshot = 0
+        retention = self.settings.store.retention_records
+        if retention:
+            removed = self.store.truncate_log(max(1, self.lsn - retention + 1))
+            if removed:
+                log.info("log truncated node=%s removed=%d first_lsn=%d", self.name, removed, self.store.first_lsn())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._closed = True
+        self.broker.close_all()
+        self.store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def apply_settings_center(self, actor: str = "startup") -> Accepted | Rejection | None:
+        """Apply the config file's center when it differs from the replicated one (primary only)."""
+        if self.center.state.config_version and self.center.config == self.settings.center:
+            return None
+        return await self.submit(c.Configure(center=self.settings.center, actor=actor))

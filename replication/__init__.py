@@ -1,0 +1,1 @@
+"""Primary/standby replication with a witness. See docs/replication.md."""

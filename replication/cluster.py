@@ -1,0 +1,776 @@
+"""A node's part in the cluster: elections, the lease, log shipping, catch-up, switchover.
+
+See `docs/replication.md` for the protocol (glossary, messages, safety argument). In short:
+
+- A node becomes primary of epoch E with the votes of a majority of {A, B, witness}: itself
+  and the witness or the peer. Every vote is also a lease: the voter votes for nobody else
+  until `lease_seconds` after it granted. The primary renews with the witness and with the
+  standby (each `Append` asks for it) every `renew_interval`.
+- The primary counts its lease from the moment it *sent* the request, shortened by the clock
+  drift bound and a margin (`DRIFT`, `MARGIN`), so it stops acknowledging before any voter
+  can grant another node a vote. The pipeline re-checks the lease before every reply.
+- `sync` mode: a batch is acknowledged once the standby has it durably. If the standby does
+  not answer within `standby_timeout`, the primary asks the witness to record it *behind*;
+  only then does it acknowledge alone. A node recorded behind cannot be elected; it is
+  cleared once it has caught up again.
+- A new primary ships its log to the other node. The standby first tells where its log ends
+  (`Sync`); the primary truncates a tail that never reached it (a rejoining old primary's
+  unacknowledged records), sends a snapshot when the standby is behind the truncated log,
+  then streams records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from acd.core import commands as c
+from acd.node.node import Node, NotPrimary
+from acd.settings import Settings
+from acd.store import Record, StoreError
+
+from .network import Network, TcpNetwork
+from .protocol import (
+    Ack,
+    Append,
+    AppendReply,
+    Channel,
+    ClearBehind,
+    FrameError,
+    Handover,
+    InstallSnapshot,
+    Message,
+    RecordBehind,
+    Release,
+    StatusRequest,
+    Sync,
+    Truncate,
+    VoteReply,
+    VoteRequest,
+    WitnessStatus,
+    handshake,
+)
+
+log = logging.getLogger("acd.replication")
+
+DRIFT = 0.01     # clocks may run up to 1 % apart over a lease period
+MARGIN = 0.05    # seconds, for scheduling delays between the reply and our reading the clock
+CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class PeerClient:
+    """Request/reply over one framed connection, reconnecting on failure."""
+
+    def __init__(self, member: Member, address: str, purpose: str) -> None:
+        self.member = member
+        self.address = address
+        self.purpose = purpose
+        self.channel: Channel | None = None
+        self.lock = trio.Lock()
+
+    async def request(self, message: Message, timeout: float) -> Message | None:
+        async with self.lock:
+            with trio.move_on_after(timeout):
+                try:
+                    if self.channel is None:
+                        stream = await self.member.network.connect(self.address)
+                        channel = Channel(stream, cluster=self.member.cluster, secret=self.member.secret)
+                        await handshake(channel, node=self.member.name, role=self.member.node.role, purpose=self.purpose, initiator=True)
+                        self.channel = channel
+                    await self.channel.send(message)
+                    return await self.channel.receive()
+                except CONNECTION_ERRORS as error:
+                    log.debug("request to %s failed: %s", self.address, error)
+            await self.reset()
+            return None
+
+    async def reset(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await channel.aclose()
+                except CONNECTION_ERRORS:
+                    pass
+
+
+class Member:
+    """The replication layer of one node; also the node's `Replicator`."""
+
+    def __init__(self, node: Node, settings: Settings, *, network: Network | None = None,
+                 clock: Callable[[], float] = trio.current_time, secret: bytes | None = None) -> None:
+        self.node = node
+        self.settings = settings
+        self.name = node.name
+        self.cluster = settings.cluster.name
+        self.network: Network = network or TcpNetwork()
+        self.clock = clock
+        self.secret = secret if secret is not None else settings.secret()
+        peers = [n for n in settings.nodes if n.name != node.name]
+        self.peer = peers[0] if peers else None
+        self.witness_address = settings.witness.address if settings.witness else None
+        self.mode = settings.cluster.mode
+        self.failover_timeout = settings.cluster.failover_timeout
+        self.lease_seconds = self.failover_timeout
+        self.renew_interval = self.failover_timeout / 5
+        self.standby_timeout = self.failover_timeout / 3
+        store = node.store
+        promised = store.get_meta("promised_epoch")
+        self.promised_epoch = max(int(promised) if promised else 0, store.epoch())
+        voted = store.get_meta("voted_for")
+        self.voted_for = voted.decode() if voted else ""
+        self.leader: str | None = None
+        self.lease_until = 0.0
+        self.forced = False
+        now = clock()
+        self.last_heard = now
+        self.granted_until = 0.0
+        self.acked_lsn = 0
+        self.acked_changed = trio.Event()
+        self.peer_connected = False
+        self.behind_recorded = False
+        self.require_standby = True
+        self.peer_in_sync = False      # standby side: the primary requires our acknowledgements
+        self.new_records = trio.Event()
+        self.handover_requested = False
+        self.failovers = 0
+        self.promoted = trio.Event()
+        self.last_failover_seconds = 0.0
+        self.no_primary_since: float | None = now
+        self.frames_refused = 0
+        self.stale_dropped = 0
+        self._primary_scope: trio.CancelScope | None = None
+        self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
+        self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
+        node.replicator = self
+        node.role = "standby"
+
+    # ------------------------------------------------------------------ Replicator
+
+    def lease_valid(self) -> bool:
+        return self.node.role == "primary" and (self.forced or self.clock() < self.lease_until)
+
+    def can_accept(self) -> bool:
+        return self.lease_valid() and not self.handover_requested
+
+    def primary_api(self) -> str | None:
+        if self.leader and self.leader != self.name:
+            for section in self.settings.nodes:
+                if section.name == self.leader:
+                    return section.api
+        return None
+
+    async def replicate(self, records: list[Record] | Any) -> None:
+        self.new_records.set()
+        self.new_records = trio.Event()
+        if self.mode == "async" or not records:
+            return
+        target = records[-1].lsn
+        deadline = self.clock() + self.standby_timeout
+        while self.acked_lsn < target and self.require_standby:
+            if self.node.role != "primary":
+                raise NotPrimary(f"node {self.name} stepped down", self.primary_api())
+            if self.clock() >= deadline:
+                # The standby is slow or gone: go on alone only once the witness recorded
+                # it as behind, so that it cannot be promoted (DESIGN.md, Consistency).
+                if await self._record_behind(target):
+                    return
+                if not self.lease_valid():
+                    raise NotPrimary(f"node {self.name} lost its lease", self.primary_api())
+                deadline = self.clock() + self.standby_timeout
+            with trio.move_on_at(deadline):
+                await self.acked_changed.wait()
+
+    def _acked(self, lsn: int) -> None:
+        if lsn > self.acked_lsn:
+            self.acked_lsn = lsn
+        self.acked_changed.set()
+        self.acked_changed = trio.Event()
+
+    # ------------------------------------------------------------------ state
+
+    def _persist_vote(self, epoch: int, candidate: str) -> None:
+        self.promised_epoch = epoch
+        self.voted_for = candidate
+        self.node.store.put_meta("promised_epoch", str(epoch).encode())
+        self.node.store.put_meta("voted_for", candidate.encode())
+
+    def _last_position(self) -> tuple[int, int]:
+        store = self.node.store
+        last = store.last_lsn()
+        return self._epoch_at(last) or 0, last
+
+    def _epoch_at(self, lsn: int) -> int | None:
+        store = self.node.store
+        if lsn == 0:
+            return 0
+        if lsn >= store.first_lsn():
+            try:
+                records = store.read(lsn - 1, 1)
+            except StoreError:
+                return None
+            return records[0].epoch if records else None
+        snapshot = store.latest_snapshot()
+        if snapshot is not None and snapshot.lsn == lsn:
+            return snapshot.epoch
+        return None
+
+    def _extend_lease(self, sent_at: float, epoch: int) -> None:
+        if epoch != self.promised_epoch or self.node.role != "primary":
+            return
+        until = sent_at + self.lease_seconds * (1 - DRIFT) - MARGIN
+        if until > self.lease_until:
+            self.lease_until = until
+
+    def step_down(self, reason: str) -> None:
+        if self.node.role == "primary":
+            log.warning("stepping down node=%s epoch=%d reason=%s", self.name, self.promised_epoch, reason)
+        self.node.role = "standby"
+        self.forced = False
+        self.lease_until = 0.0
+        self.last_heard = self.clock()
+        self.no_primary_since = self.clock()
+        if self._primary_scope is not None:
+            self._primary_scope.cancel()
+
+    def _see_epoch(self, epoch: int, leader: str | None = None) -> bool:
+        """A message from a higher epoch: adopt it (and step down). False if stale."""
+        if epoch < self.promised_epoch:
+            self.stale_dropped += 1
+            log.info("dropped stale-epoch message node=%s epoch=%d promised=%d", self.name, epoch, self.promised_epoch)
+            return False
+        if epoch > self.promised_epoch:
+            if self.node.role == "primary":
+                self.step_down(f"saw higher epoch {epoch}")
+            self._persist_vote(epoch, leader or "")
+        if leader:
+            self.leader = leader
+        return True
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.network.serve, self.node.section.replication, self._serve_connection)
+            task_status.started()
+            nursery.start_soon(self._role_loop)
+
+    async def _role_loop(self) -> None:
+        while True:
+            if self.node.role == "primary":
+                with trio.CancelScope() as scope:
+                    self._primary_scope = scope
+                    async with trio.open_nursery() as nursery:
+                        if self.peer is not None:
+                            nursery.start_soon(self._ship_loop)
+                        nursery.start_soon(self._renew_loop)
+                        nursery.start_soon(self._watch_lease)
+                self._primary_scope = None
+                self.peer_connected = False
+                continue
+            await self._wait_election_due()
+            if self.node.role != "primary":
+                await self._try_election()
+
+    async def _wait_election_due(self) -> None:
+        while self.node.role != "primary":
+            if self.handover_requested:
+                self.handover_requested = False
+                return
+            due = max(self.last_heard + self.failover_timeout, self.granted_until)
+            now = self.clock()
+            if now >= due:
+                return
+            await trio.sleep(min(due - now, 0.05) if due - now > 0 else 0)
+
+    async def _try_election(self, force: bool = False) -> bool:
+        epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
+        self._persist_vote(epoch, self.name)
+        last_epoch, last_lsn = self._last_position()
+        peer_name = self.peer.name if self.peer else ""
+        request = VoteRequest(
+            epoch=epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, force=force,
+            peer_behind=peer_name if self.mode == "sync" else "",
+        )
+        sent_at = self.clock()
+        replies: dict[str, Message | None] = {}
+        timeout = max(0.1, self.failover_timeout / 3)
+
+        async def ask(label: str, client: PeerClient | None) -> None:
+            if client is not None:
+                replies[label] = await client.request(request, timeout)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, "witness", self.witness)
+            nursery.start_soon(ask, "peer", self.peer_votes)
+        granted = [label for label, reply in replies.items() if isinstance(reply, VoteReply) and reply.granted]
+        for reply in replies.values():
+            if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
+                self._see_epoch(reply.promised_epoch, reply.leader or None)
+        if not granted or self.promised_epoch != epoch:
+            reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in replies.items()}
+            log.info("election lost node=%s epoch=%d replies=%s", self.name, epoch, reasons)
+            await trio.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
+            return False
+        self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
+        return True
+
+    def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool) -> None:
+        store = self.node.store
+        store.set_epoch(epoch, store.last_lsn() + 1)
+        self.leader = self.name
+        self.lease_until = 0.0
+        self.node.role = "primary"
+        self._extend_lease(sent_at, epoch)
+        # In sync mode the witness recorded the peer as behind with its vote: we acknowledge
+        # alone until the peer has caught up and the record is cleared.
+        self.behind_recorded = witness_granted and self.mode == "sync" and self.peer is not None
+        self.require_standby = self.mode == "sync" and self.peer is not None and not self.behind_recorded
+        self.acked_lsn = 0
+        # Time without a writable primary, as this node saw it: since it last heard one.
+        self.last_failover_seconds = self.clock() - min(self.last_heard, self.no_primary_since or self.last_heard)
+        self.no_primary_since = None
+        self.failovers += 1
+        self.promoted.set()
+        self.promoted = trio.Event()
+        log.warning("became primary node=%s epoch=%d lsn=%d witness=%s peer=%s", self.name, epoch, store.last_lsn(), witness_granted, peer_granted)
+
+    # ------------------------------------------------------------------ primary tasks
+
+    async def _watch_lease(self) -> None:
+        while True:
+            if self.forced:
+                await trio.sleep(self.renew_interval)
+                continue
+            now = self.clock()
+            if now >= self.lease_until:
+                self.step_down("lease expired")
+                return
+            await trio.sleep(self.lease_until - now)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            if self.witness is not None:
+                sent_at = self.clock()
+                last_epoch, last_lsn = self._last_position()
+                reply = await self.witness.request(
+                    VoteRequest(epoch=self.promised_epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, renew=True),
+                    self.renew_interval,
+                )
+                if isinstance(reply, VoteReply):
+                    if reply.granted:
+                        self._extend_lease(sent_at, reply.epoch)
+                    elif reply.promised_epoch > self.promised_epoch or reply.reason in ("stale_epoch", "not_leader"):
+                        if not self.forced:
+                            self._see_epoch(reply.promised_epoch, reply.leader or None)
+                            self.step_down(f"witness refused renewal: {reply.reason}")
+                            return
+            if self.peer is None and self.witness is None:
+                self.lease_until = self.clock() + self.lease_seconds
+            await trio.sleep(self.renew_interval)
+
+    async def _record_behind(self, lsn: int) -> bool:
+        if self.witness is None or self.peer is None:
+            return False
+        reply = await self.witness.request(
+            RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn), self.standby_timeout
+        )
+        if isinstance(reply, Ack) and reply.ok:
+            log.warning("standby recorded behind node=%s standby=%s lsn=%d: acknowledging alone", self.name, self.peer.name, lsn)
+            self.behind_recorded = True
+            self.require_standby = False
+            return True
+        return False
+
+    async def _clear_behind(self) -> None:
+        """The standby caught up: require it again, then clear the witness's record."""
+        assert self.peer is not None and self.witness is not None
+        self.require_standby = True
+        target = self.node.store.last_lsn()
+        with trio.move_on_after(self.standby_timeout):
+            while self.acked_lsn < target:
+                await self.acked_changed.wait()
+        if self.acked_lsn < target:
+            self.require_standby = False
+            return
+        reply = await self.witness.request(
+            ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name), self.standby_timeout
+        )
+        if isinstance(reply, Ack) and reply.ok:
+            self.behind_recorded = False
+            log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
+        else:
+            self.require_standby = False
+
+    async def _ship_loop(self) -> None:
+        assert self.peer is not None
+        while True:
+            try:
+                await self._ship_once()
+            except CONNECTION_ERRORS as error:
+                log.debug("shipping to %s interrupted: %s", self.peer.name, error)
+            except _StandbyTooSlow:
+                log.warning("standby %s stopped answering", self.peer.name)
+            self.peer_connected = False
+            await trio.sleep(0.05)
+
+    async def _ship_once(self) -> None:
+        assert self.peer is not None
+        store = self.node.store
+        with trio.fail_after(self.standby_timeout):
+            stream = await self.network.connect(self.peer.replication)
+        channel = Channel(stream, cluster=self.cluster, secret=self.secret)
+        try:
+            with trio.move_on_after(self.standby_timeout) as scope:
+                await handshake(channel, node=self.name, role="primary", purpose="ship", initiator=True)
+                sync = await channel.receive()
+            if scope.cancelled_caught:
+                raise _StandbyTooSlow
+            if not isinstance(sync, Sync):
+                raise FrameError("expected Sync from the standby")
+            if sync.epoch > self.promised_epoch:
+                self._see_epoch(sync.epoch)
+                return
+            start = await self._reconcile(channel, sync)
+            self._acked(start)
+            self.acked_lsn = start
+            self.peer_connected = True
+            sent_times: deque[float] = deque()
+            sent = start
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_replies, channel, sent_times, nursery.cancel_scope)
+                while True:
+                    now = self.clock()
+                    if sent < store.last_lsn():
+                        records = store.read(sent, 256)
+                        if not records:
+                            break
+                        message = Append(epoch=self.promised_epoch, records=records, commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
+                        sent = records[-1].lsn
+                    else:
+                        message = Append(epoch=self.promised_epoch, records=[], commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
+                    sent_times.append(now)
+                    await channel.send(message)
+                    if self.behind_recorded and self.acked_lsn >= store.last_lsn() and sent >= store.last_lsn():
+                        nursery.start_soon(self._clear_behind_once)
+                    if sent >= store.last_lsn():
+                        with trio.move_on_after(self.renew_interval):
+                            await self.new_records.wait()
+        finally:
+            self.peer_connected = False
+            with trio.CancelScope(shield=True):
+                try:
+                    await channel.aclose()
+                except CONNECTION_ERRORS:
+                    pass
+
+    async def _clear_behind_once(self) -> None:
+        if self.behind_recorded and self.require_standby is False and not getattr(self, "_clearing", False):
+            self._clearing = True
+            try:
+                await self._clear_behind()
+            finally:
+                self._clearing = False
+
+    async def _read_replies(self, channel: Channel, sent_times: deque[float], scope: trio.CancelScope) -> None:
+        while True:
+            with trio.move_on_after(self.standby_timeout) as timer:
+                reply = await channel.receive()
+            if timer.cancelled_caught:
+                if sent_times:
+                    scope.cancel()
+                    return
+                continue
+            sent_at = sent_times.popleft() if sent_times else self.clock()
+            if not isinstance(reply, AppendReply):
+                raise FrameError("expected AppendReply")
+            if reply.epoch > self.promised_epoch:
+                self._see_epoch(reply.epoch)
+                return
+            if not reply.ok:
+                log.info("standby refused append: %s (its last LSN %d)", reply.reason, reply.last_lsn)
+                scope.cancel()
+                return
+            if reply.lease_granted:
+                self._extend_lease(sent_at, reply.epoch)
+            self._acked(reply.last_lsn)
+
+    async def _reconcile(self, channel: Channel, sync: Sync) -> int:
+        """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""
+        store = self.node.store
+        mine = store.last_lsn()
+        start = sync.last_lsn
+        if start and not (start <= mine and self._epoch_at(start) == sync.last_epoch):
+            start = self._divergence(sync)
+            if start < sync.snapshot_lsn:
+                start = -1  # its snapshot holds divergent state: replace everything
+            else:
+                log.warning("truncating standby tail standby=%s after_lsn=%d (its last %d)", self.peer.name if self.peer else "", start, sync.last_lsn)
+                await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=start))
+        if start < store.first_lsn() - 1:
+            snapshot = store.latest_snapshot()
+            if snapshot is None or snapshot.lsn < store.first_lsn() - 1:
+                await self.node.snapshot_now()
+                snapshot = store.latest_snapshot()
+            assert snapshot is not None
+            log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
+            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot))
+            start = snapshot.lsn
+        return start
+
+    def _divergence(self, sync: Sync) -> int:
+        mine = self.node.store.epoch_history()
+        theirs = sync.epoch_history
+        best = 0
+        for epoch in sorted(set(mine) & set(theirs)):
+            if epoch > sync.last_epoch or mine[epoch] != theirs[epoch]:
+                continue
+            later_mine = [lsn for e, lsn in mine.items() if e > epoch]
+            later_theirs = [lsn for e, lsn in theirs.items() if e > epoch]
+            end_mine = min(later_mine) - 1 if later_mine else self.node.store.last_lsn()
+            end_theirs = min(later_theirs) - 1 if later_theirs else sync.last_lsn
+            best = max(best, min(end_mine, end_theirs))
+        return best
+
+    # ------------------------------------------------------------------ serving peers
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        channel = Channel(stream, cluster=self.cluster, secret=self.secret)
+        try:
+            hello = await handshake(channel, node=self.name, role=self.node.role, purpose="", initiator=False)
+            if self.peer is None or hello.node != self.peer.name:
+                raise FrameError(f"unknown peer {hello.node!r}")
+            if hello.purpose == "ship":
+                await self._receive_log(channel, hello.node)
+            else:
+                while True:
+                    message = await channel.receive()
+                    await channel.send(await self._answer(message))
+        except FrameError as error:
+            self.frames_refused += 1
+            log.warning("refused a replication frame and closed the connection: %s", error)
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.aclose()
+                except CONNECTION_ERRORS:
+                    pass
+
+    async def _answer(self, message: Message) -> Message:
+        if isinstance(message, VoteRequest):
+            return self._vote(message)
+        if isinstance(message, Handover):
+            if self._see_epoch(message.epoch) and self.node.store.last_lsn() >= message.lsn:
+                self.handover_requested = True
+                self.granted_until = 0.0
+                return Ack(ok=True, epoch=self.promised_epoch)
+            return Ack(ok=False, reason="not_caught_up", epoch=self.promised_epoch)
+        if isinstance(message, StatusRequest):
+            return Ack(ok=True, epoch=self.promised_epoch)
+        return Ack(ok=False, reason="unexpected_message")
+
+    def _vote(self, request: VoteRequest) -> VoteReply:
+        now = self.clock()
+
+        def refuse(reason: str) -> VoteReply:
+            return VoteReply(epoch=request.epoch, granted=False, reason=reason, promised_epoch=self.promised_epoch, leader=self.leader or "")
+
+        if request.renew:
+            return refuse("renew_goes_with_append")
+        if request.epoch < self.promised_epoch or (request.epoch == self.promised_epoch and self.voted_for != request.candidate):
+            return refuse("stale_epoch")
+        if self.node.role == "primary" and self.lease_valid():
+            return refuse("primary_alive")
+        if now < self.granted_until and request.candidate != self.leader:
+            return refuse("lease_held")
+        if (request.last_epoch, request.last_lsn) < self._last_position():
+            return refuse("log_behind")
+        self._persist_vote(request.epoch, request.candidate)
+        if self.node.role == "primary":
+            self.step_down(f"voted for {request.candidate} in epoch {request.epoch}")
+        self.leader = request.candidate
+        self.granted_until = now + self.lease_seconds
+        self.last_heard = now
+        return VoteReply(epoch=request.epoch, granted=True, lease_seconds=self.lease_seconds, promised_epoch=request.epoch, leader=request.candidate)
+
+    async def _receive_log(self, channel: Channel, primary: str) -> None:
+        """Standby side of shipping: reconcile, then apply records as they come."""
+        store = self.node.store
+        last_epoch, last_lsn = self._last_position()
+        snapshot = store.latest_snapshot()
+        await channel.send(Sync(
+            last_lsn=last_lsn, last_epoch=last_epoch, epoch=self.promised_epoch,
+            epoch_history=store.epoch_history(), snapshot_lsn=snapshot.lsn if snapshot else 0,
+        ))
+        while True:
+            message = await channel.receive()
+            epoch = getattr(message, "epoch", 0)
+            if not self._see_epoch(epoch, primary):
+                await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
+                return
+            if self.node.role == "primary":
+                self.step_down(f"primary {primary} ships epoch {epoch}")
+            self.last_heard = self.clock()
+            if self.no_primary_since is not None:
+                self.no_primary_since = None
+            if isinstance(message, Truncate):
+                removed = store.truncate_tail(message.after_lsn)
+                log.warning("discarded unacknowledged tail node=%s after_lsn=%d records=%d", self.name, message.after_lsn, removed)
+                self.node.reload()
+            elif isinstance(message, InstallSnapshot):
+                store.install_snapshot(message.snapshot)
+                log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
+                self.node.reload()
+            elif isinstance(message, Append):
+                reply = await self._append(message)
+                await channel.send(reply)
+            else:
+                raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
+
+    async def _append(self, message: Append) -> AppendReply:
+        store = self.node.store
+        records = message.records
+        if records:
+            if records[0].lsn != store.last_lsn() + 1:
+                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="gap")
+            for record in records:
+                if record.epoch > store.epoch():
+                    store.set_epoch(record.epoch, record.lsn)
+            await trio.to_thread.run_sync(store.append, records)
+            self.node.apply_replicated(records)
+        self.peer_in_sync = message.sync
+        granted = message.lease and self.node.role != "primary"
+        if granted:
+            self.granted_until = self.clock() + self.lease_seconds
+        return AppendReply(epoch=self.promised_epoch, ok=True, last_lsn=store.last_lsn(), lease_granted=granted)
+
+    # ------------------------------------------------------------------ operations
+
+    async def switchover(self, to: str | None = None) -> dict[str, Any]:
+        """Planned swap: stop writing, let the standby catch up, hand over, step down."""
+        if self.node.role != "primary":
+            raise SwitchoverRefused("not_primary", f"node {self.name} is {self.node.role}; run the switchover on the primary")
+        if self.peer is None or (to is not None and to != self.peer.name):
+            raise SwitchoverRefused("unknown_node", f"no standby named {to!r}")
+        if not self.peer_connected or self.behind_recorded:
+            raise SwitchoverRefused("standby_not_ready", f"standby {self.peer.name} is not connected and caught up")
+        self.handover_requested = True
+        started = self.clock()
+        try:
+            async with self.node.batch_lock:
+                target = self.node.store.last_lsn()
+                with trio.move_on_after(self.failover_timeout) as scope:
+                    while self.acked_lsn < target:
+                        await self.acked_changed.wait()
+                if scope.cancelled_caught:
+                    raise SwitchoverRefused("standby_not_ready", "the standby did not catch up in time")
+                epoch = self.promised_epoch
+                assert self.peer_votes is not None
+                reply = await self.peer_votes.request(Handover(epoch=epoch, lsn=target), self.failover_timeout)
+                if not (isinstance(reply, Ack) and reply.ok):
+                    raise SwitchoverRefused("standby_not_ready", f"standby refused the handover: {getattr(reply, 'reason', 'no answer')}")
+                if self.witness is not None:
+                    await self.witness.request(Release(epoch=epoch, node=self.name), self.standby_timeout)
+                self.step_down("switchover")
+                self.granted_until = 0.0
+        finally:
+            self.handover_requested = False
+        with trio.move_on_after(3 * self.failover_timeout):
+            while self.leader in (None, self.name) or self.promised_epoch == epoch:
+                await trio.sleep(0.01)
+        return {"from": self.name, "to": self.leader, "seconds": round(self.clock() - started, 3), **self.view()}
+
+    async def promote(self, force: bool = False) -> dict[str, Any]:
+        """Manual promotion when the witness is gone (DESIGN.md: `acd promote`)."""
+        if self.node.role == "primary":
+            raise SwitchoverRefused("already_primary", f"node {self.name} is primary")
+        if self.clock() - self.last_heard < self.failover_timeout:
+            raise SwitchoverRefused("primary_alive", "a primary shipped to this node less than failover_timeout ago")
+        if not self.peer_in_sync and not force:
+            raise SwitchoverRefused(
+                "may_lose_writes",
+                "this node was not in sync with the last primary: it may lack acknowledged writes; use --force to promote anyway",
+            )
+        if await self._try_election(force=force):
+            return self.view()
+        if not force:
+            raise SwitchoverRefused("no_majority", "no vote from the witness or the peer; use --force to promote alone")
+        epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
+        self._persist_vote(epoch, self.name)
+        log.error("FORCED promotion node=%s epoch=%d without a majority: the operator vouches the old primary is dead", self.name, epoch)
+        self.forced = True
+        self._become_primary(epoch, self.clock(), witness_granted=False, peer_granted=False)
+        self.forced = True
+        self.require_standby = False
+        return self.view()
+
+    async def witness_status(self) -> WitnessStatus | None:
+        if self.witness is None:
+            return None
+        reply = await self.witness.request(StatusRequest(), self.standby_timeout)
+        return reply if isinstance(reply, WitnessStatus) else None
+
+    def view(self) -> dict[str, Any]:
+        store = self.node.store
+        now = self.clock()
+        lag = max(0, store.last_lsn() - self.acked_lsn) if self.node.role == "primary" and self.peer else 0
+        return {
+            "name": self.name,
+            "role": self.node.role,
+            "epoch": self.promised_epoch,
+            "leader": self.leader,
+            "primary": self.primary_api() if self.node.role != "primary" else self.node.section.api,
+            "lsn": store.last_lsn(),
+            "applied_lsn": self.node.lsn,
+            "mode": self.mode,
+            "peer": self.peer.name if self.peer else None,
+            "peer_connected": self.peer_connected,
+            "standby_acked_lsn": self.acked_lsn if self.node.role == "primary" else None,
+            "lag_records": lag,
+            "standby_behind": self.behind_recorded,
+            "lease_remaining": round(max(0.0, self.lease_until - now), 3) if self.node.role == "primary" else 0.0,
+            "forced": self.forced,
+            "failovers": self.failovers,
+            "last_failover_seconds": round(self.last_failover_seconds, 3),
+            "seconds_without_primary": round(now - self.no_primary_since, 3) if self.no_primary_since is not None else 0.0,
+            "witness": self.witness_address,
+            "loss_window_records": lag if self.mode == "async" else 0,
+        }
+
+
+class SwitchoverRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _StandbyTooSlow(Exception):
+    pass
+
+
+async def run(node: Node, nursery: trio.Nursery, settings: Settings, *, network: Network | None = None) -> Member:
+    """Start the replication layer of `node` inside `nursery` (called by `acd serve`)."""
+    member = Member(node, settings, network=network)
+    await nursery.start(member.run)
+    nursery.start_soon(_promotion_audit, member)
+    return member
+
+
+async def _promotion_audit(member: Member) -> None:
+    """Write an audit record at every promotion: also the new epoch's first record."""
+    while True:
+        await member.promoted.wait()
+        if member.node.role == "primary":
+            try:
+                await member.node.submit(c.Audit(actor=member.name, action="promoted", detail=f"epoch {member.promised_epoch}"))
+                if member.node.center.state.config_version == 0:
+                    await member.node.apply_settings_center(actor="first-primary")
+            except NotPrimary:
+                pass

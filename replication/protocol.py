@@ -1,0 +1,278 @@
+"""Messages between nodes and the witness, and how they travel (framing, HMAC, nonces).
+
+Frame: a 4-byte big-endian length, then the body: msgpack of `Envelope` (the message, the
+sender's cluster name, a per-connection sequence number) followed, when the cluster has a
+secret, by a 32-byte HMAC-SHA256 over the body prefixed with the connection's two nonces.
+Each side sends a fresh random nonce in its `Hello` when the connection opens; a frame is
+valid only on the connection whose nonces it was signed with and only in sequence, so a
+captured frame cannot be replayed on another connection or twice on the same one.
+
+Anything that does not decode, is too large, is signed wrongly, is out of sequence or comes
+from another cluster raises `FrameError`; the receiver logs the reason and closes the
+connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from typing import Any
+
+import msgspec
+import trio
+
+from acd.store import Record, Snapshot
+
+FRAME_BYTES_MAX = 64 * 2**20
+MAC_BYTES = 32
+
+
+class FrameError(Exception):
+    """A frame that must not be processed; the connection is closed."""
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    pass
+
+
+class Hello(Message, tag="hello"):
+    """First frame on every connection, both ways: who I am and my nonce."""
+
+    node: str
+    role: str
+    nonce: bytes
+    purpose: str = ""     # "ship" (primary to standby), "vote", "witness", "status"
+
+
+class VoteRequest(Message, tag="vote"):
+    """A candidate asks for the lease of `epoch`; a primary renews it (renew=True)."""
+
+    epoch: int
+    candidate: str
+    last_epoch: int
+    last_lsn: int
+    renew: bool = False
+    force: bool = False
+    peer_behind: str = ""   # sync mode: on grant, record this peer as behind (it must catch up)
+
+
+class VoteReply(Message, tag="vote_reply"):
+    epoch: int
+    granted: bool
+    reason: str = ""
+    lease_seconds: float = 0.0
+    promised_epoch: int = 0
+    leader: str = ""
+
+
+class RecordBehind(Message, tag="record_behind"):
+    """Sync mode: the primary goes on alone; the witness records the standby as behind."""
+
+    epoch: int
+    primary: str
+    standby: str
+    lsn: int
+
+
+class ClearBehind(Message, tag="clear_behind"):
+    """The standby caught up: it may be promoted again."""
+
+    epoch: int
+    primary: str
+    standby: str
+
+
+class Release(Message, tag="release"):
+    """Switchover: the primary gives up its lease early so the standby may be elected now."""
+
+    epoch: int
+    node: str
+
+
+class Ack(Message, tag="ack"):
+    ok: bool
+    reason: str = ""
+    epoch: int = 0
+
+
+class StatusRequest(Message, tag="status"):
+    pass
+
+
+class WitnessStatus(Message, tag="witness_status"):
+    cluster: str
+    promised_epoch: int
+    leader: str
+    lease_remaining: float
+    behind: str
+    behind_since_epoch: int
+
+
+class Sync(Message, tag="sync"):
+    """Standby to primary after Hello: where my log ends and how it got there."""
+
+    last_lsn: int
+    last_epoch: int
+    epoch: int
+    epoch_history: dict[int, int]
+    snapshot_lsn: int
+
+
+class Truncate(Message, tag="truncate"):
+    """Primary to standby: drop records after `after_lsn` (a tail never acknowledged)."""
+
+    epoch: int
+    after_lsn: int
+
+
+class Append(Message, tag="append"):
+    """Primary to standby: records (possibly none: a heartbeat that also renews the lease)."""
+
+    epoch: int
+    records: list[Record]
+    commit_lsn: int
+    lease: bool = True
+    sync: bool = True       # the primary waits for this standby's acknowledgements
+
+
+class AppendReply(Message, tag="append_reply"):
+    epoch: int
+    ok: bool
+    last_lsn: int
+    lease_granted: bool = False
+    reason: str = ""
+
+
+class InstallSnapshot(Message, tag="snapshot"):
+    epoch: int
+    snapshot: Snapshot
+
+
+class Handover(Message, tag="handover"):
+    """Switchover: the primary stopped writing at `lsn`; the standby should stand for election."""
+
+    epoch: int
+    lsn: int
+
+
+AnyMessage = (
+    Hello | VoteRequest | VoteReply | RecordBehind | ClearBehind | Release | Ack | StatusRequest
+    | WitnessStatus | Sync | Truncate | Append | AppendReply | InstallSnapshot | Handover
+)
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    cluster: str
+    sequence: int
+    message: AnyMessage
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def new_nonce() -> bytes:
+    return os.urandom(16)
+
+
+class Channel:
+    """One framed, authenticated connection over any Trio stream."""
+
+    def __init__(self, stream: trio.abc.Stream, *, cluster: str, secret: bytes | None) -> None:
+        self.stream = stream
+        self.cluster = cluster
+        self.secret = secret
+        self._buffer = bytearray()
+        self._send_sequence = 0
+        self._receive_sequence = 0
+        self._send_key = b""
+        self._receive_key = b""
+        self._send_lock = trio.Lock()
+        self.peer: Hello | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Bytes already read from the stream (e.g. while sniffing the protocol)."""
+        self._buffer += data
+
+    def bind_nonces(self, mine: bytes, theirs: bytes) -> None:
+        """After the Hello exchange: frames are signed with both nonces, in each direction."""
+        self._send_key = mine + theirs
+        self._receive_key = theirs + mine
+
+    def encode(self, message: Message) -> bytes:
+        self._send_sequence += 1
+        body = _encoder.encode(Envelope(cluster=self.cluster, sequence=self._send_sequence, message=message))  # type: ignore[arg-type]
+        if self.secret is not None:
+            body += hmac.new(self.secret, self._send_key + body, hashlib.sha256).digest()
+        if len(body) > FRAME_BYTES_MAX:
+            raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
+        return struct.pack(">I", len(body)) + body
+
+    def decode(self, body: bytes) -> Message:
+        return decode_frame(body, cluster=self.cluster, secret=self.secret, key=self._receive_key, expect=self._next_sequence())
+
+    def _next_sequence(self) -> int:
+        self._receive_sequence += 1
+        return self._receive_sequence
+
+    async def send(self, message: Message) -> None:
+        data = self.encode(message)
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def receive(self) -> Message:
+        while True:
+            if len(self._buffer) >= 4:
+                (length,) = struct.unpack(">I", self._buffer[:4])
+                if length > FRAME_BYTES_MAX or length == 0:
+                    raise FrameError(f"frame length {length} out of range")
+                if len(self._buffer) >= 4 + length:
+                    body = bytes(self._buffer[4 : 4 + length])
+                    del self._buffer[: 4 + length]
+                    return self.decode(body)
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise trio.EndOfChannel
+            self._buffer += chunk
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def decode_frame(body: bytes, *, cluster: str, secret: bytes | None, key: bytes, expect: int) -> Message:
+    """Check and decode one frame body (without its length prefix). Pure, for fuzzing."""
+    if secret is not None:
+        if len(body) < MAC_BYTES:
+            raise FrameError("frame shorter than its HMAC")
+        body, mac = body[:-MAC_BYTES], body[-MAC_BYTES:]
+        if not hmac.compare_digest(mac, hmac.new(secret, key + body, hashlib.sha256).digest()):
+            raise FrameError("wrong HMAC (another cluster's secret, a replayed or altered frame)")
+    try:
+        envelope = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise FrameError(f"frame does not decode: {error}") from None
+    if envelope.cluster != cluster:
+        raise FrameError(f"frame from cluster {envelope.cluster!r}, this is {cluster!r}")
+    if envelope.sequence != expect:
+        raise FrameError(f"frame out of sequence (got {envelope.sequence}, expected {expect}): replayed or lost")
+    message: Any = envelope.message
+    return message  # type: ignore[no-any-return]
+
+
+async def handshake(channel: Channel, *, node: str, role: str, purpose: str, initiator: bool) -> Hello:
+    """Exchange Hello frames (unsigned by nonce yet, but signed by the secret) and bind nonces."""
+    mine = new_nonce()
+    hello = Hello(node=node, role=role, nonce=mine, purpose=purpose)
+    if initiator:
+        await channel.send(hello)
+        theirs = await channel.receive()
+    else:
+        theirs = await channel.receive()
+        await channel.send(hello)
+    if not isinstance(theirs, Hello) or len(theirs.nonce) != 16:
+        raise FrameError("expected a Hello frame first")
+    channel.bind_nonces(mine, theirs.nonce)
+    channel.peer = theirs
+    return theirs

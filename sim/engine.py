@@ -1,0 +1,862 @@
+"""The simulator's engine: the real routing core driven on virtual time by a heap of events.
+
+Theory of operation
+-------------------
+`Simulation` owns one `acd.core.Center` and a heap of its own events `(time, sequence, kind,
+subject, detail)`: a call arrives, an agent answers after the ring, a conversation ends, a
+wrap-up is done, a caller loses patience or asks for a call-back, a survey is answered, an
+agent logs in, takes a break or logs out. Popping an event turns it into a command for the
+core (`Arrive`, `Answer`, `Hangup`, `Transfer`, `WrapUp`, `Abandon`, `RequestCallback`,
+`Survey`, `Login`, `Ready`, `NotReady`, `Logout`); the core's events (`CallOffered`,
+`CallAnswered`, ...) schedule what the people involved do next. The core's own timers (ring
+timeout, wrap-up limit, skill relaxation, overflow, call-back due) are honoured exactly: before
+each event the engine asks `center.next_deadline()` and sends a `Tick` at that instant if it
+comes first. No Trio, no sockets, no clock: a day of a center runs in a fraction of a second.
+
+Determinism. One integer seed gives the run: calls come from one random stream drawn in a
+fixed order (`sim.workload.CallFactory`), agents' desk behaviour (ring delay, missed offers)
+from another, ties in the heap break by insertion order, and the core is deterministic. The
+trace hash is a SHA-256 over every event the core emitted (msgpack-encoded in batches) and
+every interaction's record; the same seed gives the same hash (tests/test_sim.py checks it).
+
+Who decides what. The caller decides when to hang up (talk time, patience, asking for a
+call-back); the agent decides when to answer (ring delay, or not at all), how long to wrap up
+and the disposition; the core decides everything else (routing, priorities, overflow,
+closed hours). A command the core refuses is counted by its rejection code: the engine skips
+commands it knows to be stale (an answer after the caller left), so any rejection in the
+counts is worth a look.
+
+Commands the engine issues "at once" (an answer with no ring delay, a wrap-up of zero
+seconds) are queued and applied after the current command's events have all been handled, so
+that the engine sees the core's events in the order the core emitted them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import heapq
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from acd.core import Center, Rejection
+from acd.core import commands as c
+from acd.core import events as e
+from acd.core.calendar import is_open
+from acd.core.config import Agent, Calendar, Queue
+from acd.core.config import Center as CenterConfig
+
+from .workload import INTERVAL_SECONDS, CallFactory, CallSpec, Scenario, agent_plan
+
+# Kinds of the engine's own events, in no particular order (ties break by sequence number).
+ARRIVE, ANSWER, END_TALK, WRAPUP, ABANDON, ASK_CALLBACK, SURVEY, AGENT, READY_AGAIN, INTERVAL, STAFF = range(11)
+AGENT_STATES = ("ready", "offered", "busy", "wrapup", "not_ready", "recovering")
+TICK = c.Tick()
+NO_ATTRIBUTES: dict[str, Any] = {}
+VULNERABLE = {"vulnerable": True}
+_trace_encoder = msgspec.msgpack.Encoder()
+
+
+@dataclass
+class Behaviour:
+    """How agents act at the desk (all draws from the engine's own random stream)."""
+
+    ring_delay: Callable[[], float] | None = None      # None: answer the instant it rings
+    miss_probability: float = 0.0                      # the offer rings out unanswered
+    ready_after_miss_seconds: float = 30.0
+    max_occupancy: float = 1.0                         # above it over the window: a short rest
+    occupancy_window_seconds: float = 1800.0
+    rest_seconds: float = 120.0
+    callback_talk: Callable[[], float] | None = None   # talk time of a call-back task
+
+
+@dataclass
+class IntervalFigures:
+    """What the engine itself observes in one 15-minute interval (the core counts the rest)."""
+
+    waiting_max: int = 0          # most callers on the line at once
+    longest_wait: float = 0.0     # longest time any caller on the line had waited
+    agent_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(AGENT_STATES, 0.0))
+
+
+class Simulation:
+    """One run: a core, a heap of events, the calls in progress and what has been observed."""
+
+    def __init__(
+        self, config: CenterConfig, *, seed: int, start: float, behaviour: Behaviour | None = None,
+        detail: bool = False, trace: bool = True,
+    ) -> None:
+        self.center = Center(config)
+        self.seed = seed
+        self.now = start
+        self.behaviour = behaviour or Behaviour()
+        self.random = random.Random(seed * 7919 + 17)  # the agents' stream (calls have their own)
+        self.heap: list[tuple[float, int, int, Any, Any]] = []
+        self.sequence = 0
+        self.live: dict[str, CallSpec] = {}
+        self.records: list[CallSpec] | None = [] if detail else None
+        self.source: Iterator[CallSpec] = iter(())
+        self.offers: dict[str, int] = {}
+        self.offer_token = 0
+        self.wrapping: set[tuple[str, str]] = set()
+        self.planned: dict[str, str] = {}
+        self.rejections: Counter[str] = Counter()
+        self.commands = 0
+        self.soon: deque[c.Command] = deque()
+        self.on_outcome: Callable[[CallSpec], None] | None = None
+        self.on_talk: Callable[[CallSpec, float, float], None] | None = None
+        self.detail = detail
+        self.trace = trace
+        self._trace_buffer: list[e.Event] = []
+        self._trace_hash = hashlib.sha256()
+        # Per-interval observation (detail only): the current interval's key, callers on the
+        # line (call -> since when), each agent's shown state and since when.
+        self.interval_key: tuple[int, int] | None = None
+        self.intervals: dict[tuple[int, int], IntervalFigures] = {}
+        self.waiting: dict[str, float] = {}
+        self.agent_state: dict[str, tuple[str, float]] = {}
+        self.worked: dict[str, deque[tuple[float, float]]] = {}
+        self._actions: dict[int, Callable[[float, Any, Any], None]] = {
+            ARRIVE: self._arrive, ANSWER: self._answer, END_TALK: self._end_talk, WRAPUP: self._wrapup,
+            ABANDON: self._abandon, ASK_CALLBACK: self._ask_callback, SURVEY: self._survey,
+            AGENT: self._agent_action, READY_AGAIN: self._ready_again, INTERVAL: self._interval,
+            STAFF: self._staff,
+        }
+        self._on: dict[type, Callable[[Any], None]] = {
+            e.CallOffered: self._on_offered, e.CallAnswered: self._on_answered,
+            e.CallWrappedUp: self._on_wrapped_up, e.CallAbandoned: self._on_abandoned,
+            e.CallQueued: self._on_queued, e.CallScheduled: self._on_scheduled,
+            e.CallClosed: self._on_closed, e.CallTransferred: self._on_transferred,
+            e.CallbackRequested: self._on_callback_requested, e.OfferWithdrawn: self._on_withdrawn,
+            e.AgentChanged: self._on_agent_changed,
+        }
+        # Staffing control (sim.engine.plan_staffing): agents on duty, and those off.
+        self.on_duty: list[str] = []
+        self.off_duty: list[str] = []
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(self, at: float, kind: int, subject: Any = None, detail: Any = None) -> None:
+        self.sequence += 1
+        heapq.heappush(self.heap, (at, self.sequence, kind, subject, detail))
+
+    def feed(self, calls: Iterable[CallSpec]) -> None:
+        """Calls to arrive, in arrival order; drawn one at a time (the heap stays small)."""
+        self.source = iter(calls)
+        first = next(self.source, None)
+        if first is not None:
+            self.schedule(first.arrival, ARRIVE, first)
+
+    def run(self, until: float = math.inf) -> None:
+        heap = self.heap
+        center = self.center
+        actions = self._actions
+        pop = heapq.heappop
+        while heap:
+            at = heap[0][0]
+            if at > until:
+                break
+            deadline = center.next_deadline()
+            if deadline is not None and deadline < at:
+                self.now = deadline
+                self.command(TICK, deadline)
+                continue
+            _at, _sequence, kind, subject, detail = pop(heap)
+            self.now = at
+            actions[kind](at, subject, detail)
+        if until < math.inf:
+            deadline = center.next_deadline()
+            while deadline is not None and deadline <= until:
+                self.now = deadline
+                self.command(TICK, deadline)
+                deadline = center.next_deadline()
+            self.now = until
+        self._flush_trace()
+
+    # ------------------------------------------------------------------ talking to the core
+
+    def command(self, command: c.Command, now: float) -> bool:
+        """Apply a command and everything it makes people do at the same instant."""
+        ok = self._apply(command, now)
+        soon = self.soon
+        while soon:
+            self._apply(soon.popleft(), now)
+        return ok
+
+    def _apply(self, command: c.Command, now: float) -> bool:
+        self.commands += 1
+        result = self.center.apply(command, now)
+        if result.__class__ is Rejection:
+            self.rejections[f"{type(command).__name__}:{result.code}"] += 1  # type: ignore[union-attr]
+            return False
+        if self.trace:
+            buffer = self._trace_buffer
+            buffer.extend(result)  # type: ignore[arg-type]
+            if len(buffer) > 20_000:
+                self._flush_trace()
+        on = self._on
+        for event in result:  # type: ignore[union-attr]
+            handler = on.get(event.__class__)
+            if handler is not None:
+                handler(event)
+        return True
+
+    def _flush_trace(self) -> None:
+        if self._trace_buffer:
+            self._trace_hash.update(_trace_encoder.encode(self._trace_buffer))
+            self._trace_buffer.clear()
+
+    def trace_hash(self) -> str:
+        """SHA-256 over every core event so far, then every interaction's record."""
+        self._flush_trace()
+        digest = self._trace_hash.copy()
+        for record in self.records or ():
+            digest.update(repr(record_row(record)).encode())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ the engine's events
+
+    def _arrive(self, at: float, call: CallSpec, _detail: Any) -> None:
+        self.live[call.id] = call
+        if self.records is not None:
+            self.records.append(call)
+        self.command(
+            c.Arrive(id=call.id, queue=call.queue, caller=call.caller, channel=call.channel,
+                     attributes=VULNERABLE if call.vulnerable else NO_ATTRIBUTES),
+            at,
+        )
+        if not call.outcome and not call.callback and call.answered_at is None:
+            if call.patience < math.inf:
+                self.schedule(at + call.patience, ABANDON, call)
+            if call.callback_after < math.inf:
+                self.schedule(at + call.callback_after, ASK_CALLBACK, call)
+        following = next(self.source, None)
+        if following is not None:
+            self.schedule(following.arrival, ARRIVE, following)
+
+    def _answer(self, at: float, call_id: str, detail: tuple[str, int]) -> None:
+        agent, token = detail
+        if self.offers.get(call_id) == token:
+            self.command(c.Answer(call=call_id, agent=agent), at)
+
+    def _end_talk(self, at: float, call: CallSpec, detail: tuple[str, int]) -> None:
+        """The conversation is over: the caller hangs up, or the agent transfers the call."""
+        agent, leg = detail
+        if call.legs != leg or call.agent != agent:
+            return
+        if self.on_talk is not None:
+            self.on_talk(call, call.answered_at or at, at)
+        if call.transfer_to and call.transfers == 0:
+            call.transfers = 1
+            if self.command(c.Transfer(call=call.id, queue=call.transfer_to), at):
+                self._start_wrapup(call, agent, at, "transferred", abusive=call.abusive)
+            return
+        if self.command(c.Hangup(call=call.id), at):
+            disposition = call.disposition if call.disposition != "transferred" else "resolved"
+            self._start_wrapup(call, agent, at, disposition, abusive=call.abusive and call.transfers == 0)
+
+    def _start_wrapup(self, call: CallSpec, agent: str, at: float, disposition: str, abusive: bool) -> None:
+        self.wrapping.add((call.id, agent))
+        detail = (agent, disposition, abusive)
+        if call.wrapup <= 0:
+            self.command(self._wrapup_command(call, detail, at), at)
+        else:
+            self.schedule(at + call.wrapup, WRAPUP, call, detail)
+
+    def _wrapup_command(self, call: CallSpec, detail: tuple[str, str, bool], at: float) -> c.WrapUp:
+        agent, disposition, abusive = detail
+        callback_at = at + call.callback_in if disposition == "callback" else None
+        return c.WrapUp(call=call.id, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
+
+    def _wrapup(self, at: float, call: CallSpec, detail: tuple[str, str, bool]) -> None:
+        if (call.id, detail[0]) in self.wrapping:  # not already ended by the core's wrap-up limit
+            self.command(self._wrapup_command(call, detail, at), at)
+
+    def _abandon(self, at: float, call: CallSpec, _detail: Any) -> None:
+        if not call.outcome and not call.callback and call.answered_at is None:
+            self.command(c.Abandon(call=call.id), at)
+
+    def _ask_callback(self, at: float, call: CallSpec, _detail: Any) -> None:
+        if not call.outcome and not call.callback and call.answered_at is None:
+            self.command(c.RequestCallback(call=call.id), at)
+
+    def _survey(self, at: float, call_id: str, score: int) -> None:
+        self.command(c.Survey(call=call_id, score=score), at)
+
+    def _agent_action(self, at: float, agent: str, detail: tuple[str, str]) -> None:
+        action, reason = detail
+        if action == "login":
+            self.planned[agent] = "login"
+            self.command(c.Login(agent=agent), at)
+        elif action == "ready":
+            self.planned[agent] = "ready"
+            self.command(c.Ready(agent=agent), at)
+        elif action == "not_ready":
+            self.planned[agent] = "break"
+            self.command(c.NotReady(agent=agent, reason=reason), at)
+        elif action == "logout":
+            self.planned[agent] = "off"
+            self.command(c.Logout(agent=agent), at)
+
+    def _ready_again(self, at: float, agent: str, reason: str) -> None:
+        """Back from a missed offer or a rest, if the plan still says ready and nothing changed."""
+        record = self.center.state.agents.get(agent)
+        if self.planned.get(agent) == "ready" and record is not None and record.reason == reason:
+            if record.presence.value == "not_ready" or record.pending:
+                self.command(c.Ready(agent=agent), at)
+
+    def _interval(self, at: float, key: tuple[int, int], _detail: Any) -> None:
+        """An interval boundary: close the previous interval's figures, open the next."""
+        self._close_interval(at)
+        self.interval_key = key
+        figures = self.intervals.setdefault(key, IntervalFigures())
+        figures.waiting_max = len(self.waiting)
+        if self.waiting:
+            figures.longest_wait = max(at - since for since in self.waiting.values())
+
+    def _close_interval(self, at: float) -> None:
+        key = self.interval_key
+        if key is None:
+            return
+        figures = self.intervals[key]
+        if self.waiting:
+            figures.longest_wait = max(figures.longest_wait, max(at - since for since in self.waiting.values()))
+        seconds = figures.agent_seconds
+        for agent, (state, since) in self.agent_state.items():
+            if state in seconds:
+                seconds[state] += at - since
+            self.agent_state[agent] = (state, at)
+
+    def _staff(self, at: float, required: int, _detail: Any) -> None:
+        """Bring the number of agents on duty to `required` (staffing confirmation runs)."""
+        while len(self.on_duty) < required and self.off_duty:
+            agent = self.off_duty.pop()
+            self.on_duty.append(agent)
+            self.planned[agent] = "ready"
+            self.command(c.Login(agent=agent), at)
+            self.command(c.Ready(agent=agent), at)
+        while len(self.on_duty) > required:
+            agent = self.on_duty.pop()
+            self.off_duty.append(agent)
+            self.planned[agent] = "off"
+            self.command(c.Logout(agent=agent), at)  # deferred by the core while busy
+
+    # ------------------------------------------------------------------ the core's events
+
+    def _adopt(self, event: e.CallOffered) -> CallSpec:
+        """A call-back task the core created (promised at wrap-up): make it a record."""
+        talk = self.behaviour.callback_talk() if self.behaviour.callback_talk else 0.0
+        call = CallSpec(id=event.call, arrival=event.at, queue=event.queue, channel=event.channel, talk=talk, topic="callback")
+        call.callback = True
+        call.outcome = "callback_task"
+        self.live[call.id] = call
+        if self.records is not None:
+            self.records.append(call)
+        return call
+
+    def _on_offered(self, event: e.CallOffered) -> None:
+        call = self.live.get(event.call)
+        if call is None:
+            call = self._adopt(event)
+        self.offer_token += 1
+        token = self.offer_token
+        self.offers[event.call] = token
+        behaviour = self.behaviour
+        if behaviour.miss_probability and self.random.random() < behaviour.miss_probability:
+            return  # nobody picks up; the core's ring timeout takes the offer back
+        delay = behaviour.ring_delay() if behaviour.ring_delay is not None else 0.0
+        if delay <= 0:
+            self.soon.append(c.Answer(call=event.call, agent=event.agent))
+        else:
+            self.schedule(event.at + delay, ANSWER, event.call, (event.agent, token))
+
+    def _on_withdrawn(self, event: e.OfferWithdrawn) -> None:
+        self.offers.pop(event.call, None)
+
+    def _on_answered(self, event: e.CallAnswered) -> None:
+        self.offers.pop(event.call, None)
+        call = self.live[event.call]
+        at = event.at
+        call.legs += 1
+        call.agent = event.agent
+        if call.answered_at is None:
+            call.answered_at = at
+            call.wait = at - call.arrival
+            if not call.outcome:
+                call.outcome = "answered"
+                if self.on_outcome is not None:
+                    self.on_outcome(call)
+        if self.waiting:
+            self._left_line(call.id, at)
+        talk = call.talk if call.legs == 1 else call.talk_after_transfer
+        self.schedule(at + talk, END_TALK, call, (event.agent, call.legs))
+
+    def _on_wrapped_up(self, event: e.CallWrappedUp) -> None:
+        self.wrapping.discard((event.call, event.agent))
+        call = self.live.get(event.call)
+        if call is None:
+            return
+        call.wrapups += 1
+        if self.detail:
+            self._rest_if_tired(event.agent, call, event.at)
+        if event.disposition == "transferred" and call.final_queue != call.queue:
+            if call.final_queue in self.external_queues:
+                call.ended_at = event.at
+                del self.live[call.id]
+            return  # the caller goes on in the queue it was transferred to
+        call.ended_at = event.at
+        if call.survey and call.answered_at is not None:
+            self.schedule(event.at + self.survey_after, SURVEY, call.id, call.survey)
+        del self.live[call.id]
+
+    def _rest_if_tired(self, agent: str, call: CallSpec, at: float) -> None:
+        behaviour = self.behaviour
+        if behaviour.max_occupancy >= 1.0:
+            return
+        worked = self.worked.setdefault(agent, deque())
+        start = call.answered_at if call.legs <= 1 else at - call.talk_after_transfer - call.wrapup
+        worked.append((start or at, at))
+        window_start = at - behaviour.occupancy_window_seconds
+        while worked and worked[0][1] < window_start:
+            worked.popleft()
+        busy = sum(end - max(begin, window_start) for begin, end in worked)
+        if busy / behaviour.occupancy_window_seconds > behaviour.max_occupancy and self.planned.get(agent) == "ready":
+            worked.clear()
+            self.soon.append(c.NotReady(agent=agent, reason="rest"))
+            self.schedule(at + behaviour.rest_seconds, READY_AGAIN, agent, "rest")
+
+    def _finish(self, call: CallSpec | None, outcome: str, at: float) -> None:
+        if call is None:
+            return
+        call.outcome = outcome
+        call.wait = at - call.arrival
+        call.ended_at = at
+        self.live.pop(call.id, None)
+        if self.on_outcome is not None:
+            self.on_outcome(call)
+        if self.waiting:
+            self._left_line(call.id, at)
+
+    def _on_abandoned(self, event: e.CallAbandoned) -> None:
+        self.offers.pop(event.call, None)
+        self._finish(self.live.get(event.call), "abandoned", event.at)
+
+    def _on_closed(self, event: e.CallClosed) -> None:
+        call = self.live.get(event.call)
+        if call is not None:
+            call.after_hours = event.reason == "closed"
+        self._finish(call, "closed" if event.reason == "closed" else event.reason, event.at)
+
+    def _on_scheduled(self, event: e.CallScheduled) -> None:
+        call = self.live.get(event.call)
+        if call is not None and call.answered_at is None and not call.callback:
+            # Arrived while closed: the caller left a number for a call-back (DOMAIN.md).
+            call.callback = True
+            call.after_hours = True
+
+    def _on_transferred(self, event: e.CallTransferred) -> None:
+        call = self.live.get(event.call)
+        if call is None:
+            return
+        call.final_queue = event.target
+        if event.overflow:
+            call.transfers += 1
+        if event.external and call.answered_at is None:
+            self._finish(call, "overflow" if event.overflow else "transferred", event.at)
+
+    def _on_callback_requested(self, event: e.CallbackRequested) -> None:
+        call = self.live.get(event.call)
+        if call is None:
+            return
+        if event.merged_into:
+            self._finish(call, "merged", event.at)
+            return
+        call.callback = True  # the caller hung up and waits to be called back
+        if self.waiting:
+            self._left_line(call.id, event.at)
+
+    def _on_queued(self, event: e.CallQueued) -> None:
+        if not self.detail or event.callback:
+            return
+        waiting = self.waiting
+        if event.call not in waiting:
+            waiting[event.call] = event.at
+            key = self.interval_key
+            if key is not None:
+                figures = self.intervals[key]
+                if len(waiting) > figures.waiting_max:
+                    figures.waiting_max = len(waiting)
+
+    def _left_line(self, call_id: str, at: float) -> None:
+        since = self.waiting.pop(call_id, None)
+        if since is not None and self.interval_key is not None:
+            figures = self.intervals[self.interval_key]
+            if at - since > figures.longest_wait:
+                figures.longest_wait = at - since
+
+    def _on_agent_changed(self, event: e.AgentChanged) -> None:
+        state = event.state
+        if state == "not_ready" and event.reason == "no_answer":
+            self.schedule(event.at + self.behaviour.ready_after_miss_seconds, READY_AGAIN, event.agent, "no_answer")
+        if not self.detail or self.interval_key is None:
+            return
+        previous = self.agent_state.get(event.agent)
+        if previous is not None:
+            old_state, since = previous
+            seconds = self.intervals[self.interval_key].agent_seconds
+            if old_state in seconds:
+                seconds[old_state] += event.at - since
+        self.agent_state[event.agent] = (state, event.at)
+
+    # Set by the runs below (defaults keep a bare Simulation usable).
+    external_queues: frozenset[str] = frozenset()
+    survey_after: float = 60.0
+
+
+def record_row(call: CallSpec) -> tuple[Any, ...]:
+    return (
+        call.id, call.arrival, call.queue, call.final_queue, call.channel, call.topic, call.vulnerable,
+        call.after_hours, call.callback, call.outcome, call.wait, call.answered_at, call.agent,
+        call.ended_at, call.transfers, call.disposition, call.abusive, call.survey,
+    )
+
+
+def t_quantile_975(degrees: int) -> float:
+    """Student's t 97.5 % quantile (two-sided 95 %), exact enough for batch counts >= 5."""
+    table = {4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
+             14: 2.145, 16: 2.120, 19: 2.093, 20: 2.086, 24: 2.064, 29: 2.045, 30: 2.042, 39: 2.023,
+             49: 2.010, 99: 1.984}
+    if degrees in table:
+        return table[degrees]
+    if degrees > 99:
+        return 1.96 + 2.4 / degrees
+    lower = max(k for k in table if k < degrees)
+    upper = min(k for k in table if k > degrees)
+    return table[lower] + (table[upper] - table[lower]) * (degrees - lower) / (upper - lower)
+
+
+def batch_interval(values: list[float]) -> tuple[float, float]:
+    """(mean, 95 % half-width) of batch means (Student's t over the batches)."""
+    count = len(values)
+    mean = sum(values) / count
+    if count < 2:
+        return mean, math.inf
+    variance = sum((v - mean) ** 2 for v in values) / (count - 1)
+    return mean, t_quantile_975(count - 1) * math.sqrt(variance / count)
+
+
+# ---------------------------------------------------------------------------------- M/M/c
+
+
+MMC_START = 1_767_538_800.0  # 2026-01-05 00:00 Asia/Seoul; any instant would do (always open)
+
+
+def mmc_center(agents: int, threshold_seconds: float, *, retention_days: int = 1) -> CenterConfig:
+    """One queue, `agents` identical agents, no calendar, no wrap-up limit, no abandon rules.
+
+    `wrapup_seconds = 0` means no wrap-up limit: the simulated agent posts the wrap-up the
+    instant the call ends, so the handling time is the talk time. A short retention lets the
+    core forget finished calls while a long run goes on (memory stays flat).
+    """
+    return CenterConfig(
+        name="mmc", service_level_threshold=threshold_seconds, short_abandon_seconds=0.0,
+        retention_days=retention_days,
+        queues=[Queue(name="mmc", channels=["voice"], wrapup_seconds=0.0, ring_timeout=1.0,
+                      service_level_threshold=threshold_seconds, aht_seconds=180.0)],
+        agents=[Agent(name=f"agent{number:04d}") for number in range(agents)],
+    )
+
+
+class BatchMeans:
+    """Per-call outcomes in the measured window, folded into equal-time batches."""
+
+    def __init__(self, start: float, end: float, batches: int, threshold: float) -> None:
+        self.start = start
+        self.end = end
+        self.batches = batches
+        self.length = (end - start) / batches
+        self.threshold = threshold
+        self.offered = [0] * batches
+        self.answered = [0] * batches
+        self.within = [0] * batches
+        self.abandoned = [0] * batches
+        self.wait = [0.0] * batches
+        self.busy = [0.0] * batches
+        self.all_offered = 0
+        self.all_answered = 0
+        self.all_within = 0
+        self.all_abandoned = 0
+
+    def outcome(self, call: CallSpec) -> None:
+        answered = call.outcome == "answered"
+        within = answered and (call.wait or 0.0) <= self.threshold
+        self.all_offered += 1
+        self.all_answered += answered
+        self.all_within += within
+        self.all_abandoned += call.outcome == "abandoned"
+        if not self.start <= call.arrival < self.end:
+            return
+        index = int((call.arrival - self.start) / self.length)
+        self.offered[index] += 1
+        if answered:
+            self.answered[index] += 1
+            self.wait[index] += call.wait or 0.0
+            self.within[index] += within
+        else:
+            self.abandoned[index] += 1
+
+    def talk(self, _call: CallSpec, begin: float, end: float) -> None:
+        """Agent busy time, cut into the batches it overlaps."""
+        begin = max(begin, self.start)
+        end = min(end, self.end)
+        while begin < end:
+            index = int((begin - self.start) / self.length)
+            boundary = self.start + (index + 1) * self.length
+            upto = min(end, boundary)
+            self.busy[min(index, self.batches - 1)] += upto - begin
+            begin = upto
+
+
+def run_mmc(
+    *, arrivals_per_hour: float, aht_seconds: float, agents: int, patience_seconds: float | None = None,
+    threshold_seconds: float = 20.0, hours: float | None = None, warmup_hours: float | None = None,
+    seed: int = 1, batches: int = 25, progress: bool = False, retention_days: int = 1,
+) -> dict[str, Any]:
+    """A single M/M/c(+M) queue through the real core; figures with batch-means 95 % intervals.
+
+    Poisson arrivals, exponential talk time (the whole handling time: no ring, no wrap-up) and,
+    with `patience_seconds`, exponential patience. The first `warmup_hours` (default: the
+    longer of one hour and 50 handling times) are run but not measured, so that the measured
+    part starts near steady state; `hours` (default: enough for 20,000 calls) are measured and
+    cut into `batches` equal batches by arrival time. Each figure's interval is the batch
+    mean +- t(0.975, batches - 1) * sd / sqrt(batches) (batch means: Law, "Simulation
+    Modeling and Analysis", 9.5.3); with batches this long their correlation is negligible.
+    """
+    from .erlang import erlang_a_metrics, erlang_c_metrics
+
+    if arrivals_per_hour <= 0 or aht_seconds <= 0 or agents < 1:
+        raise ValueError("arrivals per hour and AHT must be > 0, agents >= 1")
+    rate = arrivals_per_hour / 3600.0
+    if hours is None:
+        hours = max(1.0, 20_000 / arrivals_per_hour)
+    if warmup_hours is None:
+        warmup_hours = max(1.0, 50 * aht_seconds / 3600.0)
+    start = MMC_START
+    measure_from = start + warmup_hours * 3600.0
+    measure_to = measure_from + hours * 3600.0
+    calls_rng = random.Random(seed)
+    expected_calls = int((warmup_hours + hours) * arrivals_per_hour)
+
+    def arrivals() -> Iterator[CallSpec]:
+        expovariate = calls_rng.expovariate
+        service_rate = 1.0 / aht_seconds
+        patience_rate = 1.0 / patience_seconds if patience_seconds else 0.0
+        at = start
+        number = 0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=expected_calls, unit="call", desc="mmc", leave=False, disable=None)
+        while True:
+            at += expovariate(rate)
+            if at >= measure_to:
+                break
+            number += 1
+            talk = expovariate(service_rate)
+            patience = expovariate(patience_rate) if patience_rate else math.inf
+            if bar is not None and number % 2000 == 0:
+                bar.update(2000)
+            yield CallSpec(f"c{number}", at, "mmc", talk, patience)
+        if bar is not None:
+            bar.close()
+
+    simulation = Simulation(mmc_center(agents, threshold_seconds, retention_days=retention_days), seed=seed, start=start)
+    stats = BatchMeans(measure_from, measure_to, batches, threshold_seconds)
+    simulation.on_outcome = stats.outcome
+    simulation.on_talk = stats.talk
+    for agent in simulation.center.config.agents:
+        simulation.command(c.Login(agent=agent.name), start)
+        simulation.command(c.Ready(agent=agent.name), start)
+    simulation.feed(arrivals())
+    began = time.perf_counter()
+    simulation.run()
+    wall = time.perf_counter() - began
+
+    offered = sum(stats.offered)
+    answered = sum(stats.answered)
+    abandoned = sum(stats.abandoned)
+    within = sum(stats.within)
+    wait = sum(stats.wait)
+    per_batch_sl = [w / o if o else 0.0 for w, o in zip(stats.within, stats.offered, strict=True)]
+    per_batch_asa = [s / a if a else 0.0 for s, a in zip(stats.wait, stats.answered, strict=True)]
+    per_batch_abandon = [b / o if o else 0.0 for b, o in zip(stats.abandoned, stats.offered, strict=True)]
+    per_batch_occupancy = [busy / (agents * stats.length) for busy in stats.busy]
+    figures = {
+        "service_level": within / offered if offered else 0.0,
+        "asa": wait / answered if answered else 0.0,
+        "abandon_rate": abandoned / offered if offered else 0.0,
+        "occupancy": sum(stats.busy) / (agents * (measure_to - measure_from)),
+    }
+    ci = {}
+    for name, values in [("service_level", per_batch_sl), ("asa", per_batch_asa),
+                         ("abandon_rate", per_batch_abandon), ("occupancy", per_batch_occupancy)]:
+        _mean, half = batch_interval(values)
+        ci[name] = [figures[name] - half, figures[name] + half]
+    if patience_seconds:
+        analytic = erlang_a_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
+                                    patience_seconds=patience_seconds, threshold_seconds=threshold_seconds)
+    else:
+        analytic = erlang_c_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
+                                    threshold_seconds=threshold_seconds)
+    total_calls = stats.all_offered
+    return {
+        "model": analytic.model,
+        "arrivals_per_hour": arrivals_per_hour, "aht_seconds": aht_seconds, "agents": agents,
+        "patience_seconds": patience_seconds, "threshold_seconds": threshold_seconds, "seed": seed,
+        "hours": hours, "warmup_hours": warmup_hours, "batches": batches,
+        "offered": offered, "answered": answered, "answered_within": within, "abandoned": abandoned,
+        **figures,
+        "ci": ci,
+        "analytic": analytic.to_dict(),
+        "simulated_calls": total_calls,
+        "commands": simulation.commands,
+        "wall_seconds": wall,
+        "calls_per_second": total_calls / wall if wall > 0 else math.inf,
+        "rejections": dict(simulation.rejections),
+        "core": core_totals(simulation.center),
+        "whole_run": {"offered": stats.all_offered, "answered": stats.all_answered,
+                      "answered_within": stats.all_within, "abandoned": stats.all_abandoned},
+        "trace_hash": simulation.trace_hash(),
+    }
+
+
+def core_totals(center: Center) -> dict[str, float]:
+    """The core's own center-wide counters summed over the days it still keeps."""
+    totals: dict[str, float] = {}
+    for day in center.state.stats.values():
+        for name, value in msgspec.structs.asdict(day.center.total).items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+# ---------------------------------------------------------------------------------- a day
+
+
+@dataclass
+class DayRun:
+    """Everything a `day` run produced (sim.report turns it into tables, CSV and charts)."""
+
+    scenario: Scenario
+    seed: int
+    dates: list[dt.date]
+    day_starts: list[float]
+    records: list[CallSpec]
+    intervals: dict[tuple[int, int], IntervalFigures]
+    center: Center
+    rejections: dict[str, int]
+    commands: int
+    wall_seconds: float
+    trace_hash: str
+    state_hash: str
+
+    @property
+    def calls(self) -> int:
+        return sum(1 for r in self.records if r.topic != "callback")
+
+
+def scenario_behaviour(scenario: Scenario, rng: random.Random) -> Behaviour:
+    agents = scenario.agents
+    talk = scenario.durations.pick("voice", "talk")
+    return Behaviour(
+        ring_delay=agents.ring_delay.sampler(rng) if agents.ring_delay is not None else None,
+        miss_probability=agents.miss_probability,
+        ready_after_miss_seconds=agents.ready_after_miss_seconds,
+        max_occupancy=agents.max_occupancy,
+        occupancy_window_seconds=agents.occupancy_window_seconds,
+        rest_seconds=agents.rest_seconds,
+        callback_talk=talk.sampler(rng) if talk is not None else None,
+    )
+
+
+def _days_calls(factory: CallFactory, dates: list[dt.date], transform: Callable[[CallSpec], CallSpec | None] | None = None,
+                progress: Any = None) -> Iterator[CallSpec]:
+    for day in dates:
+        for call in factory.day(day):
+            if transform is not None:
+                call = transform(call)  # type: ignore[assignment]
+                if call is None:
+                    continue
+            yield call
+        if progress is not None:
+            progress.update(1)
+
+
+def simulate_days(
+    scenario: Scenario, *, seed: int | None = None, days: int | None = None, start: str | None = None,
+    config: CenterConfig | None = None, staffing: dict[tuple[int, int], int] | None = None,
+    transform: Callable[[CallSpec], CallSpec | None] | None = None, progress: bool = False,
+    trace: bool = True,
+) -> DayRun:
+    """Run the scenario's days through the core.
+
+    `config`, `staffing` and `transform` serve the staffing confirmation: another center (one
+    pooled queue), agents on duty per interval instead of the shifts, and a change to each call
+    (all voice calls to the pooled queue).
+    """
+    seed = scenario.scenario.seed if seed is None else seed
+    dates = scenario.dates(days, start)
+    config = config or scenario.center
+    day_starts = [scenario.day_start(day) for day in dates]
+    calls_rng = random.Random(seed)
+    agents_rng = random.Random(seed * 1_000_003 + 7)
+    simulation = Simulation(config, seed=seed, start=day_starts[0], behaviour=scenario_behaviour(scenario, agents_rng),
+                            detail=True, trace=trace)
+    simulation.external_queues = frozenset(q.name for q in config.queues if q.external)
+    simulation.survey_after = scenario.mix.survey_after_seconds
+    for index, day_start in enumerate(day_starts):
+        for interval in range(96):
+            simulation.schedule(day_start + interval * INTERVAL_SECONDS, INTERVAL, (index, interval))
+    if staffing is None:
+        for day in dates:
+            for action in agent_plan(scenario, day):
+                simulation.schedule(action.at, AGENT, action.agent, (action.action, action.reason))
+    else:
+        simulation.off_duty = [a.name for a in reversed(config.agents)]
+        for (index, interval), required in sorted(staffing.items()):
+            simulation.schedule(day_starts[index] + interval * INTERVAL_SECONDS, STAFF, required)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(dates), unit="day", desc=scenario.scenario.name, leave=False, disable=None)
+    factory = CallFactory(scenario, calls_rng)
+    simulation.feed(_days_calls(factory, dates, transform, bar))
+    end = day_starts[-1] + 86400.0
+    began = time.perf_counter()
+    simulation.run(until=end)
+    simulation._close_interval(end)
+    wall = time.perf_counter() - began
+    if bar is not None:
+        bar.close()
+    for call in simulation.live.values():
+        if not call.outcome:
+            call.outcome = "pending"
+    return DayRun(
+        scenario=scenario, seed=seed, dates=dates, day_starts=day_starts, records=simulation.records or [],
+        intervals=simulation.intervals, center=simulation.center, rejections=dict(simulation.rejections),
+        commands=simulation.commands, wall_seconds=wall, trace_hash=simulation.trace_hash(),
+        state_hash=simulation.center.state_hash(),
+    )
+
+
+def open_intervals(calendar: Calendar | None, day_start: float) -> list[bool]:
+    """For each interval of the day, whether the calendar is open at its middle."""
+    return [is_open(calendar, day_start + (interval + 0.5) * INTERVAL_SECONDS) for interval in range(96)]

@@ -1,0 +1,325 @@
+"""Random command sequences against the routing core (Hypothesis stateful testing).
+
+The machine drives one center the way the node's pipeline does: every command gets a
+timestamp (mostly moving forward, sometimes stamped a little in the past, as after a
+failover to a node whose clock lags), and a `Tick` is logged before any command whose
+timestamp has passed `next_deadline()`. Only accepted commands go into the log, as in the
+real one. After every step it checks
+
+- `check_invariants()`: DESIGN.md invariants 3, 4, 5 and 8, over the whole state;
+- invariant 6 from the outside: when an interaction is offered, no interaction of the same
+  queue, channel and priority with an earlier place in line was waiting for that agent;
+- that a refused command left the state byte-for-byte unchanged;
+
+and from time to time (and at the end) invariant 7: restoring a snapshot taken at a random
+earlier step and applying the rest of the log, or replaying the whole log on a fresh center,
+gives exactly the live state hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from acd.core import Center, CenterConfig, Rejection
+from acd.core import commands as c
+from acd.core import events as e
+from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue, RelaxationStep
+from acd.core.rejections import Code
+from acd.core.state import CallState, State
+
+from .test_core_harness import MONDAY_9AM
+
+CODES = {code.code for code in Code}
+CALLERS = ("01012340001", "01012340002", "01012340003", "0511200004", "0511200005")
+QUEUES = ("transport", "welfare", "tax", "evening", "district", "protect", "nowhere")
+AGENTS = ("kim", "lee", "park", "choi", "jung", "kang", "ghost")
+DISPOSITIONS = ("resolved", "transferred", "callback", "unresolved")
+
+
+def center_config(variant: int) -> CenterConfig:
+    """The center the machine runs; variants differ the way an operator's edits would."""
+    strategies = ("longest-idle", "fewest-handled", "best-skill-level", "round-robin")
+    queues = [
+        Queue(
+            name="transport", skills=["transport"], min_level=3,
+            relaxation=[RelaxationStep(after=40, min_level=2), RelaxationStep(after=90, min_level=1)],
+            strategy=strategies[variant % 4], ring_timeout=12, wrapup_seconds=30,
+            max_wait=400, overflow="district", aht_seconds=120,
+        ),
+        Queue(
+            name="welfare", skills=["welfare"], strategy=strategies[(variant + 1) % 4],
+            max_length=3, overflow="callback", ring_timeout=8, wrapup_seconds=20,
+        ),
+        Queue(name="tax", skills=["tax"], strategy="best-skill-level", calendar="office", channels=["voice", "sms"]),
+        Queue(name="evening", strategy="round-robin", calendar="late", channels=["voice"], wrapup_seconds=0 if variant == 2 else 15),
+        Queue(name="district", external=True),
+        Queue(name="protect", skills=["protect"], ring_timeout=20),
+    ]
+    agents = [
+        Agent(name="kim", skills={"transport": 5, "welfare": 2, "protect": 3}),
+        Agent(name="lee", skills={"transport": 2, "tax": 4}),
+        Agent(name="park", skills={"transport": 3, "welfare": 4, "tax": 2}, capacity=Capacity(voice=1, chat=2, sms=1)),
+        Agent(name="choi", skills={"welfare": 3, "transport": 1}, capacity=Capacity(voice=0, chat=3, sms=2)),
+        Agent(name="jung", skills={"protect": 5, "tax": 5}),
+    ]
+    if variant == 1:
+        agents.append(Agent(name="kang", skills={"transport": 4, "welfare": 4}, capacity=Capacity(voice=1, chat=1)))
+    if variant == 3:
+        agents = [agent for agent in agents if agent.name != "lee"]  # refused while lee is logged in
+    return CenterConfig(
+        priority_weight_seconds=30 + 30 * variant,
+        callback_preferred_seconds=100,
+        short_abandon_seconds=5,
+        abuse=Abuse(recovery_seconds=60, flags=2, window_days=1, route_to="protect", hash_key="test-key"),
+        calendars=[
+            Calendar(name="office", hours={day: ["08:30-18:30"] for day in ("mon", "tue", "wed", "thu", "fri")},
+                     holidays={"2024-03-05": []}, closed_action="callback"),
+            Calendar(name="late", hours={day: ["08:00-22:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
+                     | {"sat": ["09:00-18:00"], "sun": ["09:00-18:00"]}, closed_action="reject"),
+        ],
+        queues=queues,
+        agents=agents,
+    )
+
+
+INVALID = CenterConfig(queues=[Queue(name="q", overflow="missing", max_wait=10)])
+
+
+class CenterMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.center = Center()
+        self.now = MONDAY_9AM
+        self.log: list[tuple[c.Command, float]] = []
+        self.snapshots: list[tuple[int, bytes]] = []
+        self.call_ids: list[str] = []
+        self.arrivals: dict[str, c.Arrive] = {}
+        self.counter = 0
+        self.step_events: list[e.Event] = []
+
+    # -- driving --------------------------------------------------------------------
+
+    def _apply(self, command: c.Command, at: float) -> list[e.Event] | Rejection:
+        before = self.center.snapshot()
+        result = self.center.apply(command, at)
+        if isinstance(result, Rejection):
+            assert result.code in CODES, result
+            assert (result.code, result.status) == Code[result.code].value, result
+            assert self.center.snapshot() == before, f"{command!r} refused with {result.code} but changed the state"
+            return result
+        self.log.append((command, at))
+        self._check_offer_order(msgspec.msgpack.decode(before, type=State), result)
+        if isinstance(command, c.Tick):
+            deadline = self.center.next_deadline()
+            assert deadline is None or deadline > self.center.now, "a tick left a timer due"
+        return result
+
+    def step(self, command: c.Command, seconds: float) -> list[e.Event] | Rejection:
+        self.now += seconds
+        deadline = self.center.next_deadline()
+        if deadline is not None and deadline <= self.now:
+            self._apply(c.Tick(), self.now)  # the pipeline ticks first (acd.node)
+        result = self._apply(command, self.now)
+        self.center.check_invariants()
+        return result
+
+    def _check_offer_order(self, before: State, events: list[e.Event]) -> None:
+        """Invariant 6: an offer never passes over an earlier caller of the same line."""
+        after = self.center.state.interactions
+        seen: set[str] = set()
+        for event in events:
+            if isinstance(event, e.CallOffered):
+                offered = after.get(event.call)
+                if offered is not None and offered.preferred_agent is None:
+                    key = (offered.place_at - offered.priority * self.center.config.priority_weight_seconds, offered.order)
+                    agent = before.agents.get(event.agent)
+                    held = agent.held if agent is not None else {}
+                    for other in before.interactions.values():
+                        if (
+                            other.id == event.call or other.id in seen or other.id in held
+                            or other.state is not CallState.WAITING or other.preferred_agent is not None
+                            or (other.queue, other.channel, other.priority) != (offered.queue, offered.channel, offered.priority)
+                        ):
+                            continue
+                        other_key = (other.place_at - other.priority * self.center.config.priority_weight_seconds, other.order)
+                        assert other_key >= key, (
+                            f"{event.call} offered to {event.agent} ahead of {other.id}, which waited "
+                            f"in {other.queue} with an earlier place"
+                        )
+            subject = getattr(event, "call", None)
+            if subject is not None:
+                seen.add(subject)
+
+    def _time(self, data: st.DataObject) -> float:
+        return data.draw(
+            st.one_of(
+                st.floats(min_value=0, max_value=30).map(round),
+                st.sampled_from([0.0, 0.5, 60.0, 3600.0, 6 * 3600.0]),
+                st.just(-3.0),  # a command stamped a little in the past
+            ),
+            label="seconds",
+        )
+
+    def _call(self, data: st.DataObject) -> str:
+        if not self.call_ids or data.draw(st.integers(0, 19), label="unknown call?") == 0:
+            return "nope"
+        return data.draw(st.sampled_from(self.call_ids), label="call")
+
+    def _agent_for(self, data: st.DataObject, call: str) -> str:
+        interaction = self.center.state.interactions.get(call)
+        if interaction is not None and data.draw(st.integers(0, 3), label="right agent?") > 0:
+            if interaction.agent is not None:
+                return str(interaction.agent)
+            for name, agent in self.center.state.agents.items():
+                if call in agent.held:
+                    return str(name)
+        return data.draw(st.sampled_from(AGENTS), label="agent")
+
+    # -- rules ----------------------------------------------------------------------
+
+    @initialize(variant=st.integers(0, 3))
+    def configure_first(self, variant: int) -> None:
+        self.step(c.Configure(center=center_config(variant)), 0)
+
+    @rule(data=st.data())
+    def arrive(self, data: st.DataObject) -> None:
+        if self.arrivals and data.draw(st.integers(0, 9), label="repeat an id?") == 0:
+            previous = data.draw(st.sampled_from(sorted(self.arrivals)), label="repeat")
+            command = self.arrivals[previous]
+            if data.draw(st.booleans(), label="different body?"):
+                command = c.Arrive(id=command.id, queue=command.queue, caller=command.caller, channel=command.channel,
+                                   priority=(command.priority + 1) % 10, attributes=command.attributes)
+            self.step(command, self._time(data))
+            return
+        self.counter += 1
+        call = f"c{self.counter}"
+        attributes: dict[str, Any] = data.draw(
+            st.sampled_from([{}, {}, {}, {"elderly": True}, {"disabled": False}, {"vulnerable": 1, "topic": "bus"}]),
+            label="attributes",
+        )
+        command = c.Arrive(
+            id=call,
+            queue=data.draw(st.sampled_from(QUEUES), label="queue"),
+            caller=data.draw(st.sampled_from(CALLERS), label="caller"),
+            channel=data.draw(st.sampled_from(("voice", "voice", "chat", "sms")), label="channel"),
+            priority=data.draw(st.sampled_from((0, 0, 0, 1, 5, 9)), label="priority"),
+            attributes=attributes,
+        )
+        result = self.step(command, self._time(data))
+        if not isinstance(result, Rejection):
+            self.call_ids.append(call)
+            self.arrivals[call] = command
+
+    @rule(data=st.data())
+    def answer(self, data: st.DataObject) -> None:
+        call = self._call(data)
+        self.step(c.Answer(call=call, agent=self._agent_for(data, call)), self._time(data))
+
+    @rule(data=st.data())
+    def reject(self, data: st.DataObject) -> None:
+        call = self._call(data)
+        self.step(c.Reject(call=call, agent=self._agent_for(data, call)), self._time(data))
+
+    @rule(data=st.data())
+    def abandon(self, data: st.DataObject) -> None:
+        self.step(c.Abandon(call=self._call(data)), self._time(data))
+
+    @rule(data=st.data())
+    def hangup(self, data: st.DataObject) -> None:
+        self.step(c.Hangup(call=self._call(data)), self._time(data))
+
+    @rule(data=st.data())
+    def transfer(self, data: st.DataObject) -> None:
+        queue = data.draw(st.sampled_from(QUEUES), label="target")
+        self.step(c.Transfer(call=self._call(data), queue=queue), self._time(data))
+
+    @rule(data=st.data())
+    def request_callback(self, data: st.DataObject) -> None:
+        self.step(c.RequestCallback(call=self._call(data)), self._time(data))
+
+    @rule(data=st.data())
+    def wrapup(self, data: st.DataObject) -> None:
+        call = self._call(data)
+        disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
+        callback_at = None
+        if disposition == "callback" and data.draw(st.integers(0, 5), label="callback_at?") > 0:
+            callback_at = self.now + data.draw(st.sampled_from([-10.0, 0.0, 30.0, 600.0, 12 * 3600.0]), label="due in")
+        command = c.WrapUp(
+            call=call, agent=self._agent_for(data, call), disposition=disposition,  # type: ignore[arg-type]
+            abusive=data.draw(st.integers(0, 4), label="abusive?") == 0, callback_at=callback_at,
+        )
+        self.step(command, self._time(data))
+
+    @rule(data=st.data(), score=st.integers(1, 5))
+    def survey(self, data: st.DataObject, score: int) -> None:
+        self.step(c.Survey(call=self._call(data), score=score), self._time(data))
+
+    @rule(data=st.data())
+    def login(self, data: st.DataObject) -> None:
+        self.step(c.Login(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
+
+    @rule(data=st.data())
+    def ready(self, data: st.DataObject) -> None:
+        self.step(c.Ready(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
+
+    @rule(data=st.data(), reason=st.sampled_from(["", "lunch", "training"]))
+    def not_ready(self, data: st.DataObject, reason: str) -> None:
+        self.step(c.NotReady(agent=data.draw(st.sampled_from(AGENTS), label="agent"), reason=reason), self._time(data))
+
+    @rule(data=st.data())
+    def logout(self, data: st.DataObject) -> None:
+        self.step(c.Logout(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
+
+    @rule(data=st.data())
+    def tick(self, data: st.DataObject) -> None:
+        self.step(c.Tick(), self._time(data))
+
+    @rule(data=st.data(), variant=st.integers(-1, 3))
+    def configure(self, data: st.DataObject, variant: int) -> None:
+        config = INVALID if variant < 0 else center_config(variant)
+        result = self.step(c.Configure(center=config), self._time(data))
+        if variant < 0:
+            assert isinstance(result, Rejection) and result.code == "invalid_config"
+
+    @rule()
+    def audit(self) -> None:
+        self.step(c.Audit(actor="supervisor", action="note"), 0)
+
+    @rule()
+    def take_snapshot(self) -> None:
+        self.snapshots.append((len(self.log), self.center.snapshot()))
+
+    @precondition(lambda self: bool(self.snapshots))
+    @rule(data=st.data())
+    def compare_with_snapshot_and_replay(self, data: st.DataObject) -> None:
+        self._check_replay(data.draw(st.sampled_from(self.snapshots), label="snapshot"))
+
+    def _check_replay(self, snapshot: tuple[int, bytes]) -> None:
+        expected = self.center.state_hash()
+        position, data = snapshot
+        restored = Center.restore(data)
+        for command, at in self.log[position:]:
+            assert not isinstance(restored.apply(command, at), Rejection), command
+        assert restored.state_hash() == expected, f"restoring the snapshot at log position {position} diverged"
+        fresh = Center()
+        for command, at in self.log:
+            assert not isinstance(fresh.apply(command, at), Rejection), command
+        assert fresh.state_hash() == expected, "replaying the log on a fresh center diverged"
+
+    def teardown(self) -> None:
+        if self.log:
+            self.snapshots.append((0, Center().snapshot()))
+            for snapshot in self.snapshots[-3:]:
+                self._check_replay(snapshot)
+
+
+CenterMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+TestCenterMachine = CenterMachine.TestCase
