@@ -642,7 +642,7 @@ class Member:
             for record in records:
                 if record.epoch > store.epoch():
                     store.set_epoch(record.epoch, record.lsn)
-            await trio.to_thread.run_sync(store.append, records)
+            await self.node.append_records(records)
             self.node.apply_replicated(records)
         self.peer_in_sync = message.sync
         granted = message.lease and self.node.role != "primary"

@@ -1,0 +1,750 @@
+"""The HTTP API: a plain ASGI application over one node (DESIGN.md, "HTTP API").
+
+Theory of operation
+-------------------
+Hypercorn's Trio worker runs this app inside the node's nursery. A request is matched against
+`ROUTES` (method and path), authenticated (`acd.api.auth`), its body read up to
+`limits.body_bytes_max` and decoded by msgspec into the route's body type; a write becomes a
+core command and waits in `node.submit()` until it is durable, then the reply shows the
+current view of the call or agent (`acd.api.views`). Reads never touch the pipeline: they read
+the core's state between two batches, so they keep working while the store is full.
+
+Errors are translated once, here, into DESIGN.md's contract: `{"error", "message"}` plus
+`"field"` for validation errors and `"primary"` for `not_primary`. Bad input never reaches the
+last-resort handler (a logged 500 `internal`); the API tests send Hypothesis-generated
+requests to prove it.
+
+Retries are safe (DESIGN.md, "safe retry across failover"): the core accepts a command that
+already took effect as a no-op, so a repeat gets 2xx with the current state. A repeated create
+with the same body gets 201 with the call's current state, position and EWT (identical to the
+first reply while the call has not moved); the same id with another body is a 409
+`id_conflict`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+import prometheus_client
+import trio
+
+from acd import settings as settings_module
+from acd.core import Rejection
+from acd.core import commands as c
+from acd.core import events as e
+from acd.node.broker import Control
+from acd.node.node import Accepted, NodeClosed, NotPrimary, StorageFullError
+
+from . import schemas, sse, views
+from .auth import ANONYMOUS, Authenticator, Principal
+from .errors import ApiError, validation_field
+from .metrics import CenterCollector
+
+if TYPE_CHECKING:
+    from acd.node.node import Node
+
+log = logging.getLogger("acd.api")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+_encoder = msgspec.json.Encoder()
+# A body past the limit is still read (and dropped) up to this many times the limit, so that
+# the client, still sending, reads the 413 instead of a reset connection.
+_DRAIN_FACTOR = 16
+_DAY = r"^\d{4}-\d{2}-\d{2}$"
+
+
+class Cluster(Protocol):
+    """What the replication layer provides to the API (None for a standalone node)."""
+
+    def view(self) -> dict[str, Any]: ...
+
+    async def switchover(self, to: str | None) -> dict[str, Any]: ...
+
+
+class ClientGone(Exception):
+    """The client disconnected while we read its request."""
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    params: tuple[str, ...]
+    query: bytes
+    headers: dict[bytes, bytes]
+    receive: Receive
+    send: Send
+    principal: Principal = ANONYMOUS
+    started: bool = False  # a streaming reply has sent its head; errors can no longer be replied
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+Handler = Callable[["Api", Request], Awaitable[Reply | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type | None = None
+    response: Any = None
+    status: int = 200
+    roles: str = ""
+    media: str = "application/json"
+    public: bool = False
+    errors: tuple[int, ...] = ()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.path.strip("/").split("/"))
+
+
+def _json(status: int, value: Any) -> Reply:
+    return Reply(status, _encoder.encode(value))
+
+
+class Api:
+    """The ASGI application. `build_app(node)` makes one; `cluster` plugs in replication."""
+
+    def __init__(
+        self, node: Node, *, cluster: Cluster | None = None, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.cluster = cluster
+        self.clock = clock
+        self.settings = node.settings
+        self.auth = Authenticator(self.settings.tokens)
+        self.shutting_down = False
+        self._streams: dict[str, int] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._reload_lock = trio.Lock()
+        self._collector = CenterCollector(node, clock)
+        if not getattr(node.metrics, "center_collector", None):
+            node.metrics.registry.register(self._collector)
+            node.metrics.center_collector = self._collector  # type: ignore[attr-defined]
+        else:
+            self._collector = node.metrics.center_collector  # type: ignore[attr-defined]
+        self._exact: dict[str, dict[str, Route]] = {}
+        self._patterns: list[tuple[tuple[str, ...], dict[str, Route]]] = []
+        for route in ROUTES:
+            if "{" in route.path:
+                for parts, methods in self._patterns:
+                    if parts == route.parts:
+                        methods[route.method] = route
+                        break
+                else:
+                    self._patterns.append((route.parts, {route.method: route}))
+            else:
+                self._exact.setdefault(route.path, {})[route.method] = route
+
+    # ------------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        # Anything else (websocket) is refused by returning without accepting.
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _match(self, method: str, path: str) -> tuple[Route, tuple[str, ...]]:
+        methods = self._exact.get(path)
+        params: tuple[str, ...] = ()
+        if methods is None:
+            parts = tuple(path.strip("/").split("/"))
+            for pattern, candidates in self._patterns:
+                if len(pattern) != len(parts):
+                    continue
+                found: list[str] = []
+                for expected, actual in zip(pattern, parts, strict=True):
+                    if expected[0] == "{":
+                        if not actual:
+                            break
+                        found.append(actual)
+                    elif expected != actual:
+                        break
+                else:
+                    methods, params = candidates, tuple(found)
+                    break
+        if methods is None:
+            raise ApiError(404, "not_found", f"no endpoint {path}")
+        route = methods.get(method)
+        if route is None:
+            allowed = ", ".join(sorted(methods))
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here; use {allowed}", headers=[(b"allow", allowed.encode())])
+        return route, params
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        request = Request(
+            method=scope["method"], params=(), query=scope.get("query_string", b""), headers=headers,
+            receive=receive, send=send,
+        )
+        try:
+            try:
+                route, request.params = self._match(request.method, scope["path"])
+                if not route.public:
+                    request.principal = self.auth.authenticate(headers.get(b"authorization"))
+                    self._rate_limit(request.principal)
+                reply = await route.handler(self, request)
+            except ApiError:
+                raise
+            except ClientGone:
+                return
+            except NotPrimary as error:
+                raise ApiError(503, "not_primary", str(error), primary=error.primary) from None
+            except StorageFullError as error:
+                raise ApiError(507, "storage_full", f"the store is full; nothing was written: {error}") from None
+            except NodeClosed:
+                raise ApiError(503, "shutting_down", "the node is shutting down; retry on the primary") from None
+            except Exception:
+                log.exception("request failed method=%s path=%s", request.method, scope["path"])
+                raise ApiError(500, "internal", "internal error; the operator's log has the details") from None
+        except ApiError as error:
+            if request.started:
+                return
+            reply = Reply(
+                error.status,
+                _encoder.encode(schemas.Error(error=error.code, message=error.message, field=error.field, primary=error.primary, problems=error.problems)),
+                headers=tuple(error.headers),
+            )
+        if reply is not None:
+            await send({
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [(b"content-type", reply.content_type), (b"content-length", b"%d" % len(reply.body)), *reply.headers],
+            })
+            await send({"type": "http.response.body", "body": reply.body})
+
+    # ------------------------------------------------------------------ request helpers
+
+    def _rate_limit(self, principal: Principal) -> None:
+        rate = self.settings.limits.requests_per_second_per_token
+        if not rate:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(principal.name, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1:
+            self._buckets[principal.name] = (tokens, now)
+            raise ApiError(429, "rate_limited", f"more than {rate:g} requests per second with token {principal.name!r}", headers=[(b"retry-after", b"1")])
+        self._buckets[principal.name] = (tokens - 1, now)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.limits.body_bytes_max
+        declared = request.headers.get(b"content-length")
+        too_large = False
+        if declared is not None:
+            try:
+                too_large = int(declared) > limit
+            except ValueError:
+                raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                too_large = True
+            if too_large:
+                if size > limit * _DRAIN_FACTOR:
+                    break
+            elif chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if too_large:
+            raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+        return b"".join(chunks)
+
+    async def _body(self, request: Request, decoder: msgspec.json.Decoder[Any], empty_ok: bool = False) -> Any:
+        raw = await self._read_body(request)
+        if empty_ok and not raw.strip():
+            raw = b"{}"
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as error:
+            field, message = validation_field(error)
+            raise ApiError(400, "invalid", message, field=field) from None
+        except msgspec.DecodeError as error:
+            raise ApiError(400, "bad_json", f"the body is not valid JSON: {error}") from None
+
+    def _query(self, request: Request) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        try:
+            return dict(parse_qsl(request.query.decode("latin-1"), keep_blank_values=True, max_num_fields=20))
+        except ValueError:
+            raise ApiError(400, "invalid", "too many query parameters") from None
+
+    async def _submit(self, command: c.Command) -> Accepted:
+        if self.shutting_down:
+            raise NodeClosed("shutting down")
+        result = await self.node.submit(command)
+        if isinstance(result, Rejection):
+            raise ApiError(result.status, result.code, result.message, field=result.field)
+        return result
+
+    def _call_reply(self, call_id: str, status: int = 200) -> Reply:
+        view = views.call_view(self.node.center, call_id)
+        if view is None:  # pruned by retention between the command and the reply
+            raise ApiError(404, "unknown_call", f"no interaction {call_id!r}", field="call")
+        return _json(status, view)
+
+    def _agent_reply(self, agent: str) -> Reply:
+        view = views.agent_view(self.node.center, agent)
+        if view is None:
+            raise ApiError(404, "unknown_agent", f"no agent {agent!r}", field="agent")
+        return _json(200, view)
+
+    def _allow_call(self, request: Request, call_id: str, *roles: str, body_agent: str | None = None) -> None:
+        """Call commands: `roles` may; an agent token only for its own offers and calls."""
+        principal = request.principal
+        if principal.role in roles:
+            return
+        if principal.role != "agent":
+            principal.require(*roles)
+        if body_agent is not None:
+            principal.require_agent(body_agent)
+            return
+        call = self.node.center.state.interactions.get(call_id)
+        agent = self.node.center.state.agents.get(principal.agent)
+        if call is None:
+            return  # the core answers unknown_call
+        if call.agent == principal.agent or (agent is not None and (agent.offer == call_id or call_id in agent.held)):
+            return
+        raise ApiError(403, "forbidden", f"interaction {call_id!r} is not handled by agent {principal.agent!r}")
+
+    # ------------------------------------------------------------------ calls
+
+    async def create_call(self, request: Request) -> Reply:
+        request.principal.require("pbx", "admin")
+        body: schemas.CallArrival = await self._body(request, _decoders[schemas.CallArrival])
+        accepted = await self._submit(c.Arrive(
+            id=body.id, queue=body.queue, caller=body.caller, channel=body.channel,
+            priority=body.priority, attributes=body.attributes,
+        ))
+        position = ewt = None
+        for event in accepted.events:
+            if type(event) is e.CallQueued and event.call == body.id:
+                position, ewt = event.position, event.ewt
+                break
+        center = self.node.center
+        if body.id not in center.state.interactions:
+            raise ApiError(404, "unknown_call", f"no interaction {body.id!r}", field="id")
+        return _json(201, views.call_created(center, body.id, position, ewt))
+
+    async def get_call(self, request: Request) -> Reply:
+        call_id = request.params[0]
+        self._allow_call(request, call_id, "pbx", "supervisor", "admin")
+        return self._call_reply(call_id)
+
+    async def answer(self, request: Request) -> Reply:
+        body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
+        self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
+        await self._submit(c.Answer(call=request.params[0], agent=body.agent))
+        return self._call_reply(request.params[0])
+
+    async def reject(self, request: Request) -> Reply:
+        body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
+        self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
+        await self._submit(c.Reject(call=request.params[0], agent=body.agent))
+        return self._call_reply(request.params[0])
+
+    async def abandon(self, request: Request) -> Reply:
+        request.principal.require("pbx", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._submit(c.Abandon(call=request.params[0]))
+        return self._call_reply(request.params[0])
+
+    async def hangup(self, request: Request) -> Reply:
+        self._allow_call(request, request.params[0], "pbx", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._submit(c.Hangup(call=request.params[0]))
+        return self._call_reply(request.params[0])
+
+    async def transfer(self, request: Request) -> Reply:
+        self._allow_call(request, request.params[0], "pbx", "admin")
+        body: schemas.TransferTo = await self._body(request, _decoders[schemas.TransferTo])
+        await self._submit(c.Transfer(call=request.params[0], queue=body.queue))
+        return self._call_reply(request.params[0])
+
+    async def callback(self, request: Request) -> Reply:
+        request.principal.require("pbx", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._submit(c.RequestCallback(call=request.params[0]))
+        return self._call_reply(request.params[0])
+
+    async def wrapup(self, request: Request) -> Reply:
+        body: schemas.WrapUpBody = await self._body(request, _decoders[schemas.WrapUpBody])
+        self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
+        await self._submit(c.WrapUp(
+            call=request.params[0], agent=body.agent, disposition=body.disposition,
+            abusive=body.abusive, callback_at=body.callback_at,
+        ))
+        return self._call_reply(request.params[0])
+
+    async def survey(self, request: Request) -> Reply:
+        request.principal.require("pbx", "admin")
+        body: schemas.SurveyBody = await self._body(request, _decoders[schemas.SurveyBody])
+        await self._submit(c.Survey(call=request.params[0], score=body.score))
+        return self._call_reply(request.params[0])
+
+    # ------------------------------------------------------------------ agents
+
+    async def _agent_command(self, request: Request, command: c.Command) -> Reply:
+        await self._submit(command)
+        return self._agent_reply(request.params[0])
+
+    async def login(self, request: Request) -> Reply:
+        request.principal.require_agent(request.params[0], "supervisor", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        return await self._agent_command(request, c.Login(agent=request.params[0]))
+
+    async def ready(self, request: Request) -> Reply:
+        request.principal.require_agent(request.params[0], "supervisor", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        return await self._agent_command(request, c.Ready(agent=request.params[0]))
+
+    async def not_ready(self, request: Request) -> Reply:
+        request.principal.require_agent(request.params[0], "supervisor", "admin")
+        body: schemas.NotReadyBody = await self._body(request, _decoders[schemas.NotReadyBody], empty_ok=True)
+        return await self._agent_command(request, c.NotReady(agent=request.params[0], reason=body.reason))
+
+    async def logout(self, request: Request) -> Reply:
+        request.principal.require_agent(request.params[0], "supervisor", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        return await self._agent_command(request, c.Logout(agent=request.params[0]))
+
+    async def list_agents(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        return _json(200, views.agents_view(self.node.center))
+
+    async def get_agent(self, request: Request) -> Reply:
+        request.principal.require_agent(request.params[0], "supervisor", "admin")
+        return self._agent_reply(request.params[0])
+
+    # ------------------------------------------------------------------ queues and stats
+
+    async def list_queues(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        return _json(200, views.queues_view(self.node.center, self.clock()))
+
+    async def get_queue(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        view = views.queue_view(self.node.center, request.params[0], self.clock())
+        if view is None:
+            raise ApiError(404, "unknown_queue", f"no queue named {request.params[0]!r}", field="queue")
+        return _json(200, view)
+
+    async def stats(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        query = self._query(request)
+        day = query.get("day")
+        if day is not None:
+            import datetime as dt
+
+            try:
+                day = dt.date.fromisoformat(day).isoformat() if len(day) == 10 else ""
+            except ValueError:
+                day = ""
+            if not day:
+                raise ApiError(400, "invalid", "day must be a date YYYY-MM-DD", field="day")
+        return _json(200, views.stats_view(self.node.center, self.clock(), day))
+
+    # ------------------------------------------------------------------ event streams
+
+    async def center_events(self, request: Request) -> None:
+        request.principal.require("pbx", "supervisor", "admin")
+        await self._stream(request, None)
+
+    async def agent_events(self, request: Request) -> None:
+        agent = request.params[0]
+        request.principal.require_agent(agent, "supervisor", "admin")
+        if agent not in self.node.center.state.agents:
+            raise ApiError(404, "unknown_agent", f"no agent {agent!r}", field="agent")
+        await self._stream(request, agent)
+
+    def _after(self, request: Request) -> int:
+        raw = request.headers.get(b"last-event-id")
+        field = "Last-Event-ID"
+        if raw is None:
+            raw = self._query(request).get("after", "0").encode()
+            field = "after"
+        try:
+            after = int(raw.strip() or b"0")
+        except ValueError:
+            after = -1
+        if not 0 <= after < 2**63:
+            raise ApiError(400, "invalid", f"{field} must be an LSN (a whole number, 0 or more)", field=field)
+        return after
+
+    async def _stream(self, request: Request, agent: str | None) -> None:
+        after = self._after(request)
+        if self.shutting_down:
+            raise NodeClosed("shutting down")
+        name = request.principal.name
+        if self._streams.get(name, 0) >= self.settings.limits.streams_per_token_max:
+            raise ApiError(429, "too_many_streams", f"token {name!r} already holds {self._streams[name]} event streams")
+        send = request.send
+        framer = sse.Framer(after)
+        node = self.node
+        subscription = node.broker.subscribe(after, agent)
+        self._streams[name] = self._streams.get(name, 0) + 1
+        heartbeat = self.settings.limits.stream_heartbeat_seconds
+        try:
+            request.started = True
+            await send({
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            })
+            opening = sse.preamble(after)
+            if after > node.lsn:
+                # A reader from the future (a node that lost its tail, or a made-up LSN): it must
+                # reload, since events between our LSN and its LSN will carry LSNs it has seen.
+                opening += sse.frame_control(Control("stream.reset", node.lsn, "this node's log ends before that LSN; reload state and resume from here"), node.lsn)
+                framer.last_lsn = node.lsn
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, request.receive, nursery.cancel_scope)
+                while not framer.ended:
+                    with trio.move_on_after(heartbeat) as waited:
+                        try:
+                            items = [await subscription.receive.receive()]
+                        except trio.EndOfChannel:
+                            break
+                    if waited.cancelled_caught:
+                        await send({"type": "http.response.body", "body": sse.heartbeat(), "more_body": True})
+                        continue
+                    while True:
+                        try:
+                            items.append(subscription.receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    chunk = framer.feed(items)
+                    subscription.last_lsn = framer.last_lsn
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                nursery.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            node.broker.unsubscribe(subscription)
+            self._streams[name] -= 1
+            if not self._streams[name]:
+                del self._streams[name]
+
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    # ------------------------------------------------------------------ operations
+
+    async def health(self, request: Request) -> Reply:
+        return _json(200, schemas.Health(status="ok", node=self.node.name, role=self.node.role, lsn=self.node.lsn))
+
+    def ready_now(self) -> bool:
+        node = self.node
+        return (
+            node.role == "primary" and not node.closed and not self.shutting_down
+            and node.replicator.can_accept() and node.replicator.lease_valid()
+        )
+
+    async def ready_check(self, request: Request) -> Reply:
+        node = self.node
+        if self.ready_now():
+            return _json(200, schemas.Health(status="ready", node=node.name, role=node.role, lsn=node.lsn))
+        return _json(503, schemas.Health(status="not_ready", node=node.name, role=node.role, lsn=node.lsn))
+
+    async def metrics(self, request: Request) -> Reply:
+        node = self.node
+        try:
+            self._collector.store_statistics = await trio.to_thread.run_sync(node.store.statistics)
+        except Exception:  # a closed or unreadable store: report the rest
+            self._collector.store_statistics = None
+        node.metrics.lsn.set(node.lsn)
+        body = prometheus_client.generate_latest(node.metrics.registry)
+        return Reply(200, body, content_type=prometheus_client.CONTENT_TYPE_LATEST.encode())
+
+    async def openapi(self, request: Request) -> Reply:
+        from .openapi import document
+
+        return Reply(200, _openapi_cache.setdefault("body", _encoder.encode(document(ROUTES))))
+
+    async def cluster_view(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        if self.cluster is not None:
+            return _json(200, self.cluster.view())
+        node = self.node
+        return _json(200, schemas.ClusterView(
+            name=node.name, cluster=self.settings.cluster.name, role=node.role, epoch=node.store.epoch(),
+            lsn=node.lsn, mode="standalone", peer=None, lag=None, witness=None,
+        ))
+
+    async def switchover(self, request: Request) -> Reply:
+        request.principal.require("admin")
+        body: schemas.SwitchoverBody = await self._body(request, _decoders[schemas.SwitchoverBody], empty_ok=True)
+        if self.cluster is None:
+            raise ApiError(409, "not_clustered", "this node runs standalone: there is no standby to switch over to")
+        return _json(200, await self.cluster.switchover(body.to))
+
+    async def reload(self, request: Request) -> Reply:
+        request.principal.require("admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        return _json(200, await self.reload_config(actor=f"api:{request.principal.name}"))
+
+    async def reload_config(self, actor: str) -> schemas.ConfigReloaded:
+        """Re-read the node's config file; apply the center through the log, tokens and limits here.
+
+        The center goes through the log as a `Configure` command, so it replicates and replays
+        like any other change. Tokens, stream and body limits and the store's map limit apply at
+        once on this node; anything else (addresses, cluster, pipeline sizes) needs a restart and
+        is listed in `restart_needed`.
+        """
+        async with self._reload_lock:
+            try:
+                fresh = settings_module.load(self.settings.path)
+            except settings_module.SettingsError as error:
+                raise ApiError(400, "invalid_config", "the config file has problems; nothing was applied", problems=error.problems) from None
+            restart_needed = _restart_needed(self.settings, fresh)
+            node = self.node
+            node.settings = fresh
+            self.settings = fresh
+            self.auth = Authenticator(fresh.tokens)
+            node.store.set_map_size_max_bytes(fresh.store.map_size_max_bytes)
+            result = await node.apply_settings_center(actor=actor)
+            if isinstance(result, Rejection):
+                raise ApiError(result.status, result.code, result.message, field=result.field)
+            center = node.center
+            log.info(
+                "config reloaded actor=%s changed=%s version=%d tokens=%d restart_needed=%s",
+                actor, result is not None, center.state.config_version, len(self.auth), ",".join(restart_needed) or "-",
+            )
+            return schemas.ConfigReloaded(
+                changed=result is not None, version=center.state.config_version, lsn=node.lsn,
+                queues=len(center.config.queues), agents=len(center.config.agents), tokens=len(self.auth),
+                restart_needed=restart_needed,
+            )
+
+    async def state_digest(self, request: Request) -> Reply:
+        request.principal.require("admin")
+        node = self.node
+        center = node.center
+        return _json(200, schemas.StateDigest(
+            node=node.name, lsn=node.lsn, state_hash=center.state_hash(),
+            config_version=center.state.config_version, interactions=len(center.state.interactions),
+        ))
+
+    def begin_shutdown(self, message: str = "node shutting down") -> None:
+        """Refuse new writes and streams, and end every stream with a final `stream.closed`."""
+        self.shutting_down = True
+        self.node.broker.close_all(message)
+
+
+_openapi_cache: dict[str, bytes] = {}
+
+# Settings that apply without a restart (see Api.reload_config).
+_LIVE = {
+    "tokens", "center", "path",
+    "store.map_size_max_bytes", "store.snapshot_every_records", "store.retention_records",
+    "limits.body_bytes_max", "limits.stream_heartbeat_seconds", "limits.streams_per_token_max",
+    "limits.requests_per_second_per_token",
+}
+
+
+def _restart_needed(old: settings_module.Settings, new: settings_module.Settings) -> list[str]:
+    changed: list[str] = []
+    old_raw = msgspec.to_builtins(old)
+    new_raw = msgspec.to_builtins(new)
+    for section, value in new_raw.items():
+        before = old_raw.get(section)
+        if isinstance(value, dict) and isinstance(before, dict):
+            changed += [f"{section}.{key}" for key in value if value[key] != before.get(key)]
+        elif value != before:
+            changed.append(section)
+    return [key for key in changed if key not in _LIVE and key.split(".")[0] not in _LIVE]
+
+
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {
+    body: msgspec.json.Decoder(body)
+    for body in (
+        schemas.CallArrival, schemas.AgentAction, schemas.NoFields, schemas.TransferTo, schemas.WrapUpBody,
+        schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody,
+    )
+}
+
+_CALL_ERRORS = (400, 401, 403, 404, 409, 413, 503, 507)
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/calls", Api.create_call, "An interaction arrives", schemas.CallArrival, views.CallCreated, 201, "pbx, admin", errors=_CALL_ERRORS),
+    Route("GET", "/v1/calls/{id}", Api.get_call, "An interaction: state, agent, timestamps (caller masked)", None, views.CallView, roles="pbx, supervisor, admin, its agent", errors=(401, 403, 404)),
+    Route("POST", "/v1/calls/{id}/answer", Api.answer, "The offered agent answered", schemas.AgentAction, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/reject", Api.reject, "The offered agent declined; the call goes back to its place", schemas.AgentAction, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/abandon", Api.abandon, "The caller hung up before being answered", schemas.NoFields, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/hangup", Api.hangup, "The conversation ended; the agent goes to wrap-up", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/transfer", Api.transfer, "Transfer to another queue", schemas.TransferTo, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/callback", Api.callback, "The waiting caller asks to be called back, keeping the place", schemas.NoFields, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/wrapup", Api.wrapup, "The agent records the disposition", schemas.WrapUpBody, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/survey", Api.survey, "The caller's satisfaction score", schemas.SurveyBody, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
+    Route("POST", "/v1/agents/{id}/login", Api.login, "The agent logs in (not ready)", schemas.NoFields, views.AgentView, roles="supervisor, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/agents/{id}/ready", Api.ready, "The agent is ready for work", schemas.NoFields, views.AgentView, roles="supervisor, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/agents/{id}/not-ready", Api.not_ready, "The agent takes a break (after wrap-up if busy)", schemas.NotReadyBody, views.AgentView, roles="supervisor, admin, the agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/agents/{id}/logout", Api.logout, "The agent logs out (after wrap-up if busy)", schemas.NoFields, views.AgentView, roles="supervisor, admin, the agent", errors=_CALL_ERRORS),
+    Route("GET", "/v1/agents", Api.list_agents, "Every agent with state, interactions and pending offer", None, list[views.AgentView], roles="supervisor, admin", errors=(401, 403)),
+    Route("GET", "/v1/agents/{id}", Api.get_agent, "One agent", None, views.AgentView, roles="supervisor, admin, the agent", errors=(401, 403, 404)),
+    Route("GET", "/v1/agents/{id}/events", Api.agent_events, "Server-Sent Events of one agent's offers and changes (resumable with Last-Event-ID)", None, None, roles="supervisor, admin, the agent", media="text/event-stream", errors=(400, 401, 403, 404, 429, 503)),
+    Route("GET", "/v1/queues", Api.list_queues, "Every queue: waiting, longest wait, agents by state, today's KPIs", None, list[views.QueueView], roles="supervisor, admin", errors=(401, 403)),
+    Route("GET", "/v1/queues/{id}", Api.get_queue, "One queue", None, views.QueueView, roles="supervisor, admin", errors=(401, 403, 404)),
+    Route("GET", "/v1/stats", Api.stats, "Center KPIs for today (or ?day=YYYY-MM-DD)", None, views.StatsView, roles="supervisor, admin", errors=(400, 401, 403)),
+    Route("GET", "/v1/events", Api.center_events, "Server-Sent Events of the whole center, id = LSN, resumable with Last-Event-ID or ?after=LSN", None, None, roles="pbx, supervisor, admin", media="text/event-stream", errors=(400, 401, 403, 429, 503)),
+    Route("GET", "/v1/cluster", Api.cluster_view, "This node's view of the cluster", None, schemas.ClusterView, roles="supervisor, admin", errors=(401, 403)),
+    Route("POST", "/v1/cluster/switchover", Api.switchover, "Planned role swap (409 not_clustered on a standalone node)", schemas.SwitchoverBody, None, roles="admin", errors=(400, 401, 403, 409, 503)),
+    Route("POST", "/v1/config/reload", Api.reload, "Re-read the node's config file and apply the center through the log", schemas.NoFields, schemas.ConfigReloaded, roles="admin", errors=(400, 401, 403, 503, 507)),
+    Route("GET", "/v1/admin/state", Api.state_digest, "LSN and hash of the node's state (compare with `acd verify`)", None, schemas.StateDigest, roles="admin", errors=(401, 403)),
+    Route("GET", "/healthz", Api.health, "200 while the process works", None, schemas.Health, public=True),
+    Route("GET", "/readyz", Api.ready_check, "200 only on the writable primary (load balancer check)", None, schemas.Health, public=True, errors=(503,)),
+    Route("GET", "/metrics", Api.metrics, "Prometheus exposition", None, None, media="text/plain", public=True),
+    Route("GET", "/openapi.json", Api.openapi, "This document", None, None, public=True),
+)
+
+
+def build_app(node: Node, *, cluster: Cluster | None = None, clock: Callable[[], float] = time.time) -> Api:
+    """The ASGI app for `node` (used by `acd serve`, the tests and the benchmark)."""
+    return Api(node, cluster=cluster, clock=clock)

@@ -1,0 +1,114 @@
+"""The OpenAPI 3.1 document of the API, generated from the route table and the msgspec types.
+
+msgspec writes JSON Schema 2020-12, which is what OpenAPI 3.1 uses, so the request and
+response types in `acd.api.schemas` and `acd.api.views` are the single source of truth: the
+document cannot drift from what the decoder accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import schemas
+
+if TYPE_CHECKING:
+    from .app import Route
+
+_REF = "#/components/schemas/{name}"
+
+_ERROR_TEXT = {
+    400: "Bad JSON (`bad_json`) or an invalid field (`invalid`, with `field`)",
+    401: "No or unknown token (`unauthorized`)",
+    403: "The token's role may not do this (`forbidden`)",
+    404: "Unknown id (`unknown_call`, `unknown_agent`, `unknown_queue`, `not_found`)",
+    409: "Conflicts with the current state (the code names it, e.g. `id_conflict`, `call_not_offered`)",
+    413: "Body larger than limits.body_bytes_max (`body_too_large`)",
+    429: "Too many event streams or requests for this token",
+    503: "Not the writable primary (`not_primary`, with `primary`), or `shutting_down`",
+    507: "The store is full (`storage_full`); nothing was written, reads keep working",
+}
+
+
+def document(routes: Iterable[Route]) -> dict[str, Any]:
+    routes = list(routes)
+    types: list[Any] = [schemas.Error]
+    for route in routes:
+        if route.body is not None:
+            types.append(route.body)
+        if route.response is not None:
+            types.append(route.response)
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    ref_of = {id(kind): ref for kind, ref in zip(types, refs, strict=True)}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "operationId": route.handler.__name__.strip("_"),
+            "summary": route.summary,
+            "responses": {},
+        }
+        if route.roles:
+            operation["description"] = f"Roles: {route.roles}."
+        if route.public:
+            operation["security"] = []
+        parameters = [
+            {"name": part.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in route.parts if part.startswith("{")
+        ]
+        if route.path == "/v1/events" or route.path.endswith("/events"):
+            parameters.append({"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}, "description": "Resume after this LSN"})
+            parameters.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0}, "description": "Resume after this LSN (wins over `after`)"})
+        if route.path == "/v1/stats":
+            parameters.append({"name": "day", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}, "description": "Local day (default: today)"})
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": route.body is not schemas.NoFields,
+                "content": {"application/json": {"schema": ref_of[id(route.body)]}},
+            }
+        success: dict[str, Any] = {"description": "OK" if route.status == 200 else "Created"}
+        if route.media == "text/event-stream":
+            success["description"] = "A Server-Sent Events stream: `id:` is the LSN, `event:` the event type, `data:` the event as JSON; `stream.reset`, `stream.behind` and `stream.closed` are stream messages"
+            success["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        elif route.media == "text/plain":
+            success["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        elif route.response is not None:
+            success["content"] = {"application/json": {"schema": ref_of[id(route.response)]}}
+        else:
+            success["content"] = {"application/json": {"schema": {"type": "object"}}}
+        operation["responses"][str(route.status)] = success
+        for status in sorted(set(route.errors) | ({401} if not route.public else set())):
+            if status == 503 and route.path == "/readyz":
+                operation["responses"]["503"] = {
+                    "description": "Not the writable primary",
+                    "content": {"application/json": {"schema": ref_of[id(route.response)]}},
+                }
+                continue
+            operation["responses"][str(status)] = {
+                "description": _ERROR_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": ref_of[id(schemas.Error)]}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ACD HA: automatic call distributor for 120 citizen call centers",
+            "version": "1",
+            "description": (
+                "Writes are acknowledged only once durable. Errors are `{\"error\", \"message\"}` plus "
+                "`field` for validation errors and `primary` for `not_primary`. Repeating a command that "
+                "already took effect succeeds with the current state. Timestamps are Unix seconds."
+            ),
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from [[tokens]] (config file)"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
