@@ -442,7 +442,7 @@ class Member:
             sent_times: deque[float] = deque()
             sent = start
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_replies, channel, sent_times, nursery.cancel_scope)
+                nursery.start_soon(self._read_replies, channel, sent_times, nursery)
                 while True:
                     now = self.clock()
                     if sent < store.last_lsn():
@@ -455,8 +455,6 @@ class Member:
                         message = Append(epoch=self.promised_epoch, records=[], commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
                     sent_times.append(now)
                     await channel.send(message)
-                    if self.behind_recorded and self.acked_lsn >= store.last_lsn() and sent >= store.last_lsn():
-                        nursery.start_soon(self._clear_behind_once)
                     if sent >= store.last_lsn():
                         with trio.move_on_after(self.renew_interval):
                             await self.new_records.wait()
@@ -476,7 +474,8 @@ class Member:
             finally:
                 self._clearing = False
 
-    async def _read_replies(self, channel: Channel, sent_times: deque[float], scope: trio.CancelScope) -> None:
+    async def _read_replies(self, channel: Channel, sent_times: deque[float], nursery: trio.Nursery) -> None:
+        scope = nursery.cancel_scope
         while True:
             with trio.move_on_after(self.standby_timeout) as timer:
                 reply = await channel.receive()
@@ -498,6 +497,8 @@ class Member:
             if reply.lease_granted:
                 self._extend_lease(sent_at, reply.epoch)
             self._acked(reply.last_lsn)
+            if self.behind_recorded and self.acked_lsn >= self.node.store.last_lsn():
+                nursery.start_soon(self._clear_behind_once)
 
     async def _reconcile(self, channel: Channel, sync: Sync) -> int:
         """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""

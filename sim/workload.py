@@ -326,7 +326,7 @@ class CalendarOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     closed_action: Literal["reject", "callback"] | None = None
 
 
-class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
     scenario: ScenarioSection = ScenarioSection()
     target: TargetSection = TargetSection()
     volume: VolumeSection = VolumeSection()

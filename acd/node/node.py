@@ -149,12 +149,21 @@ class Node:
         self._send, self._receive = trio.open_memory_channel[_Submission](settings.store.batch_records_max * 4)
         self.batch_lock = trio.Lock()  # held while a batch is applied but not yet durable
         self._closed = False
+        if settings.standalone and self.store.epoch() == 0:
+            # A standalone node is the primary of epoch 1 from its first start: records carry
+            # an epoch of at least 1 (acd.store), and no election ever moves it on.
+            self.store.set_epoch(1, self.store.last_lsn() + 1)
         self.recover()
 
     # ------------------------------------------------------------------ recovery
 
-    def recover(self) -> None:
-        """Load the latest snapshot, replay the log tail, verify; refuse to serve otherwise."""
+    def recover(self, *, publish: bool = True) -> None:
+        """Load the latest snapshot, replay the log tail, verify; refuse to serve otherwise.
+
+        With `publish` the broker is refilled from the replayed tail (start-up); without it the
+        broker is left alone, since its readers already saw every durable event (a rebuild
+        after a refused batch).
+        """
         snapshot = self.store.latest_snapshot()
         if snapshot is not None:
             self.center = Center.restore(snapshot.state)
@@ -163,21 +172,22 @@ class Node:
         else:
             self.center = Center()
             self.lsn = 0
-        self.broker.reset(self.lsn)
+        if publish:
+            self.broker.reset(self.lsn)
         replayed = 0
         while True:
             records = self.store.read(self.lsn, limit=1000)
             if not records:
                 break
             for record in records:
-                self._apply_record(record)
+                self._apply_record(record, publish=publish)
                 replayed += 1
         self._since_snapshot = replayed
         if self.lsn != self.store.last_lsn():
             raise ReplayMismatch(f"log ends at LSN {self.store.last_lsn()} but replay reached {self.lsn}")
         log.info("recovered node=%s lsn=%d snapshot_lsn=%d replayed=%d", self.name, self.lsn, snapshot.lsn if snapshot else 0, replayed)
 
-    def _apply_record(self, record: Record) -> list[Event]:
+    def _apply_record(self, record: Record, *, publish: bool = True) -> list[Event]:
         invariant_lsn = self.lsn + 1
         if record.lsn != invariant_lsn:
             raise ReplayMismatch(f"expected LSN {invariant_lsn}, got {record.lsn}")
@@ -190,7 +200,8 @@ class Node:
             raise ReplayMismatch(f"record LSN {record.lsn} ({type(command).__name__}) is refused on replay: {result.code}")
         self.lsn = record.lsn
         self._last_at = max(self._last_at, record.at)
-        self.broker.publish(record.lsn, result)
+        if publish:
+            self.broker.publish(record.lsn, result)
         return result
 
     async def append_records(self, records: Sequence[Record]) -> None:
@@ -207,9 +218,9 @@ class Node:
         self._since_snapshot += len(records)
         self._maybe_snapshot()
 
-    def reload(self) -> None:
+    def reload(self, *, publish: bool = True) -> None:
         """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
-        self.recover()
+        self.recover(publish=publish)
 
     # ------------------------------------------------------------------ submitting
 
@@ -311,7 +322,7 @@ class Node:
                 # rebuild it from the store: the refused batch leaves no trace.
                 log.error("storage full node=%s lsn=%d: %s", self.name, self.lsn, error)
                 self.metrics.storage_full.inc()
-                self.reload()
+                self.reload(publish=False)
                 self._fail(batch, StorageFullError(str(error)))
                 return
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -352,7 +363,13 @@ class Node:
         every = self.settings.store.snapshot_every_records
         if self._since_snapshot < every:
             return
-        self.save_snapshot()
+        try:
+            self.save_snapshot()
+        except StorageFull as error:
+            # The log still holds everything, so a missing snapshot costs only replay time at
+            # the next start. Try again after another half interval, not on every batch.
+            self._since_snapshot = every // 2
+            log.warning("snapshot skipped, store full node=%s lsn=%d: %s", self.name, self.lsn, error)
 
     async def snapshot_now(self) -> None:
         """Take a snapshot between batches (the state then equals the durable log)."""

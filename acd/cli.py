@@ -1,0 +1,302 @@
+"""The `acd` command: run a node, check and reload configuration, hash tokens, verify a store.
+
+    acd serve --config busan-120.toml --node a
+    acd config check busan-120.toml
+    acd config reload --config busan-120.toml --token "$ACD_ADMIN_TOKEN"
+    acd token hash                      # reads the token from standard input
+    acd verify --config busan-120.toml --node a
+
+Errors an operator must fix (a config problem, a damaged or foreign data directory, a port in
+use) print one message to stderr and exit 2, never a traceback. The replication layer adds its
+subcommands (`status`, `switchover`, `promote`, `witness`) through `replication.cli.register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from acd import logs
+from acd import settings as settings_module
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _parser() -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(
+        prog="acd",
+        formatter_class=Formatter,
+        description="A high-availability automatic call distributor for 120 citizen call centers.",
+        epilog=(
+            "examples:\n"
+            "  acd serve --config examples/standalone.toml --node a\n"
+            "  acd config check examples/busan-120.toml\n"
+            "  acd token hash < token.txt\n"
+            "\nRun `acd COMMAND --help` for the options of each command."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = subparsers.add_parser(
+        "serve", help="run one node (a one-node config runs a standalone primary)", formatter_class=Formatter,
+        description=(
+            "Run one node of the cluster described by the config file: recover its store, start the\n"
+            "command pipeline and the HTTP API on the node's `api` address. SIGTERM or SIGINT shut it\n"
+            "down cleanly; SIGHUP re-reads the config file (like `acd config reload`)."
+        ),
+        epilog="example:\n  acd serve --config examples/standalone.toml --node a --log-level info",
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    serve.add_argument("--node", required=True, metavar="NAME", help="which [[nodes]] entry this process is")
+    serve.add_argument("--log-level", default="info", choices=logs.LEVELS, help="default: info")
+    serve.set_defaults(run=_serve)
+
+    config = subparsers.add_parser("config", help="check or reload the configuration", formatter_class=Formatter,
+                                   description="Check a config file, or make the running primary apply it.")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
+    check = config_commands.add_parser(
+        "check", help="validate a config file and list every problem", formatter_class=Formatter,
+        description=(
+            "Validate a config file without starting anything. Prints `ok: ...` and exits 0, or lists\n"
+            "every problem as FILE:LINE: KEY: MESSAGE and exits 2."
+        ),
+        epilog="example:\n  acd config check examples/busan-120.toml",
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(run=_config_check)
+    reload = config_commands.add_parser(
+        "reload", help="make the running primary re-read its config file", formatter_class=Formatter,
+        description=(
+            "Validate the config file here, then ask the primary (POST /v1/config/reload) to re-read its\n"
+            "own copy and apply the center through the log (it replicates and replays). Tokens and\n"
+            "limits apply at once; addresses and cluster settings need a restart (listed in the reply).\n"
+            "The admin token comes from --token or the ACD_TOKEN environment variable."
+        ),
+        epilog="example:\n  ACD_TOKEN=... acd config reload --config busan-120.toml",
+    )
+    reload.add_argument("--config", required=True, metavar="FILE")
+    reload.add_argument("--token", default=None, help="an admin token (default: $ACD_TOKEN)")
+    reload.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default: 10")
+    reload.set_defaults(run=_config_reload)
+    config.set_defaults(run=lambda args: _usage(config))
+
+    token = subparsers.add_parser("token", help="token helpers", formatter_class=Formatter,
+                                  description="Helpers for the [[tokens]] section.")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION")
+    hash_parser = token_commands.add_parser(
+        "hash", help="print the hash of a token for [[tokens]]", formatter_class=Formatter,
+        description=(
+            "Print the form a token takes in the config file (sha256:...). The config holds only the\n"
+            "hash, so the file can be shared without giving tokens away. With no TOKEN argument the\n"
+            "token is read from standard input (so it stays out of the shell history)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  openssl rand -hex 24 | tee pbx.token | acd token hash\n"
+            "  acd token hash s3cret-token\n"
+            "\nthen in the config:\n"
+            '  [[tokens]]\n  name = "pbx"\n  role = "pbx"        # pbx | agent | supervisor | admin\n'
+            '  hash = "sha256:..."\n  # agent = "kim"     # for role = "agent"'
+        ),
+    )
+    hash_parser.add_argument("token", nargs="?", metavar="TOKEN")
+    hash_parser.set_defaults(run=_token_hash)
+    token.set_defaults(run=lambda args: _usage(token))
+
+    verify = subparsers.add_parser(
+        "verify", help="check that a stopped node's state equals a replay of its log", formatter_class=Formatter,
+        description=(
+            "Open a stopped node's store, rebuild the state as start-up does (snapshot and tail) and,\n"
+            "when the log still starts at LSN 1, by replaying the whole log into an empty center;\n"
+            "compare the state hashes, check the snapshot against the replay and the core's\n"
+            "invariants. Exits 0 when all agree, 1 when they differ, 2 when the store cannot be read.\n"
+            "Compare the printed state_hash with GET /v1/admin/state of the restarted node."
+        ),
+        epilog="example:\n  acd verify --config examples/standalone.toml --node a --json",
+    )
+    verify.add_argument("--config", required=True, metavar="FILE")
+    verify.add_argument("--node", required=True, metavar="NAME")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.set_defaults(run=_verify)
+
+    return parser, subparsers
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _fail(message: str) -> int:
+    print(f"acd: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _load(path: str) -> settings_module.Settings:
+    return settings_module.load(path)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from acd.node import serve as serve_module
+    from acd.store import StoreError
+
+    logs.configure(args.log_level)
+    settings = _load(args.config)
+    settings.node(args.node)
+    try:
+        serve_module.run(settings, args.node)
+    except BaseException as error:  # noqa: BLE001 - unwrap Trio's exception groups, once
+        known = _find(error, (settings_module.SettingsError, StoreError, serve_module.ServeError))
+        if known is not None:
+            return _fail(str(known))
+        if _find(error, (KeyboardInterrupt,)) is not None:
+            return EXIT_OK
+        raise
+    return EXIT_OK
+
+
+def _find(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _find(inner, kinds)
+            if found is not None:
+                return found
+    return None
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.file)
+    except settings_module.SettingsError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(error.problems)} problem(s) in {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    center = settings.center
+    warning = "" if settings.tokens else " (no [[tokens]]: authentication off)"
+    print(
+        f"ok: cluster {settings.cluster.name}, {len(settings.nodes)} node{'s' if len(settings.nodes) != 1 else ''}, "
+        f"{len(center.queues)} queues, {len(center.agents)} agents{warning}"
+    )
+    return EXIT_OK
+
+
+def _config_reload(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = _load(args.config)
+    token = args.token or os.environ.get("ACD_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    addresses = [node.api for node in settings.nodes]
+    scheme = "https" if any(node.tls_cert for node in settings.nodes) else "http"
+    tried: list[str] = []
+    with httpx.Client(timeout=args.timeout, verify=False) as client:  # noqa: S501 - own cluster
+        while addresses:
+            address = addresses.pop(0)
+            if address in tried:
+                continue
+            tried.append(address)
+            try:
+                response = client.post(f"{scheme}://{address}/v1/config/reload", headers=headers)
+            except httpx.HTTPError as error:
+                print(f"acd: {address}: {error}", file=sys.stderr)
+                continue
+            body = _json_or_text(response)
+            if response.status_code == 200:
+                print(json.dumps(body, indent=2))
+                return EXIT_OK
+            if response.status_code == 503 and isinstance(body, dict) and body.get("error") == "not_primary":
+                primary = body.get("primary")
+                if primary:
+                    addresses.insert(0, primary)
+                continue
+            print(f"acd: {address}: HTTP {response.status_code}: {json.dumps(body)}", file=sys.stderr)
+            return EXIT_FAILED
+    return _fail(f"no primary answered (tried {', '.join(tried)})")
+
+
+def _json_or_text(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _token_hash(args: argparse.Namespace) -> int:
+    token = args.token
+    if token is None:
+        token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        return _fail("an empty token cannot be hashed")
+    print(settings_module.hash_token(token))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from acd.node.verify import verify
+    from acd.store import StoreError
+
+    settings = _load(args.config)
+    try:
+        report = verify(settings, args.node)
+    except StoreError as error:
+        return _fail(str(error))
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(report.summary())
+        for problem in report.problems:
+            print(f"  problem: {problem}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, subparsers = _parser()
+    try:
+        from replication.cli import register  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        register(subparsers)
+    args = parser.parse_args(argv)
+    run = getattr(args, "run", None)
+    if run is None:
+        return _usage(parser)
+    try:
+        return int(run(args) or 0)
+    except settings_module.SettingsError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

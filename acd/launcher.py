@@ -1,0 +1,186 @@
+"""Run a local cluster as real processes: the demo, drills, load tests and fault tests use it.
+
+`LocalCluster` copies a cluster config into a work folder, moves every address to a free
+loopback port and every data directory into the folder, then starts the witness and the
+nodes as `python -m acd ...` subprocesses with their logs in `logs/`. It can kill, stop
+(SIGSTOP), continue and restart any of them, and find the primary through `/v1/cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from acd import settings as settings_module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def prepare_config(
+    source: Path, workdir: Path, *, always_open: bool = False, overrides: dict[str, str] | None = None,
+) -> Path:
+    """Write `workdir/cluster.toml`: free loopback ports, data under `workdir/data`."""
+    text = source.read_text(encoding="utf-8")
+
+    def port_for(match: re.Match[str]) -> str:
+        return f'{match[1]} = "127.0.0.1:{free_port()}"'
+
+    text = re.sub(r'^(api|replication|address) = "[^"]*"', port_for, text, flags=re.MULTILINE)
+    text = re.sub(r'^data_dir = "([^"]*)"', lambda m: f'data_dir = "data/{Path(m[1]).name}"', text, flags=re.MULTILINE)
+    if always_open:
+        text = re.sub(r"^\[\[calendars\]\]\n", "[[calendars]]\nalways_open = true\n", text, flags=re.MULTILINE)
+    for key, value in (overrides or {}).items():
+        text = re.sub(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, count=1, flags=re.MULTILINE)
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / "cluster.toml"
+    target.write_text(text, encoding="utf-8")
+    settings_module.load(target)  # fail early, with the key and line, if the result is invalid
+    return target
+
+
+class LocalCluster:
+    def __init__(self, config: Path, workdir: Path, *, python: str = sys.executable, log_level: str = "info") -> None:
+        self.config = config
+        self.workdir = workdir
+        self.settings = settings_module.load(config)
+        self.python = python
+        self.log_level = log_level
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.client = httpx.Client(timeout=2.0)
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [self.python, "-m", "acd", *arguments], stdout=log, stderr=subprocess.STDOUT, env=environment,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start_witness(self) -> None:
+        if self.settings.witness is not None:
+            self._spawn("witness", ["witness", "--config", str(self.config), "--log-level", self.log_level])
+
+    def start_node(self, name: str) -> None:
+        self._spawn(name, ["serve", "--config", str(self.config), "--node", name, "--log-level", self.log_level])
+
+    def start(self, wait: float = 20.0) -> str | None:
+        self.start_witness()
+        for node in self.settings.nodes:
+            self.start_node(node.name)
+        for node in self.settings.nodes:
+            wait_for(lambda n=node.api: self.healthy(n), wait, what=f"node at {node.api} to answer /healthz")
+        return self.wait_primary(wait)
+
+    def signal(self, name: str, sig: int) -> None:
+        process = self.processes[name]
+        if process.poll() is None:
+            os.kill(process.pid, sig)
+        if sig == signal.SIGKILL:
+            process.wait(timeout=10)
+
+    def kill(self, name: str) -> None:
+        self.signal(name, signal.SIGKILL)
+
+    def pause(self, name: str) -> None:
+        self.signal(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.signal(name, signal.SIGCONT)
+
+    def alive(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                try:
+                    os.kill(process.pid, signal.SIGCONT)
+                    process.terminate()
+                except ProcessLookupError:
+                    pass
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.client.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def api(self, name: str) -> str:
+        return "http://" + self.settings.node(name).api
+
+    def healthy(self, address: str) -> bool:
+        try:
+            return self.client.get(f"http://{address}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def view(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.client.get(self.api(name) + "/v1/cluster", timeout=1.0)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def primary(self) -> str | None:
+        """The node that answers /readyz with 200 (the writable primary), if exactly one does."""
+        ready = []
+        for node in self.settings.nodes:
+            try:
+                if self.client.get(self.api(node.name) + "/readyz", timeout=1.0).status_code == 200:
+                    ready.append(node.name)
+            except httpx.HTTPError:
+                continue
+        return ready[0] if len(ready) == 1 else None
+
+    def wait_primary(self, timeout: float = 20.0, other_than: str | None = None) -> str:
+        def found() -> str | None:
+            name = self.primary()
+            return name if name is not None and name != other_than else None
+
+        return str(wait_for(found, timeout, what="a writable primary"))
+
+    def standby_of(self, primary: str) -> str:
+        return next(node.name for node in self.settings.nodes if node.name != primary)

@@ -1,0 +1,158 @@
+"""`acd serve`: run one node, its pipeline and its HTTP API in one Trio nursery.
+
+Start-up: open the store and recover (snapshot, tail replay, verification; a store of another
+cluster, a damaged record or a gap stops here with a `StoreError` naming the problem), start
+the pipeline, join the cluster when the config has two nodes, apply the config file's center
+on a primary (once, through the log), then listen.
+
+Shutdown (SIGTERM or SIGINT): refuse new writes, end every event stream with a final
+`stream.closed` event, let Hypercorn finish the requests in flight, stop the pipeline, close
+the store. A second signal cuts the wait short. SIGHUP re-reads the config file (`acd config
+reload` does the same over HTTP).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+from functools import partial
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from acd.api.app import Api, build_app
+from acd.api.errors import ApiError
+from acd.settings import Settings
+
+from .node import Node
+
+log = logging.getLogger("acd.serve")
+
+GRACEFUL_SECONDS = 5.0
+
+
+class ServeError(Exception):
+    """The node cannot start for a reason the operator must fix (printed without a traceback)."""
+
+
+def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None) -> hypercorn.config.Config:
+    """Hypercorn's settings from the config file's `[limits]` and the node's `[[nodes]]` entry."""
+    section = settings.node(node_name)
+    limits = settings.limits
+    config = hypercorn.config.Config()
+    config.bind = [bind or section.api]
+    config.h11_max_incomplete_size = limits.header_bytes_max
+    config.h2_max_header_list_size = limits.header_bytes_max
+    config.keep_alive_timeout = limits.idle_timeout_seconds
+    config.graceful_timeout = GRACEFUL_SECONDS
+    config.backlog = min(limits.connections_max, 4096)
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False
+    if section.tls_cert:
+        config.certfile = str(settings.resolve(section.tls_cert))
+        config.keyfile = str(settings.resolve(section.tls_key))
+    return config
+
+
+async def _join_cluster(node: Node, nursery: trio.Nursery, settings: Settings) -> Any:
+    if settings.standalone:
+        return None
+    try:
+        from replication import cluster as replication_cluster  # type: ignore[import-not-found]
+    except ImportError as error:
+        raise ServeError(
+            f"{settings.path}: this config describes a two-node cluster, but this build has no "
+            f"replication layer ({error}); run a one-node config (no [witness]) for a standalone node"
+        ) from None
+    result = replication_cluster.run(node, nursery, settings)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _handle_signals(api: Api, shutdown: trio.Event, cancel: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                try:
+                    await api.reload_config(actor="sighup")
+                except ApiError as error:
+                    log.error("config reload refused: %s problems=%s", error.message, "; ".join(error.problems or []))
+                continue
+            if shutdown.is_set():
+                log.warning("second signal: stopping now signal=%s", signal.Signals(signum).name)
+                cancel.cancel()
+                return
+            log.info("shutting down signal=%s", signal.Signals(signum).name)
+            api.begin_shutdown()
+            shutdown.set()
+
+
+async def serve(
+    settings: Settings,
+    node_name: str,
+    *,
+    bind: str | None = None,
+    handle_signals: bool = True,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run node `node_name` of `settings` until a signal (or `shutdown`) stops it.
+
+    `task_status.started()` reports the addresses Hypercorn listens on (useful with port 0).
+    """
+    node = Node(settings, node_name)
+    if not settings.tokens:
+        log.warning(
+            "AUTHENTICATION IS OFF: the config has no [[tokens]]; anyone who reaches %s may do "
+            "anything. Add tokens (acd token hash) before exposing this node",
+            bind or settings.node(node_name).api,
+        )
+    shutdown = shutdown or trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run_pipeline)
+            cluster = await _join_cluster(node, nursery, settings)
+            if node.role == "primary":
+                result = await node.apply_settings_center()
+                if result is not None:
+                    log.info("center configured from file node=%s lsn=%d version=%d", node.name, node.lsn, node.center.state.config_version)
+            api = build_app(node, cluster=cluster)
+
+            async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                config = hypercorn_config(settings, node_name, bind)
+                try:
+                    await hypercorn.trio.serve(api, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+                finally:
+                    # The HTTP server is done (or failed): nothing may submit any more.
+                    nursery.cancel_scope.cancel()
+
+            async def watch_shutdown() -> None:
+                await shutdown.wait()
+                api.begin_shutdown()
+
+            try:
+                binds = await nursery.start(run_http)
+            except OSError as error:
+                raise ServeError(f"cannot listen on {bind or settings.node(node_name).api}: {error.strerror or error}") from None
+            nursery.start_soon(watch_shutdown)
+            if handle_signals:
+                nursery.start_soon(_handle_signals, api, shutdown, nursery.cancel_scope)
+            log.info(
+                "serving node=%s role=%s lsn=%d epoch=%d listen=%s queues=%d agents=%d",
+                node.name, node.role, node.lsn, node.store.epoch(), ",".join(binds),
+                len(node.center.config.queues), len(node.center.config.agents),
+            )
+            task_status.started(binds)
+    finally:
+        node.close()
+        log.info("stopped node=%s lsn=%d", node.name, node.lsn)
+
+
+def run(settings: Settings, node_name: str) -> None:
+    """Blocking entry point of `acd serve`."""
+    trio.run(partial(serve, settings, node_name))
