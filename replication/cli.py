@@ -18,6 +18,9 @@ from .witness import FileStateStore, Witness
 
 
 def register(subparsers: Any) -> None:
+    from acd.demo import add_parser as add_demo
+
+    add_demo(subparsers)
     witness = subparsers.add_parser(
         "witness", help="run the cluster's witness (the third vote)",
         description="Run the witness of the cluster described in FILE. It holds no data of the center, only the highest epoch it "
@@ -26,7 +29,7 @@ def register(subparsers: Any) -> None:
     )
     witness.add_argument("--config", required=True, metavar="FILE")
     witness.add_argument("--log-level", default="info")
-    witness.set_defaults(handler=_witness)
+    witness.set_defaults(run=_witness)
 
     status = subparsers.add_parser(
         "status", help="every node's role, epoch, LSNs, lag, mode, lease and the witness",
@@ -36,7 +39,7 @@ def register(subparsers: Any) -> None:
     status.add_argument("--config", required=True, metavar="FILE")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--token", default="", help="admin token when authentication is on")
-    status.set_defaults(handler=_status)
+    status.set_defaults(run=_status)
 
     switchover = subparsers.add_parser(
         "switchover", help="planned role swap with no lost writes",
@@ -47,7 +50,7 @@ def register(subparsers: Any) -> None:
     switchover.add_argument("--config", required=True, metavar="FILE")
     switchover.add_argument("--to", default=None, metavar="NAME")
     switchover.add_argument("--token", default="")
-    switchover.set_defaults(handler=_switchover)
+    switchover.set_defaults(run=_switchover)
 
     promote = subparsers.add_parser(
         "promote", help="promote a standby by hand (when the witness is gone)",
@@ -59,7 +62,7 @@ def register(subparsers: Any) -> None:
     promote.add_argument("--node", required=True, metavar="NAME")
     promote.add_argument("--force", action="store_true", help="promote even if acknowledged writes could be lost")
     promote.add_argument("--token", default="")
-    promote.set_defaults(handler=_promote)
+    promote.set_defaults(run=_promote)
 
 
 def _load(path: str) -> settings_module.Settings:
@@ -71,22 +74,29 @@ def _load(path: str) -> settings_module.Settings:
 
 
 def _witness(args: argparse.Namespace) -> int:
-    from acd.logs import configure_logging
+    from acd.logs import configure
 
-    configure_logging(args.log_level)
+    configure(args.log_level)
     settings = _load(args.config)
     if settings.witness is None:
         print(f"{args.config}: witness: this cluster has no [witness] section", file=sys.stderr)
         return 2
+    section = settings.witness
     try:
-        store = FileStateStore(settings.resolve(settings.witness.data_dir), settings.cluster.name)
-        witness = Witness(cluster=settings.cluster.name, address=settings.witness.address, store=store,
-                          lease_seconds=settings.cluster.failover_timeout, secret=settings.secret(), network=TcpNetwork())
+        store = FileStateStore(settings.resolve(section.data_dir), settings.cluster.name)
+        store.load()
+        secret = settings.secret()
     except (ValueError, OSError) as error:
         print(f"witness: {error}", file=sys.stderr)
         return 2
+
+    async def serve() -> None:
+        witness = Witness(cluster=settings.cluster.name, address=section.address, store=store,
+                          lease_seconds=settings.cluster.failover_timeout, secret=secret, network=TcpNetwork())
+        await witness.run()
+
     try:
-        trio.run(witness.run)
+        trio.run(serve)
     except KeyboardInterrupt:
         pass
     except OSError as error:

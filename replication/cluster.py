@@ -144,6 +144,7 @@ class Member:
         self.frames_refused = 0
         self.stale_dropped = 0
         self._primary_scope: trio.CancelScope | None = None
+        self._last_refusal: dict[str, str] = {}
         self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
         self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
         node.replicator = self
@@ -312,8 +313,11 @@ class Member:
             if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
                 self._see_epoch(reply.promised_epoch, reply.leader or None)
         if not granted or self.promised_epoch != epoch:
-            reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in replies.items()}
-            log.info("election lost node=%s epoch=%d replies=%s", self.name, epoch, reasons)
+            reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in sorted(replies.items())}
+            # Say it once per change of circumstances, not every retry.
+            level = logging.INFO if reasons != self._last_refusal else logging.DEBUG
+            self._last_refusal = reasons
+            log.log(level, "election lost node=%s epoch=%d replies=%s", self.name, epoch, reasons)
             await trio.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
             return False
         self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
@@ -625,6 +629,8 @@ class Member:
                 log.warning("discarded unacknowledged tail node=%s after_lsn=%d records=%d", self.name, message.after_lsn, removed)
                 self.node.reload()
             elif isinstance(message, InstallSnapshot):
+                if message.snapshot.epoch > store.epoch():
+                    store.set_epoch(message.snapshot.epoch, message.snapshot.lsn + 1)
                 store.install_snapshot(message.snapshot)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()

@@ -46,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from acd.core import Center, Rejection
+from acd.core import Center, ConfigError, Rejection, State
 from acd.core import commands as c
 from acd.core import events as e
 from acd.core.calendar import is_open
@@ -93,7 +93,12 @@ class Simulation:
         self, config: CenterConfig, *, seed: int, start: float, behaviour: Behaviour | None = None,
         detail: bool = False, trace: bool = True,
     ) -> None:
-        self.center = Center(config)
+        # The core starts at the run's first instant: `Center(config)` would configure it at
+        # t = 0 (1970), and the engine would then tick its hourly timers all the way to `start`.
+        self.center = Center(state=State(now=start))
+        configured = self.center.apply(c.Configure(center=config), start)
+        if isinstance(configured, Rejection):
+            raise ConfigError(configured.field or "center", configured.message)
         self.seed = seed
         self.now = start
         self.behaviour = behaviour or Behaviour()
@@ -520,6 +525,58 @@ class Simulation:
     survey_after: float = 60.0
 
 
+def ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+class Tally:
+    """Caller counts for an interval, a day or a queue."""
+
+    __slots__ = ("offered", "after_hours", "answered", "answered_within", "answered_on_line", "wait_on_line",
+                 "abandoned", "short_abandoned", "overflowed", "callbacks_requested", "transferred")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def add(self, record: Any, threshold: float, short_abandon: float) -> None:
+        self.offered += 1
+        self.after_hours += record.after_hours
+        outcome = record.outcome
+        if outcome == "answered":
+            self.answered += 1
+            wait = record.wait or 0.0
+            if wait <= threshold and not record.after_hours:
+                self.answered_within += 1
+            if not record.callback:
+                self.answered_on_line += 1
+                self.wait_on_line += wait
+        elif outcome == "abandoned":
+            self.abandoned += 1
+            self.short_abandoned += (record.wait or 0.0) < short_abandon
+        elif outcome == "overflow":
+            self.overflowed += 1
+        if record.callback and not record.after_hours:
+            self.callbacks_requested += 1
+        self.transferred += record.transfers > 0 and record.answered_at is not None
+
+    def figures(self) -> dict[str, Any]:
+        open_offered = self.offered - self.after_hours
+        return {
+            "offered": self.offered,
+            "after_hours": self.after_hours,
+            "answered": self.answered,
+            "answered_within": self.answered_within,
+            "abandoned": self.abandoned,
+            "short_abandoned": self.short_abandoned,
+            "overflowed": self.overflowed,
+            "callbacks_requested": self.callbacks_requested,
+            "service_level": ratio(self.answered_within, open_offered),
+            "asa": ratio(self.wait_on_line, self.answered_on_line),
+            "abandon_rate": ratio(self.abandoned, open_offered),
+        }
+
+
 def record_row(call: CallSpec) -> tuple[Any, ...]:
     return (
         call.id, call.arrival, call.queue, call.final_queue, call.channel, call.topic, call.vulnerable,
@@ -860,3 +917,186 @@ def simulate_days(
 def open_intervals(calendar: Calendar | None, day_start: float) -> list[bool]:
     """For each interval of the day, whether the calendar is open at its middle."""
     return [is_open(calendar, day_start + (interval + 0.5) * INTERVAL_SECONDS) for interval in range(96)]
+
+
+# ---------------------------------------------------------------------------------- staffing
+
+
+def interval_tallies(run: DayRun, day_index: int = 0) -> dict[int, Tally]:
+    """Callers of one day by arrival interval."""
+    threshold = run.scenario.target.threshold_seconds
+    short = run.center.config.short_abandon_seconds
+    start = run.day_starts[day_index]
+    tallies: dict[int, Tally] = {}
+    for record in run.records:
+        if record.outcome == "callback_task" or not start <= record.arrival < start + 86400:
+            continue
+        interval = min(95, int((record.arrival - start) // INTERVAL_SECONDS))
+        tallies.setdefault(interval, Tally()).add(record, threshold, short)
+    return tallies
+
+
+def plan_staffing(
+    scenario: Scenario, *, target_service_level: float, threshold_seconds: float, max_abandon: float | None = None,
+    replications: int = 10, rounds: int = 6, seed: int | None = None, date: str | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """The fewest voice agents per interval that meet the target: Erlang first, then simulation.
+
+    1. Erlang: each open interval's voice arrival rate (the scenario's volume, profile and
+       channel mix) and AHT (ring delay + talk + wrap-up, capped by the queue's wrap-up limit)
+       give the fewest agents by Erlang C, or by Erlang A with the scenario's mean patience when
+       `max_abandon` is given (`sim.erlang.staffing`).
+    2. Simulation: the day is run through the core with one pooled voice queue (every agent
+       takes every topic: the Erlang model's assumption) and exactly that many agents on duty in
+       each interval (logged in and ready at its start, logged out as the requirement falls;
+       the core defers a logout until the call ends). The calls are the scenario's own: real
+       handling-time distribution, patience, ring delay, missed offers, call-back requests,
+       callers from before the opening. `replications` days with consecutive seeds are pooled
+       per interval.
+    3. Every interval that misses the target in simulation gets one more agent, and the day
+       is simulated again on the same calls (common random numbers), up to `rounds` times.
+    The result lists both numbers; where they differ, the simulation knows something Erlang
+    does not (non-exponential talk, queues carried over from the previous interval, ring
+    time, call-backs at opening).
+    """
+    from .erlang import staffing as erlang_staffing
+
+    seed = scenario.scenario.seed if seed is None else seed
+    day = dt.date.fromisoformat(date) if date else scenario.dates()[0]
+    center = scenario.center
+    voice_queues = [q for q in center.queues if not q.external and "voice" in q.channels]
+    if not voice_queues:
+        raise ValueError("the center has no voice queue to staff")
+    calendars = {cal.name: cal for cal in center.calendars}
+    calendar = calendars.get(voice_queues[0].calendar)
+    day_start = scenario.day_start(day)
+    open_flags = open_intervals(calendar, day_start)
+    channels = scenario.mix.channels
+    voice_share = channels.get("voice", 0.0) / sum(channels.values())
+    expected = scenario.expected_arrivals(day)
+    ring = scenario.agents.ring_delay.expected() if scenario.agents.ring_delay is not None else 0.0
+    aht = scenario.handling_seconds("voice") + ring
+    patience = scenario.durations.pick("voice", "patience")
+    patience_mean = patience.expected() if (patience is not None and max_abandon is not None) else None
+    erlang: dict[int, int] = {}
+    rates: dict[int, float] = {}
+    for interval in range(96):
+        rate = expected[interval] * voice_share * 3600 / INTERVAL_SECONDS
+        rates[interval] = rate
+        if not open_flags[interval] or rate <= 0:
+            erlang[interval] = 0
+            continue
+        erlang[interval] = erlang_staffing(
+            arrivals_per_hour=rate, aht_seconds=aht, target_service_level=target_service_level,
+            threshold_seconds=threshold_seconds, patience_seconds=patience_mean, max_abandon_rate=max_abandon,
+        )
+    agents = dict(erlang)
+    pool = max(agents.values(), default=0) + rounds + 5
+    model_queue = voice_queues[0]
+    config = CenterConfig(
+        name=f"{center.name} (pooled voice)", time_zone=center.time_zone, service_level_threshold=threshold_seconds,
+        short_abandon_seconds=center.short_abandon_seconds, priority_weight_seconds=center.priority_weight_seconds,
+        vulnerable_priority=center.vulnerable_priority, retention_days=center.retention_days,
+        abuse=msgspec.structs.replace(center.abuse, route_to=""),
+        calendars=[calendar] if calendar is not None else [],
+        queues=[Queue(name="voice", channels=["voice"], calendar=calendar.name if calendar is not None else "",
+                      wrapup_seconds=model_queue.wrapup_seconds, ring_timeout=model_queue.ring_timeout,
+                      service_level_threshold=threshold_seconds, service_level_target=target_service_level,
+                      aht_seconds=aht)],
+        agents=[Agent(name=f"pool{number:03d}") for number in range(pool)],
+    )
+
+    def pooled(call: CallSpec) -> CallSpec | None:
+        if call.channel != "voice":
+            return None
+        call.queue = call.final_queue = "voice"
+        if call.transfer_to:
+            call.transfer_to = ""
+            call.disposition = "resolved"
+        return call
+
+    def duty(plan: dict[int, int]) -> dict[tuple[int, int], int]:
+        # Agents stay one interval past the last open one to finish the queue.
+        schedule = {}
+        for interval in range(96):
+            required = plan[interval]
+            if not required and interval and plan[interval - 1] and not open_flags[interval]:
+                required = plan[interval - 1]
+            schedule[(0, interval)] = required
+        return schedule
+
+    target_scenario = msgspec.structs.replace(scenario, target=msgspec.structs.replace(scenario.target, threshold_seconds=threshold_seconds))
+    began = time.perf_counter()
+    simulated = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=rounds * replications, unit="day", desc="staffing", leave=False, disable=None)
+    for round_number in range(1, rounds + 1):
+        tallies: dict[int, Tally] = {}
+        busy: dict[int, float] = {}
+        ready: dict[int, float] = {}
+        for replication in range(replications):
+            run = simulate_days(target_scenario, seed=seed + replication, days=1, start=day.isoformat(), config=config,
+                                staffing=duty(agents), transform=pooled, trace=False)
+            simulated += run.calls
+            for interval, tally in interval_tallies(run).items():
+                total = tallies.setdefault(interval, Tally())
+                for name in Tally.__slots__:
+                    setattr(total, name, getattr(total, name) + getattr(tally, name))
+            for (_day, interval), figures in run.intervals.items():
+                seconds = figures.agent_seconds
+                busy[interval] = busy.get(interval, 0.0) + seconds["offered"] + seconds["busy"] + seconds["wrapup"]
+                ready[interval] = ready.get(interval, 0.0) + seconds["ready"]
+            if bar is not None:
+                bar.update(1)
+        missed = []
+        for interval in range(96):
+            if not open_flags[interval] or interval not in tallies:
+                continue
+            figures = tallies[interval].figures()
+            level = figures["service_level"]
+            abandon = figures["abandon_rate"]
+            if (level is not None and level < target_service_level) or (
+                max_abandon is not None and abandon is not None and abandon > max_abandon
+            ):
+                missed.append(interval)
+        if not missed or round_number == rounds:
+            break
+        for interval in missed:
+            agents[interval] += 1
+    if bar is not None:
+        bar.close()
+    rows = []
+    day_tally = Tally()
+    for interval in range(96):
+        if not open_flags[interval]:
+            continue
+        tally = tallies.get(interval, Tally())
+        for name in Tally.__slots__:
+            setattr(day_tally, name, getattr(day_tally, name) + getattr(tally, name))
+        figures = tally.figures()
+        level, abandon = figures["service_level"], figures["abandon_rate"]
+        met = (level is None or level >= target_service_level) and (
+            max_abandon is None or abandon is None or abandon <= max_abandon
+        )
+        clock = dt.datetime.fromtimestamp(day_start + interval * INTERVAL_SECONDS, scenario.zone).strftime("%H:%M")
+        working = busy.get(interval, 0.0)
+        rows.append({
+            "interval": interval, "start": clock, "arrivals_per_hour": rates[interval], "aht": aht,
+            "erlang_agents": erlang[interval], "agents": agents[interval],
+            "offered": figures["offered"] - figures["after_hours"], "service_level": level, "asa": figures["asa"],
+            "abandon_rate": abandon, "occupancy": ratio(working, working + ready.get(interval, 0.0)), "met": met,
+        })
+    return {
+        "scenario": scenario.scenario.name, "center": center.name, "date": day.isoformat(),
+        "target": {"service_level": target_service_level, "threshold_seconds": threshold_seconds},
+        "max_abandon": max_abandon, "model": "Erlang A" if patience_mean is not None else "Erlang C",
+        "patience_seconds": patience_mean, "aht": aht, "replications": replications, "rounds": round_number,
+        "intervals": rows,
+        "erlang_agent_hours": sum(erlang.values()) / 4, "agent_hours": sum(agents.values()) / 4,
+        "service_level": day_tally.figures()["service_level"], "abandon_rate": day_tally.figures()["abandon_rate"],
+        "all_met": all(row["met"] for row in rows),
+        "simulated_calls": simulated, "wall_seconds": time.perf_counter() - began,
+    }

@@ -7,7 +7,7 @@ fields: a misspelt optional field (`"prority": 5`) is a 400, not a silently igno
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -89,9 +89,9 @@ class ClusterView(msgspec.Struct, kw_only=True):
     epoch: int
     lsn: int
     mode: str
-    peer: dict[str, object] | None
+    peer: dict[str, Any] | None
     lag: int | None
-    witness: dict[str, object] | None
+    witness: dict[str, Any] | None
 
 
 class ConfigReloaded(msgspec.Struct, kw_only=True):

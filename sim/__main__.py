@@ -1,0 +1,138 @@
+"""Command line: `python -m sim mmc | day | staff` (see `python -m sim --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import engine, report
+from .workload import ScenarioError, load_scenario, shipped_scenarios
+
+
+def _target(text: str) -> tuple[float, float]:
+    """"0.8/20" -> (0.8, 20.0); "80/20" is read as 80 %."""
+    try:
+        level_text, threshold_text = text.split("/")
+        level, threshold = float(level_text), float(threshold_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write the target as LEVEL/SECONDS, e.g. 0.8/20") from None
+    if level > 1:
+        level /= 100
+    if not 0 < level <= 1 or threshold < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the level is a fraction (0.8) and the threshold seconds >= 0")
+    return level, threshold
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m sim",
+        description="Discrete-event simulator of the ACD: the real routing core on virtual time.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    mmc = commands.add_parser("mmc", help="one queue, Poisson arrivals, exponential handling: compare with Erlang C / A")
+    mmc.add_argument("--arrivals-per-hour", type=_positive(float), required=True, metavar="L")
+    mmc.add_argument("--aht", type=_positive(float), required=True, metavar="SECONDS", help="mean handling time")
+    mmc.add_argument("--agents", type=_positive(int), required=True, metavar="N")
+    mmc.add_argument("--patience", type=_positive(float), metavar="SECONDS", help="mean patience (exponential): Erlang A")
+    mmc.add_argument("--threshold", type=float, default=20.0, metavar="SECONDS", help="service-level threshold (default 20)")
+    mmc.add_argument("--hours", type=_positive(float), metavar="H", help="measured hours (default: 20,000 calls' worth)")
+    mmc.add_argument("--warmup-hours", type=float, metavar="H", help="unmeasured start (default: max(1 h, 50 AHT))")
+    mmc.add_argument("--batches", type=int, default=25, help="batches for the confidence intervals (default 25)")
+    mmc.add_argument("--seed", type=int, default=1, metavar="K")
+    mmc.add_argument("--json", action="store_true", help="print one JSON object")
+
+    day = commands.add_parser("day", help="run a scenario's day(s); KPI table, report.json, CSV and charts")
+    day.add_argument("scenario", metavar="SCENARIO", help=f"a TOML path or a shipped scenario ({', '.join(shipped_scenarios())})")
+    day.add_argument("--seed", type=int, metavar="K", help="default: the scenario's seed")
+    day.add_argument("--days", type=_positive(int), metavar="N", help="default: the scenario's days")
+    day.add_argument("--start", metavar="YYYY-MM-DD", help="first date (default: the scenario's)")
+    day.add_argument("--out", type=Path, metavar="DIR", help="default: out/<scenario>")
+    day.add_argument("--no-charts", action="store_true")
+
+    staff = commands.add_parser("staff", help="fewest agents per interval for a target: Erlang, confirmed by simulation")
+    staff.add_argument("scenario", metavar="SCENARIO")
+    staff.add_argument("--target", type=_target, default=(0.8, 20.0), metavar="LEVEL/SECONDS", help="e.g. 0.8/20 (default)")
+    staff.add_argument("--max-abandon", type=float, metavar="RATE", help="e.g. 0.05: also keep abandonment under this (Erlang A)")
+    staff.add_argument("--replications", type=_positive(int), default=10, help="simulated days per round (default 10)")
+    staff.add_argument("--rounds", type=_positive(int), default=6, help="most simulate-and-adjust rounds (default 6)")
+    staff.add_argument("--seed", type=int, metavar="K")
+    staff.add_argument("--date", metavar="YYYY-MM-DD", help="the day to staff (default: the scenario's first)")
+    staff.add_argument("--out", type=Path, metavar="DIR", help="where staffing.csv goes (default: out/<scenario>)")
+    staff.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    try:
+        if arguments.command == "mmc":
+            return _mmc(arguments)
+        if arguments.command == "day":
+            return _day(arguments)
+        return _staff(arguments)
+    except ScenarioError as error:
+        print(f"scenario error: {error}", file=sys.stderr)
+        return 2
+
+
+def _mmc(arguments: argparse.Namespace) -> int:
+    try:
+        result = engine.run_mmc(
+            arrivals_per_hour=arguments.arrivals_per_hour, aht_seconds=arguments.aht, agents=arguments.agents,
+            patience_seconds=arguments.patience, threshold_seconds=arguments.threshold, hours=arguments.hours,
+            warmup_hours=arguments.warmup_hours, seed=arguments.seed, batches=arguments.batches, progress=True,
+        )
+    except ValueError as error:  # Erlang C has no steady state at or above full load
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if arguments.json:
+        print(json.dumps(report._clean(result)))
+    else:
+        report.print_mmc(result, sys.stdout)
+    return 0
+
+
+def _day(arguments: argparse.Namespace) -> int:
+    scenario = load_scenario(arguments.scenario)
+    days = arguments.days or scenario.scenario.days
+    run = engine.simulate_days(scenario, seed=arguments.seed, days=days, start=arguments.start, progress=True)
+    out = arguments.out or Path("out") / scenario.scenario.name
+    paths = report.write_day_outputs(run, out, charts=not arguments.no_charts)
+    report.print_day_report(run, sys.stdout)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _staff(arguments: argparse.Namespace) -> int:
+    scenario = load_scenario(arguments.scenario)
+    level, threshold = arguments.target
+    plan = engine.plan_staffing(
+        scenario, target_service_level=level, threshold_seconds=threshold, max_abandon=arguments.max_abandon,
+        replications=arguments.replications, rounds=arguments.rounds, seed=arguments.seed, date=arguments.date,
+        progress=True,
+    )
+    out = arguments.out or Path("out") / scenario.scenario.name
+    path = report.write_staffing_csv(plan, out / "staffing.csv")
+    if arguments.json:
+        print(json.dumps(report._clean(plan)))
+    else:
+        report.print_staffing(plan, sys.stdout)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
