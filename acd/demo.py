@@ -30,72 +30,11 @@ from typing import Any
 import httpx
 import trio
 
+from acd.client import Router
 from acd.launcher import LocalCluster, prepare_config
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
-
-
-@dataclass
-class Outage:
-    first_failure: float | None = None
-    longest: float = 0.0
-    windows: list[tuple[float, float]] = field(default_factory=list)
-
-    def failed(self, now: float) -> None:
-        if self.first_failure is None:
-            self.first_failure = now
-
-    def succeeded(self, now: float) -> None:
-        if self.first_failure is not None:
-            self.windows.append((self.first_failure, now))
-            self.longest = max(self.longest, now - self.first_failure)
-            self.first_failure = None
-
-
-class Router:
-    """Sends each request to the primary; follows `not_primary` and retries across a failover."""
-
-    def __init__(self, cluster: LocalCluster, client: httpx.AsyncClient, started: float) -> None:
-        self.addresses = [node.api for node in cluster.settings.nodes]
-        self.current = self.addresses[0]
-        self.client = client
-        self.started = started
-        self.outage = Outage()
-        self.errors = 0
-        self.requests = 0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, deadline: float = 15.0) -> httpx.Response:
-        give_up = time.monotonic() + deadline
-        while True:
-            self.requests += 1
-            try:
-                response = await self.client.request(method, f"http://{self.current}{path}", json=body, timeout=2.0)
-            except httpx.HTTPError:
-                response = None
-            if response is not None and response.status_code != 503:
-                if method != "GET":
-                    self.outage.succeeded(self.elapsed())
-                return response
-            if method != "GET":
-                self.outage.failed(self.elapsed())
-            self.errors += 1
-            named = None
-            if response is not None:
-                try:
-                    named = response.json().get("primary")
-                except ValueError:
-                    named = None
-            if named and named != self.current:
-                self.current = named
-            else:
-                self.current = self.addresses[(self.addresses.index(self.current) + 1) % len(self.addresses)]
-                await trio.sleep(0.05)
-            if time.monotonic() > give_up:
-                raise TimeoutError(f"{method} {path}: no primary answered within {deadline} s")
 
 
 @dataclass
@@ -374,7 +313,7 @@ class Demo:
             t0 = trio.current_time()
             started = time.monotonic()
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as client:
-                router = Router(cluster, client, started)
+                router = Router([node.api for node in cluster.settings.nodes], client, started)
                 router.current = cluster.settings.node(first).api
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.poll, cluster, router)

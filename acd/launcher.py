@@ -96,6 +96,12 @@ class LocalCluster:
     def start_node(self, name: str) -> None:
         self._spawn(name, ["serve", "--config", str(self.config), "--node", name, "--log-level", self.log_level])
 
+    def restart(self, name: str) -> None:
+        if name == "witness":
+            self.start_witness()
+        else:
+            self.start_node(name)
+
     def start(self, wait: float = 20.0) -> str | None:
         self.start_witness()
         for node in self.settings.nodes:

@@ -44,6 +44,9 @@ class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
     api: Address
     replication: Address = "127.0.0.1:0"
+    # Where the node listens for replication, when peers reach it through another address
+    # (NAT, a proxy): peers connect to `replication`. Defaults to `replication`.
+    replication_bind: str = ""
     data_dir: str = ""
     tls_cert: str = ""
     tls_key: str = ""

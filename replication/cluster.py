@@ -256,7 +256,8 @@ class Member:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.network.serve, self.node.section.replication, self._serve_connection)
+            section = self.node.section
+            await nursery.start(self.network.serve, section.replication_bind or section.replication, self._serve_connection)
             task_status.started()
             nursery.start_soon(self._role_loop)
 
@@ -415,10 +416,12 @@ class Member:
         while True:
             try:
                 await self._ship_once()
-            except CONNECTION_ERRORS as error:
-                log.debug("shipping to %s interrupted: %s", self.peer.name, error)
-            except _StandbyTooSlow:
+            except* CONNECTION_ERRORS as group:
+                log.info("shipping to %s interrupted: %s", self.peer.name, _first(group))
+            except* _StandbyTooSlow:
                 log.warning("standby %s stopped answering", self.peer.name)
+            except* StoreError as group:
+                log.error("shipping to %s stopped on a store error: %s", self.peer.name, _first(group))
             self.peer_connected = False
             await trio.sleep(0.05)
 
@@ -749,6 +752,14 @@ class Member:
             "witness": self.witness_address,
             "loss_window_records": lag if self.mode == "async" else 0,
         }
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf exception of a group, for a one-line log message."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 class SwitchoverRefused(Exception):

@@ -18,6 +18,7 @@ gives exactly the live state hash.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -85,6 +86,28 @@ def center_config(variant: int) -> CenterConfig:
         queues=queues,
         agents=agents,
     )
+
+
+def differences(left: Center, right: Center) -> list[str]:
+    """The paths at which two centers' states differ (for a readable failure)."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(found) > 10:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            if list(a) != list(b) and set(a) == set(b):
+                found.append(f"{path}: key order {list(a)} != {list(b)}")
+            for key in list(a) + [key for key in b if key not in a]:
+                walk(a.get(key), b.get(key), f"{path}.{key}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{path}[{index}]")
+        elif a != b or type(a) is not type(b):
+            found.append(f"{path}: {a!r} != {b!r}")
+
+    walk(msgspec.to_builtins(left.state), msgspec.to_builtins(right.state), "state")
+    return found
 
 
 INVALID = CenterConfig(queues=[Queue(name="q", overflow="missing", max_wait=10)])
@@ -305,11 +328,13 @@ class CenterMachine(RuleBasedStateMachine):
         restored = Center.restore(data)
         for command, at in self.log[position:]:
             assert not isinstance(restored.apply(command, at), Rejection), command
-        assert restored.state_hash() == expected, f"restoring the snapshot at log position {position} diverged"
+        assert restored.state_hash() == expected, (
+            f"restoring the snapshot at log position {position} diverged: {differences(restored, self.center)}"
+        )
         fresh = Center()
         for command, at in self.log:
             assert not isinstance(fresh.apply(command, at), Rejection), command
-        assert fresh.state_hash() == expected, "replaying the log on a fresh center diverged"
+        assert fresh.state_hash() == expected, f"replaying the log diverged: {differences(fresh, self.center)}"
 
     def teardown(self) -> None:
         if self.log:
@@ -319,7 +344,7 @@ class CenterMachine(RuleBasedStateMachine):
 
 
 CenterMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=50, deadline=None,
+    max_examples=int(os.environ.get("CORE_STATEFUL_EXAMPLES", "150")), stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestCenterMachine = CenterMachine.TestCase

@@ -126,6 +126,7 @@ class Center:
         # next_deadline() has passed, as the node's pipeline does.
         timers_fired = self._fire_timers(now)
         fired = len(self._events)
+        self._instant = now
         rejection = handler(self, command, now)
         if rejection is not None:
             invariant(len(self._events) == fired, f"{type(command).__name__} rejected after emitting events")
@@ -232,6 +233,7 @@ class Center:
         self._pending_callbacks: dict[tuple[str, str], str] = {}
         self._terminal: list[tuple[float, str]] = []
         self._staffed: dict[str, int] = {}
+        self._instant = self.state.now  # the time of the step (or timer) being applied
         for agent_record in self.state.agents.values():
             if agent_record.presence is not Presence.LOGGED_OUT:
                 for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
@@ -289,7 +291,9 @@ class Center:
         queue = self._queues[call.queue]
         for step in queue.relaxation:
             due = call.place_at + step.after
-            if due > self.state.now:
+            # Compared with the instant being applied, not the step's `now`: a call requeued
+            # by a timer that fires late in a long tick still needs its later relaxations.
+            if due > self._instant:
                 self._push_timer(due, "relax", call.id)
         if queue.max_wait and not call.callback:
             self._push_timer(call.queued_at + queue.max_wait, "overflow", call.id)
@@ -398,6 +402,7 @@ class Center:
             if not self._timer_valid(timer):
                 continue
             due, _order, kind, subject, detail = timer
+            self._instant = due
             self._timer_handlers[kind](self, subject, detail, due)
             fired += 1
         return fired
@@ -806,21 +811,24 @@ class Center:
     # ------------------------------------------------------------------ commands
 
     def _configure(self, command: c.Configure, now: float) -> Rejection | None:
-        problems = validate_center(command.center)
+        center = _normalized(command.center)
+        if isinstance(center, Rejection):
+            return center
+        problems = validate_center(center)
         if problems:
             first = problems[0]
             return reject(Code.invalid_config, "; ".join(str(p) for p in problems), field=first.key)
-        new_queues = {q.name for q in command.center.queues}
-        new_agents = {a.name for a in command.center.agents}
+        new_queues = {q.name for q in center.queues}
+        new_agents = {a.name for a in center.agents}
         for call in self.state.interactions.values():
             if call.state not in TERMINAL and call.queue not in new_queues:
                 return reject(Code.invalid_config, f"queue {call.queue!r} still has interaction {call.id!r}", field="queues")
         for agent in self.state.agents.values():
             if agent.name not in new_agents and agent.presence is not Presence.LOGGED_OUT:
                 return reject(Code.invalid_config, f"agent {agent.name!r} is logged in; log out before removing", field="agents")
-        self.state.config = command.center
+        self.state.config = center
         self.state.config_version += 1
-        for index, agent_config in enumerate(command.center.agents):
+        for index, agent_config in enumerate(center.agents):
             record = self.state.agents.get(agent_config.name)
             if record is None:
                 record = self.state.agents[agent_config.name] = AgentRecord(name=agent_config.name, state_since=now)
@@ -830,8 +838,8 @@ class Center:
         self._rebuild_indices()
         self._emit(
             e.ConfigApplied(
-                at=now, version=self.state.config_version, queues=len(command.center.queues),
-                agents=len(command.center.agents), actor=command.actor,
+                at=now, version=self.state.config_version, queues=len(center.queues),
+                agents=len(center.agents), actor=command.actor,
             )
         )
         self._rebalance(now)
@@ -1220,7 +1228,8 @@ class Center:
             return reject(Code.call_not_ended, f"interaction {call.id!r} is still connected; hang up first")
         if command.disposition == "callback" and command.callback_at is None:
             return reject(Code.callback_time_missing, "disposition callback needs callback_at", field="callback_at")
-        self._complete_wrapup(call, agent, command.disposition, command.abusive, command.callback_at, now)
+        callback_at = None if command.callback_at is None else float(command.callback_at)
+        self._complete_wrapup(call, agent, command.disposition, command.abusive, callback_at, now)
         return None
 
     def _complete_wrapup(
@@ -1538,6 +1547,26 @@ class Center:
             )
             for call in self.state.interactions.values():
                 invariant(call.counted or call.state not in TERMINAL, f"{call.id} ended uncounted")
+
+
+def _normalized(center: CenterConfig) -> CenterConfig | Rejection:
+    """The configuration as it will read back from a snapshot, or why it is invalid.
+
+    A configuration built in Python (tests, the simulator) skips msgspec's decoding: its
+    ranges are unchecked and `5` stays an int where the field is a float, so the snapshot
+    would encode `5` and its restore `5.0`, and their hashes would differ (invariant 7).
+    Converting once through builtins checks the ranges and fixes the types.
+    """
+    try:
+        return msgspec.convert(msgspec.to_builtins(center), CenterConfig)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        path = message.rpartition("at `$")[2].rstrip("`") if "at `$" in message else ""
+        if path.startswith("."):
+            path = path[1:]
+        if not path.startswith(("queues[", "agents[", "calendars[")):
+            path = "center." + path if path else "center"
+        return reject(Code.invalid_config, message, field=path)
 
 
 def _offered(counters: Counters) -> None:

@@ -58,6 +58,19 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     return config
 
 
+def _check_bind(config: hypercorn.config.Config) -> None:
+    """Fail with a plain message when the API address cannot be bound (in use, not local).
+
+    Hypercorn binds again right after (its sockets set SO_REUSEADDR), so this costs one bind.
+    """
+    try:
+        sockets = config.create_sockets()
+    except OSError as error:
+        raise ServeError(f"cannot listen on {', '.join(config.bind)}: {error.strerror or error}") from None
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.close()
+
+
 async def _join_cluster(node: Node, nursery: trio.Nursery, settings: Settings) -> Any:
     if settings.standalone:
         return None
@@ -105,6 +118,8 @@ async def serve(
 
     `task_status.started()` reports the addresses Hypercorn listens on (useful with port 0).
     """
+    config = hypercorn_config(settings, node_name, bind)
+    _check_bind(config)
     node = Node(settings, node_name)
     if not settings.tokens:
         log.warning(
@@ -124,7 +139,6 @@ async def serve(
             api = build_app(node, cluster=cluster)
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-                config = hypercorn_config(settings, node_name, bind)
                 try:
                     await hypercorn.trio.serve(api, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
                 finally:
@@ -135,10 +149,7 @@ async def serve(
                 await shutdown.wait()
                 api.begin_shutdown()
 
-            try:
-                binds = await nursery.start(run_http)
-            except OSError as error:
-                raise ServeError(f"cannot listen on {bind or settings.node(node_name).api}: {error.strerror or error}") from None
+            binds = await nursery.start(run_http)
             nursery.start_soon(watch_shutdown)
             if handle_signals:
                 nursery.start_soon(_handle_signals, api, shutdown, nursery.cancel_scope)
