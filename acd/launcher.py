@@ -44,24 +44,51 @@ def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.0
 
 def prepare_config(
     source: Path, workdir: Path, *, always_open: bool = False, overrides: dict[str, str] | None = None,
+    proxied: bool = False,
 ) -> Path:
-    """Write `workdir/cluster.toml`: free loopback ports, data under `workdir/data`."""
+    """Write `workdir/cluster.toml`: free loopback ports, data under `workdir/data`.
+
+    `proxied`: each node listens for replication on a private port (`replication_bind`) and
+    peers reach it through `replication`, where a test puts a `LinkProxy` that can cut it.
+    """
     text = source.read_text(encoding="utf-8")
+    if proxied:
+        text = re.sub(r'^(replication = "[^"]*")$', r'\1\nreplication_bind = "127.0.0.1:0"', text, flags=re.MULTILINE)
 
     def port_for(match: re.Match[str]) -> str:
         return f'{match[1]} = "127.0.0.1:{free_port()}"'
 
-    text = re.sub(r'^(api|replication|address) = "[^"]*"', port_for, text, flags=re.MULTILINE)
+    text = re.sub(r'^(api|replication|replication_bind|address) = "[^"]*"', port_for, text, flags=re.MULTILINE)
     text = re.sub(r'^data_dir = "([^"]*)"', lambda m: f'data_dir = "data/{Path(m[1]).name}"', text, flags=re.MULTILINE)
     if always_open:
         text = re.sub(r"^\[\[calendars\]\]\n", "[[calendars]]\nalways_open = true\n", text, flags=re.MULTILINE)
     for key, value in (overrides or {}).items():
-        text = re.sub(rf"^{re.escape(key)} = .*$", f"{key} = {value}", text, count=1, flags=re.MULTILINE)
+        text = _override(text, key, value)
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "cluster.toml"
     target.write_text(text, encoding="utf-8")
     settings_module.load(target)  # fail early, with the key and line, if the result is invalid
     return target
+
+
+def _override(text: str, key: str, value: str) -> str:
+    """Set `section.name = value` in TOML text, keeping everything else as it is."""
+    section, _, name = key.rpartition(".")
+    lines = text.splitlines()
+    header = f"[{section}]"
+    if header not in lines:
+        first_table = next(i for i, line in enumerate(lines) if line.startswith("["))
+        lines[first_table:first_table] = [header, f"{name} = {value}", ""]
+        return "\n".join(lines) + "\n"
+    begin = lines.index(header) + 1
+    end = next((i for i in range(begin, len(lines)) if lines[i].startswith("[")), len(lines))
+    for index in range(begin, end):
+        if re.match(rf"^{re.escape(name)}\s*=", lines[index]):
+            lines[index] = f"{name} = {value}"
+            break
+    else:
+        lines.insert(begin, f"{name} = {value}")
+    return "\n".join(lines) + "\n"
 
 
 class LocalCluster:
@@ -108,7 +135,20 @@ class LocalCluster:
             self.start_node(node.name)
         for node in self.settings.nodes:
             wait_for(lambda n=node.api: self.healthy(n), wait, what=f"node at {node.api} to answer /healthz")
-        return self.wait_primary(wait)
+        primary = self.wait_primary(wait)
+        wait_for(lambda: self.configured(primary), wait, what="the first primary to apply the center's configuration")
+        return primary
+
+    def configured(self, name: str) -> bool:
+        try:
+            response = self.client.get(self.api(name) + "/v1/queues", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        queues = body.get("queues", body) if isinstance(body, dict) else body
+        return bool(queues)
 
     def signal(self, name: str, sig: int) -> None:
         process = self.processes[name]
@@ -187,6 +227,15 @@ class LocalCluster:
             return name if name is not None and name != other_than else None
 
         return str(wait_for(found, timeout, what="a writable primary"))
+
+    def proxies(self) -> dict[str, Any]:
+        """A cuttable link proxy in front of every node's replication listener (see `proxied`)."""
+        from acd.proxy import LinkProxy
+
+        return {
+            node.name: LinkProxy(node.replication, node.replication_bind)
+            for node in self.settings.nodes if node.replication_bind and node.replication_bind != node.replication
+        }
 
     def standby_of(self, primary: str) -> str:
         return next(node.name for node in self.settings.nodes if node.name != primary)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import hypothesis
 import msgspec
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -149,6 +150,8 @@ class CenterMachine(RuleBasedStateMachine):
             self._apply(c.Tick(), self.now)  # the pipeline ticks first (acd.node)
         result = self._apply(command, self.now)
         self.center.check_invariants()
+        outcome = result.code if isinstance(result, Rejection) else "accepted"
+        hypothesis.event(f"{type(command).__name__}: {outcome}")
         return result
 
     def _check_offer_order(self, before: State, events: list[e.Event]) -> None:

@@ -47,6 +47,9 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     config.h11_max_incomplete_size = limits.header_bytes_max
     config.h2_max_header_list_size = limits.header_bytes_max
     config.keep_alive_timeout = limits.idle_timeout_seconds
+    # A PBX keeps one connection for hours; reconnecting every 1,000 requests (Hypercorn's
+    # default) only costs handshakes.
+    config.keep_alive_max_requests = 100_000
     config.graceful_timeout = GRACEFUL_SECONDS
     config.backlog = min(limits.connections_max, 4096)
     config.accesslog = None

@@ -1,0 +1,185 @@
+"""Run a node as a subprocess on free loopback ports, the way an operator runs it.
+
+    node = NodeProcess(tmp_path)          # a config from examples/standalone.toml, data in tmp_path
+    node.start()                          # `python -m acd serve ...`, waits for /healthz
+    httpx.get(node.url + "/v1/stats")
+    node.kill()                           # SIGKILL; node.stop() is SIGTERM and a clean exit
+
+Nothing here sleeps to wait for something: `wait_until` polls a condition against a deadline
+and fails with what it last saw.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "standalone.toml"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (bind to port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = condition()
+        except Exception as error:  # noqa: BLE001 - keep polling, report the last failure
+            last = error
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s (last: {last!r})")
+        time.sleep(interval)
+
+
+def node_config(
+    data_dir: Path, port: int, *, cluster: str = "standalone", store: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None, tokens: list[dict[str, str]] | None = None, extra: str = "",
+) -> str:
+    """examples/standalone.toml with this port, data directory and extra sections."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^api = ".*"$', f'api = "127.0.0.1:{port}"', text, count=1)
+    text = re.sub(r'(?m)^data_dir = ".*"$', f'data_dir = "{data_dir}"', text, count=1)
+    text = re.sub(r'(?m)^name = "standalone"$', f'name = "{cluster}"', text, count=1)
+    sections = []
+    for name, values in (("store", store), ("limits", limits)):
+        if values:
+            body = "\n".join(f"{key} = {_toml(value)}" for key, value in values.items())
+            sections.append(f"[{name}]\n{body}\n")
+    for token in tokens or []:
+        body = "\n".join(f"{key} = {_toml(value)}" for key, value in token.items())
+        sections.append(f"[[tokens]]\n{body}\n")
+    return text + "\n" + "\n".join(sections) + extra
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+class NodeProcess:
+    """One `acd serve` subprocess with its config file and data directory under `directory`."""
+
+    def __init__(self, directory: Path, *, port: int | None = None, log_level: str = "warning", **config: Any) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.directory / "data"
+        self.port = port or free_port()
+        self.config_path = self.directory / "node.toml"
+        self.log_path = self.directory / "node.log"
+        self.log_level = log_level
+        self.config = config
+        self.write_config()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, **changes: Any) -> None:
+        self.config.update(changes)
+        self.config_path.write_text(node_config(self.data_dir, self.port, **self.config), encoding="utf-8")
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "acd", *args]
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to serve."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            self.command("serve", "--config", str(self.config_path), "--node", "a", "--log-level", self.log_level),
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+        return self.process
+
+    def start(self, timeout: float = 15.0) -> NodeProcess:
+        process = self.spawn()
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the node exited with {process.returncode}:\n{self.log_tail()}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        deadline = time.monotonic() + timeout
+        while not healthy():
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"the node did not answer /healthz within {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self._reap()
+                raise
+        code = self._reap()
+        return code
+
+    def _reap(self) -> int:
+        code = 0
+        if self.process is not None:
+            code = self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def run_cli(self, *args: str, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=input)
+
+    def serve_once(self, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """Run `acd serve` expecting it to refuse to start; returns its exit code and output."""
+        return self.run_cli("serve", "--config", str(self.config_path), "--node", "a", timeout=timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
