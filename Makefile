@@ -46,3 +46,6 @@ bench-sim: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.failover 20

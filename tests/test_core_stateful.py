@@ -182,14 +182,23 @@ class CenterMachine(RuleBasedStateMachine):
                 seen.add(subject)
 
     def _time(self, data: st.DataObject) -> float:
+        # Mostly seconds apart; now and then a long quiet spell (timers, closing time,
+        # retention), or a stamp a little in the past (a new primary's clock may lag).
         return data.draw(
-            st.one_of(
-                st.floats(min_value=0, max_value=30).map(round),
-                st.sampled_from([0.0, 0.5, 60.0, 3600.0, 6 * 3600.0]),
-                st.just(-3.0),  # a command stamped a little in the past
-            ),
+            st.sampled_from([0.0, 0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0, 0.5, 150.0, 3600.0, 9 * 3600.0, -3.0]),
             label="seconds",
         )
+
+    def _calls_in(self, *states: CallState) -> list[str]:
+        return [call.id for call in self.center.state.interactions.values() if call.state in states]
+
+    def _held(self, phase: str) -> list[tuple[str, str]]:
+        return [
+            (call, name)
+            for name, agent in self.center.state.agents.items()
+            for call, held in agent.held.items()
+            if held.phase == phase
+        ]
 
     def _call(self, data: st.DataObject) -> str:
         if not self.call_ids or data.draw(st.integers(0, 19), label="unknown call?") == 0:
@@ -311,6 +320,68 @@ class CenterMachine(RuleBasedStateMachine):
         result = self.step(c.Configure(center=config), self._time(data))
         if variant < 0:
             assert isinstance(result, Rejection) and result.code == "invalid_config"
+
+    # Directed rules: the moves a working center makes, so that sequences reach talk,
+    # wrap-up, transfers and call-backs often (the blind rules above mostly get refused).
+
+    @rule(data=st.data())
+    def staff(self, data: st.DataObject) -> None:
+        agent = data.draw(st.sampled_from(AGENTS[:-1]), label="agent")
+        self.step(c.Login(agent=agent), self._time(data))
+        self.step(c.Ready(agent=agent), 0)
+
+    @precondition(lambda self: any(agent.offer for agent in self.center.state.agents.values()))
+    @rule(data=st.data(), take=st.sampled_from(["answer", "answer", "answer", "reject", "abandon", "callback", "transfer"]))
+    def respond_to_offer(self, data: st.DataObject, take: str) -> None:
+        offered = sorted((agent.offer, name) for name, agent in self.center.state.agents.items() if agent.offer)
+        call, agent = data.draw(st.sampled_from(offered), label="offer")
+        seconds = self._time(data)
+        if take == "answer":
+            self.step(c.Answer(call=call, agent=agent), seconds)
+        elif take == "reject":
+            self.step(c.Reject(call=call, agent=agent), seconds)
+        elif take == "abandon":
+            self.step(c.Abandon(call=call), seconds)
+        elif take == "callback":
+            self.step(c.RequestCallback(call=call), seconds)
+        else:
+            self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), seconds)
+
+    @precondition(lambda self: bool(self._held("connected")))
+    @rule(data=st.data(), take=st.sampled_from(["hangup", "hangup", "hangup", "transfer"]))
+    def end_conversation(self, data: st.DataObject, take: str) -> None:
+        call, _agent = data.draw(st.sampled_from(sorted(self._held("connected"))), label="conversation")
+        if take == "hangup":
+            self.step(c.Hangup(call=call), self._time(data))
+        else:
+            self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), self._time(data))
+
+    @precondition(lambda self: bool(self._held("wrapup")))
+    @rule(data=st.data(), disposition=st.sampled_from(DISPOSITIONS), abusive=st.sampled_from([False, False, False, True]))
+    def finish_wrapup(self, data: st.DataObject, disposition: str, abusive: bool) -> None:
+        call, agent = data.draw(st.sampled_from(sorted(self._held("wrapup"))), label="wrap-up")
+        callback_at = None
+        if disposition == "callback":
+            callback_at = self.now + data.draw(st.sampled_from([0.0, 30.0, 300.0, 12 * 3600.0]), label="due in")
+        command = c.WrapUp(call=call, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
+        self.step(command, self._time(data))
+
+    @precondition(lambda self: bool(self._calls_in(CallState.WAITING)))
+    @rule(data=st.data(), take=st.sampled_from(["abandon", "callback", "transfer"]))
+    def waiting_caller(self, data: st.DataObject, take: str) -> None:
+        call = data.draw(st.sampled_from(sorted(self._calls_in(CallState.WAITING))), label="waiting")
+        if take == "abandon":
+            self.step(c.Abandon(call=call), self._time(data))
+        elif take == "callback":
+            self.step(c.RequestCallback(call=call), self._time(data))
+        else:
+            self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), self._time(data))
+
+    @precondition(lambda self: bool(self._calls_in(CallState.COMPLETED)))
+    @rule(data=st.data(), score=st.integers(1, 5))
+    def survey_completed(self, data: st.DataObject, score: int) -> None:
+        call = data.draw(st.sampled_from(sorted(self._calls_in(CallState.COMPLETED))), label="completed")
+        self.step(c.Survey(call=call, score=score), self._time(data))
 
     @rule()
     def audit(self) -> None:

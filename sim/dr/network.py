@@ -134,7 +134,9 @@ class SimStream(trio.abc.Stream):
             raise trio.BusyResourceError("another task is sending on this stream")
         self._send_conflict = True
         try:
-            await trio.lowlevel.checkpoint()
+            # A cancellation point but no schedule point: the simulator's speed is its number
+            # of task steps, and a send never blocks here (the buffer is unbounded).
+            await trio.lowlevel.checkpoint_if_cancelled()
             if self.closed:
                 raise trio.ClosedResourceError("this end of the stream is closed")
             pipe = self._send
@@ -178,7 +180,7 @@ class SimStream(trio.abc.Stream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receive_conflict = True
         try:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             pipe = self._receive
             network = self.connection.network
             while True:
@@ -213,7 +215,7 @@ class SimStream(trio.abc.Stream):
             self._receive.chunks.clear()
             self._receive.notify()
             self.connection.maybe_finished()
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
 
 @dataclass
@@ -324,7 +326,7 @@ class SimNetwork:
     # ------------------------------------------------------------------ Network protocol
 
     async def connect(self, src: str, address: str) -> SimStream:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         dst = self.owners.get(address)
         if dst is None:
             raise OSError(errno.EHOSTUNREACH, f"no route to {address}")

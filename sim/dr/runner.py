@@ -74,6 +74,8 @@ class RunResult:
     parameters: dict[str, Any]
     final: dict[str, dict[str, Any]]
     events: int
+    task_steps: int = 0
+    cpu_seconds: float = 0.0
     bugs: list[str] = field(default_factory=list)
     trace: Trace | None = field(default=None, repr=False)          # for --out: the event log
     timeline: dict[str, Any] = field(default_factory=dict, repr=False)  # for --out: the chart
@@ -84,6 +86,7 @@ class RunResult:
         data["stall_seconds"] = [round(value, 6) for value in self.stall_seconds]
         data["simulated_seconds"] = round(self.simulated_seconds, 3)
         data["wall_seconds"] = round(self.wall_seconds, 3)
+        data["cpu_seconds"] = round(self.cpu_seconds, 3)
         data["unavailable_seconds"] = round(self.unavailable_seconds, 3)
         return data
 
@@ -280,6 +283,7 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
         config: RunConfig | None = None, script: Script | None = None) -> RunResult:
     """Run one seed of one scenario and check it."""
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if config is None or script is None:
         config, script = draw(scenario, seed, minutes=minutes)
     root = _scratch() / "run"
@@ -364,7 +368,7 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
             if isinstance(raised, KeyboardInterrupt):
                 raise
             error = raised
-    return _verdict(scenario, seed, config, bugs, settings, cluster, history, trace, guard, outcome, error, started)
+    return _verdict(scenario, seed, config, bugs, settings, cluster, history, trace, guard, outcome, error, started, cpu_started)
 
 
 async def _connection_resets(network: SimNetwork, per_minute: float, rng: random.Random) -> None:
@@ -392,7 +396,7 @@ def _why_not_converged(context: Context) -> str:
 
 def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...], settings: Any, cluster: SimCluster,
              history: History, trace: Trace, guard: _StepGuard, outcome: dict[str, Any], error: BaseException | None,
-             started: float) -> RunResult:
+             started: float, cpu_started: float) -> RunResult:
     violations: list[str] = []
     if error is not None:
         import traceback
@@ -436,7 +440,8 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
         counters=dict(history.counters), network=dict(cluster.network.statistics.__dict__),
         parameters={"scenario": scenario, "seed": seed, "safety_seconds": config.safety_seconds, **config.describe()},
         final={name: {"up": final.up, "role": final.role, "lsn": final.lsn, "state_hash": final.state_hash[:16]} for name, final in finals.items()},
-        events=len(trace.events), bugs=list(bugs), trace=trace,
+        events=len(trace.events), task_steps=guard.steps, cpu_seconds=time.process_time() - cpu_started,
+        bugs=list(bugs), trace=trace,
         timeline={
             "end": end, "names": [*cluster.names, WITNESS], "promotions": list(cluster.promotions),
             "step_downs": list(cluster.step_downs), "marks": list(cluster.marks),

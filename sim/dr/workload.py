@@ -238,7 +238,7 @@ class Workload:
         answered: set[str] = set()
         on_break_until = 0.0
         while True:
-            await trio.sleep(self.rng.uniform(0.5, 1.5))
+            await trio.sleep(self.rng.uniform(1.0, 3.0))
             center = client.view()
             if center is None:
                 continue

@@ -1,0 +1,216 @@
+"""The durable node in-process: group commit, restart, snapshots and truncation, a full store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from acd.core import Rejection
+from acd.core import commands as c
+from acd.node.node import Accepted, Node, StorageFullError
+from acd.node.verify import verify
+from acd.settings import Settings
+from tests.helpers.inprocess import running_node, write_settings
+
+
+def arrive(number: int, queue: str = "general", **extra: object) -> c.Arrive:
+    return c.Arrive(id=f"call-{number}", queue=queue, caller=f"0105555{number:04d}", **extra)  # type: ignore[arg-type]
+
+
+def batch_totals(node: Node) -> tuple[float, float]:
+    histogram = node.metrics.batch_records
+    samples = {sample.name: sample.value for metric in histogram.collect() for sample in metric.samples}
+    return samples["acd_commit_batch_records_sum"], samples["acd_commit_batch_records_count"]
+
+
+def test_one_client_commits_one_command_per_batch(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path)
+
+    async def main() -> None:
+        async with running_node(settings) as running:
+            before = batch_totals(running.node)
+            for number in range(20):
+                result = await running.node.submit(arrive(number))
+                assert isinstance(result, Accepted)
+            total, count = batch_totals(running.node)
+            # A tick may ride along with a command; each batch still holds one client command.
+            assert count - before[1] == 20
+            assert total - before[0] <= 21
+
+    trio.run(main)
+
+
+def test_concurrent_clients_share_durable_commits(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path)
+    clients = 64
+
+    async def main() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            before_total, before_count = batch_totals(node)
+            results: list[Accepted | Rejection] = []
+
+            async def client(number: int) -> None:
+                results.append(await node.submit(arrive(number)))
+
+            async with trio.open_nursery() as nursery:
+                for number in range(clients):
+                    nursery.start_soon(client, number)
+            total, count = batch_totals(node)
+            assert all(isinstance(result, Accepted) for result in results)
+            assert total - before_total >= clients
+            # 64 commands in far fewer commits: the batch grows while a commit runs.
+            assert count - before_count <= clients // 4
+            # Every acknowledged write has its own LSN, and the store holds them all.
+            lsns = sorted(result.lsn for result in results if isinstance(result, Accepted))
+            assert len(set(lsns)) == clients
+            assert node.store.last_lsn() == node.lsn >= lsns[-1]
+
+    trio.run(main)
+
+
+def test_acknowledged_writes_survive_a_restart_with_the_same_state(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path)
+    digest: dict[str, object] = {}
+
+    async def write() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            await node.submit(c.Login(agent="kim"))
+            await node.submit(c.Ready(agent="kim"))
+            for number in range(10):
+                await node.submit(arrive(number, queue="transport"))
+            await node.submit(c.Answer(call="call-0", agent="kim"))
+            digest.update(lsn=node.lsn, hash=node.center.state_hash())
+
+    async def reopen() -> None:
+        node = Node(settings, "a")
+        try:
+            assert node.lsn == digest["lsn"]
+            assert node.center.state_hash() == digest["hash"]
+            assert node.center.state.interactions["call-0"].state.value == "connected"
+        finally:
+            node.close()
+
+    trio.run(write)
+    trio.run(reopen)
+    report = verify(settings, "a")
+    assert report.ok, report.problems
+    assert report.full_replay and report.state_hash == digest["hash"]
+
+
+def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path, store={"snapshot_every_records": 10, "retention_records": 15})
+    digest: dict[str, object] = {}
+
+    async def write() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            for number in range(60):
+                assert isinstance(await node.submit(arrive(number)), Accepted)
+                if number % 3 == 0:
+                    assert isinstance(await node.submit(c.Abandon(call=f"call-{number}")), Accepted)
+            statistics = node.store.statistics()
+            assert statistics.snapshot_lsn > 0
+            assert statistics.first_lsn > 1  # retention pruned the head of the log
+            assert statistics.records <= 15 + 10 + 1
+            digest.update(lsn=node.lsn, hash=node.center.state_hash())
+
+    trio.run(write)
+    node = Node(settings, "a")
+    try:
+        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
+    finally:
+        node.close()
+    report = verify(settings, "a")
+    assert report.ok and not report.full_replay
+    assert report.state_hash == digest["hash"]
+
+
+def _full_store_settings(tmp_path: Path) -> Settings:
+    # The smallest map the config allows, and a snapshot interval too long to matter.
+    return write_settings(tmp_path, store={"map_size_bytes": 2**20, "map_size_max_bytes": 2**20, "snapshot_every_records": 100_000})
+
+
+def _bulky(number: int) -> dict[str, object]:
+    return {"id": f"bulky-{number}", "queue": "general", "caller": "01012345678",
+            "attributes": {f"note{index}": "x" * 200 for index in range(40)}}
+
+
+def test_full_store_refuses_writes_with_507_keeps_reads_and_recovers(tmp_path: Path) -> None:
+    settings = _full_store_settings(tmp_path)
+    digest: dict[str, object] = {}
+
+    async def main() -> None:
+        async with running_node(settings) as running:
+            client, node = running.client, running.node
+            accepted = []
+            for number in range(200):
+                response = await client.post("/v1/calls", json=_bulky(number))
+                if response.status_code == 507:
+                    break
+                assert response.status_code == 201, response.text
+                accepted.append(number)
+            else:
+                pytest.fail("the 1 MiB store never filled up")
+            assert response.json()["error"] == "storage_full"
+            lsn = node.lsn
+            # Nothing of the refused batch was applied; reads keep working.
+            assert f"bulky-{number}" not in node.center.state.interactions
+            assert (await client.get(f"/v1/calls/bulky-{accepted[-1]}")).status_code == 200
+            assert (await client.get("/v1/stats")).status_code == 200
+            assert (await client.post("/v1/calls", json=_bulky(number + 1))).status_code == 507
+            assert node.lsn == lsn == node.store.last_lsn()
+            # Room again (the operator raised the limit; `acd config reload` does this): writes work.
+            node.store.set_map_size_max_bytes(16 * 2**20)
+            response = await client.post("/v1/calls", json=_bulky(number))
+            assert response.status_code == 201, response.text
+            assert (await client.post("/v1/agents/kim/login")).status_code == 200
+            digest.update(lsn=node.lsn, hash=node.center.state_hash())
+
+    trio.run(main)
+    report = verify(settings, "a")
+    assert report.ok, report.problems
+    assert (report.lsn, report.state_hash) == (digest["lsn"], digest["hash"])
+
+
+def test_storage_full_does_not_replay_events_to_stream_readers(tmp_path: Path) -> None:
+    settings = _full_store_settings(tmp_path)
+
+    async def main() -> None:
+        async with running_node(settings) as running:
+            client, node = running.client, running.node
+            subscription = node.broker.subscribe(node.lsn)
+            seen = []
+            for number in range(200):
+                response = await client.post("/v1/calls", json=_bulky(number))
+                while True:
+                    try:
+                        seen.append(subscription.receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if response.status_code == 507:
+                    break
+            assert response.status_code == 507
+            lsns = [item.lsn for item in seen]
+            assert lsns == sorted(lsns)
+            assert max(lsns) == node.lsn
+            assert len({(item.lsn, item.event) for item in seen}) == len(seen)  # nothing repeated
+
+    trio.run(main)
+
+
+def test_refused_command_is_not_logged(tmp_path: Path) -> None:
+    settings = write_settings(tmp_path)
+
+    async def main() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            lsn = node.lsn
+            result = await node.submit(c.Answer(call="nobody", agent="kim"))
+            assert isinstance(result, Rejection) and result.code == "unknown_call"
+            assert node.store.last_lsn() == lsn
+
+    trio.run(main)
