@@ -186,6 +186,8 @@ def day_plan(
         "shape": "day", "factor": factor, "duration": duration, "drain": drain, "seed": seed,
         "model_start": model_start, "scenario": scenario.scenario.name,
         "stream": "agent", "agents": agents, "breaks": breaks, "calls": plan_calls,
+        # Call-backs the ACD creates on "callback" wrap-ups are talked for the mean talk time.
+        "talk": round(scenario.durations.talk.expected() / factor, 4),
         "ring_delay": [ring.low / factor, ring.high / factor] if ring is not None and ring.distribution == "uniform" else [0.0, 0.0],
         "miss_probability": scenario.agents.miss_probability,
         "ready_after_miss": scenario.agents.ready_after_miss_seconds / factor,

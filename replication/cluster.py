@@ -417,7 +417,7 @@ class Member:
             try:
                 await self._ship_once()
             except* CONNECTION_ERRORS as group:
-                log.info("shipping to %s interrupted: %s", self.peer.name, _first(group))
+                log.info("shipping to %s interrupted: %r", self.peer.name, _first(group))
             except* _StandbyTooSlow:
                 log.warning("standby %s stopped answering", self.peer.name)
             except* StoreError as group:

@@ -3,9 +3,9 @@
 set -euo pipefail
 need=()
 # Grows as tests that need a tool land (tool:package pairs).
-for pair in ${ACD_SYSTEM_DEPS:-}; do
+for pair in ${ACD_SYSTEM_DEPS:-haproxy:haproxy promtool:prometheus}; do
   tool=${pair%%:*}; package=${pair##*:}
-  command -v "$tool" >/dev/null 2>&1 || need+=("$package")
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need+=("$package")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then

@@ -88,9 +88,10 @@ def test_a_call_goes_through_offer_answer_hangup_wrapup_and_survey(client: httpx
 
 
 def test_reject_puts_the_call_back_and_transfer_callback_abandon_work(client: httpx.Client) -> None:
+    # The highest priority goes first, ahead of calls left waiting by earlier tests.
+    assert create(client, "reject-1", queue="transport", priority=9).json()["state"] == "waiting"
     client.post("/v1/agents/lee/login")
-    client.post("/v1/agents/lee/ready")
-    assert create(client, "reject-1", queue="protected").json()["state"] == "offered"
+    assert client.post("/v1/agents/lee/ready").json()["offer"] == "reject-1"
     rejected = client.post("/v1/calls/reject-1/reject", json={"agent": "lee"})
     assert rejected.status_code == 200 and rejected.json()["state"] == "waiting"
     transferred = client.post("/v1/calls/reject-1/transfer", json={"queue": "general"})

@@ -26,7 +26,6 @@ who is connecting, so that partitions can be per pair of nodes.
 from __future__ import annotations
 
 import errno
-import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -198,10 +197,12 @@ class SimStream(trio.abc.Stream):
                     return chunk
                 if flowing and not pipe.chunks and pipe.eof:
                     return b""
-                wake_at = pipe.chunks[0][0] if flowing and pipe.chunks else math.inf
                 wakeup = pipe.wakeup
-                with trio.move_on_at(wake_at):
-                    await wakeup.wait()
+                if flowing and pipe.chunks:
+                    with trio.move_on_at(pipe.chunks[0][0]):
+                        await wakeup.wait()
+                else:
+                    await wakeup.wait()  # no cancel scope: cheaper, and nothing is due
         finally:
             self._receive_conflict = False
 

@@ -1,0 +1,222 @@
+"""Simulator benchmark: speed through the real core, and agreement with Erlang C / Erlang A.
+
+    python -m bench.sim              # make bench-sim: the full sweep (several minutes)
+    python -m bench.sim --quick      # shorter runs, for a look
+    python -m bench.sim --speed-only
+
+1. Speed. The same M/M/c point (360 calls/h, AHT 180 s, 20 agents: 90 % occupancy) runs
+   through the full ACD core (`sim.engine.run_mmc`) and through a bare M/M/c queue in SimPy
+   (`sim.simpy_baseline`, a queue model only); then a 2,000-call day of the busan-weekday
+   scenario. Each is timed best of a few runs on an otherwise idle process, and a short
+   cProfile says how much of the ACD run is spent in `acd/core`.
+2. Agreement. Ten (L, AHT, N) points from 50 % to 95 % occupancy, Erlang C without patience
+   and Erlang A with it. Each point runs until its own 95 % batch-means interval is inside
+   the tolerance (service level +- 2 points, ASA +- 10 %, abandon rate +- 2 points): it
+   starts at the planned number of calls and doubles (same seed, so the longer run extends
+   the shorter) up to a cap. PASS when the simulated figure is within the tolerance of the
+   analytic one. Points run in parallel processes (one per core by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import math
+import os
+import pstats
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from sim.engine import run_mmc, simulate_days
+from sim.simpy_baseline import run_mmc_simpy
+from sim.workload import load_scenario
+
+SPEED_POINT = {"arrivals_per_hour": 360.0, "aht_seconds": 180.0, "agents": 20}
+TOLERANCE = {"service_level": 0.02, "asa_relative": 0.10, "abandon_rate": 0.02}
+
+# (arrivals per hour, AHT seconds, agents, patience seconds or None, planned calls).
+# Near full load a run needs many calls: the waiting time's correlation spans about
+# rho / (1 - rho)^2 calls (90 at 90 %, 380 at 95 %), so the planned counts grow with it.
+POINTS: list[tuple[float, float, int, float | None, int]] = [
+    (36.0, 200.0, 4, None, 100_000),      # 50 %
+    (120.0, 180.0, 10, None, 100_000),    # 60 %
+    (200.0, 180.0, 14, None, 100_000),    # 71 %
+    (300.0, 240.0, 25, None, 150_000),    # 80 %
+    (360.0, 180.0, 21, None, 300_000),    # 86 %
+    (360.0, 180.0, 20, None, 300_000),    # 90 %
+    (720.0, 150.0, 32, None, 600_000),    # 94 %
+    (100.0, 300.0, 8, 60.0, 100_000),     # Erlang A, 83 % occupancy, 21 % abandon
+    (400.0, 180.0, 20, 120.0, 150_000),   # Erlang A, 90 %
+    (720.0, 150.0, 28, 300.0, 300_000),   # Erlang A, 97 % (offered load above the agents)
+]
+
+
+def _best(runs: int, function: Any) -> tuple[float, Any]:
+    best = math.inf
+    result = None
+    for _ in range(runs):
+        began = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - began)
+    return best, result
+
+
+def speed(calls: int, repeats: int) -> dict[str, Any]:
+    hours = calls / SPEED_POINT["arrivals_per_hour"]
+    acd_runs = [run_mmc(**SPEED_POINT, hours=hours, warmup_hours=0.0, seed=1) for _ in range(repeats)]
+    acd = max(acd_runs, key=lambda r: r["calls_per_second"])
+    simpy_runs = [run_mmc_simpy(**SPEED_POINT, calls=calls, seed=1) for _ in range(repeats + 1)]
+    simpy = max(simpy_runs, key=lambda r: r["calls_per_second"])
+    scenario = load_scenario("busan-weekday")
+    day_seconds, day = _best(repeats + 1, lambda: simulate_days(scenario))
+    day_wall = min(day.wall_seconds, day_seconds)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_mmc(**SPEED_POINT, hours=8_000 / SPEED_POINT["arrivals_per_hour"], warmup_hours=0.0, seed=2)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    core = sum(row[2] for key, row in stats.stats.items() if "/acd/core/" in key[0])  # type: ignore[attr-defined]
+    engine = sum(row[2] for key, row in stats.stats.items() if "/sim/engine.py" in key[0])  # type: ignore[attr-defined]
+    return {
+        "calls": calls,
+        "acd_calls_per_second": acd["calls_per_second"],
+        "acd_commands_per_second": acd["commands"] / acd["wall_seconds"],
+        "simpy_calls_per_second": simpy["calls_per_second"],
+        "ratio": acd["calls_per_second"] / simpy["calls_per_second"],
+        "day_calls": day.calls,
+        "day_wall_seconds": day_wall,
+        "day_calls_per_second": day.calls / day_wall,
+        "profile_core_share": core / total if total else None,
+        "profile_engine_share": engine / total if total else None,
+    }
+
+
+def _point(arguments: tuple[float, float, int, float | None, int, int, int]) -> dict[str, Any]:
+    arrivals, aht, agents, patience, calls, cap, seed = arguments
+    attempts = []
+    while True:
+        result = run_mmc(arrivals_per_hour=arrivals, aht_seconds=aht, agents=agents, patience_seconds=patience,
+                         hours=calls / arrivals, seed=seed)
+        attempts.append(result["offered"])
+        judged = judge(result)
+        if judged["precise"] or calls >= cap:
+            result["judgement"] = judged
+            result["attempts"] = attempts
+            result.pop("core", None)
+            return result
+        calls *= 2
+
+
+def judge(result: dict[str, Any]) -> dict[str, Any]:
+    """Half-widths against the tolerances, and the differences from the analytic figures."""
+    analytic = result["analytic"]
+    half = {name: (high - low) / 2 for name, (low, high) in result["ci"].items()}
+    tolerance = {
+        "service_level": TOLERANCE["service_level"],
+        "asa": TOLERANCE["asa_relative"] * analytic["asa"],
+        "abandon_rate": TOLERANCE["abandon_rate"],
+    }
+    checked = ["service_level", "asa"] + (["abandon_rate"] if result["patience_seconds"] else [])
+    difference = {name: result[name] - analytic[name] for name in checked}
+    return {
+        "tolerance": tolerance,
+        "half_width": half,
+        "difference": difference,
+        "precise": all(half[name] <= tolerance[name] for name in checked),
+        "pass": all(abs(difference[name]) <= tolerance[name] for name in checked),
+    }
+
+
+def agreement(points: list[tuple[float, float, int, float | None, int]], scale: float, cap_factor: int,
+              workers: int) -> list[dict[str, Any]]:
+    jobs = [(a, h, n, p, max(5_000, int(calls * scale)), max(5_000, int(calls * scale)) * cap_factor, 1000 + index)
+            for index, (a, h, n, p, calls) in enumerate(points)]
+    # Longest first, so that two workers finish together.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][4])
+    results: dict[int, dict[str, Any]] = {}
+    began = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {index: pool.submit(_point, jobs[index]) for index in order}
+        for done, index in enumerate(order, 1):
+            results[index] = futures[index].result()
+            print(f"  [{done}/{len(jobs)}] point {index + 1} done after {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    return [results[i] for i in range(len(jobs))]
+
+
+def print_speed(figures: dict[str, Any]) -> None:
+    print("Speed (M/M/c at 360 calls/h, AHT 180 s, 20 agents; best of several runs)")
+    print(f"  through the full ACD core : {figures['acd_calls_per_second']:>9,.0f} calls/s "
+          f"({figures['acd_commands_per_second']:,.0f} core commands/s)")
+    print(f"  bare M/M/c queue in SimPy : {figures['simpy_calls_per_second']:>9,.0f} calls/s")
+    print(f"  ratio ACD / SimPy         : {figures['ratio']:>9.3f}  (target: about 0.1, and >= 10,000 calls/s)")
+    print(f"  2,000-call day (busan-weekday): {figures['day_wall_seconds']:.3f} s for {figures['day_calls']:,} callers = "
+          f"{figures['day_calls_per_second']:,.0f} calls/s (target 0.2 s)")
+    if figures["profile_core_share"] is not None:
+        print(f"  profile: {figures['profile_core_share'] * 100:.0f} % of the time in acd/core, "
+              f"{figures['profile_engine_share'] * 100:.0f} % in sim/engine.py (the rest: heap, random, msgspec)")
+
+
+def print_agreement(results: list[dict[str, Any]]) -> None:
+    print("\nAgreement with queueing theory (95 % batch-means intervals; tolerance SL +-2 pts, ASA +-10 %, abandon +-2 pts)")
+    header = (f"{'#':>2} {'model':8} {'L/h':>5} {'AHT':>4} {'N':>3} {'pat':>4} {'occ':>5} {'calls':>9}  "
+              f"{'SL sim [95 % CI]':>24} {'Erlang':>7} {'diff':>6}  {'ASA sim [95 % CI]':>24} {'Erlang':>7} {'diff':>6}  "
+              f"{'aband sim [CI]':>22} {'Erlang':>6}  result")
+    print(header)
+    print("-" * len(header))
+    for index, r in enumerate(results, 1):
+        a = r["analytic"]
+        ci = r["ci"]
+        judged = r["judgement"]
+        model = "Erlang A" if r["patience_seconds"] else "Erlang C"
+        patience = f"{r['patience_seconds']:.0f}" if r["patience_seconds"] else "-"
+        sl = f"{r['service_level'] * 100:6.2f} [{ci['service_level'][0] * 100:6.2f},{ci['service_level'][1] * 100:6.2f}]"
+        asa = f"{r['asa']:6.2f} [{ci['asa'][0]:6.2f},{ci['asa'][1]:6.2f}]"
+        if r["patience_seconds"]:
+            abandon = f"{r['abandon_rate'] * 100:5.2f} [{ci['abandon_rate'][0] * 100:5.2f},{ci['abandon_rate'][1] * 100:5.2f}]"
+            abandon_analytic = f"{a['abandon_rate'] * 100:6.2f}"
+        else:
+            abandon, abandon_analytic = "-", "-"
+        verdict = "PASS" if judged["pass"] else "FAIL"
+        if not judged["precise"]:
+            verdict += " (CI wider than the tolerance)"
+        print(f"{index:>2} {model:8} {r['arrivals_per_hour']:>5.0f} {r['aht_seconds']:>4.0f} {r['agents']:>3} {patience:>4} "
+              f"{a['occupancy'] * 100:4.1f}% {r['offered']:>9,}  {sl:>24} {a['service_level'] * 100:7.2f} "
+              f"{judged['difference']['service_level'] * 100:+6.2f}  {asa:>24} {a['asa']:7.2f} "
+              f"{judged['difference']['asa'] / a['asa'] * 100 if a['asa'] else 0.0:+5.1f}%  {abandon:>22} {abandon_analytic:>6}  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the calls (wider intervals)")
+    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--agreement-only", action="store_true")
+    parser.add_argument("--speed-calls", type=int, default=40_000)
+    parser.add_argument("--workers", type=int, default=max(1, min(len(os.sched_getaffinity(0)), 4)))
+    parser.add_argument("--cap-factor", type=int, default=4, help="most doublings of a point's calls (x4 by default)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    arguments = parser.parse_args(argv)
+    output: dict[str, Any] = {}
+    if not arguments.agreement_only:
+        output["speed"] = speed(arguments.speed_calls if not arguments.quick else 10_000, repeats=2)
+        print_speed(output["speed"])
+    ok = True
+    if not arguments.speed_only:
+        scale = 0.1 if arguments.quick else 1.0
+        results = agreement(POINTS, scale, 1 if arguments.quick else arguments.cap_factor, arguments.workers)
+        print_agreement(results)
+        output["agreement"] = results
+        passed = sum(r["judgement"]["pass"] for r in results)
+        print(f"\n{passed}/{len(results)} points within tolerance")
+        ok = passed == len(results)
+    if arguments.json:
+        with open(arguments.json, "w", encoding="utf-8") as handle:
+            json.dump(output, handle, indent=2, default=str)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

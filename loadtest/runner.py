@@ -1,0 +1,459 @@
+"""`python -m loadtest run SHAPE`: a real cluster, Locust headless in a subprocess, checks, report.
+
+Order of a run:
+1. write the center (`source.toml`: the sample, compressed for `day`, generated for `stress` and
+   `soak`), copy it with `prepare_config` (free loopback ports, data in the run folder,
+   calendars always open), write `plan.json`;
+2. start the witness and both nodes (`acd.launcher.LocalCluster`), optionally HAProxy in front;
+3. start Locust headless as a subprocess (this process never imports Locust) and sample the
+   CPU time and memory of every process once a second;
+4. with `--failover-at S`, SIGKILL the primary S seconds after the first arrival, wait for the
+   standby to take over, and restart the killed node `--rejoin-after` seconds later so that it
+   rejoins as standby (then both nodes can be compared at the end);
+5. when Locust has stopped (the PBX user stops it once the day is closed), read back every
+   interaction from the ACD and check it against Locust's journal (`loadtest.checks`), then
+   write the report (`loadtest.report`) and exit 0 only if every check passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
+
+from . import checks, plan as plans, records, report
+
+REPO = plans.REPO
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_acd.py"
+HAPROXY_TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg"
+TERMINAL = {"completed", "abandoned", "transferred", "closed"}
+
+
+@dataclass
+class Options:
+    shape: str
+    config: Path = plans.DEFAULT_CONFIG
+    minutes: float | None = None
+    failover_at: float | None = None
+    out: Path | None = None
+    calls: int = 2000
+    seed: int = 120
+    scenario: str = "busan-weekday"
+    drain: float | None = None
+    rates: list[float] | None = None
+    step_seconds: float | None = None
+    rate: float = 10.0
+    agents: int = 400
+    talk: float = 1.0
+    threshold: float = 1.0
+    rejoin_after: float | None = 5.0
+    haproxy: bool = False
+    p99_ms: float = 50.0
+    max_error_ratio: float = 0.001
+    max_outage: float = 3.0
+    target_rate: float = 100.0
+    max_bytes_per_call: float = 16384.0
+    locust_log_level: str = "INFO"
+
+
+@dataclass
+class Failover:
+    killed: str | None = None
+    kill_time: float | None = None
+    new_primary: str | None = None
+    promoted_time: float | None = None
+    rejoin_started: float | None = None
+    rejoined_time: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    """Everything the checks and the report need, gathered by the runner."""
+
+    options: Options
+    out: Path
+    plan: dict[str, Any]
+    cluster_nodes: dict[str, str] = field(default_factory=dict)   # name -> http://address
+    time_zone: str = "Asia/Seoul"
+    started: float = 0.0
+    locust_exit: int | None = None
+    locust_seconds: float = 0.0
+    failover: Failover = field(default_factory=Failover)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    primary_at_end: str | None = None
+    states: dict[str, dict[str, str | None]] = field(default_factory=dict)  # node -> id -> state (None: 404)
+    standby_caught_up: bool | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    stats_days: list[str] = field(default_factory=list)
+    journal: records.Journal | None = None
+    timeline: dict[int, records.Second] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- process sampling
+
+
+class Sampler(threading.Thread):
+    """Once a second: CPU seconds and resident memory of the witness, the nodes and Locust."""
+
+    def __init__(self, processes: Callable[[], dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.processes = processes
+        self.samples = samples
+        self.stopped = threading.Event()
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def read(self, pid: int) -> tuple[float, int] | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / self.ticks
+            rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            return cpu, rss
+        except (OSError, IndexError, ValueError):
+            return None
+
+    @staticmethod
+    def machine_idle() -> tuple[float, float]:
+        values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return values[3] + values[4], sum(values)
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            sample: dict[str, Any] = {"t": time.time()}
+            idle, total = self.machine_idle()
+            sample["machine"] = {"idle": idle, "total": total}
+            for name, process in self.processes().items():
+                if process is None or process.poll() is not None:
+                    continue
+                reading = self.read(process.pid)
+                if reading is not None:
+                    sample[name] = {"pid": process.pid, "cpu": reading[0], "rss": reading[1]}
+            self.samples.append(sample)
+
+
+def cpu_share(samples: list[dict[str, Any]], name: str, start: float, end: float) -> float | None:
+    """Share of one core a process used in [start, end] (1.0 = one core busy)."""
+    inside = [s for s in samples if start <= s["t"] <= end and name in s]
+    if len(inside) < 2:
+        return None
+    first, last = inside[0], inside[-1]
+    if first[name]["pid"] != last[name]["pid"]:
+        return None
+    return (last[name]["cpu"] - first[name]["cpu"]) / (last["t"] - first["t"])
+
+
+def machine_busy(samples: list[dict[str, Any]], start: float, end: float) -> float | None:
+    """Share of the whole machine (all cores) that was busy in [start, end]."""
+    inside = [s for s in samples if start <= s["t"] <= end]
+    if len(inside) < 2:
+        return None
+    first, last = inside[0]["machine"], inside[-1]["machine"]
+    total = last["total"] - first["total"]
+    return 1 - (last["idle"] - first["idle"]) / total if total else None
+
+
+# ---------------------------------------------------------------------------------- the runner
+
+
+class Runner:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = (options.out or REPO / "out" / f"loadtest-{options.shape}-{stamp}").resolve()
+        self.run_record: Run | None = None
+        self.cluster: LocalCluster | None = None
+        self.haproxy: subprocess.Popen[bytes] | None = None
+        self.locust: subprocess.Popen[bytes] | None = None
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    # -------------------------------------------------------------- preparing
+
+    def prepare(self) -> tuple[Path, dict[str, Any]]:
+        options = self.options
+        if self.out.exists() and any(self.out.iterdir()):
+            raise SystemExit(f"loadtest: {self.out} is not empty; choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = options.config.read_text(encoding="utf-8")
+        if options.shape == "day":
+            minutes = options.minutes if options.minutes is not None else 10.0
+            day = plans.day_plan(
+                scenario_name=options.scenario, minutes=minutes, calls=options.calls, seed=options.seed,
+                agents=plans.agent_names(text), drain_seconds=options.drain,
+            )
+            text = plans.compress_center(text, day.factor)
+            plan = day.plan
+            model_hours = day.model_seconds / 3600
+            self.say(f"day: {len(plan['calls'])} calls of a {model_hours:.1f} h day in {minutes:g} min "
+                     f"(a model second lasts {1000 / day.factor:.1f} ms; factor {day.factor:.1f})")
+        else:
+            text, names = plans.stress_center(text, options.agents, options.threshold)
+            if options.shape == "stress":
+                minutes = options.minutes if options.minutes is not None else 4.0
+                steps = plans.ramp_steps(minutes, options.rates, options.step_seconds)
+            else:
+                minutes = options.minutes if options.minutes is not None else 60.0
+                steps = [[options.rate, minutes * 60.0]]
+            plan = plans.rate_plan(
+                shape=options.shape, steps=steps, agents=names, topics=plans.voice_topics(text), seed=options.seed,
+                talk_seconds=options.talk, threshold_seconds=options.threshold, target_service_level=0.8,
+                drain_seconds=options.drain if options.drain is not None else 15.0,
+            )
+            self.say(f"{options.shape}: {len(names)} agents answering at once, talking {options.talk:g} s; "
+                     f"rates {', '.join(f'{rate:g}' for rate, _ in steps)} calls/s, {steps[0][1]:g} s each")
+        source = self.out / "source.toml"
+        source.write_text(text, encoding="utf-8")
+        config = prepare_config(source, self.out, always_open=True)
+        (self.out / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+        return config, plan
+
+    # -------------------------------------------------------------- running
+
+    def run(self) -> int:
+        options = self.options
+        config, plan = self.prepare()
+        run = self.run_record = Run(options=options, out=self.out, plan=plan)
+        cluster = self.cluster = LocalCluster(config, self.out)
+        run.time_zone = cluster.settings.center.time_zone
+        run.cluster_nodes = {node.name: cluster.api(node.name) for node in cluster.settings.nodes}
+        sampler: Sampler | None = None
+        try:
+            primary = cluster.start()
+            self.say(f"cluster up in {self.out}: node {primary} is primary")
+            bases = list(run.cluster_nodes.values())
+            if options.haproxy:
+                bases = [self.start_haproxy(run)]
+            # A callable, so that a restarted node is sampled under its new process id.
+            sampler = Sampler(lambda: {**cluster.processes, "locust": self.locust, "haproxy": self.haproxy}, run.samples)
+            sampler.start()
+            run.started = time.time()
+            self.start_locust(plan, bases)
+            failover = None
+            if options.failover_at is not None:
+                failover = threading.Thread(target=self.fail_over, args=(run,), daemon=True)
+                failover.start()
+            limit = plan["duration"] + plan["drain"] + 240
+            assert self.locust is not None
+            try:
+                run.locust_exit = self.locust.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                run.errors.append(f"Locust did not stop within {limit:.0f} s; terminated")
+                self.locust.terminate()
+                run.locust_exit = self.locust.wait(timeout=30)
+            run.locust_seconds = time.time() - run.started
+            self.say(f"Locust stopped (exit code {run.locust_exit}) after {run.locust_seconds:.0f} s")
+            if failover is not None:
+                failover.join(timeout=90)
+            sampler.stopped.set()
+            self.collect(run)
+        finally:
+            if sampler is not None:
+                sampler.stopped.set()
+            if self.locust is not None and self.locust.poll() is None:
+                self.locust.terminate()
+            if self.haproxy is not None and self.haproxy.poll() is None:
+                self.haproxy.terminate()
+                self.haproxy.wait(timeout=10)
+            cluster.close()
+        results = checks.evaluate(run)
+        report.write(run, results)
+        print(report.table(run, results), flush=True)
+        return 0 if all(result.passed is not False for result in results) else 1
+
+    def start_locust(self, plan: dict[str, Any], bases: list[str]) -> None:
+        users = len(plan["agents"]) + 2
+        arguments = [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+            "-u", str(users), "-r", str(users), "--run-time", f"{int(plan['duration'] + plan['drain'] + 180)}s",
+            "--stop-timeout", "5", "--only-summary",
+            "--csv", str(self.out / "locust"), "--csv-full-history", "--html", str(self.out / "report.html"),
+            "-H", bases[0], "--loglevel", self.options.locust_log_level, "--logfile", str(self.out / "locust.log"),
+        ]
+        environment = dict(
+            os.environ, LOADTEST_PLAN=str(self.out / "plan.json"), LOADTEST_OUT=str(self.out),
+            LOADTEST_NODES=",".join(bases), PYTHONUNBUFFERED="1",
+        )
+        log = open(self.out / "locust.out", "wb")  # noqa: SIM115 - the child keeps it
+        self.locust = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPO, start_new_session=True)
+        log.close()
+        self.say(f"Locust started: {users} users ({len(plan['agents'])} agent desks, a PBX, a supervisor) against {', '.join(bases)}")
+
+    def start_haproxy(self, run: Run) -> str:
+        binary = shutil.which("haproxy")
+        if binary is None:
+            raise SystemExit("loadtest: --haproxy needs the haproxy binary (apt-get install haproxy)")
+        shipped = REPO / "deploy" / "haproxy.cfg"
+        template = (shipped if shipped.exists() else HAPROXY_TEMPLATE).read_text(encoding="utf-8")
+        port = free_port()
+        servers = "\n".join(
+            f"    server {name} {address.split('://', 1)[1]} check inter 200ms fall 2 rise 2 on-marked-down shutdown-sessions"
+            for name, address in run.cluster_nodes.items()
+        )
+        text = template.replace("{{BIND}}", f"127.0.0.1:{port}").replace("{{SERVERS}}", servers)
+        config = self.out / "haproxy.cfg"
+        config.write_text(text, encoding="utf-8")
+        log = open(self.out / "logs" / "haproxy.log", "wb")  # noqa: SIM115
+        self.haproxy = subprocess.Popen([binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        address = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(address), 15, what="HAProxy to route to the primary")
+        self.say(f"HAProxy on {address} (config {config})")
+        return address
+
+    def fail_over(self, run: Run) -> None:
+        """SIGKILL the primary at --failover-at seconds after t0; restart it later as standby."""
+        options = self.options
+        failover = run.failover
+        cluster = self.cluster
+        assert cluster is not None and options.failover_at is not None
+        started = self.out / "started.json"
+        try:
+            wait_for(started.exists, 120, interval=0.1, what="the PBX to start the day")
+        except TimeoutError as error:
+            failover.note = str(error)
+            return
+        t0 = json.loads(started.read_text())["t0"]
+        delay = t0 + options.failover_at - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        if self.locust is not None and self.locust.poll() is not None:
+            failover.note = "Locust had already stopped at the failover time"
+            return
+        primary = cluster.primary()
+        if primary is None:
+            failover.note = "no single writable primary at the failover time; nothing killed"
+            return
+        failover.killed = primary
+        failover.kill_time = time.time()
+        cluster.kill(primary)
+        self.say(f"SIGKILL to the primary, node {primary}, {failover.kill_time - t0:.1f} s into the day")
+        try:
+            failover.new_primary = cluster.wait_primary(30, other_than=primary)
+            failover.promoted_time = time.time()
+            self.say(f"node {failover.new_primary} answers /readyz {failover.promoted_time - failover.kill_time:.2f} s after the kill")
+        except TimeoutError as error:
+            failover.note = str(error)
+            return
+        if options.rejoin_after is None:
+            return
+        time.sleep(options.rejoin_after)
+        failover.rejoin_started = time.time()
+        cluster.start_node(primary)
+        try:
+            wait_for(lambda: (cluster.view(primary) or {}).get("role") == "standby", 60, interval=0.2, what=f"node {primary} to rejoin as standby")
+            failover.rejoined_time = time.time()
+            self.say(f"node {primary} rejoined as standby {failover.rejoined_time - failover.rejoin_started:.1f} s after its restart")
+        except TimeoutError as error:
+            failover.note = str(error)
+
+    # -------------------------------------------------------------- reading back
+
+    def collect(self, run: Run) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        run.journal = records.read_journal(self.out)
+        run.timeline = records.read_timeline(self.out)
+        try:
+            primary = cluster.wait_primary(30)
+        except TimeoutError:
+            run.errors.append("no writable primary after the run: cannot read the interactions back")
+            return
+        run.primary_at_end = primary
+        base = cluster.api(primary)
+        ids = sorted(run.journal.interactions)
+        self.say(f"reading {len(ids)} interactions back from node {primary}")
+        with httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=16)) as client:
+            run.states[primary] = _states(client, base, ids)
+            standby = next((name for name in run.cluster_nodes if name != primary and cluster.alive(name)), None)
+            if standby is not None:
+                run.standby_caught_up = _caught_up(cluster, primary, standby)
+                if run.standby_caught_up:
+                    run.states[standby] = _states(client, cluster.api(standby), ids)
+            # Statistics are per local day of the center: a run that crosses midnight adds both days.
+            start = (run.journal.t0 or run.started) - 60
+            end = time.time()
+            run.stats_days = _local_days(start, end, run.time_zone)
+            totals: dict[str, Any] = {}
+            for day in run.stats_days:
+                response = client.get(f"{base}/v1/stats", params={"day": day})
+                response.raise_for_status()
+                center = response.json()["center"]
+                for key, value in center.items():
+                    if isinstance(value, int):
+                        totals[key] = totals.get(key, 0) + value
+                totals.setdefault("by_day", {})[day] = center
+            run.stats = totals
+
+
+def _ready(address: str) -> bool:
+    try:
+        return httpx.get(f"{address}/readyz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _states(client: httpx.Client, base: str, ids: list[str]) -> dict[str, str | None]:
+    def one(call_id: str) -> tuple[str, str | None]:
+        for _attempt in range(5):
+            try:
+                response = client.get(f"{base}/v1/calls/{call_id}")
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            if response.status_code == 404:
+                return call_id, None
+            if response.status_code == 200:
+                return call_id, str(response.json()["state"])
+            time.sleep(0.2)
+        return call_id, "unreadable"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(one, ids))
+
+
+def _caught_up(cluster: LocalCluster, primary: str, standby: str, timeout: float = 30.0) -> bool:
+    def same_lsn() -> bool:
+        mine, theirs = cluster.view(primary), cluster.view(standby)
+        return bool(mine and theirs and theirs.get("role") == "standby" and mine.get("lsn") == theirs.get("lsn"))
+
+    try:
+        wait_for(same_lsn, timeout, interval=0.2, what=f"node {standby} to catch up")
+        return True
+    except TimeoutError:
+        return False
+
+
+def _local_days(start: float, end: float, zone_name: str) -> list[str]:
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(zone_name)
+    first = dt.datetime.fromtimestamp(start, zone).date()
+    last = dt.datetime.fromtimestamp(end, zone).date()
+    days = []
+    while first <= last:
+        days.append(first.isoformat())
+        first += dt.timedelta(days=1)
+    return days
+
+
+def run(options: Options) -> int:
+    return Runner(options).run()
+
+
+__all__ = ["Options", "Run", "Runner", "run", "cpu_share", "machine_busy", "TERMINAL"]
