@@ -103,6 +103,7 @@ class Run:
     journal: records.Journal | None = None
     timeline: dict[int, records.Second] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------- process sampling

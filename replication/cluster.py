@@ -147,8 +147,12 @@ class Member:
         self._last_refusal: dict[str, str] = {}
         self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
         self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
+        self._append_times: deque[tuple[int, float]] = deque()
         node.replicator = self
         node.role = "standby"
+        from .metrics import ReplicationCollector
+
+        node.metrics.registry.register(ReplicationCollector(self))
 
     # ------------------------------------------------------------------ Replicator
 
@@ -165,7 +169,18 @@ class Member:
                     return section.api
         return None
 
+    def lag_seconds(self) -> float:
+        """Age of the oldest record the standby has not acknowledged yet."""
+        times = self._append_times
+        while times and times[0][0] <= self.acked_lsn:
+            times.popleft()
+        return round(self.clock() - times[0][1], 3) if times else 0.0
+
     async def replicate(self, records: list[Record] | Any) -> None:
+        if records:
+            self._append_times.append((records[-1].lsn, self.clock()))
+            while len(self._append_times) > 10_000:
+                self._append_times.popleft()
         self.new_records.set()
         self.new_records = trio.Event()
         if self.mode == "async" or not records:
@@ -732,6 +747,7 @@ class Member:
         lag = max(0, store.last_lsn() - self.acked_lsn) if self.node.role == "primary" and self.peer else 0
         return {
             "name": self.name,
+            "cluster": self.cluster,
             "role": self.node.role,
             "epoch": self.promised_epoch,
             "leader": self.leader,
@@ -742,7 +758,9 @@ class Member:
             "peer": self.peer.name if self.peer else None,
             "peer_connected": self.peer_connected,
             "standby_acked_lsn": self.acked_lsn if self.node.role == "primary" else None,
+            "lag": lag,
             "lag_records": lag,
+            "lag_seconds": self.lag_seconds() if self.node.role == "primary" else 0.0,
             "standby_behind": self.behind_recorded,
             "lease_remaining": round(max(0.0, self.lease_until - now), 3) if self.node.role == "primary" else 0.0,
             "forced": self.forced,

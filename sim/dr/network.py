@@ -337,7 +337,9 @@ class SimNetwork:
             await self.changed.wait()
         policy_there = self.policy(src, dst)
         policy_back = self.policy(dst, src)
-        await trio.sleep(self.latency(policy_there) + self.latency(policy_back))
+        round_trip = self.latency(policy_there) + self.latency(policy_back)
+        if round_trip > 0:
+            await trio.sleep(round_trip)
         listener = self.listeners.get(address)
         if listener is None:
             self.statistics.refused += 1

@@ -102,13 +102,20 @@ class Client:
         counters = self.history.counters
         deadline = trio.current_time() + give_up_after
         target = self.guess
+        backoff = self.retry_seconds
+        first = True
         while trio.current_time() < deadline:
+            if not first:
+                # Like a real client: retry soon, then back off (up to a second) while the
+                # cluster has no primary to offer.
+                await trio.sleep(backoff)
+                backoff = min(1.0, backoff * 1.5)
+            first = False
             process = self.cluster.processes[target]
             node = process.node
             if not process.up or node is None:
                 counters["refused_down"] += 1
                 target = self._other(target)
-                await trio.sleep(self.retry_seconds)
                 continue
             if process.paused:
                 # The request sits in the socket of a stopped process until our timeout.
@@ -124,16 +131,13 @@ class Client:
             except NotPrimary as error:
                 counters["not_primary"] += 1
                 target = self._api.get(error.primary or "", "") or self._other(target)
-                await trio.sleep(self.retry_seconds)
                 continue
             except NodeClosed:
                 counters["node_closed"] += 1
                 target = self._other(target)
-                await trio.sleep(self.retry_seconds)
                 continue
             except StorageFullError:
                 counters["storage_full"] += 1
-                await trio.sleep(self.retry_seconds * 5)
                 continue
             if scope.cancelled_caught:
                 counters["timeout"] += 1

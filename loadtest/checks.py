@@ -1,0 +1,362 @@
+"""The pass/fail checks of a load test run, from the ACD's answers and Locust's own records.
+
+Every check is a `Result`: passed True or False, or None when a figure is reported but not
+judged (for example the service level of a day compressed so far that HTTP noise decides it).
+
+Checks, for every shape:
+* no interaction lost: every id Locust created (201) or was offered as an ACD-made call-back
+  is known to the primary at the end;
+* none stranded: each is in a terminal state (completed, abandoned, transferred, closed), and
+  the standby, once caught up, reports the very same state (one state per interaction);
+* counts agree: the ACD's offered, answered and abandoned for the day(s) of the run equal
+  Locust's records (distinct ids created, answered by a desk, abandoned by the PBX);
+* every request eventually got an answer (no retry gave up, no create refused);
+* outside the failover window: error ratio and p99 latency within their limits;
+* with a failover: the longest outage a client saw (first failed write to next success).
+Per shape: the day's service level; the stress ramp's breaking point; the soak's flatness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .records import Window, window
+
+if TYPE_CHECKING:
+    from .runner import Run
+
+TERMINAL = {"completed", "abandoned", "transferred", "closed"}
+# After the last client-seen outage ends, event streams reconnect, offers that rang out during
+# the outage come back and the queue that built up drains: latency in these seconds belongs
+# to the failover, not to steady operation.
+SETTLE_SECONDS = 5.0
+
+
+@dataclass
+class Result:
+    name: str
+    passed: bool | None
+    value: str
+    target: str
+    detail: str = ""
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def failover_window(run: Run) -> tuple[float, float] | None:
+    """[kill, end of the last client-seen outage + settle], or None without a failover."""
+    failover = run.failover
+    if failover.kill_time is None:
+        return None
+    kill = failover.kill_time
+    outages = related_outages(run)
+    end = max((outage["end"] for outage in outages), default=failover.promoted_time or kill)
+    return kill, end + SETTLE_SECONDS
+
+
+def related_outages(run: Run) -> list[dict[str, Any]]:
+    kill = run.failover.kill_time
+    if kill is None or run.journal is None:
+        return []
+    return [outage for outage in run.journal.outages if outage["end"] >= kill and outage["start"] <= kill + 60]
+
+
+def steady_window(run: Run) -> tuple[float, float]:
+    journal = run.journal
+    assert journal is not None
+    start = journal.t0 or run.started
+    end = journal.end or (run.started + run.locust_seconds)
+    return start, end + 1
+
+
+def evaluate(run: Run) -> list[Result]:
+    results: list[Result] = []
+    figures = run.figures
+    journal = run.journal
+    if journal is None or not run.states:
+        results.append(Result("the run completed", False, "no data", "", "; ".join(run.errors) or "see the logs"))
+        return results
+    for error in run.errors:
+        results.append(Result("the run completed", False, "error", "", error))
+
+    # ------------------------------------------------------------------ every interaction
+    ids = journal.interactions
+    primary_states = run.states.get(run.primary_at_end or "", {})
+    lost = sorted(call_id for call_id in ids if primary_states.get(call_id) is None)
+    stranded = sorted(call_id for call_id in ids if primary_states.get(call_id) not in TERMINAL and call_id not in lost)
+    figures.update(interactions=len(ids), created=len(journal.created), acd_created=len(journal.acd_created), lost=len(lost), stranded=len(stranded))
+    states: dict[str, int] = {}
+    for call_id in ids:
+        state = str(primary_states.get(call_id))
+        states[state] = states.get(state, 0) + 1
+    figures["states"] = states
+    results.append(Result(
+        "no interaction lost", not lost, f"{len(lost)} of {len(ids)}", "0",
+        ("e.g. " + ", ".join(lost[:5])) if lost else f"all {len(ids)} known to node {run.primary_at_end}",
+    ))
+    results.append(Result(
+        "none stranded (each in one terminal state)", not stranded, f"{len(stranded)}", "0",
+        ("e.g. " + ", ".join(f"{i}={primary_states.get(i)}" for i in stranded[:5])) if stranded
+        else ", ".join(f"{state} {count}" for state, count in sorted(states.items())),
+    ))
+    others = [name for name in run.states if name != run.primary_at_end]
+    if others:
+        standby = others[0]
+        differ = sorted(call_id for call_id in ids if run.states[standby].get(call_id) != primary_states.get(call_id))
+        figures["nodes_differ"] = len(differ)
+        results.append(Result(
+            "both nodes agree on every interaction", not differ, f"{len(differ)} differ", "0",
+            ("e.g. " + ", ".join(f"{i}: {primary_states.get(i)} vs {run.states[standby].get(i)}" for i in differ[:5])) if differ
+            else f"node {standby} (standby) matches node {run.primary_at_end}",
+        ))
+    elif run.standby_caught_up is False:
+        results.append(Result("both nodes agree on every interaction", False, "standby behind", "caught up", "the standby did not reach the primary's LSN within 30 s"))
+
+    # ------------------------------------------------------------------ counts
+    stats = run.stats
+    mine = {"offered": len(ids), "answered": len(journal.answered), "abandoned": len(journal.abandoned)}
+    theirs = {key: int(stats.get(key, -1)) for key in mine}
+    figures["counts"] = {"locust": mine, "acd": theirs, "days": run.stats_days}
+    agree = mine == theirs
+    results.append(Result(
+        "ACD counts equal Locust's records", agree,
+        " / ".join(f"{theirs[key]}" for key in mine), " / ".join(f"{mine[key]}" for key in mine),
+        f"offered / answered / abandoned on {', '.join(run.stats_days)} (ACD) vs Locust's journal",
+    ))
+    gave_up = journal.counts.get("gave_up", 0)
+    refused = journal.counts.get("create_refused", 0)
+    results.append(Result(
+        "every request eventually answered", gave_up == 0 and refused == 0, f"{gave_up} gave up, {refused} creates refused", "0",
+        f"retries give up after the retry deadline; journal has {journal.counts.get('created', 0)} creates",
+    ))
+
+    # ------------------------------------------------------------------ latency and errors
+    options = run.options
+    start, end = steady_window(run)
+    excluded = failover_window(run)
+    steady = window(run.timeline, start, end, exclude=excluded)
+    overall = window(run.timeline, start, end)
+    figures.update(
+        requests=overall.requests, failures=overall.failures, p50_ms=steady.p(0.5), p99_ms=steady.p(0.99),
+        error_ratio=steady.error_ratio, p99_ms_all=overall.p(0.99), error_ratio_all=overall.error_ratio,
+    )
+    where = "outside the failover window" if excluded else "whole run"
+    results.append(Result(
+        f"error ratio ({where})", steady.error_ratio <= options.max_error_ratio,
+        f"{steady.failures} / {steady.requests} = {_percent(steady.error_ratio)}", f"≤ {_percent(options.max_error_ratio)}",
+        f"whole run {overall.failures} / {overall.requests}" if excluded else "",
+    ))
+    if run.plan["shape"] != "stress":
+        results.append(Result(
+            f"p99 latency ({where})", steady.p(0.99) is not None and steady.p(0.99) < options.p99_ms,  # type: ignore[operator]
+            _ms(steady.p(0.99)), f"< {options.p99_ms:g} ms",
+            f"p50 {_ms(steady.p(0.5))}, p99.9 {_ms(steady.p(0.999))}; whole run p99 {_ms(overall.p(0.99))}",
+        ))
+
+    # ------------------------------------------------------------------ failover
+    if options.failover_at is not None:
+        results.extend(_failover(run, figures, excluded))
+
+    # ------------------------------------------------------------------ per shape
+    shape = run.plan["shape"]
+    if shape == "day":
+        results.extend(_day(run, figures))
+    elif shape == "stress":
+        results.extend(_stress(run, figures, excluded))
+    elif shape == "soak":
+        results.extend(_soak(run, figures))
+    return results
+
+
+def _failover(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | None) -> list[Result]:
+    failover = run.failover
+    if failover.kill_time is None:
+        return [Result("failover happened", False, "no", "primary killed", failover.note or "the kill did not happen")]
+    outages = related_outages(run)
+    longest = max((outage["end"] - outage["start"] for outage in outages), default=0.0)
+    first_write = min((outage["end"] for outage in outages), default=None)
+    promoted = failover.promoted_time - failover.kill_time if failover.promoted_time else None
+    figures.update(
+        killed=failover.killed, new_primary=failover.new_primary, outage_seconds=round(longest, 3),
+        kill_to_first_write_seconds=round(first_write - failover.kill_time, 3) if first_write else None,
+        kill_to_readyz_seconds=round(promoted, 3) if promoted is not None else None,
+        rejoin_seconds=round(failover.rejoined_time - failover.rejoin_started, 3) if failover.rejoined_time and failover.rejoin_started else None,
+        clients_with_outage=len({outage["client"] for outage in outages}),
+        failover_window=excluded,
+    )
+    detail = (
+        f"node {failover.killed} killed at +{failover.kill_time - (run.journal.t0 or run.started):.1f} s; "  # type: ignore[union-attr]
+        f"node {failover.new_primary} ready after {promoted:.2f} s; " if promoted is not None else f"node {failover.killed} killed; "
+    )
+    detail += f"{len({outage['client'] for outage in outages})} clients saw an outage"
+    if first_write is not None:
+        detail += f"; first acknowledged write {first_write - failover.kill_time:.2f} s after the kill"
+    return [Result("client-seen outage at failover", longest <= run.options.max_outage, f"{longest:.2f} s", f"≤ {run.options.max_outage:g} s", detail)]
+
+
+def _day(run: Run, figures: dict[str, Any]) -> list[Result]:
+    plan = run.plan
+    journal = run.journal
+    assert journal is not None
+    stats = run.stats
+    answered = stats.get("answered", 0)
+    within = stats.get("answered_within_threshold", 0)
+    level = within / answered if answered else None
+    threshold = plan["threshold_seconds"]
+    target = plan["target_service_level"]
+    # The client's view: from sending the create to the answer's reply, in model seconds.
+    waits = [
+        (journal.answered[call_id]["at"] - created["sent"]) * plan["factor"]
+        for call_id, created in journal.created.items() if call_id in journal.answered
+    ]
+    client_level = sum(wait <= plan["threshold_seconds"] * plan["factor"] for wait in waits) / len(waits) if waits else None
+    figures.update(service_level=level, service_level_client=client_level, threshold_seconds=threshold, factor=plan["factor"])
+    measurable = threshold >= _minimum_threshold()
+    detail = (
+        f"{within} of {answered} answered within {threshold * 1000:.0f} ms (20 s of the model day); "
+        f"client-measured {_percent(client_level)}; abandoned {stats.get('abandoned', 0)}"
+    )
+    if not measurable:
+        detail += f"; not checked: a {threshold * 1000:.0f} ms threshold is below what HTTP round trips can measure (use --minutes ≥ 8)"
+    return [Result("service level of the compressed day", (level is not None and level >= target) if measurable else None, _percent(level), f"≥ {_percent(target)}", detail)]
+
+
+def _minimum_threshold() -> float:
+    from .plan import SERVICE_LEVEL_THRESHOLD_MIN_SECONDS
+
+    return SERVICE_LEVEL_THRESHOLD_MIN_SECONDS
+
+
+def step_figures(run: Run, step: dict[str, Any], excluded: tuple[float, float] | None) -> dict[str, Any]:
+    """One ramp step: achieved rate, service level, latency, errors and who was busy."""
+    from .runner import cpu_share, machine_busy
+
+    journal = run.journal
+    assert journal is not None
+    plan = run.plan
+    start, end = step["start"], step.get("cut", step["end"])
+    seconds = max(1e-9, end - start)
+    created = [c for c in journal.created.values() if start <= c["sent"] < end]
+    threshold = plan["threshold_seconds"]
+    within = sum(1 for c in created if c["id"] in journal.answered and journal.answered[c["id"]]["at"] - c["sent"] <= threshold)
+    # Latency of the step's steady part: its first second is the change of rate.
+    requests: Window = window(run.timeline, start + 1, end, exclude=excluded)
+    names = ["locust", *sorted(run.cluster_nodes), "witness"]
+    cpu = {name: cpu_share(run.samples, name, start, end) for name in names}
+    return {
+        "rate": step["rate"], "start": start, "end": end, "created": len(created), "achieved": len(created) / seconds,
+        "service_level": within / len(created) if created else None, "p50_ms": requests.p(0.5), "p99_ms": requests.p(0.99),
+        "requests_per_second": requests.requests / seconds, "error_ratio": requests.error_ratio, "failures": requests.failures,
+        "cpu": cpu, "machine_busy": machine_busy(run.samples, start, end),
+    }
+
+
+def _step_holds(figure: dict[str, Any], run: Run) -> list[str]:
+    """Why a step does not hold ([] when it does)."""
+    options = run.options
+    reasons = []
+    if figure["achieved"] < 0.95 * figure["rate"]:
+        reasons.append(f"only {figure['achieved']:.1f} calls/s created")
+    if figure["service_level"] is None or figure["service_level"] < run.plan["target_service_level"]:
+        reasons.append(f"service level {_percent(figure['service_level'])}")
+    if figure["p99_ms"] is None or figure["p99_ms"] >= options.p99_ms:
+        reasons.append(f"p99 {_ms(figure['p99_ms'])}")
+    if figure["error_ratio"] > options.max_error_ratio:
+        reasons.append(f"errors {_percent(figure['error_ratio'])}")
+    return reasons
+
+
+def limiting_process(figure: dict[str, Any]) -> str:
+    busy = {name: share for name, share in figure["cpu"].items() if share is not None}
+    if not busy:
+        return "unknown"
+    name, share = max(busy.items(), key=lambda item: item[1])
+    machine = figure.get("machine_busy")
+    text = f"{name} at {share * 100:.0f} % of a core"
+    if machine is not None:
+        text += f", machine {machine * 100:.0f} % busy"
+    return text
+
+
+def _stress(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | None) -> list[Result]:
+    journal = run.journal
+    assert journal is not None
+    cut = next((event for event in journal.events if event["e"] == "step_cut"), None)
+    steps = []
+    for step in journal.steps:
+        step = dict(step)
+        if cut is not None and step["index"] == cut["index"]:
+            step["cut"] = cut["at"]
+        if cut is not None and step["index"] > cut["index"]:
+            continue
+        steps.append(step)
+    rows = [step_figures(run, step, excluded) for step in steps]
+    breaking = None
+    first_failure = None
+    for row in rows:
+        row["reasons"] = _step_holds(row, run)
+        row["holds"] = not row["reasons"]
+        if row["holds"] and first_failure is None:
+            breaking = row
+        elif not row["holds"] and first_failure is None:
+            first_failure = row
+    figures["steps"] = rows
+    figures["breaking_point"] = breaking["rate"] if breaking else 0.0
+    figures["breaking_point_p99_ms"] = breaking["p99_ms"] if breaking else None
+    figures["limit"] = (
+        f"at {first_failure['rate']:g} calls/s: {', '.join(first_failure['reasons'])}; busiest: {limiting_process(first_failure)}"
+        if first_failure else "no step failed: raise the ramp (--rates) to find the limit"
+    )
+    if breaking is not None:
+        figures["breaking_point_cpu"] = limiting_process(breaking)
+    rate = figures["breaking_point"]
+    target = run.options.target_rate
+    detail = (
+        f"{rate:g} calls/s sustained = {rate * 86400:,.0f} calls a day, p99 {_ms(figures['breaking_point_p99_ms'])}; limit: {figures['limit']}"
+    )
+    return [Result("stress: highest sustained call rate", rate >= target, f"{rate:g} calls/s", f"≥ {target:g} calls/s", detail)]
+
+
+def _soak(run: Run, figures: dict[str, Any]) -> list[Result]:
+    """Latency and memory over time: windows of a sixth of the run (at most five minutes)."""
+    journal = run.journal
+    assert journal is not None
+    start, end = steady_window(run)
+    length = min(300.0, max(10.0, (end - start) / 6))
+    rows = []
+    moment = start
+    while moment + length <= end + 1e-6:
+        requests = window(run.timeline, moment, moment + length)
+        created = sum(1 for c in journal.created.values() if c["sent"] < moment + length)
+        rss = [s for s in run.samples if moment <= s["t"] < moment + length and run.primary_at_end in s]
+        rows.append({
+            "start": moment, "p99_ms": requests.p(0.99), "requests": requests.requests, "created_so_far": created,
+            "primary_rss": rss[-1][run.primary_at_end]["rss"] if rss else None,
+        })
+        moment += length
+    figures["soak_windows"] = rows
+    results: list[Result] = []
+    if len(rows) >= 3:
+        first, last = rows[1], rows[-1]  # the first window is the warm-up
+        p_first = max(5.0, first["p99_ms"] or 0.0)
+        flat = last["p99_ms"] is not None and last["p99_ms"] <= 2 * p_first
+        results.append(Result("soak: p99 latency stays flat", flat, f"{_ms(first['p99_ms'])} → {_ms(last['p99_ms'])}", "last ≤ 2 × second window", ""))
+        if first["primary_rss"] and last["primary_rss"] and last["created_so_far"] > first["created_so_far"]:
+            growth = (last["primary_rss"] - first["primary_rss"]) / (last["created_so_far"] - first["created_so_far"])
+            figures["bytes_per_call"] = growth
+            results.append(Result(
+                "soak: primary memory per retained interaction", growth <= run.options.max_bytes_per_call,
+                f"{growth:,.0f} B/call", f"≤ {run.options.max_bytes_per_call:,.0f} B/call",
+                f"RSS {first['primary_rss'] / 2**20:.0f} → {last['primary_rss'] / 2**20:.0f} MiB; the ACD keeps interactions for "
+                "retention_days, so memory grows with calls by design: a leak shows as far more per call",
+            ))
+    else:
+        results.append(Result("soak: long enough to judge", None, f"{len(rows)} windows", "≥ 3", "run longer (--minutes)"))
+    return results
