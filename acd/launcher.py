@@ -171,6 +171,11 @@ class LocalCluster:
         return process is not None and process.poll() is None
 
     def close(self) -> None:
+        self.stop()
+        self.client.close()
+
+    def stop(self) -> None:
+        """Terminate every process (they can be started again)."""
         for process in self.processes.values():
             if process.poll() is None:
                 try:
@@ -184,7 +189,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.client.close()
 
     def __enter__(self) -> LocalCluster:
         return self

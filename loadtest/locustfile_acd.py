@@ -424,7 +424,7 @@ class AgentDesk(FastHttpUser):
         self.handling: set[str] = set()
         self.on_break = False
         self.away_since: float | None = None
-        self.group = gevent.pool.Group()
+        self.work = gevent.pool.Group()
         DESKS[self.name] = self
         agent = f"/v1/agents/{self.name}"
         for step in ("login", "ready"):
@@ -432,12 +432,12 @@ class AgentDesk(FastHttpUser):
                 pass
         READY_DESKS.add(self.name)
         if PLAN["stream"] == "agent":
-            stream = EventStream(f"{agent}/events", f"agent:{self.name}", self.on_event, lambda: self.group.spawn(self.resync))
-            self.group.spawn(stream.run)
+            stream = EventStream(f"{agent}/events", f"agent:{self.name}", self.on_event, lambda: self.work.spawn(self.resync))
+            self.work.spawn(stream.run)
         elif len(READY_DESKS) == 1:
             gevent.spawn(CENTER_STREAM.run)
-        self.group.spawn(self.follow_breaks)
-        self.group.spawn(self.end_of_day)
+        self.work.spawn(self.follow_breaks)
+        self.work.spawn(self.end_of_day)
 
     @task
     def desk(self) -> None:
@@ -454,9 +454,9 @@ class AgentDesk(FastHttpUser):
             self.offered(data["call"])
         elif event_type == "agent.changed":
             if data.get("state") == "not_ready" and data.get("reason") == "no_answer":
-                self.group.spawn(self.back_after_miss)
+                self.work.spawn(self.back_after_miss)
         elif event_type == "stream.reset":
-            self.group.spawn(self.resync)
+            self.work.spawn(self.resync)
 
     def resync(self) -> None:
         """After (re)connecting a stream: pick up an offer or a missed-offer state we did not see."""
@@ -467,13 +467,13 @@ class AgentDesk(FastHttpUser):
         if offer:
             self.offered(offer)
         if result.data.get("state") == "not_ready" and result.data.get("reason") == "no_answer":
-            self.group.spawn(self.back_after_miss)
+            self.work.spawn(self.back_after_miss)
 
     def offered(self, call_id: str) -> None:
         if call_id in self.handling or LOGOUT.is_set():
             return
         self.handling.add(call_id)
-        self.group.spawn(self.handle, call_id)
+        self.work.spawn(self.handle, call_id)
 
     # -------------------------------------------------------------- one interaction
 

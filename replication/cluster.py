@@ -198,7 +198,7 @@ class Member:
                 if not self.lease_valid():
                     raise NotPrimary(f"node {self.name} lost its lease", self.primary_api())
                 deadline = self.clock() + self.standby_timeout
-            with trio.move_on_at(deadline):
+            with trio.move_on_after(deadline - self.clock()):  # self.clock may be injected: not trio's
                 await self.acked_changed.wait()
 
     def _acked(self, lsn: int) -> None:
@@ -433,7 +433,7 @@ class Member:
                 await self._ship_once()
             except* CONNECTION_ERRORS as group:
                 log.info("shipping to %s interrupted: %r", self.peer.name, _first(group))
-            except* _StandbyTooSlow:
+            except* (_StandbyTooSlow, trio.TooSlowError):  # TooSlowError: connect hung (partition)
                 log.warning("standby %s stopped answering", self.peer.name)
             except* StoreError as group:
                 log.error("shipping to %s stopped on a store error: %s", self.peer.name, _first(group))

@@ -632,24 +632,41 @@ def mmc_center(agents: int, threshold_seconds: float, *, retention_days: int = 1
 
 
 class BatchMeans:
-    """Per-call outcomes in the measured window, folded into equal-time batches."""
+    """Per-call outcomes after the warm-up, folded into equal-time batches by arrival time.
 
-    def __init__(self, start: float, end: float, batches: int, threshold: float) -> None:
+    Batches are counted as calls arrive and as their outcome (answered or abandoned) comes,
+    so a batch is complete when every call that arrived in it has an outcome; the run can be
+    extended batch by batch without losing or double-counting a call.
+    """
+
+    def __init__(self, start: float, batch_seconds: float, threshold: float) -> None:
         self.start = start
-        self.end = end
-        self.batches = batches
-        self.length = (end - start) / batches
+        self.length = batch_seconds
         self.threshold = threshold
-        self.offered = [0] * batches
-        self.answered = [0] * batches
-        self.within = [0] * batches
-        self.abandoned = [0] * batches
-        self.wait = [0.0] * batches
-        self.busy = [0.0] * batches
+        self.arrived: list[int] = []
+        self.offered: list[int] = []
+        self.answered: list[int] = []
+        self.within: list[int] = []
+        self.abandoned: list[int] = []
+        self.wait: list[float] = []
+        self.busy: list[float] = []
         self.all_offered = 0
         self.all_answered = 0
         self.all_within = 0
         self.all_abandoned = 0
+
+    def _grow(self, index: int) -> None:
+        while len(self.arrived) <= index:
+            for series in (self.arrived, self.offered, self.answered, self.within, self.abandoned):
+                series.append(0)
+            self.wait.append(0.0)
+            self.busy.append(0.0)
+
+    def arrival(self, at: float) -> None:
+        if at >= self.start:
+            index = int((at - self.start) / self.length)
+            self._grow(index)
+            self.arrived[index] += 1
 
     def outcome(self, call: CallSpec) -> None:
         answered = call.outcome == "answered"
@@ -658,9 +675,10 @@ class BatchMeans:
         self.all_answered += answered
         self.all_within += within
         self.all_abandoned += call.outcome == "abandoned"
-        if not self.start <= call.arrival < self.end:
+        if call.arrival < self.start:
             return
         index = int((call.arrival - self.start) / self.length)
+        self._grow(index)
         self.offered[index] += 1
         if answered:
             self.answered[index] += 1
@@ -672,34 +690,72 @@ class BatchMeans:
     def talk(self, _call: CallSpec, begin: float, end: float) -> None:
         """Agent busy time, cut into the batches it overlaps."""
         begin = max(begin, self.start)
-        end = min(end, self.end)
         while begin < end:
             index = int((begin - self.start) / self.length)
-            boundary = self.start + (index + 1) * self.length
-            upto = min(end, boundary)
-            self.busy[min(index, self.batches - 1)] += upto - begin
+            self._grow(index)
+            upto = min(end, self.start + (index + 1) * self.length)
+            self.busy[index] += upto - begin
             begin = upto
+
+    def complete(self, batches: int) -> bool:
+        """Whether every call that arrived in the first `batches` batches has its outcome."""
+        self._grow(batches - 1)
+        return self.arrived[:batches] == self.offered[:batches]
+
+    def figures(self, batches: int, agents: int) -> tuple[dict[str, float], dict[str, float]]:
+        """Point estimates over the first `batches` batches and their 95 % half-widths."""
+        offered = self.offered[:batches]
+        answered = self.answered[:batches]
+        per_batch = {
+            "service_level": [w / o if o else 0.0 for w, o in zip(self.within, offered, strict=False)],
+            "asa": [s / a if a else 0.0 for s, a in zip(self.wait, answered, strict=False)],
+            "abandon_rate": [b / o if o else 0.0 for b, o in zip(self.abandoned, offered, strict=False)],
+            "occupancy": [busy / (agents * self.length) for busy in self.busy[:batches]],
+        }
+        total_offered = sum(offered)
+        total_answered = sum(answered)
+        point = {
+            "service_level": sum(self.within[:batches]) / total_offered if total_offered else 0.0,
+            "asa": sum(self.wait[:batches]) / total_answered if total_answered else 0.0,
+            "abandon_rate": sum(self.abandoned[:batches]) / total_offered if total_offered else 0.0,
+            "occupancy": sum(self.busy[:batches]) / (agents * self.length * batches),
+        }
+        half = {name: batch_interval(values)[1] for name, values in per_batch.items()}
+        return point, half
 
 
 def run_mmc(
     *, arrivals_per_hour: float, aht_seconds: float, agents: int, patience_seconds: float | None = None,
     threshold_seconds: float = 20.0, hours: float | None = None, warmup_hours: float | None = None,
     seed: int = 1, batches: int = 25, progress: bool = False, retention_days: int = 1,
+    precision: dict[str, float] | None = None, max_hours: float | None = None,
 ) -> dict[str, Any]:
     """A single M/M/c(+M) queue through the real core; figures with batch-means 95 % intervals.
 
     Poisson arrivals, exponential talk time (the whole handling time: no ring, no wrap-up) and,
     with `patience_seconds`, exponential patience. The first `warmup_hours` (default: the
-    longer of one hour and 50 handling times) are run but not measured, so that the measured
-    part starts near steady state; `hours` (default: enough for 20,000 calls) are measured and
-    cut into `batches` equal batches by arrival time. Each figure's interval is the batch
-    mean +- t(0.975, batches - 1) * sd / sqrt(batches) (batch means: Law, "Simulation
-    Modeling and Analysis", 9.5.3); with batches this long their correlation is negligible.
+    longer of one hour and 50 handling times) run but are not measured, so that measuring
+    starts near steady state; then `hours` (default: enough for 20,000 calls) are measured,
+    cut into `batches` equal batches by arrival time. A figure's interval is its estimate
+    +- t(0.975, batches - 1) * sd(batch means) / sqrt(batches) (batch means: Law, "Simulation
+    Modeling and Analysis", 9.5.3); batches of hundreds of calls are long enough for their
+    correlation to be negligible except right at full load.
+
+    `precision` ({"service_level": 0.02, "asa": 5.0, ...}, absolute half-widths) extends the
+    run, batch by batch, until every named interval is that narrow or `max_hours` is reached.
+    The simulation is one stream: stopping to look does not change it, so an extended run is
+    the same run as one planned that long from the start.
     """
     from .erlang import erlang_a_metrics, erlang_c_metrics
 
     if arrivals_per_hour <= 0 or aht_seconds <= 0 or agents < 1:
         raise ValueError("arrivals per hour and AHT must be > 0, agents >= 1")
+    if patience_seconds:
+        analytic = erlang_a_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
+                                    patience_seconds=patience_seconds, threshold_seconds=threshold_seconds)
+    else:
+        analytic = erlang_c_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
+                                    threshold_seconds=threshold_seconds)
     rate = arrivals_per_hour / 3600.0
     if hours is None:
         hours = max(1.0, 20_000 / arrivals_per_hour)
@@ -707,36 +763,34 @@ def run_mmc(
         warmup_hours = max(1.0, 50 * aht_seconds / 3600.0)
     start = MMC_START
     measure_from = start + warmup_hours * 3600.0
-    measure_to = measure_from + hours * 3600.0
+    batch_seconds = hours * 3600.0 / batches
+    stats = BatchMeans(measure_from, batch_seconds, threshold_seconds)
     calls_rng = random.Random(seed)
-    expected_calls = int((warmup_hours + hours) * arrivals_per_hour)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int((warmup_hours + hours) * arrivals_per_hour), unit="call", desc="mmc", leave=False, disable=None)
 
     def arrivals() -> Iterator[CallSpec]:
+        # An endless stream: the run stops by time, and may be extended.
         expovariate = calls_rng.expovariate
         service_rate = 1.0 / aht_seconds
         patience_rate = 1.0 / patience_seconds if patience_seconds else 0.0
+        arrival = stats.arrival
         at = start
         number = 0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=expected_calls, unit="call", desc="mmc", leave=False, disable=None)
         while True:
             at += expovariate(rate)
-            if at >= measure_to:
-                break
             number += 1
             talk = expovariate(service_rate)
             patience = expovariate(patience_rate) if patience_rate else math.inf
             if bar is not None and number % 2000 == 0:
                 bar.update(2000)
+            arrival(at)
             yield CallSpec(f"c{number}", at, "mmc", talk, patience)
-        if bar is not None:
-            bar.close()
 
     simulation = Simulation(mmc_center(agents, threshold_seconds, retention_days=retention_days), seed=seed, start=start)
-    stats = BatchMeans(measure_from, measure_to, batches, threshold_seconds)
     simulation.on_outcome = stats.outcome
     simulation.on_talk = stats.talk
     for agent in simulation.center.config.agents:
@@ -744,43 +798,40 @@ def run_mmc(
         simulation.command(c.Ready(agent=agent.name), start)
     simulation.feed(arrivals())
     began = time.perf_counter()
-    simulation.run()
+    measured = batches
+    limit = max(batches, int(round((max_hours or hours) * 3600.0 / batch_seconds)))
+    while True:
+        until = measure_from + measured * batch_seconds
+        simulation.run(until=until)
+        while not stats.complete(measured):  # the last callers of the window get their outcome
+            until += 600.0
+            simulation.run(until=until)
+        point, half = stats.figures(measured, agents)
+        if not precision or measured >= limit:
+            break
+        excess = max((half[name] / wanted) ** 2 for name, wanted in precision.items() if wanted > 0)
+        if excess <= 1.0:
+            break
+        more = min(limit, max(measured + 1, int(math.ceil(measured * excess * 1.1))))
+        if bar is not None:
+            bar.total = int(arrivals_per_hour * (warmup_hours + more * batch_seconds / 3600.0))
+            bar.refresh()
+        measured = more
     wall = time.perf_counter() - began
-
-    offered = sum(stats.offered)
-    answered = sum(stats.answered)
-    abandoned = sum(stats.abandoned)
-    within = sum(stats.within)
-    wait = sum(stats.wait)
-    per_batch_sl = [w / o if o else 0.0 for w, o in zip(stats.within, stats.offered, strict=True)]
-    per_batch_asa = [s / a if a else 0.0 for s, a in zip(stats.wait, stats.answered, strict=True)]
-    per_batch_abandon = [b / o if o else 0.0 for b, o in zip(stats.abandoned, stats.offered, strict=True)]
-    per_batch_occupancy = [busy / (agents * stats.length) for busy in stats.busy]
-    figures = {
-        "service_level": within / offered if offered else 0.0,
-        "asa": wait / answered if answered else 0.0,
-        "abandon_rate": abandoned / offered if offered else 0.0,
-        "occupancy": sum(stats.busy) / (agents * (measure_to - measure_from)),
-    }
-    ci = {}
-    for name, values in [("service_level", per_batch_sl), ("asa", per_batch_asa),
-                         ("abandon_rate", per_batch_abandon), ("occupancy", per_batch_occupancy)]:
-        _mean, half = batch_interval(values)
-        ci[name] = [figures[name] - half, figures[name] + half]
-    if patience_seconds:
-        analytic = erlang_a_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
-                                    patience_seconds=patience_seconds, threshold_seconds=threshold_seconds)
-    else:
-        analytic = erlang_c_metrics(arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents,
-                                    threshold_seconds=threshold_seconds)
+    if bar is not None:
+        bar.close()
+    offered = sum(stats.offered[:measured])
+    answered = sum(stats.answered[:measured])
+    ci = {name: [point[name] - half[name], point[name] + half[name]] for name in point}
     total_calls = stats.all_offered
     return {
         "model": analytic.model,
         "arrivals_per_hour": arrivals_per_hour, "aht_seconds": aht_seconds, "agents": agents,
         "patience_seconds": patience_seconds, "threshold_seconds": threshold_seconds, "seed": seed,
-        "hours": hours, "warmup_hours": warmup_hours, "batches": batches,
-        "offered": offered, "answered": answered, "answered_within": within, "abandoned": abandoned,
-        **figures,
+        "hours": measured * batch_seconds / 3600.0, "warmup_hours": warmup_hours, "batches": measured,
+        "offered": offered, "answered": answered, "answered_within": sum(stats.within[:measured]),
+        "abandoned": sum(stats.abandoned[:measured]),
+        **point,
         "ci": ci,
         "analytic": analytic.to_dict(),
         "simulated_calls": total_calls,

@@ -402,6 +402,9 @@ class CenterMachine(RuleBasedStateMachine):
         restored = Center.restore(data)
         for command, at in self.log[position:]:
             assert not isinstance(restored.apply(command, at), Rejection), command
+        if restored.state_hash() != expected:  # DEBUG
+            import pickle
+            pickle.dump((self.log, position, data), open("/tmp/scratch/fail.pkl", "wb"))
         assert restored.state_hash() == expected, (
             f"restoring the snapshot at log position {position} diverged: {differences(restored, self.center)}"
         )

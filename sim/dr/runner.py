@@ -48,7 +48,7 @@ from .storage import scratch_root, wipe
 from .trace import Trace, TraceHandler
 from .workload import History, Workload
 
-STEPS_PER_SIMULATED_SECOND_MAX = 20_000   # a livelock (time stands still, tasks spin) ends the run
+STEPS_PER_SIMULATED_SECOND_MAX = 5_000   # a livelock (time stands still, tasks spin) ends the run
 FIRST_PRIMARY_SECONDS_MAX = 30.0
 
 

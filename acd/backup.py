@@ -1,0 +1,332 @@
+"""Backup, restore and export of a node's store (`acd backup`, `acd restore`, `acd export`).
+
+A backup is LMDB's own consistent copy with compaction, taken from the running node's data
+directory by a read-only reader in this process (LMDB lets any number of readers work beside
+the writer), then opened and fully verified (checksums, LSN continuity, epochs) before a
+manifest with the cluster, node, epoch, LSN and the file's SHA-256 is written next to it.
+
+`restore` seeds a node's data directory from a backup: it refuses a backup of another
+cluster, a damaged file, and a data directory in use; it keeps a directory it replaces. A
+restored node starts as standby and catches up from the primary (or is truncated to what the
+cluster acknowledged).
+
+`export` writes one record per completed interaction from a consistent copy of the store.
+Caller numbers are personal data: the core keeps them only as a masked form and a keyed hash
+(the clear number only while a call-back is pending), so an export carries the masked number;
+`--unmask` (admin token when tokens are configured) adds the keyed hash, which links repeat
+callers without revealing them. No clear number is retained for completed interactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgspec
+
+from acd import settings as settings_module
+from acd.core.calendar import load_zone
+from acd.core.state import CallState
+from acd.store import Store, StoreError
+
+MANIFEST = "manifest.json"
+
+
+class BackupError(Exception):
+    """A backup or restore that must not go on; the message names the problem."""
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    cluster: str
+    node: str
+    epoch: int
+    lsn: int
+    snapshot_lsn: int
+    records: int
+    sha256: str
+    created_at: str
+    format: int = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_store(data_dir: Path, target: Path) -> None:
+    """A consistent, compacted copy of the LMDB environment in `data_dir` (node may be running)."""
+    if not (data_dir / "data.mdb").exists():
+        raise BackupError(f"{data_dir}: no store here (no data.mdb)")
+    target.mkdir(parents=True, exist_ok=True)
+    if any(target.iterdir()):
+        raise BackupError(f"{target}: the backup folder must be empty")
+    try:
+        env = lmdb.open(str(data_dir), readonly=True, lock=True, max_dbs=8, subdir=True)
+    except lmdb.Error as error:
+        raise BackupError(f"{data_dir}: cannot open the store to copy it: {error}") from None
+    try:
+        env.copy(str(target), compact=True)
+    finally:
+        env.close()
+
+
+def backup(settings: settings_module.Settings, node: str, target: Path) -> Manifest:
+    data_dir = settings.data_dir(node)
+    copy_store(data_dir, target)
+    try:
+        store = Store(target, cluster=settings.cluster.name, node=node)
+    except StoreError as error:
+        shutil.rmtree(target, ignore_errors=True)
+        raise BackupError(f"the copy of {data_dir} does not verify: {error}") from None
+    try:
+        statistics = store.statistics()
+        snapshot = store.latest_snapshot()
+        manifest = Manifest(
+            cluster=settings.cluster.name, node=node, epoch=store.epoch(), lsn=store.last_lsn(),
+            snapshot_lsn=snapshot.lsn if snapshot else 0, records=statistics.records, sha256="",
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+    finally:
+        store.close()
+    (target / "store.lock").unlink(missing_ok=True)
+    (target / "lock.mdb").unlink(missing_ok=True)
+    manifest.sha256 = _sha256(target / "data.mdb")
+    (target / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+    return manifest
+
+
+def read_manifest(source: Path) -> Manifest:
+    try:
+        return msgspec.json.decode((source / MANIFEST).read_bytes(), type=Manifest)
+    except FileNotFoundError:
+        raise BackupError(f"{source}: not a backup (no {MANIFEST})") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise BackupError(f"{source / MANIFEST}: damaged manifest: {error}") from None
+
+
+def _in_use(data_dir: Path) -> bool:
+    lock = data_dir / "store.lock"
+    if not lock.exists():
+        return False
+    descriptor = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def restore(settings: settings_module.Settings, node: str, source: Path, *, force: bool = False) -> tuple[Manifest, Path | None]:
+    manifest = read_manifest(source)
+    settings.node(node)
+    if manifest.cluster != settings.cluster.name:
+        raise BackupError(f"{source}: this backup is of cluster {manifest.cluster!r}, not {settings.cluster.name!r}")
+    if _sha256(source / "data.mdb") != manifest.sha256:
+        raise BackupError(f"{source / 'data.mdb'}: checksum does not match the manifest (damaged backup)")
+    data_dir = settings.data_dir(node)
+    kept: Path | None = None
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if _in_use(data_dir):
+            raise BackupError(f"{data_dir}: node {node} is running on this data directory; stop it first")
+        if not force:
+            raise BackupError(f"{data_dir} is not empty; pass --force to replace it (it is kept aside, not deleted)")
+        kept = data_dir.with_name(f"{data_dir.name}.replaced-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        data_dir.rename(kept)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "data.mdb", data_dir / "data.mdb")
+    if manifest.node != node:
+        # Seeding another node (replacing a dead one from the survivor's backup): the
+        # store records which node it belongs to, so say so before the node opens it.
+        env = lmdb.open(str(data_dir), max_dbs=8, subdir=True)
+        try:
+            meta = env.open_db(b"meta")
+            with env.begin(write=True) as txn:
+                txn.put(b"node", node.encode(), db=meta)
+        finally:
+            env.close()
+    try:
+        Store(data_dir, cluster=settings.cluster.name, node=node).close()
+    except StoreError as error:
+        raise BackupError(f"the restored store in {data_dir} does not verify: {error}") from None
+    return manifest, kept
+
+
+def completed_interactions(settings: settings_module.Settings, node: str) -> Iterator[dict[str, Any]]:
+    """Every interaction in a consistent copy of the node's state, as export records."""
+    from acd.node.node import Node
+
+    with tempfile.TemporaryDirectory(prefix="acd-export-") as temporary:
+        copy = Path(temporary) / "store"
+        copy_store(settings.data_dir(node), copy)
+        store = Store(copy, cluster=settings.cluster.name, node=node)
+        replica = Node(settings, node, store=store)
+        try:
+            zone = load_zone(settings.center.time_zone)
+            for call in replica.center.state.interactions.values():
+                if call.state not in (CallState.COMPLETED, CallState.ABANDONED, CallState.TRANSFERRED, CallState.CLOSED):
+                    continue
+                wait_end = call.answered_at if call.answered_at is not None else call.completed_at
+                yield {
+                    "id": call.id,
+                    "date": dt.datetime.fromtimestamp(call.arrived_at, zone).date().isoformat(),
+                    "arrived_at": _iso(call.arrived_at, zone),
+                    "answered_at": _iso(call.answered_at, zone),
+                    "ended_at": _iso(call.ended_at, zone),
+                    "completed_at": _iso(call.completed_at, zone),
+                    "outcome": call.state.value,
+                    "queue": call.handled_queue or call.queue,
+                    "agent": call.agent or "",
+                    "channel": call.channel,
+                    "caller": call.caller_masked,
+                    "caller_hash": call.caller_hash,
+                    "disposition": call.disposition or "",
+                    "survey": call.survey if call.survey is not None else "",
+                    "wait_seconds": round((wait_end or call.arrived_at) - call.queued_at, 1) if wait_end else "",
+                    "talk_seconds": round(call.ended_at - call.answered_at, 1) if call.ended_at and call.answered_at else "",
+                    "callback": call.callback,
+                    "transfers": call.transfers,
+                }
+        finally:
+            store.close()
+
+
+def _iso(at: float | None, zone: Any) -> str:
+    return dt.datetime.fromtimestamp(at, zone).isoformat(timespec="seconds") if at else ""
+
+
+def _admin(settings: settings_module.Settings, token: str) -> bool:
+    if not settings.tokens:
+        return True
+    wanted = settings_module.hash_token(token)
+    return any(entry.role == "admin" and entry.hash == wanted for entry in settings.tokens)
+
+
+def export(settings: settings_module.Settings, node: str, first: dt.date, last: dt.date, fmt: str, out: Any, *, unmask: bool) -> int:
+    columns = ["id", "date", "arrived_at", "answered_at", "ended_at", "completed_at", "outcome", "queue", "agent",
+               "channel", "caller", "disposition", "survey", "wait_seconds", "talk_seconds", "callback", "transfers"]
+    if unmask:
+        columns.append("caller_hash")
+    rows = sorted(
+        (record for record in completed_interactions(settings, node) if first.isoformat() <= record["date"] <= last.isoformat()),
+        key=lambda record: (record["arrived_at"], record["id"]),
+    )
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            out.write(json.dumps({column: row[column] for column in columns}, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def add_parsers(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "backup", help="consistent, verified copy of a node's store with a manifest",
+        description="Copy node NAME's store (LMDB's copy with compaction; the node may be running) to PATH, verify it "
+                    "and write manifest.json (cluster, node, epoch, LSN, SHA-256).",
+        epilog="example: acd backup --config cluster.toml --node a --to /backup/acd-2026-11-23",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE")
+    parser.add_argument("--node", required=True, metavar="NAME")
+    parser.add_argument("--to", required=True, metavar="PATH", help="an empty or new folder")
+    parser.set_defaults(run=_backup)
+
+    parser = subparsers.add_parser(
+        "restore", help="seed a node's data directory from a backup",
+        description="Seed node NAME's data directory from a backup folder. Refuses a backup of another cluster, a damaged "
+                    "backup and a running node; replaces a non-empty data directory only with --force, keeping the old "
+                    "one aside. The node then starts as standby and catches up from the primary.",
+        epilog="example: acd restore --config cluster.toml --node b --from /backup/acd-2026-11-23 --force",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE")
+    parser.add_argument("--node", required=True, metavar="NAME")
+    parser.add_argument("--from", dest="source", required=True, metavar="PATH")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty data directory (kept aside)")
+    parser.set_defaults(run=_restore)
+
+    parser = subparsers.add_parser(
+        "export", help="one record per completed interaction, CSV or JSON lines",
+        description="Export completed interactions (answered and wrapped up, abandoned, transferred out, closed) whose "
+                    "local arrival date is within --from..--to, from a consistent copy of a node's store. Caller numbers "
+                    "are masked; --unmask (admin) adds the keyed caller hash. Clear numbers are not retained.",
+        epilog="example: acd export --config cluster.toml --from 2026-11-01 --to 2026-11-30 --format csv > november.csv",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE")
+    parser.add_argument("--node", default="", metavar="NAME", help="node whose store to read (default: the first node)")
+    parser.add_argument("--from", dest="first", required=True, metavar="DATE", type=dt.date.fromisoformat)
+    parser.add_argument("--to", dest="last", required=True, metavar="DATE", type=dt.date.fromisoformat)
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    parser.add_argument("--output", default="-", metavar="FILE", help="file to write (default: standard output)")
+    parser.add_argument("--unmask", action="store_true", help="add the keyed caller hash (admin only)")
+    parser.add_argument("--token", default=os.environ.get("ACD_TOKEN", ""), help="admin token when tokens are configured")
+    parser.set_defaults(run=_export)
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _backup(args: argparse.Namespace) -> int:
+    settings = settings_module.load(args.config)
+    settings.node(args.node)
+    try:
+        manifest = backup(settings, args.node, Path(args.to))
+    except BackupError as error:
+        return _fail(f"backup: {error}")
+    print(f"backup of node {manifest.node} (cluster {manifest.cluster}) at epoch {manifest.epoch}, LSN {manifest.lsn}: "
+          f"{args.to} (sha256 {manifest.sha256[:16]}...)")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    settings = settings_module.load(args.config)
+    try:
+        manifest, kept = restore(settings, args.node, Path(args.source), force=args.force)
+    except BackupError as error:
+        return _fail(f"restore: {error}")
+    print(f"restored node {args.node} from the backup of node {manifest.node} at LSN {manifest.lsn} (epoch {manifest.epoch})"
+          + (f"; the old data directory is kept at {kept}" if kept else ""))
+    print("start the node: it joins as standby and catches up from the primary")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings = settings_module.load(args.config)
+    node = args.node or settings.nodes[0].name
+    settings.node(node)
+    if args.first > args.last:
+        return _fail(f"export: --from {args.first} is after --to {args.last}")
+    if args.unmask and not _admin(settings, args.token):
+        return _fail("export: --unmask needs an admin token (--token or ACD_TOKEN)")
+    try:
+        if args.output == "-":
+            count = export(settings, node, args.first, args.last, args.format, sys.stdout, unmask=args.unmask)
+        else:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                count = export(settings, node, args.first, args.last, args.format, out, unmask=args.unmask)
+    except (BackupError, StoreError) as error:
+        return _fail(f"export: {error}")
+    print(f"exported {count} interactions", file=sys.stderr)
+    return 0

@@ -1,0 +1,82 @@
+"""`python -m loadtest run SHAPE [--cluster CONFIG] [--minutes M] [--failover-at S] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import plan as plans
+
+EPILOG = """\
+examples:
+  python -m loadtest run day                          # a 2,000-call day in 10 minutes
+  python -m loadtest run day --failover-at 300        # ... with the primary killed half-way
+  python -m loadtest run day --minutes 0.5 --calls 300 --failover-at 12   # the smoke test in make test
+  python -m loadtest run stress                       # ramp 10..250 calls/s, print the breaking point
+  python -m loadtest run stress --rates 50,100,150 --step-seconds 30
+  python -m loadtest run soak --minutes 120 --rate 20
+  python -m loadtest run day --haproxy                # clients go through HAProxy (needs haproxy)
+"""
+
+
+def _rates(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import __doc__ as package_doc
+
+    top = argparse.ArgumentParser(prog="python -m loadtest", description=package_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start a cluster, run Locust headless, check, report", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("shape", choices=("day", "stress", "soak"))
+    run.add_argument("--cluster", type=Path, default=plans.DEFAULT_CONFIG, help="cluster config to copy (default: %(default)s)")
+    run.add_argument("--minutes", type=float, default=None, help="length of the load: the compressed day (10), the ramp (4), the soak (60)")
+    run.add_argument("--failover-at", type=float, default=None, metavar="S", help="SIGKILL the primary S seconds after the first arrival")
+    run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
+    run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
+    run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy (deploy/haproxy.cfg, else loadtest/haproxy.cfg)")
+    day = run.add_argument_group("day")
+    day.add_argument("--calls", type=int, default=2000, help="calls in the day (default: %(default)s)")
+    day.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the day (default: %(default)s)")
+    day.add_argument("--seed", type=int, default=120, help="workload seed (default: %(default)s)")
+    day.add_argument("--drain", type=float, default=None, help="seconds the agents get to empty the queues after the last arrival")
+    rate = run.add_argument_group("stress and soak")
+    rate.add_argument("--rates", type=_rates, default=None, help="ramp steps in calls/s, e.g. 25,50,100 (default: 10,25,50,...,250)")
+    rate.add_argument("--step-seconds", type=float, default=None, help="seconds per ramp step (default: --minutes split evenly)")
+    rate.add_argument("--rate", type=float, default=10.0, help="soak: calls per second (default: %(default)s)")
+    rate.add_argument("--agents", type=int, default=400, help="generated agents (default: %(default)s)")
+    rate.add_argument("--talk", type=float, default=1.0, help="seconds each generated call is talked (default: %(default)s)")
+    rate.add_argument("--threshold", type=float, default=1.0, help="service-level threshold in seconds (default: %(default)s)")
+    rate.add_argument("--target-rate", type=float, default=100.0, help="stress passes at this many calls/s (default: %(default)s)")
+    limits = run.add_argument_group("limits")
+    limits.add_argument("--p99-ms", type=float, default=50.0, help="p99 latency limit outside the failover window (default: %(default)s)")
+    limits.add_argument("--max-error-ratio", type=float, default=0.001, help="failed requests outside the failover window (default: %(default)s)")
+    limits.add_argument("--max-outage", type=float, default=3.0, help="longest client-seen outage at failover, seconds (default: %(default)s)")
+    limits.add_argument("--max-bytes-per-call", type=float, default=16384.0, help="soak: primary memory growth per interaction (default: %(default)s)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .runner import Options, run
+
+    options = Options(
+        shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, out=args.out,
+        calls=args.calls, seed=args.seed, scenario=args.scenario, drain=args.drain, rates=args.rates,
+        step_seconds=args.step_seconds, rate=args.rate, agents=args.agents, talk=args.talk, threshold=args.threshold,
+        rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy, p99_ms=args.p99_ms,
+        max_error_ratio=args.max_error_ratio, max_outage=args.max_outage, target_rate=args.target_rate,
+        max_bytes_per_call=args.max_bytes_per_call,
+    )
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        print("\nloadtest: interrupted; every process was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
