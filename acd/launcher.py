@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -101,7 +102,9 @@ class LocalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.client = httpx.Client(timeout=2.0)
+        ca = self.settings.resolve(self.settings.cluster.tls_ca) if self.settings.cluster.tls_ca else None
+        self.scheme = "https" if any(node.tls_cert for node in self.settings.nodes) else "http"
+        self.client = httpx.Client(timeout=2.0, verify=ssl.create_default_context(cafile=str(ca)) if ca else True)
 
     # ------------------------------------------------------------------ processes
 
@@ -199,11 +202,11 @@ class LocalCluster:
     # ------------------------------------------------------------------ HTTP
 
     def api(self, name: str) -> str:
-        return "http://" + self.settings.node(name).api
+        return f"{self.scheme}://" + self.settings.node(name).api
 
     def healthy(self, address: str) -> bool:
         try:
-            return self.client.get(f"http://{address}/healthz").status_code == 200
+            return self.client.get(f"{self.scheme}://{address}/healthz").status_code == 200
         except httpx.HTTPError:
             return False
 

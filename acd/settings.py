@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from acd.core.config import Center, ConfigError, validate_center
+from acd.core.config import Center, validate_center
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]
 
@@ -38,6 +38,9 @@ class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 1.5
     secret_file: str = ""
     production: bool = False
+    # TLS for replication and witness traffic: the CA that signed every node's and the
+    # witness's certificate. When set, nodes and the witness speak TLS to each other.
+    tls_ca: str = ""
 
 
 class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +58,8 @@ class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class WitnessSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     address: Address
     data_dir: str = "data/witness"
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class StoreSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -137,6 +142,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def data_dir(self, node: str) -> Path:
         return self.resolve(self.node(node).data_dir or f"data/{node}")
+
+    def replication_tls(self, cert: str, key: str) -> tuple[object | None, object | None]:
+        """(server context, client context) for replication/witness traffic, or (None, None)."""
+        if not self.cluster.tls_ca:
+            return None, None
+        import ssl
+
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.resolve(self.cluster.tls_ca)))
+        server = None
+        if cert and key:
+            server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server.load_cert_chain(str(self.resolve(cert)), str(self.resolve(key)))
+        return server, client
 
     def secret(self) -> bytes | None:
         if not self.cluster.secret_file:
@@ -285,6 +303,12 @@ def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
             if address in addresses:
                 problems.append((f"nodes[{index}].{field}", f"address {address} is also used by {addresses[address]}"))
             addresses[address] = f"nodes[{index}].{field}"
+    if shape.cluster.tls_ca:
+        for index, node in enumerate(shape.nodes):
+            if not (node.tls_cert and node.tls_key):
+                problems.append((f"nodes[{index}].tls_cert", "cluster.tls_ca is set: every node needs tls_cert and tls_key"))
+        if shape.witness is not None and not (shape.witness.tls_cert and shape.witness.tls_key):
+            problems.append(("witness.tls_cert", "cluster.tls_ca is set: the witness needs tls_cert and tls_key"))
     agents = {agent.get("name") for agent in shape.agents}
     for index, token in enumerate(shape.tokens):
         if token.role == "agent" and token.agent not in agents:

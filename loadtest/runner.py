@@ -220,7 +220,7 @@ class Runner:
                      f"rates {', '.join(f'{rate:g}' for rate, _ in steps)} calls/s, {steps[0][1]:g} s each")
         source = self.out / "source.toml"
         source.write_text(text, encoding="utf-8")
-        config = prepare_config(source, self.out, always_open=True)
+        config = _prepare_config(source, self.out)
         (self.out / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
         return config, plan
 
@@ -262,6 +262,7 @@ class Runner:
             if failover is not None:
                 failover.join(timeout=90)
             sampler.stopped.set()
+            (self.out / "samples.json").write_text(json.dumps(run.samples), encoding="utf-8")
             self.collect(run)
         finally:
             if sampler is not None:
@@ -400,6 +401,23 @@ class Runner:
                         totals[key] = totals.get(key, 0) + value
                 totals.setdefault("by_day", {})[day] = center
             run.stats = totals
+
+
+def _prepare_config(source: Path, out: Path) -> Path:
+    """`prepare_config`, again when two free ports it drew happen to be the same one.
+
+    `acd.launcher.free_port` closes each probe socket before the next, so the kernel may hand
+    out one port twice; `settings.load` then refuses the config ("also used by").
+    """
+    from acd.settings import SettingsError
+
+    for attempt in range(5):
+        try:
+            return prepare_config(source, out, always_open=True)
+        except SettingsError as error:
+            if "also used by" not in str(error) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _ready(address: str) -> bool:

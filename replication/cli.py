@@ -90,13 +90,15 @@ def _witness(args: argparse.Namespace) -> int:
         store = FileStateStore(settings.resolve(section.data_dir), settings.cluster.name)
         store.load()
         secret = settings.secret()
+        server_tls, client_tls = settings.replication_tls(section.tls_cert, section.tls_key)
     except (ValueError, OSError) as error:
         print(f"witness: {error}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
         witness = Witness(cluster=settings.cluster.name, address=section.address, store=store,
-                          lease_seconds=settings.cluster.failover_timeout, secret=secret, network=TcpNetwork())
+                          lease_seconds=settings.cluster.failover_timeout, secret=secret,
+                          network=TcpNetwork(server_tls, client_tls))  # type: ignore[arg-type]
         await witness.run()
 
     try:
@@ -136,7 +138,8 @@ async def _witness_status(settings: settings_module.Settings) -> dict[str, Any]:
     assert settings.witness is not None
     try:
         with trio.fail_after(2):
-            stream = await TcpNetwork().connect(settings.witness.address)
+            _server, client_tls = settings.replication_tls("", "")
+            stream = await TcpNetwork(None, client_tls).connect(settings.witness.address)  # type: ignore[arg-type]
             channel = Channel(stream, cluster=settings.cluster.name, secret=settings.secret())
             await handshake(channel, node="status", role="client", purpose="status", initiator=True)
             await channel.send(StatusRequest())

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from acd import buggify
 from acd.core import commands as c
 from acd.node.node import Node, NotPrimary
 from acd.settings import Settings
@@ -107,7 +108,10 @@ class Member:
         self.settings = settings
         self.name = node.name
         self.cluster = settings.cluster.name
-        self.network: Network = network or TcpNetwork()
+        if network is None:
+            server_tls, client_tls = settings.replication_tls(node.section.tls_cert, node.section.tls_key)
+            network = TcpNetwork(server_tls, client_tls)  # type: ignore[arg-type]
+        self.network: Network = network
         self.clock = clock
         self.secret = secret if secret is not None else settings.secret()
         peers = [n for n in settings.nodes if n.name != node.name]
@@ -184,6 +188,8 @@ class Member:
         self.new_records.set()
         self.new_records = trio.Event()
         if self.mode == "async" or not records:
+            return
+        if buggify.bug("ack_before_standby"):  # a deliberately broken variant for sim/dr's tests
             return
         target = records[-1].lsn
         deadline = self.clock() + self.standby_timeout

@@ -6,6 +6,7 @@ the disaster-recovery simulator can run the very same code over memory streams w
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -26,9 +27,19 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 class TcpNetwork:
+    """TCP, optionally wrapped in TLS (server context for listening, client context to connect)."""
+
+    def __init__(self, server_tls: ssl.SSLContext | None = None, client_tls: ssl.SSLContext | None = None) -> None:
+        self.server_tls = server_tls
+        self.client_tls = client_tls
+
     async def connect(self, address: str) -> trio.abc.Stream:
         host, port = split_address(address)
-        stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if self.client_tls is not None:
+            tls = trio.SSLStream(stream, self.client_tls, server_hostname=host)
+            await tls.do_handshake()
+            stream = tls
         return stream
 
     async def serve(self, address: str, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -36,7 +47,15 @@ class TcpNetwork:
         listeners = await trio.open_tcp_listeners(port, host=host)
 
         async def wrapped(stream: trio.SocketStream) -> None:
-            await handler(stream)
+            if self.server_tls is not None:
+                tls = trio.SSLStream(stream, self.server_tls, server_side=True)
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError:
+                    return  # a failed handshake: nothing to serve (the peer's TLS is wrong)
+                await handler(tls)
+            else:
+                await handler(stream)
 
         task_status.started()
         await trio.serve_listeners(wrapped, listeners)

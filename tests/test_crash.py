@@ -23,11 +23,14 @@ from pathlib import Path
 
 import httpx
 import lmdb
+import trio
 
-from acd.core import Center
+from acd.core import Center, Rejection
+from acd.core import commands as c
 from acd.node.verify import rebuild
 from acd.settings import load
 from tests.helpers import NodeProcess, wait_until
+from tests.helpers.inprocess import running_node
 
 KILLS = 20
 KILLS_WHILE_STARTING = 3
@@ -131,14 +134,15 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
     ledger = Ledger()
     kills_while_starting = set(rng.sample(range(1, KILLS), KILLS_WHILE_STARTING))
     same_state_checks = 0
+    node.start()
     try:
         for kill in range(KILLS):
             if kill in kills_while_starting:
+                node.kill()
                 node.spawn()
                 time.sleep(rng.uniform(0.0, 0.4))  # a random moment during start-up and recovery
                 node.kill()
             else:
-                node.start()
                 stop = threading.Event()
                 threads = [threading.Thread(target=pbx, args=(node.url, number, ledger, stop, random.Random(rng.random()))) for number in range(WRITERS)]
                 threads.append(threading.Thread(target=desktop, args=(node.url, ledger, stop)))
@@ -158,7 +162,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
             assert report.full_replay
             check_acknowledged(center, ledger)
 
-            node.start()
+            node.start()  # the restarted node serves the same state, and the clients' writes
             with httpx.Client(base_url=node.url, timeout=10) as client:
                 digest = client.get("/v1/admin/state").json()
                 if digest["lsn"] == report.lsn:  # else a timer fell due at start-up and ticked
@@ -170,7 +174,6 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
                     allowed = ledger.allowed(call)
                     assert allowed is None or response.json()["state"] in allowed
                 ledger.recent.clear()
-            node.kill()
         assert ledger.acknowledged > KILLS * 5
         assert same_state_checks >= KILLS // 2
     finally:
@@ -181,12 +184,16 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
 
 
 def node_with_history(tmp_path: Path, calls: int = 12) -> NodeProcess:
+    """A stopped node whose store holds a few records (written in-process, to save a start)."""
     node = NodeProcess(tmp_path)
-    node.start()
-    with httpx.Client(base_url=node.url, timeout=10) as client:
-        for number in range(calls):
-            assert client.post("/v1/calls", json={"id": f"history-{number}", "queue": "general", "caller": CALLER}).status_code == 201
-    assert node.stop() == 0
+
+    async def write() -> None:
+        async with running_node(load(node.config_path)) as running:
+            for number in range(calls):
+                command = c.Arrive(id=f"history-{number}", queue="general", caller=CALLER)
+                assert not isinstance(await running.node.submit(command), Rejection)
+
+    trio.run(write)
     return node
 
 

@@ -35,6 +35,7 @@ from typing import Protocol
 import msgspec
 import trio
 
+from acd import buggify
 from acd.core import Center, Rejection
 from acd.core import commands as c
 from acd.core.events import Event
@@ -206,6 +207,7 @@ class Node:
 
     async def append_records(self, records: Sequence[Record]) -> None:
         """Durably append records to the store (in a worker thread, so the loop keeps serving)."""
+        await buggify.point("store.append", self.name)  # simulator only: slow disk, paused process
         if self.append_in_thread:
             await trio.to_thread.run_sync(self.store.append, records)
         else:
@@ -324,6 +326,7 @@ class Node:
                 self.metrics.storage_full.inc()
                 self.reload(publish=False)
                 self._fail(batch, StorageFullError(str(error)))
+                await trio.sleep(0.5)  # a due timer would retry at once: back off, not spin (sim/dr)
                 return
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))

@@ -49,7 +49,7 @@ from replication.witness import MemoryStateStore, Witness
 
 from .network import SimNetwork
 from .storage import SimStore
-from .trace import Trace
+from .trace import CURRENT_PROCESS, Trace
 
 # Tuesday 10 March 2026, 09:00 in Seoul: a working morning in the sample center's calendar.
 BASE_WALL = datetime(2026, 3, 10, 9, 0, tzinfo=ZoneInfo("Asia/Seoul")).timestamp()
@@ -236,6 +236,7 @@ class SimCluster:
     async def _run_node(self, process: Process) -> None:
         settings = self.settings
         name = process.name
+        CURRENT_PROCESS.set(name)
         process.incarnation += 1
         store = None
         try:
@@ -279,6 +280,7 @@ class SimCluster:
     async def _run_witness(self, process: Process) -> None:
         settings = self.settings
         assert settings.witness is not None
+        CURRENT_PROCESS.set(WITNESS)
         process.incarnation += 1
         try:
             witness = Witness(

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .trace import CURRENT_PROCESS
+
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
@@ -347,7 +349,7 @@ class SimNetwork:
         connection = Connection(self, src, listener.owner, address)
         self.connections.append(connection)
         self.statistics.connections += 1
-        listener.nursery.start_soon(listener.handler, connection.server_stream)
+        listener.nursery.start_soon(_serve_as, listener.owner, listener.handler, connection.server_stream)
         return connection.client_stream
 
     async def serve(self, owner: str, address: str, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -360,6 +362,11 @@ class SimNetwork:
             finally:
                 if self.listeners.get(address) is listener:
                     del self.listeners[address]
+
+
+async def _serve_as(owner: str, handler: Handler, stream: SimStream) -> None:
+    CURRENT_PROCESS.set(owner)  # the handler runs in the listener's process, not the caller's
+    await handler(stream)
 
 
 class Endpoint:

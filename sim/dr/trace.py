@@ -12,6 +12,7 @@ the same hash, in this process or another (`tests/test_dr.py` runs seeds twice).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -63,23 +64,35 @@ class Trace:
         return hasher.hexdigest()
 
 
+# Which simulated process the running task belongs to (trio tasks inherit it from the task
+# that spawned them; the simulated network sets it for the handlers it starts for a listener).
+CURRENT_PROCESS: contextvars.ContextVar[str] = contextvars.ContextVar("sim_dr_process", default="-")
+
+
 class TraceHandler(logging.Handler):
-    """Copies log records of the node, replication and witness code into the trace."""
+    """Copies log records of the node, replication and witness code into the trace.
+
+    A message a process repeats (a retry loop logging each attempt) is written once, and
+    the number of repeats when it changes.
+    """
 
     def __init__(self, trace: Trace) -> None:
         super().__init__(logging.INFO)
         self.trace = trace
+        self.last: dict[str, tuple[str, int]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken log call must not end the run
             message = str(record.msg)
-        node = ""
-        for token in message.split():
-            if token.startswith("node="):
-                node = token[5:]
-                break
-        if not node and record.name == "acd.witness":
-            node = "witness"
-        self.trace.add("log", node or "-", f"{record.levelname.lower()} {message}")
+        node = CURRENT_PROCESS.get()
+        text = f"{record.levelname.lower()} {message}"
+        previous, repeats = self.last.get(node, ("", 0))
+        if text == previous:
+            self.last[node] = (text, repeats + 1)
+            return
+        if repeats:
+            self.trace.add("log", node, f"(the message before repeated {repeats} more times)")
+        self.last[node] = (text, 0)
+        self.trace.add("log", node, text)
