@@ -49,3 +49,13 @@ clean:
 
 bench-failover: $(STAMP)
 	$(BIN)/python -m bench.failover 20
+
+# Locust load tests of a real two-node cluster (loadtest/; see `python -m loadtest run --help`).
+loadtest-day: $(STAMP)
+	$(BIN)/python -m loadtest run day --minutes 10
+
+loadtest-failover: $(STAMP)
+	$(BIN)/python -m loadtest run day --minutes 10 --failover-at 300
+
+loadtest-stress: $(STAMP)
+	$(BIN)/python -m loadtest run stress

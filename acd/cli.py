@@ -62,8 +62,11 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
     serve.add_argument("--log-level", default="info", choices=logs.LEVELS, help="default: info")
     serve.set_defaults(run=_serve)
 
-    config = subparsers.add_parser("config", help="check or reload the configuration", formatter_class=Formatter,
-                                   description="Check a config file, or make the running primary apply it.")
+    config = subparsers.add_parser(
+        "config", help="check or reload the configuration", formatter_class=Formatter,
+        description="Check a config file, or make the running primary apply it.",
+        epilog="examples:\n  acd config check examples/busan-120.toml\n  acd config reload --config examples/busan-120.toml --token \"$ACD_TOKEN\"",
+    )
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
     check = config_commands.add_parser(
         "check", help="validate a config file and list every problem", formatter_class=Formatter,
@@ -91,8 +94,11 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
     reload.set_defaults(run=_config_reload)
     config.set_defaults(run=lambda args: _usage(config))
 
-    token = subparsers.add_parser("token", help="token helpers", formatter_class=Formatter,
-                                  description="Helpers for the [[tokens]] section.")
+    token = subparsers.add_parser(
+        "token", help="token helpers", formatter_class=Formatter,
+        description="Helpers for the [[tokens]] section.",
+        epilog="example:\n  openssl rand -hex 24 | tee admin.token | acd token hash",
+    )
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION")
     hash_parser = token_commands.add_parser(
         "hash", help="print the hash of a token for [[tokens]]", formatter_class=Formatter,
@@ -272,14 +278,21 @@ def _verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- entry point
 
 
+OWN_COMMANDS = ("serve", "config", "token", "verify")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = _parser()
-    try:
-        from replication.cli import register  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        register(subparsers)
+    # The replication layer's subcommands import its whole stack; `acd serve` (started and
+    # restarted by supervisors and tests) and the other commands here do not need them.
+    if not argv or argv[0] not in OWN_COMMANDS:
+        try:
+            from replication.cli import register
+        except ImportError:
+            pass
+        else:
+            register(subparsers)
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:

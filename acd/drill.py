@@ -224,9 +224,10 @@ class Drill:
             raise DrillError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         failover = self.settings.cluster.failover_timeout
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50)) as client:
-            before = await self.primary(client)
-            if before is None:
-                raise DrillError("the cluster has no single writable primary; heal it before drilling")
+            try:
+                before = await self.wait_primary(client, 10 * failover)
+            except DrillError:
+                raise DrillError("the cluster has no single writable primary; heal it before drilling") from None
             standby = next(node.name for node in self.settings.nodes if node.name != before)
             report = DrillReport(scenario=scenario, cluster=self.settings.cluster.name, primary_before=before)
             router = Router(self.addresses, client)

@@ -25,7 +25,8 @@ from typing import Any, TextIO
 
 # A phone-like run: 7 or more digits, maybe with +, spaces or dashes between them, not glued to
 # a word, a decimal point or an `=` (numeric fields such as lsn=12345678 stay readable).
-_PHONE = re.compile(r"(?<![\w.=:/])(\+?\d(?:[\d\- ]{5,}\d))(?![\w.])")
+_PHONE = re.compile(r"(?<![\w.=:/\-])(\+?\d(?:[\d\- ]{5,}\d))(?![\w.:\-])")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SENSITIVE_FIELD = re.compile(r"\b(caller|phone|number|msisdn)=(['\"]?)([+\d][\d\- ]*\d)")
 _KEY_VALUE_TAIL = re.compile(r"^(?P<message>[^=]*?)(?P<tail>(?:\s+[A-Za-z_][\w.]*=\S+)+)$")
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
@@ -48,7 +49,14 @@ def _mask_digits(run: str) -> str:
 def mask_numbers(text: str) -> str:
     """Mask phone-like digit runs (all but the last four digits) in free text."""
     text = _SENSITIVE_FIELD.sub(lambda m: f"{m[1]}={m[2]}{_mask_digits(m[3])}", text)
-    return _PHONE.sub(lambda m: _mask_digits(m[1]), text)
+    return _PHONE.sub(_mask_run, text)
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match[1]
+    if _DATE.fullmatch(run) or sum(ch.isdigit() for ch in run) < 7:
+        return run
+    return _mask_digits(run)
 
 
 def quote(value: Any) -> str:

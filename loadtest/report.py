@@ -155,9 +155,10 @@ def chart(run: Run) -> None:
     failures = [run.timeline[s].failures for s in seconds]
 
     figure, (calls, latency, errors) = plt.subplots(3, 1, figsize=(12, 9), sharex=True)
+    last = int(max(x, default=0)) + 1
+    span = list(range(-2, last + 1))
     for kind, colour in (("created", "tab:blue"), ("answered", "tab:green"), ("abandoned", "tab:red")):
-        keys = sorted(per_second[kind])
-        calls.plot(keys, [per_second[kind][k] for k in keys], label=kind, color=colour, linewidth=0.9)
+        calls.plot(span, [per_second[kind].get(k, 0) for k in span], label=kind, color=colour, linewidth=0.9)
     calls.set_ylabel("interactions / s")
     calls.legend(loc="upper right")
     latency.plot(x, p50, label="p50", color="tab:blue", linewidth=0.9)

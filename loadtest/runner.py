@@ -35,7 +35,8 @@ import httpx
 
 from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
 
-from . import checks, plan as plans, records, report
+from . import checks, records, report
+from . import plan as plans
 
 REPO = plans.REPO
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_acd.py"

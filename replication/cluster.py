@@ -383,13 +383,16 @@ class Member:
             if self.witness is not None:
                 sent_at = self.clock()
                 last_epoch, last_lsn = self._last_position()
+                # A slow answer still counts: the lease runs from when the request was sent.
                 reply = await self.witness.request(
                     VoteRequest(epoch=self.promised_epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, renew=True),
-                    self.renew_interval,
+                    self.lease_seconds / 3,
                 )
                 if isinstance(reply, VoteReply):
                     if reply.granted:
                         self._extend_lease(sent_at, reply.epoch)
+                    if reply.granted and self.forced:
+                        self.forced = False
                     elif reply.promised_epoch > self.promised_epoch or reply.reason in ("stale_epoch", "not_leader"):
                         if not self.forced:
                             self._see_epoch(reply.promised_epoch, reply.leader or None)
@@ -397,7 +400,7 @@ class Member:
                             return
             if self.peer is None and self.witness is None:
                 self.lease_until = self.clock() + self.lease_seconds
-            await trio.sleep(self.renew_interval)
+            await trio.sleep(max(0.0, sent_at + self.renew_interval - self.clock()) if self.witness is not None else self.renew_interval)
 
     async def _record_behind(self, lsn: int) -> bool:
         if self.witness is None or self.peer is None:

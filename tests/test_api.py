@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,6 +234,10 @@ def test_metrics_follow_prometheus_conventions(client: httpx.Client) -> None:
     assert commands[("Arrive", "accepted")] >= 1
     role = {s.labels["role"]: s.value for s in families["acd_node_role"].samples}
     assert role == {"primary": 1.0, "standby": 0.0}
+    promtool = shutil.which("promtool")  # installed by `make system-deps` (scripts/system-deps.sh)
+    if promtool:
+        linted = subprocess.run([promtool, "check", "metrics"], input=response.text, capture_output=True, text=True, check=False)
+        assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
 
 
 def test_config_reload_over_http_and_by_sighup(node: NodeProcess, client: httpx.Client) -> None:

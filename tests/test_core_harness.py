@@ -11,6 +11,7 @@ log on a fresh center and compare state hashes (invariant 7).
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -107,7 +108,7 @@ class Desk:
         return produced
 
     def arrive(self, call: str, queue: str = "q", caller: str | None = None, after: float = 0.0, **options: Any) -> list[e.Event]:
-        number = caller if caller is not None else "010" + str(abs(hash(call)) % 10**8).zfill(8)
+        number = caller if caller is not None else "010" + str(zlib.crc32(call.encode()) % 10**8).zfill(8)
         return self.do(c.Arrive(id=call, queue=queue, caller=number, **options), after=after)
 
     def answer(self, call: str, agent: str | None = None, after: float = 0.0) -> list[e.Event]:

@@ -150,7 +150,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
                 for thread in threads:
                     thread.start()
                 try:
-                    wait_until(lambda: ledger.acknowledged >= target, timeout=30, what=f"{target} acknowledged writes")
+                    wait_until(lambda target=target: ledger.acknowledged >= target, timeout=30, what=f"{target} acknowledged writes")
                 finally:
                     node.kill()  # SIGKILL while the clients are writing
                     stop.set()

@@ -9,7 +9,7 @@ import trio
 
 from acd.core import Rejection
 from acd.core import commands as c
-from acd.node.node import Accepted, Node, StorageFullError
+from acd.node.node import Accepted, Node
 from acd.node.verify import verify
 from acd.settings import Settings
 from tests.helpers.inprocess import running_node, write_settings
@@ -163,8 +163,10 @@ def test_full_store_refuses_writes_with_507_keeps_reads_and_recovers(tmp_path: P
             assert (await client.get("/v1/stats")).status_code == 200
             assert (await client.post("/v1/calls", json=_bulky(number + 1))).status_code == 507
             assert node.lsn == lsn == node.store.last_lsn()
-            # Room again (the operator raised the limit; `acd config reload` does this): writes work.
-            node.store.set_map_size_max_bytes(16 * 2**20)
+            # Room again: the operator raises the limit and reloads the config; writes work.
+            write_settings(tmp_path, store={"map_size_bytes": 2**20, "map_size_max_bytes": 16 * 2**20, "snapshot_every_records": 100_000})
+            reloaded = await client.post("/v1/config/reload")
+            assert reloaded.status_code == 200 and reloaded.json()["changed"] is False
             response = await client.post("/v1/calls", json=_bulky(number))
             assert response.status_code == 201, response.text
             assert (await client.post("/v1/agents/kim/login")).status_code == 200

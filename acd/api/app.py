@@ -141,16 +141,18 @@ class Api:
             node.metrics.center_collector = self._collector  # type: ignore[attr-defined]
         else:
             self._collector = node.metrics.center_collector  # type: ignore[attr-defined]
+        # Routes by path; a path with ids is keyed with "*" in place of each id, and the
+        # request's path is tried once per distinct set of id positions (one, today).
         self._exact: dict[str, dict[str, Route]] = {}
-        self._patterns: list[tuple[tuple[str, ...], dict[str, Route]]] = []
+        self._patterns: dict[tuple[str, ...], dict[str, Route]] = {}
+        self._id_positions: list[tuple[int, ...]] = []
         for route in ROUTES:
             if "{" in route.path:
-                for parts, methods in self._patterns:
-                    if parts == route.parts:
-                        methods[route.method] = route
-                        break
-                else:
-                    self._patterns.append((route.parts, {route.method: route}))
+                positions = tuple(index for index, part in enumerate(route.parts) if part.startswith("{"))
+                key = tuple("*" if index in positions else part for index, part in enumerate(route.parts))
+                self._patterns.setdefault(key, {})[route.method] = route
+                if positions not in self._id_positions:
+                    self._id_positions.append(positions)
             else:
                 self._exact.setdefault(route.path, {})[route.method] = route
 
@@ -177,20 +179,14 @@ class Api:
         methods = self._exact.get(path)
         params: tuple[str, ...] = ()
         if methods is None:
-            parts = tuple(path.strip("/").split("/"))
-            for pattern, candidates in self._patterns:
-                if len(pattern) != len(parts):
+            parts = path.strip("/").split("/")
+            for positions in self._id_positions:
+                if positions[-1] >= len(parts) or not all(parts[index] for index in positions):
                     continue
-                found: list[str] = []
-                for expected, actual in zip(pattern, parts, strict=True):
-                    if expected[0] == "{":
-                        if not actual:
-                            break
-                        found.append(actual)
-                    elif expected != actual:
-                        break
-                else:
-                    methods, params = candidates, tuple(found)
+                key = tuple("*" if index in positions else part for index, part in enumerate(parts))
+                methods = self._patterns.get(key)
+                if methods is not None:
+                    params = tuple(parts[index] for index in positions)
                     break
         if methods is None:
             raise ApiError(404, "not_found", f"no endpoint {path}")
@@ -623,18 +619,39 @@ class Api:
         body: schemas.SwitchoverBody = await self._body(request, _decoders[schemas.SwitchoverBody], empty_ok=True)
         if self.cluster is None:
             raise ApiError(409, "not_clustered", "this node runs standalone: there is no standby to switch over to")
-        return _json(200, await self.cluster.switchover(body.to))
+        return _json(200, await self._cluster_operation(self.cluster.switchover(body.to)))
+
+    async def promote(self, request: Request) -> Reply:
+        request.principal.require("admin")
+        body: schemas.PromoteBody = await self._body(request, _decoders[schemas.PromoteBody], empty_ok=True)
+        if self.cluster is None or not hasattr(self.cluster, "promote"):
+            raise ApiError(409, "not_clustered", "this node runs standalone: it is always the primary")
+        return _json(200, await self._cluster_operation(self.cluster.promote(body.force)))
+
+    async def _cluster_operation(self, operation: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Run a cluster operation; its refusals (an exception with a string `code`) become errors."""
+        try:
+            return await operation
+        except Exception as error:
+            code = getattr(error, "code", None)
+            if not isinstance(code, str):
+                raise
+            message = str(getattr(error, "message", "") or error)
+            if code == "not_primary":
+                raise ApiError(503, code, message, primary=self.node.replicator.primary_api()) from None
+            raise ApiError(404 if code == "unknown_node" else 409, code, message) from None
 
     async def reload(self, request: Request) -> Reply:
         request.principal.require("admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
         return _json(200, await self.reload_config(actor=f"api:{request.principal.name}"))
 
-    async def reload_config(self, actor: str) -> schemas.ConfigReloaded:
+    async def reload_config(self, actor: str, *, apply_center: bool = True) -> schemas.ConfigReloaded:
         """Re-read the node's config file; apply the center through the log, tokens and limits here.
 
         The center goes through the log as a `Configure` command, so it replicates and replays
-        like any other change. Tokens, stream and body limits and the store's map limit apply at
+        like any other change (only the primary can submit it: elsewhere `NotPrimary`, unless
+        `apply_center` is false, as for SIGHUP on a standby). Tokens, stream and body limits and the store's map limit apply at
         once on this node; anything else (addresses, cluster, pipeline sizes) needs a restart and
         is listed in `restart_needed`.
         """
@@ -645,20 +662,27 @@ class Api:
                 raise ApiError(400, "invalid_config", "the config file has problems; nothing was applied", problems=error.problems) from None
             restart_needed = _restart_needed(self.settings, fresh)
             node = self.node
-            node.settings = fresh
-            self.settings = fresh
-            self.auth = Authenticator(fresh.tokens)
+            # The map limit first: it may be what makes room for the Configure record.
             node.store.set_map_size_max_bytes(fresh.store.map_size_max_bytes)
-            result = await node.apply_settings_center(actor=actor)
-            if isinstance(result, Rejection):
-                raise ApiError(result.status, result.code, result.message, field=result.field)
+            center = node.center
+            changed = not (center.state.config_version and center.config == fresh.center)
+            if changed and apply_center:
+                await self._submit(c.Configure(center=fresh.center, actor=actor))
+            changed = changed and apply_center
+            # Only now the rest: a refused center leaves tokens and limits as they were. The
+            # cluster's shape (nodes, witness, cluster) stays as started; it needs a restart.
+            current = self.settings
+            merged = msgspec.structs.replace(fresh, path=current.path, cluster=current.cluster, nodes=current.nodes, witness=current.witness)
+            node.settings = merged
+            self.settings = merged
+            self.auth = Authenticator(merged.tokens)
             center = node.center
             log.info(
                 "config reloaded actor=%s changed=%s version=%d tokens=%d restart_needed=%s",
-                actor, result is not None, center.state.config_version, len(self.auth), ",".join(restart_needed) or "-",
+                actor, changed, center.state.config_version, len(self.auth), ",".join(restart_needed) or "-",
             )
             return schemas.ConfigReloaded(
-                changed=result is not None, version=center.state.config_version, lsn=node.lsn,
+                changed=changed, version=center.state.config_version, lsn=node.lsn,
                 queues=len(center.config.queues), agents=len(center.config.agents), tokens=len(self.auth),
                 restart_needed=restart_needed,
             )
@@ -706,11 +730,32 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     body: msgspec.json.Decoder(body)
     for body in (
         schemas.CallArrival, schemas.AgentAction, schemas.NoFields, schemas.TransferTo, schemas.WrapUpBody,
-        schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody,
+        schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody, schemas.PromoteBody,
     )
 }
 
 _CALL_ERRORS = (400, 401, 403, 404, 409, 413, 503, 507)
+
+_wallboard_cache: dict[str, bytes] = {}
+_WALLBOARD_HEADERS = (
+    (b"cache-control", b"no-cache"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"),
+)
+
+
+async def _wallboard(api: Api, request: Request) -> Reply:
+    """The supervisors' wall display (acd/api/wallboard.html), public like /healthz: the page
+    holds no data. Its script reads /v1/* from the same origin, with the supervisor token given
+    in the URL fragment (`/wallboard#token=...`, never sent to the server) when auth is on."""
+    body = _wallboard_cache.get("body")
+    if body is None:
+        from pathlib import Path
+
+        body = _wallboard_cache.setdefault("body", (Path(__file__).parent / "wallboard.html").read_bytes())
+    return Reply(200, body, content_type=b"text/html; charset=utf-8", headers=_WALLBOARD_HEADERS)
+
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/calls", Api.create_call, "An interaction arrives", schemas.CallArrival, views.CallCreated, 201, "pbx, admin", errors=_CALL_ERRORS),
@@ -736,12 +781,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/events", Api.center_events, "Server-Sent Events of the whole center, id = LSN, resumable with Last-Event-ID or ?after=LSN", None, None, roles="pbx, supervisor, admin", media="text/event-stream", errors=(400, 401, 403, 429, 503)),
     Route("GET", "/v1/cluster", Api.cluster_view, "This node's view of the cluster", None, schemas.ClusterView, roles="supervisor, admin", errors=(401, 403)),
     Route("POST", "/v1/cluster/switchover", Api.switchover, "Planned role swap (409 not_clustered on a standalone node)", schemas.SwitchoverBody, None, roles="admin", errors=(400, 401, 403, 409, 503)),
+    Route("POST", "/v1/cluster/promote", Api.promote, "Manual promotion of a standby when the witness is gone (`force` may lose writes)", schemas.PromoteBody, None, roles="admin", errors=(400, 401, 403, 409)),
     Route("POST", "/v1/config/reload", Api.reload, "Re-read the node's config file and apply the center through the log", schemas.NoFields, schemas.ConfigReloaded, roles="admin", errors=(400, 401, 403, 503, 507)),
     Route("GET", "/v1/admin/state", Api.state_digest, "LSN and hash of the node's state (compare with `acd verify`)", None, schemas.StateDigest, roles="admin", errors=(401, 403)),
     Route("GET", "/healthz", Api.health, "200 while the process works", None, schemas.Health, public=True),
     Route("GET", "/readyz", Api.ready_check, "200 only on the writable primary (load balancer check)", None, schemas.Health, public=True, errors=(503,)),
     Route("GET", "/metrics", Api.metrics, "Prometheus exposition", None, None, media="text/plain", public=True),
     Route("GET", "/openapi.json", Api.openapi, "This document", None, None, public=True),
+    Route("GET", "/wallboard", _wallboard, "The supervisors' wallboard: one HTML page, live from /v1/events (give a supervisor token as #token=... when auth is on)", None, None, media="text/html", public=True),
 )
 
 

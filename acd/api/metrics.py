@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from acd.core.state import Counters
 from acd.store import StoreStatistics
 
 from . import views
@@ -71,7 +72,7 @@ class CenterCollector(Collector):
             scheduled.add_metric([name], load.scheduled)
             longest.add_metric([name], load.longest_wait_seconds)
             queue_day = stats.queues.get(name) if stats is not None else None
-            kpis = views.kpis(queue_day.total) if queue_day is not None else views.kpis(views.Counters())
+            kpis = views.kpis(queue_day.total) if queue_day is not None else views.kpis(Counters())
             offered.add_metric([name], kpis.offered)
             answered.add_metric([name], kpis.answered)
             abandoned.add_metric([name], kpis.abandoned)
@@ -87,7 +88,7 @@ class CenterCollector(Collector):
                 queue_agents.add_metric([name, state], count)
         yield from (waiting, ringing, scheduled, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr, csat, queue_agents)
 
-        center_kpis = views.kpis(stats.center.total) if stats is not None else views.kpis(views.Counters())
+        center_kpis = views.kpis(stats.center.total) if stats is not None else views.kpis(Counters())
         center_offered = GaugeMetricFamily("acd_center_offered_today", "Interactions that reached the center today (local day)")
         center_offered.add_metric([], center_kpis.offered)
         center_answered = GaugeMetricFamily("acd_center_answered_today", "Interactions answered today, center-wide")

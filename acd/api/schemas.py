@@ -21,7 +21,7 @@ class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Base of request bodies."""
 
 
-class CallArrival(Body):
+class CallArrival(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An interaction arrives from the PBX or a chat/SMS gateway."""
 
     id: Name
@@ -32,37 +32,41 @@ class CallArrival(Body):
     attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], AttributeValue] = {}
 
 
-class AgentAction(Body):
+class AgentAction(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Answer or reject: the agent the call is offered to."""
 
     agent: Name
 
 
-class NoFields(Body):
+class NoFields(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """No fields; an empty body is accepted too."""
 
 
-class TransferTo(Body):
+class TransferTo(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     queue: Name
 
 
-class WrapUpBody(Body):
+class WrapUpBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     agent: Name
     disposition: Disposition
     abusive: bool = False
     callback_at: Timestamp | None = None
 
 
-class SurveyBody(Body):
+class SurveyBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     score: Score
 
 
-class NotReadyBody(Body):
+class NotReadyBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Text = ""
 
 
-class SwitchoverBody(Body):
+class SwitchoverBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     to: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+
+
+class PromoteBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    force: bool = False
 
 
 class Error(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -28,7 +28,15 @@ import msgspec
 from acd.core import Center
 from acd.core.calendar import DayClock, load_zone
 from acd.core.config import Capacity
-from acd.core.state import TERMINAL, AgentRecord, AgentState, CallState, Counters, DayStats, Interaction
+from acd.core.state import (
+    TERMINAL,
+    AgentRecord,
+    AgentState,
+    CallState,
+    Counters,
+    DayStats,
+    Interaction,
+)
 
 AGENT_STATES: tuple[str, ...] = tuple(state.value for state in AgentState)
 WORKING_STATES = ("offered", "busy", "wrapup")
@@ -342,8 +350,8 @@ def agent_time(center: Center, day: str, now: float) -> AgentTime:
     """
     stats = _day_stats(center, day)
     seconds = dict.fromkeys(AGENT_STATES, 0.0)
-    for record in stats.agents.values():
-        for state, spent in record.seconds.items():
+    for agent_day in stats.agents.values():
+        for state, spent in agent_day.seconds.items():
             seconds[state] = seconds.get(state, 0.0) + spent
     if day == local_day(center, now):
         day_start = _day_start(center.config.time_zone, now)

@@ -65,6 +65,12 @@ from .state import (
 S = CallState
 VULNERABLE_ATTRIBUTES = ("vulnerable", "elderly", "disabled")
 AHT_SMOOTHING = 0.1  # weight of the newest handling time in the per-queue moving average
+# At one instant, calls go back to (or take) their places before agents come free, so that a
+# freed agent takes the caller who was first in line (an offer that timed out at the same
+# instant is back in its place by then).
+TIMER_RANK = {
+    "offer": 0, "due": 1, "preferred": 2, "relax": 3, "overflow": 4, "wrapup": 5, "recovery": 6, "prune": 7,
+}
 
 
 class InvariantViolation(RuntimeError):
@@ -172,10 +178,10 @@ class Center:
         call = self.state.interactions.get(call_id)
         if call is None or call.state is not S.WAITING:
             return 0
-        key = self._call_key(call)
+        key = (self._call_key(call), call.order)
         ahead = 0
         for other in self._waiting_in(call.queue):
-            if self._call_key(other) < key:
+            if (self._call_key(other), other.order) < key:
                 ahead += 1
         return ahead + 1
 
@@ -185,13 +191,16 @@ class Center:
         EWT = (position - 1 + 1 - free agents) / staffed agents * AHT, at least 0:
         the callers ahead, plus this one, are served `staffed` at a time, each taking the
         queue's moving-average handling time (seeded by the queue's `aht_seconds`). With
-        nobody staffed the estimate is one AHT per caller ahead and this one.
+        nobody staffed the estimate is one AHT per caller ahead and this one. Staffed
+        agents are those logged in who serve the queue; free ones are ready with room
+        for one of the queue's channels and no offer ringing.
         """
         aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
         staffed = self._staffed.get(queue, 0)
         if staffed == 0:
             return round(position * aht, 1)
-        return round(max(0.0, position / staffed - 1 / staffed) * aht, 1)
+        free = len(self._free.get(queue, ()))
+        return round(max(0.0, (position - free) / staffed) * aht, 1)
 
     def agent_levels(self, agent: str) -> dict[str, int]:
         return dict(self._agent_queues.get(agent, ()))
@@ -206,6 +215,7 @@ class Center:
         self._queues: dict[str, Queue] = {q.name: q for q in config.queues}
         self._calendars: dict[str, Calendar] = {cal.name: cal for cal in config.calendars}
         self._agent_configs = {a.name: a for a in config.agents}
+        self._hash_key = config.abuse.hash_key.encode()
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
         for agent in config.agents:
@@ -229,10 +239,10 @@ class Center:
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
         self._available: dict[tuple[str, str, int], list[tuple[float, float, int, int, str]]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
-        self._timer_order = 0
         self._pending_callbacks: dict[tuple[str, str], str] = {}
         self._terminal: list[tuple[float, str]] = []
         self._staffed: dict[str, int] = {}
+        self._free: dict[str, set[str]] = {}  # agents free now, per queue (for EWT)
         self._instant = self.state.now  # the time of the step (or timer) being applied
         for agent_record in self.state.agents.values():
             if agent_record.presence is not Presence.LOGGED_OUT:
@@ -338,26 +348,37 @@ class Center:
         self._token += 1
         token = self._token
         self._agent_token[agent.name] = token
+        served = self._agent_queues.get(agent.name, ())
         if agent.presence is not Presence.READY:
+            for queue_name, _level in served:
+                self._free.get(queue_name, set()).discard(agent.name)
             return
-        for channel in ("voice", "chat", "sms"):
-            if not self._agent_available(agent, channel):
-                continue
-            for queue_name, level in self._agent_queues.get(agent.name, ()):
-                queue = self._queues[queue_name]
+        channels = [channel for channel in ("voice", "chat", "sms") if self._agent_available(agent, channel)]
+        for queue_name, level in served:
+            queue = self._queues[queue_name]
+            free = False
+            for channel in channels:
                 if channel not in queue.channels:
                     continue
+                free = True
                 first, second = self._strategy_key(agent, queue.strategy)
                 heapq.heappush(
                     self._available.setdefault((queue_name, channel, level), []),
                     (first, second, agent.order, token, agent.name),
                 )
+            if free:
+                self._free.setdefault(queue_name, set()).add(agent.name)
+            else:
+                self._free.get(queue_name, set()).discard(agent.name)
 
     # ------------------------------------------------------------------ timers
 
     def _push_timer(self, due: float, kind: str, subject: str, detail: str = "") -> None:
-        self._timer_order += 1
-        heapq.heappush(self._timers, (due, self._timer_order, kind, subject, detail))
+        # Timers due at the same instant fire in an order given by the state alone (kind,
+        # then subject), never by the order they were pushed: a center restored from a
+        # snapshot pushes them in another order, and must still fire them identically
+        # (invariant 7).
+        heapq.heappush(self._timers, (due, TIMER_RANK[kind], kind, subject, detail))
 
     def _timer_valid(self, timer: tuple[float, int, str, str, str]) -> bool:
         due, _order, kind, subject, detail = timer
@@ -798,15 +819,20 @@ class Center:
         call.preferred_agent = None
         call.preferred_until = None
         if call.callback:
-            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+            self._forget_callback(call)
         # The clear number was kept only for the call-back; it goes with it (privacy).
         call.caller = None
         heapq.heappush(self._terminal, (now, call.id))
         self._touch(call)
 
+    def _forget_callback(self, call: Interaction, queue: str | None = None) -> None:
+        """Drop `call`'s pending call-back entry, never another interaction's."""
+        key = (call.caller_hash, call.queue if queue is None else queue)
+        if self._pending_callbacks.get(key) == call.id:
+            del self._pending_callbacks[key]
+
     def _caller_hash(self, caller: str) -> str:
-        key = self.state.config.abuse.hash_key.encode()
-        return hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
 
     # ------------------------------------------------------------------ commands
 
@@ -826,6 +852,10 @@ class Center:
         for agent in self.state.agents.values():
             if agent.name not in new_agents and agent.presence is not Presence.LOGGED_OUT:
                 return reject(Code.invalid_config, f"agent {agent.name!r} is logged in; log out before removing", field="agents")
+            for call_id, held in agent.held.items():
+                # A conversation transferred onwards is still wrapped up in its first queue.
+                if held.queue not in new_queues:
+                    return reject(Code.invalid_config, f"queue {held.queue!r} still has {call_id!r} in wrap-up with {agent.name!r}", field="queues")
         self.state.config = center
         self.state.config_version += 1
         for index, agent_config in enumerate(center.agents):
@@ -847,14 +877,16 @@ class Center:
 
     def _arrive(self, command: c.Arrive, now: float) -> Rejection | None:
         existing = self.state.interactions.get(command.id)
-        fingerprint = hashlib.blake2b(c.encode_command(command), digest_size=12).hexdigest()
-        if existing is not None:
-            if existing.fingerprint == fingerprint:
-                return None  # the same create again: it already took effect
-            return reject(Code.id_conflict, f"interaction {command.id!r} exists with a different body", field="id")
+        # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
+        # digest of a phone number is reversed by trying every number (privacy).
+        fingerprint = hmac.new(self._hash_key, c.encode_command(command), hashlib.sha256).hexdigest()[:24]
+        if existing is not None and existing.fingerprint == fingerprint:
+            return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)
         if queue is None:
             return reject(Code.unknown_queue, f"no queue named {command.queue!r}", field="queue")
+        if existing is not None:
+            return reject(Code.id_conflict, f"interaction {command.id!r} exists with a different body", field="id")
         if command.channel not in queue.channels:
             return reject(Code.channel_not_served, f"queue {queue.name!r} does not take {command.channel}", field="channel")
         config = self.state.config
@@ -926,14 +958,17 @@ class Center:
         existing_id = self._pending_callbacks.get((call.caller_hash, call.queue))
         if existing_id is None or existing_id == call.id:
             return False
+        agent = None
         if call.state is S.WAITING:
             self._dequeue(call)
         elif call.state is S.OFFERED:
-            self._withdraw_offer(call, "merged", now)
+            agent = self._withdraw_offer(call, "merged", now)
             self._dequeue(call)
         self._count_outcome(call, _closed)
         self._finish(call, S.CLOSED, now, "merged")
         self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing_id))
+        if agent is not None:
+            self._dispatch_agent(agent, now)  # the agent whose offer went is free again (invariant 5)
         return True
 
     def _overflow(self, call: Interaction, now: float) -> None:
@@ -961,7 +996,7 @@ class Center:
         self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external, overflow=overflow))
         call.transfers += 1
         if call.callback:
-            self._pending_callbacks.pop((call.caller_hash, source), None)
+            self._forget_callback(call, source)
         call.queue = target.name
         call.queued_at = now
         if target.external:
@@ -972,6 +1007,14 @@ class Center:
         self._count_queue_arrival(call, now)
         self._count_queue(call, _transferred_in)
         if call.callback:
+            existing = self._pending_callbacks.get((call.caller_hash, call.queue))
+            if existing is not None:
+                # The caller already waits for a call-back from this queue: one is enough
+                # (and one entry per caller and queue keeps a restored center identical).
+                self._count_outcome(call, _closed)
+                self._finish(call, S.CLOSED, now, "merged")
+                self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing))
+                return
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         self._enqueue(call)
         self._emit_queued(call, now)
@@ -1007,6 +1050,8 @@ class Center:
             return None  # answered already, by this agent
         if command.call in agent.held:
             return None  # answered, then transferred onwards: it took effect
+        if agent.presence is Presence.LOGGED_OUT:
+            return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
         if call.state in TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is not S.OFFERED:
@@ -1023,9 +1068,12 @@ class Center:
         call.last_offer_agent = agent.name
         call.last_offer_outcome = "answered"
         if call.callback:
-            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+            self._forget_callback(call)
             call.caller = None
-        agent.held[call.id] = Held(channel=call.channel, phase="connected", queue=call.queue, since=now, answered_at=now)
+        agent.held[call.id] = Held(
+            channel=call.channel, phase="connected", queue=call.queue, since=now, answered_at=now,
+            stats_key=call.queue_stats_key,
+        )
         wait = now - call.queued_at
         threshold = self._queues[call.queue].service_level_threshold
         within = wait <= threshold
@@ -1048,6 +1096,9 @@ class Center:
                 counters.callbacks_completed += call.callback
 
             self._count_outcome(call, answered_center)
+        # The call-back is done: from here the caller is on the line like any other (if
+        # transferred, max wait applies again and it is no pending call-back request).
+        call.callback = False
         call.handled_queue = call.queue
         call.handled_key = call.queue_stats_key
         self._touch(call, agent)
@@ -1071,6 +1122,8 @@ class Center:
             return None
         if call.last_offer_agent == agent.name and call.last_offer_outcome in ("rejected", "no_answer"):
             return None  # the offer already ended without an answer
+        if agent.presence is Presence.LOGGED_OUT:
+            return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
         if call.state in TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is S.OFFERED:
@@ -1087,6 +1140,9 @@ class Center:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state in (S.CONNECTED, S.WRAPUP):
             return reject(Code.call_connected, f"interaction {call.id!r} was answered; use hangup")
+        if call.state is S.SCHEDULED:
+            # Nobody is on the line: the caller left a request and hung up already.
+            return reject(Code.call_not_waiting, f"interaction {call.id!r} is a scheduled call-back; nobody waits on the line")
         agent = None
         if call.state is S.OFFERED:
             agent = self._withdraw_offer(call, "abandoned", now)
@@ -1146,26 +1202,34 @@ class Center:
         self._agent_changed(agent, now)
 
     def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
-        call = self._call(command.call)
-        if isinstance(call, Rejection):
-            return call
+        found = self.state.interactions.get(command.call)
+        if found is not None and found.state is S.TRANSFERRED and found.queue == command.queue:
+            return None  # transferred out there already
         target = self._queues.get(command.queue)
         if target is None:
             return reject(Code.unknown_queue, f"no queue named {command.queue!r}", field="queue")
-        if call.state is S.TRANSFERRED and call.queue == target.name:
-            return None
-        if call.state in TERMINAL or call.state is S.WRAPUP:
-            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
         if call.channel not in target.channels:
             return reject(Code.channel_not_served, f"queue {target.name!r} does not take {call.channel}", field="queue")
+        if call.state in TERMINAL or call.state is S.WRAPUP:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state in (S.WAITING, S.OFFERED, S.SCHEDULED) and call.queue == target.name:
             return None  # already there
         if call.state is S.SCHEDULED:
-            self._pending_callbacks.pop((call.caller_hash, call.queue), None)
+            # A call-back not yet due moves with its due time; out of the center, it ends.
+            source = call.queue
+            self._forget_callback(call)
             call.queue = target.name
-            self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
-            self._emit(e.CallTransferred(at=now, call=call.id, source=call.queue, target=target.name, external=target.external))
+            call.transfers += 1
             self._touch(call)
+            self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external))
+            if target.external:
+                self._count_outcome(call, _transferred_out)
+                self._finish(call, S.TRANSFERRED, now, "transfer")
+            elif not self._merge_callback(call, now):
+                self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             return None
         agent = None
         if call.state is S.OFFERED:
@@ -1219,11 +1283,17 @@ class Center:
         call, agent = found
         held = agent.held.get(call.id)
         if held is None:
-            if call.state is S.COMPLETED and call.agent == agent.name:
-                if call.disposition == command.disposition and call.abusive == command.abusive:
-                    return None
-                return reject(Code.already_wrapped_up, f"interaction {call.id!r} was wrapped up as {call.disposition}")
-            return reject(Code.not_handled_by_agent, f"agent {agent.name!r} holds no interaction {call.id!r}", field="agent")
+            same = call.disposition == command.disposition and call.abusive == command.abusive
+            if call.state is S.COMPLETED and call.agent == agent.name and same:
+                return None  # wrapped up already, with these values
+            # Otherwise refused; the reason is the first that applies, in Code's order.
+            if agent.presence is Presence.LOGGED_OUT:
+                return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+            if call.state in TERMINAL and not (call.state is S.COMPLETED and call.agent == agent.name):
+                return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+            if call.state is not S.COMPLETED:
+                return reject(Code.not_handled_by_agent, f"agent {agent.name!r} holds no interaction {call.id!r}", field="agent")
+            return reject(Code.already_wrapped_up, f"interaction {call.id!r} was wrapped up as {call.disposition}")
         if held.phase != "wrapup":
             return reject(Code.call_not_ended, f"interaction {call.id!r} is still connected; hang up first")
         if command.disposition == "callback" and command.callback_at is None:
@@ -1240,7 +1310,10 @@ class Center:
         talk = (held.ended_at or now) - held.answered_at
         wrapup = now - (held.ended_at or now)
         resolved = disposition == "resolved"
-        queue_name = call.handled_queue or held.queue
+        # Counted where this agent's leg was answered: a call transferred on may have been
+        # answered in another queue since (and `call.handled_*` moved there).
+        queue_name = held.queue
+        handled_key = held.stats_key if held.stats_key[0] else call.handled_key
 
         def handled(counters: Counters) -> None:
             counters.handled += 1
@@ -1249,7 +1322,7 @@ class Center:
             counters.dispositions += 1
             counters.resolved += resolved
 
-        for counters in self._counters(queue_name, call.handled_key):
+        for counters in self._counters(queue_name, handled_key):
             handled(counters)
         for counters in self._counters(None, call.center_stats_key):
             handled(counters)
@@ -1495,18 +1568,28 @@ class Center:
         O(agents x queues): for tests and simulators, not for every production step.
         """
         offers: dict[str, str] = {}
+        pending: dict[tuple[str, str], str] = {}
         for call in self.state.interactions.values():
             self._check_call(call)
             if call.state is S.OFFERED:
                 invariant(call.id not in offers, f"{call.id} offered twice")
                 offers[call.id] = call.agent or ""
+            if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED):
+                key = (call.caller_hash, call.queue)
+                invariant(key not in pending, f"{call.id} and {pending.get(key)} are call-backs for one caller and queue")
+                pending[key] = call.id
+        # One pending call-back per caller and queue, and the index knows exactly those: a
+        # restored center rebuilds the index from the state, so it must match (invariant 7).
+        invariant(pending == self._pending_callbacks, "the pending call-back index differs from the state")
         for agent in self.state.agents.values():
             self._check_agent(agent)
-            for call_id in agent.held:
+            for call_id, held in agent.held.items():
                 call = self.state.interactions[call_id]
+                # A leg in wrap-up may belong to a call transferred on and connected to
+                # someone else by now; a leg in conversation is this agent's call.
                 invariant(
-                    call.agent == agent.name or call.state is not S.CONNECTED,
-                    f"{call_id} connected to {call.agent} but held by {agent.name}",
+                    held.phase != "connected" or (call.state is S.CONNECTED and call.agent == agent.name),
+                    f"{call_id} is {call.state.value} with {call.agent} but in conversation with {agent.name}",
                 )
         # Invariant 5: work conservation.
         waiting = [call for call in self.state.interactions.values() if call.state is S.WAITING]

@@ -112,6 +112,7 @@ class Held(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
     wrap_deadline: float | None = None
     transferred: bool = False
+    stats_key: tuple[str, int] = ("", 0)  # (day, interval) the leg's queue counts it under
 
 
 class AgentRecord(msgspec.Struct, kw_only=True):

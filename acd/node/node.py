@@ -345,13 +345,16 @@ class Node:
         for lsn_published, events in published:
             self.broker.publish(lsn_published, events)
         now = time.perf_counter()
+        outcomes: dict[tuple[str, str], int] = {}
+        observe = self.metrics.command_seconds.observe
         for submission in batch:
             result = submission.result
-            kind = type(submission.command).__name__
-            outcome = result.code if isinstance(result, Rejection) else "accepted"
-            self.metrics.commands.labels(kind, outcome).inc()
-            self.metrics.command_seconds.observe(now - submission.started)
+            key = (type(submission.command).__name__, result.code if isinstance(result, Rejection) else "accepted")
+            outcomes[key] = outcomes.get(key, 0) + 1
+            observe(now - submission.started)
             submission.done.set()
+        for (kind, outcome), count in outcomes.items():  # one labelled update per kind and batch
+            self.metrics.commands.labels(kind, outcome).inc(count)
         self.metrics.lsn.set(self.lsn)
         self._maybe_snapshot()
 

@@ -27,7 +27,7 @@ from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
 from acd.settings import Settings
 
-from .node import Node
+from .node import Node, NodeError
 
 log = logging.getLogger("acd.serve")
 
@@ -78,13 +78,13 @@ async def _join_cluster(node: Node, nursery: trio.Nursery, settings: Settings) -
     if settings.standalone:
         return None
     try:
-        from replication import cluster as replication_cluster  # type: ignore[import-not-found]
+        from replication import cluster as replication_cluster
     except ImportError as error:
         raise ServeError(
             f"{settings.path}: this config describes a two-node cluster, but this build has no "
             f"replication layer ({error}); run a one-node config (no [witness]) for a standalone node"
         ) from None
-    result = replication_cluster.run(node, nursery, settings)
+    result: Any = replication_cluster.run(node, nursery, settings)
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -94,10 +94,13 @@ async def _handle_signals(api: Api, shutdown: trio.Event, cancel: trio.CancelSco
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
+                # A standby reloads tokens and limits; the center reaches it through the log.
                 try:
-                    await api.reload_config(actor="sighup")
+                    await api.reload_config(actor="sighup", apply_center=api.node.role == "primary")
                 except ApiError as error:
                     log.error("config reload refused: %s problems=%s", error.message, "; ".join(error.problems or []))
+                except NodeError as error:
+                    log.error("config reload not applied: %s", error)
                 continue
             if shutdown.is_set():
                 log.warning("second signal: stopping now signal=%s", signal.Signals(signum).name)

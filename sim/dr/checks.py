@@ -52,35 +52,46 @@ def epoch_of(lsn: int, history: dict[int, int]) -> int:
     return max(covering) if covering else 0
 
 
-def lost_writes(acks: list[Ack], reference: NodeFinal | None) -> list[str]:
+def lost_writes(acks: list[Ack], reference: NodeFinal | None, *, mode: str = "sync") -> tuple[list[str], int]:
+    """The violations, and (async mode) how many writes were lost inside the loss window.
+
+    Async mode acknowledges before the standby has a write (DESIGN.md: the loss window), so
+    a failover may lose it; a write lost without a later epoch is still a violation there.
+    """
     if reference is None:
-        return [f"acknowledged write lsn {ack.lsn} cannot be checked: no node is up" for ack in acks[:1]]
+        return [f"acknowledged write lsn {ack.lsn} cannot be checked: no node is up" for ack in acks[:1]], 0
     problems: list[str] = []
+    in_window = 0
+    final_epoch = max(reference.epoch_history, default=0)
     for ack in acks:
-        record = reference.records.get(ack.lsn)
-        if record is not None:
-            epoch, payload = record
-            if epoch != ack.epoch or payload != ack.payload:
-                problems.append(
-                    f"acknowledged write lost: {ack.kind} {ack.subject} acked by {ack.node} at {ack.at:.6f} as lsn {ack.lsn} "
-                    f"epoch {ack.epoch}; the final log of {reference.name} holds epoch {epoch} "
-                    f"{'other bytes' if payload != ack.payload else 'the same bytes'} there"
-                )
-        elif ack.lsn > reference.lsn:
-            problems.append(
-                f"acknowledged write lost: {ack.kind} {ack.subject} acked by {ack.node} at {ack.at:.6f} as lsn {ack.lsn} "
-                f"epoch {ack.epoch}; the final log of {reference.name} ends at lsn {reference.lsn}"
-            )
-        elif ack.lsn < reference.first_lsn:
-            covering = epoch_of(ack.lsn, reference.epoch_history)
-            if covering != ack.epoch:
-                problems.append(
-                    f"acknowledged write lost: {ack.kind} {ack.subject} acked as lsn {ack.lsn} epoch {ack.epoch}; "
-                    f"the final epoch history of {reference.name} gives lsn {ack.lsn} to epoch {covering}"
-                )
+        problem = _check_ack(ack, reference)
+        if problem is None:
+            continue
+        if mode == "async" and ack.epoch < final_epoch:
+            in_window += 1
         else:
-            problems.append(f"acknowledged write lost: lsn {ack.lsn} missing from the final log of {reference.name}")
-    return problems
+            problems.append(problem)
+    return problems, in_window
+
+
+def _check_ack(ack: Ack, reference: NodeFinal) -> str | None:
+    """Why `ack` is not in the reference's final log, or None."""
+    record = reference.records.get(ack.lsn)
+    what = f"{ack.kind} {ack.subject} acked by {ack.node} at {ack.at:.6f} as lsn {ack.lsn} epoch {ack.epoch}"
+    if record is not None:
+        epoch, payload = record
+        if epoch != ack.epoch or payload != ack.payload:
+            bytes_note = "other bytes" if payload != ack.payload else "the same bytes"
+            return f"acknowledged write lost: {what}; the final log of {reference.name} holds epoch {epoch}, {bytes_note} there"
+        return None
+    if ack.lsn > reference.lsn:
+        return f"acknowledged write lost: {what}; the final log of {reference.name} ends at lsn {reference.lsn}"
+    if ack.lsn < reference.first_lsn:
+        covering = epoch_of(ack.lsn, reference.epoch_history)
+        if covering != ack.epoch:
+            return f"acknowledged write lost: {what}; the final epoch history of {reference.name} gives lsn {ack.lsn} to epoch {covering}"
+        return None
+    return f"acknowledged write lost: {what}; lsn {ack.lsn} is missing from the final log of {reference.name}"
 
 
 def split_brain(acks: list[Ack], promotions: list[tuple[float, str, int]]) -> list[str]:

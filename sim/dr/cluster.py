@@ -104,6 +104,11 @@ class SimMember(Member):
         if was_primary:
             self.sim.on_step_down(self.name, self.promised_epoch, reason)
 
+    async def replicate(self, records: Any) -> None:
+        if records:
+            self.sim.on_replicate(self.name)
+        await super().replicate(records)
+
     def lease_valid(self) -> bool:
         if buggify.bug("skip_lease_check"):
             return self.node.role == "primary"
@@ -162,6 +167,7 @@ class SimCluster:
         self.deaths: list[tuple[float, str, str, bool]] = []   # (at, node, error, expected)
         self.marks: list[tuple[float, str, str]] = []          # (at, node, what) for the chart
         self.changed = trio.Event()
+        self.replicating: dict[str, trio.Event] = {}
         # Whether some node could acknowledge a write, each time that changed (role-based:
         # primary with a valid lease, running, disk not full).
         self.writable_now = False
@@ -195,6 +201,16 @@ class SimCluster:
         self.step_downs.append((trio.current_time(), name, epoch, reason))
         self.trace.add("role", name, f"standby epoch {epoch} ({reason})")
         self._changed()
+
+    def on_replicate(self, name: str) -> None:
+        event = self.replicating.pop(name, None)
+        if event is not None:
+            event.set()
+
+    async def wait_replicating(self, name: str) -> None:
+        """Until `name` (as primary) has a batch durable locally and on its way to the standby."""
+        event = self.replicating.setdefault(name, trio.Event())
+        await event.wait()
 
     def mark(self, node: str, what: str) -> None:
         self.marks.append((trio.current_time(), node, what))

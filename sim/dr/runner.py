@@ -23,9 +23,10 @@ the checks of `sim.dr.checks`.
 
 from __future__ import annotations
 
+import atexit
 import logging
-import math
 import random
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -50,6 +51,7 @@ from .workload import History, Workload
 
 STEPS_PER_SIMULATED_SECOND_MAX = 5_000   # a livelock (time stands still, tasks spin) ends the run
 FIRST_PRIMARY_SECONDS_MAX = 30.0
+LIVENESS_DRAIN_SECONDS = 5.0             # agents finish what they can, then the rest is ended
 
 
 @dataclass
@@ -63,6 +65,7 @@ class RunResult:
     wall_seconds: float
     acked_writes: int
     lost_writes: int
+    lost_writes_async_window: int          # async mode only: lost by design (DESIGN.md, the loss window)
     failover_seconds: list[float]          # fault -> first ack in a higher epoch
     stall_seconds: list[float]             # fault -> first ack, any epoch (probes that got one)
     unresolved_probes: int
@@ -163,6 +166,19 @@ class Context:
         if self.cluster.crash(name) and probe:
             self._probe(f"crash {name}", name)
 
+    async def crash_mid_write(self, name: str, rng: random.Random, *, probe: bool = True, wait_seconds_max: float = 30.0) -> None:
+        """Crash `name` while a write is in flight: durable on it, not yet (known) on the standby.
+
+        A crash can come at any instant; this one is the instant that decides whether an
+        acknowledged write survives (invariant 1), so the scripts aim for it half the time.
+        """
+        with trio.move_on_after(wait_seconds_max):
+            await self.cluster.wait_replicating(name)
+        delay = rng.choice([0.0, 0.0, rng.uniform(0.0, 0.005), rng.uniform(0.0, 0.05)])
+        if delay:
+            await trio.sleep(delay)
+        self.crash(name, probe=probe)
+
     async def restart(self, name: str) -> None:
         await self.cluster.restart(name)
 
@@ -235,10 +251,18 @@ class _StepGuard(trio.abc.Instrument):
 _SCRATCH: Path | None = None
 
 
+def use_scratch(directory: Path) -> None:
+    """Put this process's run directories under `directory` (a sweep's worker processes)."""
+    global _SCRATCH
+    directory.mkdir(parents=True, exist_ok=True)
+    _SCRATCH = directory
+
+
 def _scratch() -> Path:
     global _SCRATCH
     if _SCRATCH is None or not _SCRATCH.exists():
         _SCRATCH = scratch_root()
+        atexit.register(shutil.rmtree, _SCRATCH, True)
     return _SCRATCH
 
 
@@ -336,8 +360,8 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
             with trio.move_on_at(liveness_end) as liveness:
                 await context.wait_healthy()
                 trace.add("phase", "*", "healthy")
-                # Let the agents finish what they hold, then end the rest (invariant 8).
-                with trio.move_on_after(60.0):
+                # Let the agents finish what they hold for a moment, then end the rest (invariant 8).
+                with trio.move_on_after(LIVENESS_DRAIN_SECONDS):
                     while True:
                         center = workload.client.view()
                         if center is not None and all(call.state.value in ("completed", "abandoned", "transferred", "closed")
@@ -368,7 +392,10 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
             if isinstance(raised, KeyboardInterrupt):
                 raise
             error = raised
-    return _verdict(scenario, seed, config, bugs, settings, cluster, history, trace, guard, outcome, error, started, cpu_started)
+    try:
+        return _verdict(scenario, seed, config, bugs, settings, cluster, history, trace, guard, outcome, error, started, cpu_started)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _connection_resets(network: SimNetwork, per_minute: float, rng: random.Random) -> None:
@@ -409,7 +436,7 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
     finals: dict[str, checks.NodeFinal] = outcome["finals"]
     primary = next((final for final in finals.values() if final.up and final.role == "primary"), None)
     reference = primary or max((final for final in finals.values() if final.up), key=lambda final: final.lsn, default=None)
-    lost = checks.lost_writes(history.acks, reference) if finals else []
+    lost, lost_in_window = checks.lost_writes(history.acks, reference, mode=config.mode) if finals else ([], 0)
     violations.extend(lost)
     violations.extend(checks.split_brain(history.acks, cluster.promotions))
     if finals:
@@ -433,7 +460,7 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
     return RunResult(
         scenario=scenario, seed=seed, ok=not violations, violations=violations, trace_hash=trace.digest(),
         simulated_seconds=end, wall_seconds=time.perf_counter() - started, acked_writes=len(history.acks),
-        lost_writes=len(lost), failover_seconds=failovers, stall_seconds=stalls,
+        lost_writes=len(lost), lost_writes_async_window=lost_in_window, failover_seconds=failovers, stall_seconds=stalls,
         unresolved_probes=sum(1 for probe in probes if probe.seconds is None),
         unavailable_seconds=_unavailable(cluster, end), converged=bool(outcome["converged"]),
         deaths=[f"{at:.3f} {name}: {summary.splitlines()[0]}" for at, name, summary, _ in cluster.deaths],

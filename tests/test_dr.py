@@ -1,0 +1,268 @@
+"""The disaster-recovery simulator (`sim.dr`): the real cluster under seeded faults.
+
+A short sweep of every named scenario, determinism (a seed twice gives one trace hash, in
+this process and in another), deliberately broken variants that must be caught, the
+network's fault semantics, the checkers on hand-made histories, and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from acd import buggify
+from replication.protocol import Channel, FrameError, Hello
+from sim.dr import SCENARIOS, run
+from sim.dr import scenarios as scenario_module
+from sim.dr.checks import NodeFinal, epoch_of, lost_writes, split_brain
+from sim.dr.network import LinkPolicy, SimNetwork
+from sim.dr.workload import Ack
+
+ROOT = Path(__file__).resolve().parents[1]
+MINUTES = 0.5  # of faults per run: enough for two or three rounds of every script
+
+
+def _explain(result) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(result.violations) + "\n--- trace tail ---\n" + "\n".join(result.trace.lines()[-40:])
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_scenario_keeps_the_invariants(scenario: str) -> None:
+    for seed in (1, 2):
+        result = run(scenario, seed, minutes=MINUTES)
+        assert result.ok, f"{scenario} seed {seed}:\n{_explain(result)}"
+        assert result.lost_writes == 0
+        assert result.converged
+        assert result.acked_writes > 0
+
+
+def test_a_crashed_primary_is_replaced_within_a_few_failover_timeouts() -> None:
+    result = run("primary-crash", 3, minutes=MINUTES)
+    assert result.ok, _explain(result)
+    assert result.failover_seconds, "the script crashes the primary at least once"
+    timeout = result.parameters["failover_timeout"]
+    assert all(timeout <= seconds <= 4 * timeout for seconds in result.failover_seconds), result.failover_seconds
+
+
+def test_the_same_seed_gives_the_same_trace() -> None:
+    first = run("swarm", 5, minutes=MINUTES)
+    second = run("swarm", 5, minutes=MINUTES)
+    assert first.trace_hash == second.trace_hash
+    assert first.trace is not None and second.trace is not None
+    assert first.trace.lines() == second.trace.lines()
+    assert run("swarm", 6, minutes=MINUTES).trace_hash != first.trace_hash
+
+
+def test_a_run_restores_trio_and_the_nonces_afterwards() -> None:
+    from trio._core import _run as trio_run
+
+    from replication import protocol
+
+    state = trio_run._r.getstate()
+    nonce = protocol.new_nonce
+    run("witness-crash", 1, minutes=0.2)
+    assert trio_run._r.getstate() == state
+    assert protocol.new_nonce is nonce
+    assert not buggify.active()
+
+
+# ---------------------------------------------------------------------- broken variants
+
+
+def _first_violation(scenario: str, bug: str, *, seeds: int = 200, mode: str | None = None) -> tuple[int, str]:
+    for seed in range(1, seeds + 1):
+        config, script = scenario_module.draw(scenario, seed, minutes=MINUTES)
+        if mode is not None:
+            config.mode = mode
+        result = run(scenario, seed, config=config, script=script, bugs=(bug,))
+        if not result.ok:
+            return seed, result.violations[0]
+    return 0, ""
+
+
+def test_acknowledging_before_the_standby_is_durable_is_caught() -> None:
+    seed, violation = _first_violation("primary-crash", "ack_before_standby")
+    assert seed, "ack_before_standby survived 200 seeds of primary-crash"
+    assert "acknowledged write lost" in violation
+
+
+def test_acknowledging_after_the_lease_ran_out_is_caught() -> None:
+    # In sync mode the standby's acknowledgement fences a zombie too; in async mode the lease
+    # is the only fence, so that is where skipping its check must show up (invariant 2).
+    seed, violation = _first_violation("zombie-primary", "skip_lease_check", mode="async")
+    assert seed, "skip_lease_check survived 200 seeds of zombie-primary"
+    assert "split brain" in violation
+
+
+def test_bugs_and_fault_points_are_inert_outside_a_simulation() -> None:
+    assert not buggify.active()
+    assert not buggify.fire("store.append", "a")
+    assert not buggify.bug("ack_before_standby")
+
+    async def main() -> None:
+        before = trio.lowlevel.current_statistics().tasks_runnable
+        await buggify.point("store.append", "a")  # returns at once: no checkpoint, no delay
+        assert trio.lowlevel.current_statistics().tasks_runnable == before
+
+    trio.run(main)
+    with pytest.raises(ValueError, match="unknown bug"):
+        with buggify.bugs("no_such_bug"):
+            pass
+    with buggify.bugs("ack_before_standby"):
+        assert buggify.bug("ack_before_standby")
+    assert not buggify.bug("ack_before_standby")
+
+
+# ---------------------------------------------------------------------- the network
+
+
+def _network() -> SimNetwork:
+    import random
+
+    network = SimNetwork(random.Random(1), default_policy=LinkPolicy(latency_seconds=0.001, jitter_seconds=0.0))
+    network.register("x:1", "server")
+    return network
+
+
+def test_a_partition_holds_bytes_until_it_heals_and_a_crash_resets() -> None:
+    async def main() -> None:
+        network = _network()
+        received: list[bytes] = []
+        server_streams: list[trio.abc.Stream] = []
+
+        async def handler(stream: trio.abc.Stream) -> None:
+            server_streams.append(stream)
+            try:
+                while chunk := await stream.receive_some():
+                    received.append(chunk)
+            except trio.BrokenResourceError:
+                received.append(b"<reset>")
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(network.endpoint("server").serve, "x:1", handler)
+            client = await network.endpoint("client").connect("x:1")
+            await client.send_all(b"one")
+            await trio.sleep(0.01)
+            assert received == [b"one"]
+            network.partition({"client"}, {"server"}, one_way=True)
+            await client.send_all(b"two")
+            await trio.sleep(5)
+            assert received == [b"one"], "a partition holds bytes; TCP does not lose them"
+            network.heal()
+            await trio.sleep(0.01)
+            assert received == [b"one", b"two"]
+            network.partition({"client"}, {"server"})
+            with trio.move_on_after(1) as hung:
+                await network.endpoint("client").connect("x:1")
+            assert hung.cancelled_caught, "connect hangs across a partition, as a SYN does"
+            network.heal()
+            network.kill("server")
+            with pytest.raises(trio.BrokenResourceError):
+                await client.send_all(b"three")
+            await trio.sleep(0.01)
+            assert received[-1] == b"<reset>"
+            with pytest.raises(ConnectionRefusedError):
+                await network.endpoint("client").connect("x:1")
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_duplicated_frame_is_refused_by_the_protocol() -> None:
+    async def main() -> None:
+        network = _network()
+        network.default_policy = LinkPolicy(latency_seconds=0.0, jitter_seconds=0.0, duplicate_probability=1.0)
+        errors: list[Exception] = []
+
+        async def handler(stream: trio.abc.Stream) -> None:
+            channel = Channel(stream, cluster="c", secret=b"s")
+            try:
+                await channel.receive()
+                await channel.receive()
+            except FrameError as error:
+                errors.append(error)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(network.endpoint("server").serve, "x:1", handler)
+            channel = Channel(await network.endpoint("client").connect("x:1"), cluster="c", secret=b"s")
+            await channel.send(Hello(node="a", role="standby", nonce=b"0" * 16))
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        assert errors and "sequence" in str(errors[0])
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# ---------------------------------------------------------------------- the checkers
+
+
+def _ack(at: float, node: str, epoch: int, lsn: int, payload: bytes = b"x") -> Ack:
+    return Ack(at=at, node=node, epoch=epoch, lsn=lsn, kind="call.arrive", subject="c1", payload=payload)
+
+
+def test_an_ack_after_a_later_election_is_split_brain() -> None:
+    promotions = [(1.0, "a", 1), (10.0, "b", 2)]
+    assert split_brain([_ack(9.9, "a", 1, 5), _ack(10.5, "b", 2, 6)], promotions) == []
+    problems = split_brain([_ack(10.0, "a", 1, 5)], promotions)
+    assert problems and "split brain" in problems[0]
+    assert split_brain([_ack(5.0, "b", 1, 5)], promotions), "epoch 1 belongs to a"
+
+
+def test_a_write_missing_or_overwritten_in_the_final_log_is_lost() -> None:
+    final = NodeFinal("b", True, role="primary", lsn=3, records={1: (1, b"x"), 2: (1, b"x"), 3: (2, b"y")},
+                      epoch_history={1: 1, 2: 3})
+    assert lost_writes([_ack(1.0, "a", 1, 1), _ack(2.0, "a", 1, 2)], final) == ([], 0)
+    overwritten, _ = lost_writes([_ack(2.0, "a", 1, 3)], final)
+    assert overwritten and "epoch 2" in overwritten[0]
+    beyond, _ = lost_writes([_ack(2.0, "a", 2, 4)], final)
+    assert beyond and "ends at lsn 3" in beyond[0]
+    assert lost_writes([_ack(2.0, "a", 1, 3)], final, mode="async") == ([], 1)
+    assert epoch_of(3, {1: 1, 2: 3}) == 2 and epoch_of(2, {1: 1, 2: 3}) == 1
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONHASHSEED": "7"}
+    return subprocess.run([sys.executable, "-m", "sim.dr", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=environment)
+
+
+def test_one_seed_on_the_command_line_reproduces_the_trace_of_this_process() -> None:
+    completed = _cli("--scenario", "primary-crash", "--seed", "1", "--minutes", str(MINUTES), "--json")
+    assert completed.returncode == 0, completed.stderr
+    record = json.loads(completed.stdout)
+    assert record["ok"] and record["lost_writes"] == 0
+    assert record["trace_hash"] == run("primary-crash", 1, minutes=MINUTES).trace_hash
+
+
+def test_a_sweep_prints_its_summary_and_writes_the_evidence(tmp_path: Path) -> None:
+    completed = _cli("--scenario", "standby-crash", "--seeds", "1..2", "--minutes", "0.25", "--jobs", "2", "--json",
+                     "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["runs"] == 2 and summary["violations"] == 0 and summary["lost_acknowledged_writes"] == 0
+    assert set(summary["failover_seconds"]) >= {"p50", "p99", "max"}
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "summary.txt").exists()
+
+
+def test_a_violation_exits_non_zero_with_the_seed_to_reproduce(tmp_path: Path) -> None:
+    completed = _cli("--scenario", "primary-crash", "--seed", "2", "--minutes", "1", "--bug", "ack_before_standby",
+                     "--out", str(tmp_path))
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "VIOLATION acknowledged write lost" in completed.stdout
+    assert "--seed 2" in completed.stdout
+    events = (tmp_path / "events.log").read_text().splitlines()
+    assert any(" fault    crash" in line for line in events)
+    assert (tmp_path / "timeline.png").stat().st_size > 10_000
