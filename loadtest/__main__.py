@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--failover-at", type=float, default=None, metavar="S", help="SIGKILL the primary S seconds after the first arrival")
     run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
-    run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy (deploy/haproxy.cfg, else loadtest/haproxy.cfg)")
+    run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
     day = run.add_argument_group("day")
     day.add_argument("--calls", type=int, default=2000, help="calls in the day (default: %(default)s)")
     day.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the day (default: %(default)s)")

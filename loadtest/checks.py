@@ -236,7 +236,7 @@ def _minimum_threshold() -> float:
 
 def step_figures(run: Run, step: dict[str, Any], excluded: tuple[float, float] | None) -> dict[str, Any]:
     """One ramp step: achieved rate, service level, latency, errors and who was busy."""
-    from .runner import cpu_share, machine_busy
+    from .runner import cpu_share, machine_busy, pipeline_figures
 
     journal = run.journal
     assert journal is not None
@@ -250,20 +250,43 @@ def step_figures(run: Run, step: dict[str, Any], excluded: tuple[float, float] |
     requests: Window = window(run.timeline, start + 1, end, exclude=excluded)
     names = ["locust", *sorted(run.cluster_nodes), "witness"]
     cpu = {name: cpu_share(run.samples, name, start, end) for name in names}
+    achieved = len(created) / seconds
+    # CPU time each process spent per call: what a whole core would carry, whatever the
+    # machine's other load (a shared machine gives each runnable process a slice).
+    cpu_ms_per_call = {name: share * 1000 / achieved for name, share in cpu.items() if share is not None and achieved}
+    late = sorted(c.get("late", 0.0) for c in created)
+    primary = _primary_during(run, start)
     return {
-        "rate": step["rate"], "start": start, "end": end, "created": len(created), "achieved": len(created) / seconds,
+        "rate": step["rate"], "start": start, "end": end, "created": len(created), "achieved": achieved,
+        "cpu_ms_per_call": cpu_ms_per_call, "primary": primary,
+        "pipeline": pipeline_figures(run.scrapes, primary, start, end) if primary else {},
+        "late_p99_ms": late[int(0.99 * (len(late) - 1))] * 1000 if late else None,
         "service_level": within / len(created) if created else None, "p50_ms": requests.p(0.5), "p99_ms": requests.p(0.99),
         "requests_per_second": requests.requests / seconds, "error_ratio": requests.error_ratio, "failures": requests.failures,
         "cpu": cpu, "machine_busy": machine_busy(run.samples, start, end),
     }
 
 
+def _primary_during(run: Run, moment: float) -> str | None:
+    failover = run.failover
+    if failover.kill_time is not None and moment >= failover.kill_time:
+        return failover.new_primary
+    if failover.killed is not None:
+        return failover.killed
+    return run.primary_at_end
+
+
 def _step_holds(figure: dict[str, Any], run: Run) -> list[str]:
     """Why a step does not hold ([] when it does)."""
     options = run.options
     reasons = []
-    if figure["achieved"] < 0.95 * figure["rate"]:
+    # Poisson arrivals: over a step of T seconds at rate r the count varies by sqrt(r T).
+    seconds = max(1e-9, figure["end"] - figure["start"])
+    slack = 3 * (figure["rate"] / seconds) ** 0.5
+    if figure["achieved"] < figure["rate"] - slack:
         reasons.append(f"only {figure['achieved']:.1f} calls/s created")
+    if figure["late_p99_ms"] is not None and figure["late_p99_ms"] > 100:
+        reasons.append(f"Locust sent creates {figure['late_p99_ms']:.0f} ms late (p99)")
     if figure["service_level"] is None or figure["service_level"] < run.plan["target_service_level"]:
         reasons.append(f"service level {_percent(figure['service_level'])}")
     if figure["p99_ms"] is None or figure["p99_ms"] >= options.p99_ms:
@@ -274,14 +297,24 @@ def _step_holds(figure: dict[str, Any], run: Run) -> list[str]:
 
 
 def limiting_process(figure: dict[str, Any]) -> str:
+    """Who was busy in a step, and whether the machine had CPU to spare."""
+    import os
+
     busy = {name: share for name, share in figure["cpu"].items() if share is not None}
     if not busy:
         return "unknown"
     name, share = max(busy.items(), key=lambda item: item[1])
+    text = f"{name} {share * 100:.0f} % of a core"
+    per_call = figure.get("cpu_ms_per_call", {}).get(name)
+    if per_call:
+        text += f" ({per_call:.1f} ms CPU per call)"
     machine = figure.get("machine_busy")
-    text = f"{name} at {share * 100:.0f} % of a core"
     if machine is not None:
-        text += f", machine {machine * 100:.0f} % busy"
+        cores = os.cpu_count() or 1
+        ours = sum(busy.values()) / cores
+        text += f"; machine {machine * 100:.0f} % busy, this test {ours * 100:.0f} %"
+        if machine > 0.95 and ours < 0.8 * machine:
+            text += " (other processes took the rest: CPU-starved)"
     return text
 
 

@@ -61,6 +61,9 @@ from locust import FastHttpUser, constant, events, task
 PLAN: dict[str, Any] = json.loads(Path(os.environ["LOADTEST_PLAN"]).read_text(encoding="utf-8"))
 OUT = Path(os.environ.get("LOADTEST_OUT", "."))
 NODES = [base.rstrip("/") for base in os.environ["LOADTEST_NODES"].split(",") if base]
+# Through a load balancer (HAProxy) there is one address; a node's `not_primary` names a node
+# address behind it, which a client outside must not use.
+VIA_PROXY = os.environ.get("LOADTEST_PROXY") == "1"
 RETRY_DEADLINE_SECONDS = float(os.environ.get("LOADTEST_RETRY_DEADLINE", "30"))
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 STILL_IN_LINE = {"waiting", "offered", "scheduled"}
@@ -165,7 +168,7 @@ class Router:
         Only the first user to notice moves `current` (compare and set on `base`), so that
         a burst of failures on the dead node does not make the users chase each other.
         """
-        if named:
+        if named and not VIA_PROXY:
             address = named if named.startswith("http") else f"http://{named}"
             if address != base:
                 self.current = address.rstrip("/")
@@ -406,7 +409,7 @@ CENTER_STREAM = EventStream("/v1/events", "center", _center_event, _center_conne
 # ---------------------------------------------------------------------------------- users
 
 
-SHARED_POOL = HTTPClientPool(concurrency=64, connection_timeout=2.0, network_timeout=10.0) if PLAN["stream"] == "center" else None
+SHARED_POOL = HTTPClientPool(concurrency=128, connection_timeout=2.0, network_timeout=10.0) if PLAN["stream"] == "center" else None
 
 
 class AgentDesk(FastHttpUser):
@@ -682,7 +685,7 @@ class Pbx(FastHttpUser):
                     "id": f"r{number:02d}-{serial:06d}", "queue": topic, "channel": "voice", "topic": topic,
                     "caller": f"010{rng.randrange(10**8):08d}", "vulnerable": rng.random() < 0.08,
                     "talk": PLAN["talk"], "wrapup": 0.0, "patience": None, "callback_after": None,
-                    "transfer_to": "", "abusive": False, "disposition": "resolved", "survey": 0,
+                    "transfer_to": "", "abusive": False, "disposition": "resolved", "survey": 0, "due": moment,
                 })
             if self.stop_arrivals.is_set():
                 JOURNAL.write("step_cut", index=number, at=round(time.time(), 4))
@@ -707,6 +710,7 @@ class Pbx(FastHttpUser):
         body: dict[str, Any] = {"id": call_id, "queue": spec["queue"], "caller": spec["caller"], "channel": spec["channel"]}
         if spec.get("vulnerable"):
             body["attributes"] = {"vulnerable": True}
+        first_sent = time.time()
         created = self.acd.send("POST", "/v1/calls", body, name="POST /v1/calls")
         if created is None or created.status != 201:
             JOURNAL.write("create_refused", id=call_id, status=created.status if created else 0, code=created.code if created else "gave_up")
@@ -714,8 +718,12 @@ class Pbx(FastHttpUser):
             return
         state = created.data.get("state", "")
         COUNTS["created"] += 1
+        # `late`: how long after its planned arrival the create left Locust (first attempt);
+        # a Locust process short of CPU shows here first.
+        due = spec.get("due") or T0[0] + spec.get("at", 0.0)
         JOURNAL.write("created", id=call_id, sent=round(created.sent, 4), at=round(created.at, 4), state=state,
-                      queue=spec["queue"], channel=spec["channel"], position=created.data.get("position"))
+                      queue=spec["queue"], channel=spec["channel"], position=created.data.get("position"),
+                      late=round(first_sent - due, 4))
         if state in TERMINAL:
             call.done = True
             call.settled.set()

@@ -40,7 +40,7 @@ from . import plan as plans
 
 REPO = plans.REPO
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_acd.py"
-HAPROXY_TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg"
+HAPROXY_CONFIG = REPO / "deploy" / "haproxy.cfg"
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 
 
@@ -96,6 +96,7 @@ class Run:
     locust_seconds: float = 0.0
     failover: Failover = field(default_factory=Failover)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    scrapes: list[dict[str, Any]] = field(default_factory=list)
     primary_at_end: str | None = None
     states: dict[str, dict[str, str | None]] = field(default_factory=dict)  # node -> id -> state (None: 404)
     standby_caught_up: bool | None = None
@@ -146,6 +147,61 @@ class Sampler(threading.Thread):
                 if reading is not None:
                     sample[name] = {"pid": process.pid, "cpu": reading[0], "rss": reading[1]}
             self.samples.append(sample)
+
+
+class MetricsScraper(threading.Thread):
+    """Every two seconds: the pipeline's own histograms from each node's /metrics.
+
+    Sums and counts of the command latency (submission to reply), the local durable commit
+    (fsync) and the records per group commit: per ramp step they say where a write's time
+    goes, which the CPU figures alone cannot.
+    """
+
+    NAMES = ("acd_command_latency_seconds", "acd_commit_latency_seconds", "acd_commit_batch_records")
+
+    def __init__(self, nodes: dict[str, str], scrapes: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.nodes = nodes
+        self.scrapes = scrapes
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=1.0) as client:
+            while not self.stopped.wait(2.0):
+                for name, base in self.nodes.items():
+                    try:
+                        text = client.get(f"{base}/metrics").text
+                    except httpx.HTTPError:
+                        continue
+                    values: dict[str, float] = {"t": time.time()}
+                    for line in text.splitlines():
+                        for metric in self.NAMES:
+                            if line.startswith((f"{metric}_sum ", f"{metric}_count ")):
+                                key, _, value = line.partition(" ")
+                                values[key] = float(value)
+                    self.scrapes.append({"node": name, **values})
+
+
+def pipeline_figures(scrapes: list[dict[str, Any]], node: str, start: float, end: float) -> dict[str, float | None]:
+    """Mean command latency, commit time and batch size of `node` in [start, end]."""
+    inside = [s for s in scrapes if s["node"] == node and start <= s["t"] <= end]
+    if len(inside) < 2:
+        return {}
+    first, last = inside[0], inside[-1]
+
+    def mean(metric: str) -> float | None:
+        count = last.get(f"{metric}_count", 0) - first.get(f"{metric}_count", 0)
+        total = last.get(f"{metric}_sum", 0) - first.get(f"{metric}_sum", 0)
+        return total / count if count > 0 else None
+
+    seconds = last["t"] - first["t"]
+    batches = last.get("acd_commit_latency_seconds_count", 0) - first.get("acd_commit_latency_seconds_count", 0)
+    return {
+        "command_ms": (mean("acd_command_latency_seconds") or 0) * 1000 or None,
+        "commit_ms": (mean("acd_commit_latency_seconds") or 0) * 1000 or None,
+        "batch_records": mean("acd_commit_batch_records"),
+        "batches_per_second": batches / seconds if seconds else None,
+    }
 
 
 def cpu_share(samples: list[dict[str, Any]], name: str, start: float, end: float) -> float | None:
@@ -244,6 +300,8 @@ class Runner:
             # A callable, so that a restarted node is sampled under its new process id.
             sampler = Sampler(lambda: {**cluster.processes, "locust": self.locust, "haproxy": self.haproxy}, run.samples)
             sampler.start()
+            scraper = MetricsScraper(run.cluster_nodes, run.scrapes)
+            scraper.start()
             run.started = time.time()
             self.start_locust(plan, bases)
             failover = None
@@ -263,7 +321,8 @@ class Runner:
             if failover is not None:
                 failover.join(timeout=90)
             sampler.stopped.set()
-            (self.out / "samples.json").write_text(json.dumps(run.samples), encoding="utf-8")
+            scraper.stopped.set()
+            (self.out / "samples.json").write_text(json.dumps({"processes": run.samples, "metrics": run.scrapes}), encoding="utf-8")
             self.collect(run)
         finally:
             if sampler is not None:
@@ -290,7 +349,7 @@ class Runner:
         ]
         environment = dict(
             os.environ, LOADTEST_PLAN=str(self.out / "plan.json"), LOADTEST_OUT=str(self.out),
-            LOADTEST_NODES=",".join(bases), PYTHONUNBUFFERED="1",
+            LOADTEST_NODES=",".join(bases), LOADTEST_PROXY="1" if self.options.haproxy else "0", PYTHONUNBUFFERED="1",
         )
         log = open(self.out / "locust.out", "wb")  # noqa: SIM115 - the child keeps it
         self.locust = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPO, start_new_session=True)
@@ -298,25 +357,33 @@ class Runner:
         self.say(f"Locust started: {users} users ({len(plan['agents'])} agent desks, a PBX, a supervisor) against {', '.join(bases)}")
 
     def start_haproxy(self, run: Run) -> str:
+        """HAProxy with the shipped deploy/haproxy.cfg, its bind and servers moved to this run's."""
         binary = shutil.which("haproxy")
         if binary is None:
             raise SystemExit("loadtest: --haproxy needs the haproxy binary (apt-get install haproxy)")
-        shipped = REPO / "deploy" / "haproxy.cfg"
-        template = (shipped if shipped.exists() else HAPROXY_TEMPLATE).read_text(encoding="utf-8")
+        if not HAPROXY_CONFIG.exists():
+            raise SystemExit(f"loadtest: --haproxy needs {HAPROXY_CONFIG}")
         port = free_port()
-        servers = "\n".join(
-            f"    server {name} {address.split('://', 1)[1]} check inter 200ms fall 2 rise 2 on-marked-down shutdown-sessions"
-            for name, address in run.cluster_nodes.items()
-        )
-        text = template.replace("{{BIND}}", f"127.0.0.1:{port}").replace("{{SERVERS}}", servers)
+        servers = "\n".join(f"    server {name} {address.split('://', 1)[1]} check" for name, address in run.cluster_nodes.items())
+        lines = []
+        placed = False
+        for line in HAPROXY_CONFIG.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            if stripped.startswith("bind "):
+                line = f"    bind 127.0.0.1:{port}"
+            elif stripped.startswith("server "):
+                if placed:
+                    continue
+                line, placed = servers, True
+            lines.append(line)
         config = self.out / "haproxy.cfg"
-        config.write_text(text, encoding="utf-8")
-        log = open(self.out / "logs" / "haproxy.log", "wb")  # noqa: SIM115
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        log = open(self.out / "logs" / "haproxy.log", "wb")  # noqa: SIM115 - the child keeps it
         self.haproxy = subprocess.Popen([binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         address = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ready(address), 15, what="HAProxy to route to the primary")
-        self.say(f"HAProxy on {address} (config {config})")
+        self.say(f"HAProxy on {address} (from {HAPROXY_CONFIG.relative_to(REPO)})")
         return address
 
     def fail_over(self, run: Run) -> None:

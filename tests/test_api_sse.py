@@ -132,7 +132,7 @@ def test_shutdown_ends_streams_with_a_final_event(tmp_path: Path) -> None:
                 rest = list(events(stream))  # the stream ends: the iterator finishes
             final = [e for e in rest if e.id is not None][-1]
             assert final.event == "stream.closed" and final.lsn == lsn
-        assert node.stop() == 0
+        assert node.wait() == 0  # a clean exit after the one SIGTERM
     finally:
         node.kill()
 

@@ -111,6 +111,11 @@ def differences(left: Center, right: Center) -> list[str]:
     return found
 
 
+# (queue, channel) pairs that some agent of every variant serves.
+SERVED_LINES = (
+    ("transport", "voice"), ("transport", "voice"), ("transport", "chat"), ("welfare", "voice"), ("welfare", "chat"),
+    ("welfare", "sms"), ("tax", "voice"), ("tax", "sms"), ("evening", "voice"), ("protect", "voice"),
+)
 INVALID = CenterConfig(queues=[Queue(name="q", overflow="missing", max_wait=10)])
 
 
@@ -216,33 +221,29 @@ class CenterMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(AGENTS), label="agent")
 
     # -- rules ----------------------------------------------------------------------
+    # Most rules make the moves a working center makes (callers arriving where they are
+    # served, agents answering what rings at them, hanging up, wrapping up), so that
+    # sequences reach talk, wrap-up, transfers, call-backs and protection often. One rule,
+    # `anything`, sends any command with arbitrary ids, mostly to be refused.
 
-    @initialize(variant=st.integers(0, 3))
-    def configure_first(self, variant: int) -> None:
+    @initialize(variant=st.integers(0, 3), staff=st.lists(st.sampled_from(AGENTS[:5]), max_size=4, unique=True))
+    def open_the_center(self, variant: int, staff: list[str]) -> None:
         self.step(c.Configure(center=center_config(variant)), 0)
+        for agent in staff:
+            self.step(c.Login(agent=agent), 0)
+            self.step(c.Ready(agent=agent), 0)
 
-    @rule(data=st.data())
-    def arrive(self, data: st.DataObject) -> None:
-        if self.arrivals and data.draw(st.integers(0, 9), label="repeat an id?") == 0:
-            previous = data.draw(st.sampled_from(sorted(self.arrivals)), label="repeat")
-            command = self.arrivals[previous]
-            if data.draw(st.booleans(), label="different body?"):
-                command = c.Arrive(id=command.id, queue=command.queue, caller=command.caller, channel=command.channel,
-                                   priority=(command.priority + 1) % 10, attributes=command.attributes)
-            self.step(command, self._time(data))
-            return
+    def _new_arrival(self, data: st.DataObject, queue: str, channel: str) -> None:
         self.counter += 1
         call = f"c{self.counter}"
         attributes: dict[str, Any] = data.draw(
-            st.sampled_from([{}, {}, {}, {"elderly": True}, {"disabled": False}, {"vulnerable": 1, "topic": "bus"}]),
+            st.sampled_from([{}, {}, {}, {}, {"elderly": True}, {"disabled": False}, {"vulnerable": 1, "topic": "bus"}]),
             label="attributes",
         )
         command = c.Arrive(
-            id=call,
-            queue=data.draw(st.sampled_from(QUEUES), label="queue"),
+            id=call, queue=queue, channel=channel,  # type: ignore[arg-type]
             caller=data.draw(st.sampled_from(CALLERS), label="caller"),
-            channel=data.draw(st.sampled_from(("voice", "voice", "chat", "sms")), label="channel"),
-            priority=data.draw(st.sampled_from((0, 0, 0, 1, 5, 9)), label="priority"),
+            priority=data.draw(st.sampled_from((0, 0, 0, 0, 1, 5, 9)), label="priority"),
             attributes=attributes,
         )
         result = self.step(command, self._time(data))
@@ -250,92 +251,46 @@ class CenterMachine(RuleBasedStateMachine):
             self.call_ids.append(call)
             self.arrivals[call] = command
 
-    @rule(data=st.data())
-    def answer(self, data: st.DataObject) -> None:
-        call = self._call(data)
-        self.step(c.Answer(call=call, agent=self._agent_for(data, call)), self._time(data))
+    @rule(data=st.data(), line=st.sampled_from(SERVED_LINES))
+    def arrive(self, data: st.DataObject, line: tuple[str, str]) -> None:
+        self._new_arrival(data, *line)
 
-    @rule(data=st.data())
-    def reject(self, data: st.DataObject) -> None:
-        call = self._call(data)
-        self.step(c.Reject(call=call, agent=self._agent_for(data, call)), self._time(data))
+    @rule(data=st.data(), line=st.sampled_from(SERVED_LINES))
+    def arrive_too(self, data: st.DataObject, line: tuple[str, str]) -> None:
+        self._new_arrival(data, *line)  # a second rule, so that callers come twice as often
 
-    @rule(data=st.data())
-    def abandon(self, data: st.DataObject) -> None:
-        self.step(c.Abandon(call=self._call(data)), self._time(data))
+    @rule(data=st.data(), queue=st.sampled_from(QUEUES), channel=st.sampled_from(("voice", "chat", "sms")))
+    def arrive_anywhere(self, data: st.DataObject, queue: str, channel: str) -> None:
+        if self.arrivals and data.draw(st.integers(0, 2), label="repeat an id?") == 0:
+            command = self.arrivals[data.draw(st.sampled_from(sorted(self.arrivals)), label="repeat")]
+            if data.draw(st.booleans(), label="different body?"):
+                command = c.Arrive(id=command.id, queue=command.queue, caller=command.caller, channel=command.channel,
+                                   priority=(command.priority + 1) % 10, attributes=command.attributes)
+            self.step(command, self._time(data))
+            return
+        self._new_arrival(data, queue, channel)
 
-    @rule(data=st.data())
-    def hangup(self, data: st.DataObject) -> None:
-        self.step(c.Hangup(call=self._call(data)), self._time(data))
-
-    @rule(data=st.data())
-    def transfer(self, data: st.DataObject) -> None:
-        queue = data.draw(st.sampled_from(QUEUES), label="target")
-        self.step(c.Transfer(call=self._call(data), queue=queue), self._time(data))
-
-    @rule(data=st.data())
-    def request_callback(self, data: st.DataObject) -> None:
-        self.step(c.RequestCallback(call=self._call(data)), self._time(data))
-
-    @rule(data=st.data())
-    def wrapup(self, data: st.DataObject) -> None:
-        call = self._call(data)
-        disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
-        callback_at = None
-        if disposition == "callback" and data.draw(st.integers(0, 5), label="callback_at?") > 0:
-            callback_at = self.now + data.draw(st.sampled_from([-10.0, 0.0, 30.0, 600.0, 12 * 3600.0]), label="due in")
-        command = c.WrapUp(
-            call=call, agent=self._agent_for(data, call), disposition=disposition,  # type: ignore[arg-type]
-            abusive=data.draw(st.integers(0, 4), label="abusive?") == 0, callback_at=callback_at,
-        )
-        self.step(command, self._time(data))
-
-    @rule(data=st.data(), score=st.integers(1, 5))
-    def survey(self, data: st.DataObject, score: int) -> None:
-        self.step(c.Survey(call=self._call(data), score=score), self._time(data))
-
-    @rule(data=st.data())
-    def login(self, data: st.DataObject) -> None:
-        self.step(c.Login(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
-
-    @rule(data=st.data())
-    def ready(self, data: st.DataObject) -> None:
-        self.step(c.Ready(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
-
-    @rule(data=st.data(), reason=st.sampled_from(["", "lunch", "training"]))
-    def not_ready(self, data: st.DataObject, reason: str) -> None:
-        self.step(c.NotReady(agent=data.draw(st.sampled_from(AGENTS), label="agent"), reason=reason), self._time(data))
-
-    @rule(data=st.data())
-    def logout(self, data: st.DataObject) -> None:
-        self.step(c.Logout(agent=data.draw(st.sampled_from(AGENTS), label="agent")), self._time(data))
-
-    @rule(data=st.data())
-    def tick(self, data: st.DataObject) -> None:
-        self.step(c.Tick(), self._time(data))
-
-    @rule(data=st.data(), variant=st.integers(-1, 3))
-    def configure(self, data: st.DataObject, variant: int) -> None:
-        config = INVALID if variant < 0 else center_config(variant)
-        result = self.step(c.Configure(center=config), self._time(data))
-        if variant < 0:
-            assert isinstance(result, Rejection) and result.code == "invalid_config"
-
-    # Directed rules: the moves a working center makes, so that sequences reach talk,
-    # wrap-up, transfers and call-backs often (the blind rules above mostly get refused).
-
-    @rule(data=st.data())
-    def staff(self, data: st.DataObject) -> None:
-        agent = data.draw(st.sampled_from(AGENTS[:-1]), label="agent")
+    @rule(data=st.data(), agent=st.sampled_from(AGENTS[:-1]))
+    def staff(self, data: st.DataObject, agent: str) -> None:
         self.step(c.Login(agent=agent), self._time(data))
         self.step(c.Ready(agent=agent), 0)
 
+    @rule(data=st.data(), agent=st.sampled_from(AGENTS[:-1]), action=st.sampled_from(["not_ready", "not_ready", "logout", "ready"]))
+    def agent_presence(self, data: st.DataObject, agent: str, action: str) -> None:
+        if action == "not_ready":
+            command: c.Command = c.NotReady(agent=agent, reason=data.draw(st.sampled_from(["", "lunch", "training"]), label="reason"))
+        elif action == "logout":
+            command = c.Logout(agent=agent)
+        else:
+            command = c.Ready(agent=agent)
+        self.step(command, self._time(data))
+
     @precondition(lambda self: any(agent.offer for agent in self.center.state.agents.values()))
-    @rule(data=st.data(), take=st.sampled_from(["answer", "answer", "answer", "reject", "abandon", "callback", "transfer"]))
+    @rule(data=st.data(), take=st.sampled_from(["answer"] * 6 + ["reject", "abandon", "callback", "transfer"]))
     def respond_to_offer(self, data: st.DataObject, take: str) -> None:
         offered = sorted((agent.offer, name) for name, agent in self.center.state.agents.items() if agent.offer)
         call, agent = data.draw(st.sampled_from(offered), label="offer")
-        seconds = self._time(data)
+        seconds = data.draw(st.sampled_from([0.0, 1.0, 3.0, 8.0, 20.0]), label="seconds")
         if take == "answer":
             self.step(c.Answer(call=call, agent=agent), seconds)
         elif take == "reject":
@@ -348,7 +303,7 @@ class CenterMachine(RuleBasedStateMachine):
             self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), seconds)
 
     @precondition(lambda self: bool(self._held("connected")))
-    @rule(data=st.data(), take=st.sampled_from(["hangup", "hangup", "hangup", "transfer"]))
+    @rule(data=st.data(), take=st.sampled_from(["hangup"] * 4 + ["transfer"]))
     def end_conversation(self, data: st.DataObject, take: str) -> None:
         call, _agent = data.draw(st.sampled_from(sorted(self._held("connected"))), label="conversation")
         if take == "hangup":
@@ -357,14 +312,14 @@ class CenterMachine(RuleBasedStateMachine):
             self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), self._time(data))
 
     @precondition(lambda self: bool(self._held("wrapup")))
-    @rule(data=st.data(), disposition=st.sampled_from(DISPOSITIONS), abusive=st.sampled_from([False, False, False, True]))
+    @rule(data=st.data(), disposition=st.sampled_from(DISPOSITIONS), abusive=st.sampled_from([False] * 5 + [True]))
     def finish_wrapup(self, data: st.DataObject, disposition: str, abusive: bool) -> None:
         call, agent = data.draw(st.sampled_from(sorted(self._held("wrapup"))), label="wrap-up")
         callback_at = None
         if disposition == "callback":
             callback_at = self.now + data.draw(st.sampled_from([0.0, 30.0, 300.0, 12 * 3600.0]), label="due in")
         command = c.WrapUp(call=call, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
-        self.step(command, self._time(data))
+        self.step(command, data.draw(st.sampled_from([0.0, 2.0, 10.0, 40.0]), label="seconds"))
 
     @precondition(lambda self: bool(self._calls_in(CallState.WAITING)))
     @rule(data=st.data(), take=st.sampled_from(["abandon", "callback", "transfer"]))
@@ -377,11 +332,58 @@ class CenterMachine(RuleBasedStateMachine):
         else:
             self.step(c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target")), self._time(data))
 
-    @precondition(lambda self: bool(self._calls_in(CallState.COMPLETED)))
+    @precondition(lambda self: bool(self._calls_in(CallState.COMPLETED, CallState.TRANSFERRED)))
     @rule(data=st.data(), score=st.integers(1, 5))
-    def survey_completed(self, data: st.DataObject, score: int) -> None:
-        call = data.draw(st.sampled_from(sorted(self._calls_in(CallState.COMPLETED))), label="completed")
+    def survey(self, data: st.DataObject, score: int) -> None:
+        call = data.draw(st.sampled_from(sorted(self._calls_in(CallState.COMPLETED, CallState.TRANSFERRED))), label="ended")
         self.step(c.Survey(call=call, score=score), self._time(data))
+
+    @rule(data=st.data())
+    def tick(self, data: st.DataObject) -> None:
+        self.step(c.Tick(), self._time(data))
+
+    @rule(data=st.data(), variant=st.integers(-1, 3))
+    def configure(self, data: st.DataObject, variant: int) -> None:
+        config = INVALID if variant < 0 else center_config(variant)
+        result = self.step(c.Configure(center=config), self._time(data))
+        if variant < 0:
+            assert isinstance(result, Rejection) and result.code == "invalid_config"
+
+    @rule(data=st.data(), kind=st.sampled_from([
+        "answer", "reject", "abandon", "hangup", "transfer", "callback", "wrapup", "survey", "login", "ready", "not_ready", "logout",
+    ]))
+    def anything(self, data: st.DataObject, kind: str) -> None:
+        """Any command on any interaction and agent (known or not): mostly refused."""
+        call = self._call(data)
+        agent = self._agent_for(data, call)
+        command: c.Command
+        if kind == "answer":
+            command = c.Answer(call=call, agent=agent)
+        elif kind == "reject":
+            command = c.Reject(call=call, agent=agent)
+        elif kind == "abandon":
+            command = c.Abandon(call=call)
+        elif kind == "hangup":
+            command = c.Hangup(call=call)
+        elif kind == "transfer":
+            command = c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES), label="target"))
+        elif kind == "callback":
+            command = c.RequestCallback(call=call)
+        elif kind == "wrapup":
+            disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
+            callback_at = self.now + 60 if disposition == "callback" and data.draw(st.booleans(), label="time?") else None
+            command = c.WrapUp(call=call, agent=agent, disposition=disposition, callback_at=callback_at)  # type: ignore[arg-type]
+        elif kind == "survey":
+            command = c.Survey(call=call, score=data.draw(st.integers(1, 5), label="score"))
+        elif kind == "login":
+            command = c.Login(agent=agent)
+        elif kind == "ready":
+            command = c.Ready(agent=agent)
+        elif kind == "not_ready":
+            command = c.NotReady(agent=agent, reason="break")
+        else:
+            command = c.Logout(agent=agent)
+        self.step(command, self._time(data))
 
     @rule()
     def audit(self) -> None:
@@ -414,6 +416,7 @@ class CenterMachine(RuleBasedStateMachine):
         assert fresh.state_hash() == expected, f"replaying the log diverged: {differences(fresh, self.center)}"
 
     def teardown(self) -> None:
+        hypothesis.event(f"commands logged: {len(self.log) // 20 * 20}+")
         if self.log:
             self.snapshots.append((0, Center().snapshot()))
             for snapshot in self.snapshots[-3:]:

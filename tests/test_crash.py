@@ -32,8 +32,9 @@ from acd.settings import load
 from tests.helpers import NodeProcess, wait_until
 from tests.helpers.inprocess import running_node
 
-KILLS = 20
+KILLS_WHILE_WRITING = 20
 KILLS_WHILE_STARTING = 3
+KILLS = KILLS_WHILE_WRITING + KILLS_WHILE_STARTING
 WRITERS = 4
 AGENTS = ("kim", "lee", "park", "choi")
 CALLER = "01012345678"
@@ -83,7 +84,7 @@ def pbx(url: str, number: int, ledger: Ledger, stop: threading.Event, rng: rando
                     continue
                 sequence += 1
                 call = f"w{number}-{rng.getrandbits(32):08x}-{sequence}"
-                body = {"id": call, "queue": rng.choice(["general", "transport", "protected"]), "caller": CALLER,
+                body = {"id": call, "queue": rng.choice(["general", "protected"]), "caller": CALLER,
                         "priority": rng.randrange(3)}
                 if client.post("/v1/calls", json=body).status_code == 201:
                     ledger.record(call, "create")
@@ -174,7 +175,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
                     allowed = ledger.allowed(call)
                     assert allowed is None or response.json()["state"] in allowed
                 ledger.recent.clear()
-        assert ledger.acknowledged > KILLS * 5
+        print(f"{ledger.acknowledged} acknowledged writes, {same_state_checks} of {KILLS} restarts compared by state hash")
+        assert ledger.acknowledged > KILLS_WHILE_WRITING * 5
+        # Queues without skill relaxation keep timers rare, so most restarts begin at the LSN
+        # the check replayed to (a timer due at start-up ticks first and moves it on).
         assert same_state_checks >= KILLS // 2
     finally:
         node.kill()

@@ -691,6 +691,7 @@ class Center:
         day_stats = self.state.stats.get(day)
         if day_stats is None:
             day_stats = self.state.stats[day] = DayStats()
+        queue_day: QueueDay | None
         if queue is None:
             queue_day = day_stats.center
         else:

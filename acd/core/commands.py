@@ -26,14 +26,14 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbi
     """Base of all commands."""
 
 
-class Configure(Command, tag="configure"):
+class Configure(Command, tag="configure", frozen=True):
     """Replace the center's configuration (queues, agents, calendars); applied atomically."""
 
     center: Center
     actor: str = ""
 
 
-class Arrive(Command, tag="call.arrive"):
+class Arrive(Command, tag="call.arrive", frozen=True):
     """An interaction arrived from the PBX or a chat/SMS gateway."""
 
     id: Name
@@ -44,34 +44,34 @@ class Arrive(Command, tag="call.arrive"):
     attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], AttributeValue] = {}
 
 
-class Answer(Command, tag="call.answer"):
+class Answer(Command, tag="call.answer", frozen=True):
     call: Name
     agent: Name
 
 
-class Reject(Command, tag="call.reject"):
+class Reject(Command, tag="call.reject", frozen=True):
     call: Name
     agent: Name
 
 
-class Abandon(Command, tag="call.abandon"):
+class Abandon(Command, tag="call.abandon", frozen=True):
     call: Name
 
 
-class Hangup(Command, tag="call.hangup"):
+class Hangup(Command, tag="call.hangup", frozen=True):
     call: Name
 
 
-class Transfer(Command, tag="call.transfer"):
+class Transfer(Command, tag="call.transfer", frozen=True):
     call: Name
     queue: Name
 
 
-class RequestCallback(Command, tag="call.callback"):
+class RequestCallback(Command, tag="call.callback", frozen=True):
     call: Name
 
 
-class WrapUp(Command, tag="call.wrapup"):
+class WrapUp(Command, tag="call.wrapup", frozen=True):
     call: Name
     agent: Name
     disposition: Disposition
@@ -79,33 +79,33 @@ class WrapUp(Command, tag="call.wrapup"):
     callback_at: float | None = None
 
 
-class Survey(Command, tag="call.survey"):
+class Survey(Command, tag="call.survey", frozen=True):
     call: Name
     score: Score
 
 
-class Login(Command, tag="agent.login"):
+class Login(Command, tag="agent.login", frozen=True):
     agent: Name
 
 
-class Ready(Command, tag="agent.ready"):
+class Ready(Command, tag="agent.ready", frozen=True):
     agent: Name
 
 
-class NotReady(Command, tag="agent.not_ready"):
+class NotReady(Command, tag="agent.not_ready", frozen=True):
     agent: Name
     reason: Text = ""
 
 
-class Logout(Command, tag="agent.logout"):
+class Logout(Command, tag="agent.logout", frozen=True):
     agent: Name
 
 
-class Tick(Command, tag="tick"):
+class Tick(Command, tag="tick", frozen=True):
     """Time passed: fire every timer due at or before the command's timestamp."""
 
 
-class Audit(Command, tag="audit"):
+class Audit(Command, tag="audit", frozen=True):
     """An operator action recorded in the log (switchover, promotion, forced actions)."""
 
     actor: str

@@ -14,14 +14,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: float
 
 
-class ConfigApplied(Event, tag="config.applied"):
+class ConfigApplied(Event, tag="config.applied", frozen=True):
     version: int
     queues: int
     agents: int
     actor: str = ""
 
 
-class CallQueued(Event, tag="call.queued"):
+class CallQueued(Event, tag="call.queued", frozen=True):
     call: str
     queue: str
     channel: str
@@ -32,14 +32,14 @@ class CallQueued(Event, tag="call.queued"):
     callback: bool = False
 
 
-class CallClosed(Event, tag="call.closed"):
+class CallClosed(Event, tag="call.closed", frozen=True):
     call: str
     queue: str
     reason: str
     message: str = ""
 
 
-class CallScheduled(Event, tag="call.scheduled"):
+class CallScheduled(Event, tag="call.scheduled", frozen=True):
     """A call-back waits for its due time (requested, promised at wrap-up, or closed hours)."""
 
     call: str
@@ -48,7 +48,7 @@ class CallScheduled(Event, tag="call.scheduled"):
     agent: str | None = None
 
 
-class CallOffered(Event, tag="call.offered"):
+class CallOffered(Event, tag="call.offered", frozen=True):
     call: str
     agent: str
     queue: str
@@ -58,32 +58,32 @@ class CallOffered(Event, tag="call.offered"):
     warning: bool = False
 
 
-class OfferWithdrawn(Event, tag="call.offer_withdrawn"):
+class OfferWithdrawn(Event, tag="call.offer_withdrawn", frozen=True):
     call: str
     agent: str
     reason: str  # "rejected" | "no_answer" | "agent_left" | "abandoned" | "transferred"
 
 
-class CallAnswered(Event, tag="call.answered"):
+class CallAnswered(Event, tag="call.answered", frozen=True):
     call: str
     agent: str
     queue: str
     wait: float
 
 
-class CallAbandoned(Event, tag="call.abandoned"):
+class CallAbandoned(Event, tag="call.abandoned", frozen=True):
     call: str
     queue: str
     wait: float
 
 
-class CallEnded(Event, tag="call.ended"):
+class CallEnded(Event, tag="call.ended", frozen=True):
     call: str
     agent: str
     talk: float
 
 
-class CallWrappedUp(Event, tag="call.wrapped_up"):
+class CallWrappedUp(Event, tag="call.wrapped_up", frozen=True):
     call: str
     agent: str
     disposition: str
@@ -91,7 +91,7 @@ class CallWrappedUp(Event, tag="call.wrapped_up"):
     timed_out: bool = False
 
 
-class CallTransferred(Event, tag="call.transferred"):
+class CallTransferred(Event, tag="call.transferred", frozen=True):
     call: str
     source: str
     target: str
@@ -99,26 +99,26 @@ class CallTransferred(Event, tag="call.transferred"):
     overflow: bool = False
 
 
-class CallbackRequested(Event, tag="call.callback_requested"):
+class CallbackRequested(Event, tag="call.callback_requested", frozen=True):
     call: str
     queue: str
     merged_into: str | None = None
 
 
-class SurveyRecorded(Event, tag="call.survey"):
+class SurveyRecorded(Event, tag="call.survey", frozen=True):
     call: str
     agent: str | None
     score: int
 
 
-class AgentChanged(Event, tag="agent.changed"):
+class AgentChanged(Event, tag="agent.changed", frozen=True):
     agent: str
     state: str
     reason: str = ""
     pending: str = ""
 
 
-class Audited(Event, tag="audit"):
+class Audited(Event, tag="audit", frozen=True):
     actor: str
     action: str
     detail: str = ""

@@ -356,7 +356,7 @@ class Node:
         for (kind, outcome), count in outcomes.items():  # one labelled update per kind and batch
             self.metrics.commands.labels(kind, outcome).inc(count)
         self.metrics.lsn.set(self.lsn)
-        self._maybe_snapshot()
+        await self._snapshot_if_due()
 
     def _fail(self, batch: list[_Submission], error: NodeError) -> None:
         for submission in batch:
@@ -372,10 +372,34 @@ class Node:
         try:
             self.save_snapshot()
         except StorageFull as error:
-            # The log still holds everything, so a missing snapshot costs only replay time at
-            # the next start. Try again after another half interval, not on every batch.
-            self._since_snapshot = every // 2
-            log.warning("snapshot skipped, store full node=%s lsn=%d: %s", self.name, self.lsn, error)
+            self._snapshot_refused(error)
+
+    async def _snapshot_if_due(self) -> None:
+        """The pipeline's periodic snapshot, taken between two batches.
+
+        The state is encoded here (it must not change meanwhile) and written in a worker thread,
+        so that a snapshot of tens of megabytes does not stall reads and HTTP for its write and
+        fsync; the next batch waits, since the pipeline awaits this.
+        """
+        every = self.settings.store.snapshot_every_records
+        if self._since_snapshot < every:
+            return
+        if not self.append_in_thread:
+            self._maybe_snapshot()
+            return
+        lsn, epoch, at, state = self.lsn, self.store.epoch(), self._last_at, self.center.snapshot()
+        try:
+            removed = await trio.to_thread.run_sync(self._write_snapshot, lsn, epoch, at, state)
+        except StorageFull as error:
+            self._snapshot_refused(error)
+            return
+        self._snapshot_written(removed)
+
+    def _snapshot_refused(self, error: StorageFull) -> None:
+        # The log still holds everything, so a missing snapshot costs only replay time at the
+        # next start. Try again after another half interval, not on every batch.
+        self._since_snapshot = self.settings.store.snapshot_every_records // 2
+        log.warning("snapshot skipped, store full node=%s lsn=%d: %s", self.name, self.lsn, error)
 
     async def snapshot_now(self) -> None:
         """Take a snapshot between batches (the state then equals the durable log)."""
@@ -383,13 +407,19 @@ class Node:
             self.save_snapshot()
 
     def save_snapshot(self) -> None:
-        self.store.save_snapshot(lsn=self.lsn, epoch=self.store.epoch(), at=self._last_at, state=self.center.snapshot())
-        self._since_snapshot = 0
+        removed = self._write_snapshot(self.lsn, self.store.epoch(), self._last_at, self.center.snapshot())
+        self._snapshot_written(removed)
+
+    def _write_snapshot(self, lsn: int, epoch: int, at: float, state: bytes) -> int:
+        """Store a snapshot and apply log retention; how many records retention removed."""
+        self.store.save_snapshot(lsn=lsn, epoch=epoch, at=at, state=state)
         retention = self.settings.store.retention_records
-        if retention:
-            removed = self.store.truncate_log(max(1, self.lsn - retention + 1))
-            if removed:
-                log.info("log truncated node=%s removed=%d first_lsn=%d", self.name, removed, self.store.first_lsn())
+        return self.store.truncate_log(max(1, lsn - retention + 1)) if retention else 0
+
+    def _snapshot_written(self, removed: int) -> None:
+        self._since_snapshot = 0
+        if removed:
+            log.info("log truncated node=%s removed=%d first_lsn=%d", self.name, removed, self.store.first_lsn())
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -156,6 +156,12 @@ class NodeProcess:
         code = self._reap()
         return code
 
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit by itself (after a signal already sent); its exit code."""
+        assert self.process is not None
+        self.process.wait(timeout)
+        return self._reap()
+
     def _reap(self) -> int:
         code = 0
         if self.process is not None:
