@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
     run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
+    run.add_argument("--haproxy-config", type=Path, default=None, help="with --haproxy: another config in the shape of deploy/haproxy.cfg")
     day = run.add_argument_group("day")
     day.add_argument("--calls", type=int, default=2000, help="calls in the day (default: %(default)s)")
     day.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the day (default: %(default)s)")
@@ -52,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     rate.add_argument("--threshold", type=float, default=1.0, help="service-level threshold in seconds (default: %(default)s)")
     rate.add_argument("--target-rate", type=float, default=100.0, help="stress passes at this many calls/s (default: %(default)s)")
     limits = run.add_argument_group("limits")
-    limits.add_argument("--p99-ms", type=float, default=50.0, help="p99 latency limit outside the failover window (default: %(default)s)")
+    limits.add_argument("--p99-ms", type=float, default=None, help="p99 latency limit outside the failover window (default: 100 for day and soak, 50 for stress)")
     limits.add_argument("--max-error-ratio", type=float, default=0.001, help="failed requests outside the failover window (default: %(default)s)")
     limits.add_argument("--max-outage", type=float, default=3.0, help="longest client-seen outage at failover, seconds (default: %(default)s)")
     limits.add_argument("--max-bytes-per-call", type=float, default=16384.0, help="soak: primary memory growth per interaction (default: %(default)s)")
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, out=args.out,
         calls=args.calls, seed=args.seed, scenario=args.scenario, drain=args.drain, rates=args.rates,
         step_seconds=args.step_seconds, rate=args.rate, agents=args.agents, talk=args.talk, threshold=args.threshold,
-        rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy, p99_ms=args.p99_ms,
+        rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy or args.haproxy_config is not None,
+        p99_ms=args.p99_ms if args.p99_ms is not None else (50.0 if args.shape == "stress" else 100.0),
         max_error_ratio=args.max_error_ratio, max_outage=args.max_outage, target_rate=args.target_rate,
         max_bytes_per_call=args.max_bytes_per_call,
     )

@@ -148,6 +148,8 @@ def evaluate(run: Run) -> list[Result]:
         error_ratio=steady.error_ratio, p99_ms_all=overall.p(0.99), error_ratio_all=overall.error_ratio,
     )
     where = "outside the failover window" if excluded else "whole run"
+    context = machine_context(run, start, end)
+    figures["machine"] = context
     results.append(Result(
         f"error ratio ({where})", steady.error_ratio <= options.max_error_ratio,
         f"{steady.failures} / {steady.requests} = {_percent(steady.error_ratio)}", f"≤ {_percent(options.max_error_ratio)}",
@@ -157,7 +159,7 @@ def evaluate(run: Run) -> list[Result]:
         results.append(Result(
             f"p99 latency ({where})", steady.p(0.99) is not None and steady.p(0.99) < options.p99_ms,  # type: ignore[operator]
             _ms(steady.p(0.99)), f"< {options.p99_ms:g} ms",
-            f"p50 {_ms(steady.p(0.5))}, p99.9 {_ms(steady.p(0.999))}; whole run p99 {_ms(overall.p(0.99))}",
+            f"p50 {_ms(steady.p(0.5))}, p99.9 {_ms(steady.p(0.999))}; whole run p99 {_ms(overall.p(0.99))}; {context['text']}",
         ))
 
     # ------------------------------------------------------------------ failover
@@ -173,6 +175,31 @@ def evaluate(run: Run) -> list[Result]:
     elif shape == "soak":
         results.extend(_soak(run, figures))
     return results
+
+
+def machine_context(run: Run, start: float, end: float) -> dict[str, Any]:
+    """How busy the machine was and how much of it this test used; the primary's own timings.
+
+    Latency on a machine shared with other work includes waiting for a CPU: the figures
+    say how much of the machine the test had.
+    """
+    import os
+
+    from .runner import cpu_share, machine_busy, pipeline_figures
+
+    cores = os.cpu_count() or 1
+    shares = {name: cpu_share(run.samples, name, start, end) for name in ("locust", *run.cluster_nodes, "witness")}
+    ours = sum(share for share in shares.values() if share is not None) / cores
+    busy = machine_busy(run.samples, start, end)
+    primary = run.failover.killed or run.primary_at_end
+    pipeline = pipeline_figures(run.scrapes, primary, start, run.failover.kill_time or end) if primary else {}
+    text = f"machine {busy * 100:.0f} % busy, this test {ours * 100:.0f} % of {cores} cores" if busy is not None else "machine load unknown"
+    if pipeline.get("command_ms"):
+        text += (
+            f"; node {primary}: {pipeline['command_ms']:.1f} ms per command (submission to reply, mean), "
+            f"{pipeline.get('commit_ms') or 0:.1f} ms local commit per batch, {pipeline.get('batch_records') or 0:.1f} records per batch"
+        )
+    return {"machine_busy": busy, "test_share": ours, "cores": cores, "cpu": shares, "pipeline": pipeline, "text": text}
 
 
 def _failover(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | None) -> list[Result]:

@@ -690,12 +690,19 @@ class BatchMeans:
     def talk(self, _call: CallSpec, begin: float, end: float) -> None:
         """Agent busy time, cut into the batches it overlaps."""
         begin = max(begin, self.start)
+        if begin >= end:
+            return
+        index = int((begin - self.start) / self.length)
         while begin < end:
-            index = int((begin - self.start) / self.length)
-            self._grow(index)
-            upto = min(end, self.start + (index + 1) * self.length)
-            self.busy[index] += upto - begin
-            begin = upto
+            # Step by index, not by recomputing it from `begin`: a boundary computed in floating
+            # point may round to `begin` itself and the loop would never advance.
+            boundary = self.start + (index + 1) * self.length
+            if boundary > begin:
+                upto = min(end, boundary)
+                self._grow(index)
+                self.busy[index] += upto - begin
+                begin = upto
+            index += 1
 
     def complete(self, batches: int) -> bool:
         """Whether every call that arrived in the first `batches` batches has its outcome."""

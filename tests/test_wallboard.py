@@ -232,11 +232,12 @@ def chromium(tmp_path: Path) -> Iterator[Browser]:
 def test_wallboard_figures_follow_calls_and_agents_live(tmp_path: Path, chromium: Browser) -> None:
     started = time.monotonic()
     cluster = start_cluster(tmp_path)
+    api = httpx.Client(timeout=5)
     try:
         primary = cluster.primary()
         assert primary is not None
         base = cluster.api(primary)
-        api = httpx.Client(base_url=base, timeout=5)
+        api.base_url = httpx.URL(base)
         for agent in ("kim", "lee", "park"):
             assert api.post(f"/v1/agents/{agent}/login").status_code == 200
         for agent in ("kim", "lee"):
@@ -250,7 +251,7 @@ def test_wallboard_figures_follow_calls_and_agents_live(tmp_path: Path, chromium
         assert before["figures"]["agents-ready"] == "2" and before["figures"]["agents-not_ready"] == "1"
         assert before["figures"]["agents-logged_out"] == "25"
         assert len(before["queues"]) == 11 and "district" not in before["queues"]  # external queues left out
-        first = chromium_shot = page.screenshot(tmp_path / "wallboard-before.png")
+        first = page.screenshot(tmp_path / "wallboard-before.png")
 
         # Calls arrive: two ring at the ready agents, three wait; kim answers.
         for number in range(5):
@@ -275,13 +276,14 @@ def test_wallboard_figures_follow_calls_and_agents_live(tmp_path: Path, chromium
         second = page.screenshot(tmp_path / "wallboard-after.png")
         assert page.exceptions == []
         assert first.stat().st_size > 10_000 and second.stat().st_size > 10_000
-        assert chromium_shot.read_bytes() != second.read_bytes()
+        assert first.read_bytes() != second.read_bytes()
 
         # The node that served the page dies: the page says so and dims its figures; the
         # standby takes over; the old node comes back as standby and the page, which may only
         # call its own origin, follows it again and shows what the new primary records.
         cluster.kill(primary)
         wait_for(lambda: read(page)["state"] in ("reconnecting", "offline"), 10, interval=0.1, what="the page to notice its node is gone")
+        third = page.screenshot(tmp_path / "wallboard-reconnecting.png")
         survivor = cluster.wait_primary(10, other_than=primary)
         cluster.restart(primary)
         wait_for(lambda: cluster.healthy(cluster.settings.node(primary).api), 20, what=f"{primary} to come back")
@@ -297,9 +299,9 @@ def test_wallboard_figures_follow_calls_and_agents_live(tmp_path: Path, chromium
                 20, interval=0.1, what="the page to follow the restarted node",
             )
         assert page.exceptions == []
-        print(f"wallboard screenshots: {first} {second} ({time.monotonic() - started:.1f} s)")
-        api.close()
+        print(f"wallboard screenshots: {first} {second} {third} ({time.monotonic() - started:.1f} s)")
     finally:
+        api.close()
         cluster.close()
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,19 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "standalone.toml"
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of node subprocesses: compiled modules cached outside the work tree.
+
+    `make test` sets PYTHONDONTWRITEBYTECODE (no .pyc files in the tree), which makes every
+    node start compile the project's modules again; the tests start dozens of nodes, so they
+    cache the bytecode under the temporary directory instead.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "acd-test-pycache")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def free_port() -> int:
@@ -111,10 +125,9 @@ class NodeProcess:
         """Start the process without waiting for it to serve."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             self.command("serve", "--config", str(self.config_path), "--node", "a", "--log-level", self.log_level),
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=child_environment(),
         )
         return self.process
 
@@ -172,7 +185,9 @@ class NodeProcess:
         return code
 
     def run_cli(self, *args: str, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=input)
+        return subprocess.run(
+            self.command(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=input, env=child_environment(),
+        )
 
     def serve_once(self, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """Run `acd serve` expecting it to refuse to start; returns its exit code and output."""
