@@ -149,6 +149,7 @@ class Member:
         self.stale_dropped = 0
         self._primary_scope: trio.CancelScope | None = None
         self._last_refusal: dict[str, str] = {}
+        self._promotion_detail = ""
         self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
         self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
         self._append_times: deque[tuple[int, float]] = deque()
@@ -686,7 +687,7 @@ class Member:
 
     # ------------------------------------------------------------------ operations
 
-    async def switchover(self, to: str | None = None) -> dict[str, Any]:
+    async def switchover(self, to: str | None = None, actor: str = "operator") -> dict[str, Any]:
         """Planned swap: stop writing, let the standby catch up, hand over, step down."""
         if self.node.role != "primary":
             raise SwitchoverRefused("not_primary", f"node {self.name} is {self.node.role}; run the switchover on the primary")
@@ -694,6 +695,8 @@ class Member:
             raise SwitchoverRefused("unknown_node", f"no standby named {to!r}")
         if not self.peer_connected or self.behind_recorded:
             raise SwitchoverRefused("standby_not_ready", f"standby {self.peer.name} is not connected and caught up")
+        # The audit record goes through the log first, so both nodes keep who asked and when.
+        await self.node.submit(c.Audit(actor=actor, action="switchover", detail=f"{self.name} -> {self.peer.name}"))
         self.handover_requested = True
         started = self.clock()
         try:
@@ -720,7 +723,7 @@ class Member:
                 await trio.sleep(0.01)
         return {"from": self.name, "to": self.leader, "seconds": round(self.clock() - started, 3), **self.view()}
 
-    async def promote(self, force: bool = False) -> dict[str, Any]:
+    async def promote(self, force: bool = False, actor: str = "operator") -> dict[str, Any]:
         """Manual promotion when the witness is gone (DESIGN.md: `acd promote`)."""
         if self.node.role == "primary":
             raise SwitchoverRefused("already_primary", f"node {self.name} is primary")
@@ -731,6 +734,7 @@ class Member:
                 "may_lose_writes",
                 "this node was not in sync with the last primary: it may lack acknowledged writes; use --force to promote anyway",
             )
+        self._promotion_detail = f"manual promotion by {actor}" + (" (forced)" if force else "")
         if await self._try_election(force=force):
             return self.view()
         if not force:
@@ -743,6 +747,10 @@ class Member:
         self.forced = True
         self.require_standby = False
         return self.view()
+
+    def promotion_detail(self) -> str:
+        detail, self._promotion_detail = self._promotion_detail, ""
+        return detail or f"automatic failover after {self.last_failover_seconds:.2f} s without a primary"
 
     async def witness_status(self) -> WitnessStatus | None:
         if self.witness is None:
@@ -814,7 +822,9 @@ async def _promotion_audit(member: Member) -> None:
         await member.promoted.wait()
         if member.node.role == "primary":
             try:
-                await member.node.submit(c.Audit(actor=member.name, action="promoted", detail=f"epoch {member.promised_epoch}"))
+                await member.node.submit(c.Audit(
+                    actor=member.name, action="promoted", detail=f"epoch {member.promised_epoch}: {member.promotion_detail()}",
+                ))
                 if member.node.center.state.config_version == 0:
                     await member.node.apply_settings_center(actor="first-primary")
             except NotPrimary:
