@@ -392,6 +392,9 @@ class EventStream:
 
 
 def _center_event(event_type: str, data: dict[str, Any]) -> None:
+    if event_type == "stream.reset":
+        _center_connected()
+        return
     agent = data.get("agent")
     desk = DESKS.get(agent) if agent else None
     if desk is not None:
@@ -426,7 +429,6 @@ class AgentDesk(FastHttpUser):
         self.acd = AcdClient(self.client, f"agent:{self.name}")
         self.handling: set[str] = set()
         self.on_break = False
-        self.away_since: float | None = None
         self.work = gevent.pool.Group()
         DESKS[self.name] = self
         agent = f"/v1/agents/{self.name}"
@@ -451,6 +453,10 @@ class AgentDesk(FastHttpUser):
     # -------------------------------------------------------------- events
 
     def on_event(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "stream.reset":
+            # The node's buffer no longer holds what we missed: read our state instead.
+            self.work.spawn(self.resync)
+            return
         if data.get("agent") != self.name:
             return
         if event_type == "call.offered":
@@ -458,8 +464,6 @@ class AgentDesk(FastHttpUser):
         elif event_type == "agent.changed":
             if data.get("state") == "not_ready" and data.get("reason") == "no_answer":
                 self.work.spawn(self.back_after_miss)
-        elif event_type == "stream.reset":
-            self.work.spawn(self.resync)
 
     def resync(self) -> None:
         """After (re)connecting a stream: pick up an offer or a missed-offer state we did not see."""
@@ -625,7 +629,7 @@ class Pbx(FastHttpUser):
         self.acd = AcdClient(self.client, "pbx")
         self.callers = gevent.pool.Group()
         self.stop_arrivals = gevent.event.Event()
-        self.backlog = 0
+        self.rate = 0.0  # the ramp's current step, calls per second
 
     @task
     def day(self) -> None:
@@ -656,8 +660,7 @@ class Pbx(FastHttpUser):
     def replay_schedule(self) -> None:
         for spec in PLAN["calls"]:
             _sleep_until(T0[0] + spec["at"])
-            self.callers.spawn(self.caller, spec)
-        self.callers.join(timeout=0)  # callers keep waiting for their agents in the background
+            self.callers.spawn(self.caller, spec)  # each caller keeps waiting for an agent on its own
 
     def ramp(self) -> None:
         """Poisson arrivals at each step's rate; stop early once callers pile up."""
@@ -697,10 +700,10 @@ class Pbx(FastHttpUser):
         while True:
             gevent.sleep(0.5)
             waiting = COUNTS["created"] - COUNTS["answered"]
-            limit = max(20.0, getattr(self, "rate", 0) * PLAN.get("backlog_seconds", 5.0))
+            limit = max(20.0, self.rate * PLAN.get("backlog_seconds", 5.0))
             limit_checks = limit_checks + 1 if waiting > limit else 0
             if limit_checks >= 4:
-                JOURNAL.write("ramp_stopped", at=round(time.time(), 4), rate=getattr(self, "rate", 0), backlog=waiting)
+                JOURNAL.write("ramp_stopped", at=round(time.time(), 4), rate=self.rate, backlog=waiting)
                 self.stop_arrivals.set()
                 return
 

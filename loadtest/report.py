@@ -69,6 +69,13 @@ def _steps_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _relative(span: Any, run: Run) -> str:
+    if not span:
+        return "-"
+    t0 = (run.journal.t0 if run.journal else None) or run.started
+    return f"+{span[0] - t0:.1f} s to +{span[1] - t0:.1f} s after the first arrival"
+
+
 def write(run: Run, results: list[Result]) -> None:
     out = run.out
     figures = run.figures
@@ -116,7 +123,7 @@ def write(run: Run, results: list[Result]) -> None:
                 f"- longest client-seen outage (first failed write → next success, per client): {figures.get('outage_seconds')} s "
                 f"({figures.get('clients_with_outage')} clients saw one)",
                 f"- old primary back as standby: {figures.get('rejoin_seconds')} s after its restart",
-                f"- window left out of the steady-state latency and error figures: {figures.get('failover_window')}",
+                f"- window left out of the steady-state latency and error figures: {_relative(figures.get('failover_window'), run)}",
             ]
     counts = figures.get("counts")
     if counts:

@@ -407,8 +407,9 @@ class Runner:
         if self.locust is not None and self.locust.poll() is not None:
             failover.note = "Locust had already stopped at the failover time"
             return
-        primary = cluster.primary()
-        if primary is None:
+        try:
+            primary = cluster.wait_primary(10)
+        except TimeoutError:
             failover.note = "no single writable primary at the failover time; nothing killed"
             return
         failover.killed = primary

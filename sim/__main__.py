@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     staff.add_argument("--target", type=_target, default=(0.8, 20.0), metavar="LEVEL/SECONDS", help="e.g. 0.8/20 (default)")
     staff.add_argument("--max-abandon", type=float, metavar="RATE", help="e.g. 0.05: also keep abandonment under this (Erlang A)")
     staff.add_argument("--replications", type=_positive(int), default=10, help="simulated days per round (default 10)")
-    staff.add_argument("--rounds", type=_positive(int), default=6, help="most simulate-and-adjust rounds (default 6)")
+    staff.add_argument("--rounds", type=_positive(int), default=8, help="most simulate-and-adjust rounds (default 8)")
     staff.add_argument("--seed", type=int, metavar="K")
     staff.add_argument("--date", metavar="YYYY-MM-DD", help="the day to staff (default: the scenario's first)")
     staff.add_argument("--out", type=Path, metavar="DIR", help="where staffing.csv goes (default: out/<scenario>)")

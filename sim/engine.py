@@ -46,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from acd.core import Center, ConfigError, Rejection, State
+from acd.core import Center, ConfigError, Presence, Rejection, State
 from acd.core import commands as c
 from acd.core import events as e
 from acd.core.calendar import is_open
@@ -160,28 +160,32 @@ class Simulation:
             self.schedule(first.arrival, ARRIVE, first)
 
     def run(self, until: float = math.inf) -> None:
+        """Process events up to `until` (inclusive), or until none are left if it is infinite.
+
+        The core's timers interleave with the engine's events in time order; with a finite
+        `until`, they are honoured up to it even when the engine has nothing left to do, so a
+        run can be resumed later exactly as if it had never stopped.
+        """
         heap = self.heap
         center = self.center
         actions = self._actions
         pop = heapq.heappop
-        while heap:
-            at = heap[0][0]
-            if at > until:
-                break
+        endless = until == math.inf
+        while True:
+            at = heap[0][0] if heap else math.inf
             deadline = center.next_deadline()
-            if deadline is not None and deadline < at:
+            if deadline is not None and deadline < at and (heap or not endless):
+                if deadline > until:
+                    break
                 self.now = deadline
                 self.command(TICK, deadline)
                 continue
+            if not heap or at > until:
+                break
             _at, _sequence, kind, subject, detail = pop(heap)
             self.now = at
             actions[kind](at, subject, detail)
-        if until < math.inf:
-            deadline = center.next_deadline()
-            while deadline is not None and deadline <= until:
-                self.now = deadline
-                self.command(TICK, deadline)
-                deadline = center.next_deadline()
+        if not endless:
             self.now = until
         self._flush_trace()
 
@@ -257,12 +261,13 @@ class Simulation:
         if call.legs != leg or call.agent != agent:
             return
         if self.on_talk is not None:
-            self.on_talk(call, call.answered_at or at, at)
+            self.on_talk(call, call.connected_at, at)
         if call.transfer_to and call.transfers == 0:
             call.transfers = 1
             if self.command(c.Transfer(call=call.id, queue=call.transfer_to), at):
                 self._start_wrapup(call, agent, at, "transferred", abusive=call.abusive)
-            return
+                return
+            # Refused (counted in `rejections`): the agent ends the call instead.
         if self.command(c.Hangup(call=call.id), at):
             disposition = call.disposition if call.disposition != "transferred" else "resolved"
             self._start_wrapup(call, agent, at, disposition, abusive=call.abusive and call.transfers == 0)
@@ -313,9 +318,12 @@ class Simulation:
     def _ready_again(self, at: float, agent: str, reason: str) -> None:
         """Back from a missed offer or a rest, if the plan still says ready and nothing changed."""
         record = self.center.state.agents.get(agent)
-        if self.planned.get(agent) == "ready" and record is not None and record.reason == reason:
-            if record.presence.value == "not_ready" or record.pending:
-                self.command(c.Ready(agent=agent), at)
+        if self.planned.get(agent) != "ready" or record is None:
+            return
+        resting = record.presence is Presence.NOT_READY and record.reason == reason
+        deferred = record.pending == "not_ready" and record.pending_reason == reason  # still on a call
+        if resting or deferred:
+            self.command(c.Ready(agent=agent), at)
 
     def _interval(self, at: float, key: tuple[int, int], _detail: Any) -> None:
         """An interval boundary: close the previous interval's figures, open the next."""
@@ -391,6 +399,7 @@ class Simulation:
         at = event.at
         call.legs += 1
         call.agent = event.agent
+        call.connected_at = at
         if call.answered_at is None:
             call.answered_at = at
             call.wait = at - call.arrival
@@ -426,8 +435,7 @@ class Simulation:
         if behaviour.max_occupancy >= 1.0:
             return
         worked = self.worked.setdefault(agent, deque())
-        start = call.answered_at if call.legs <= 1 else at - call.talk_after_transfer - call.wrapup
-        worked.append((start or at, at))
+        worked.append((min(call.connected_at, at), at))
         window_start = at - behaviour.occupancy_window_seconds
         while worked and worked[0][1] < window_start:
             worked.popleft()
@@ -471,8 +479,6 @@ class Simulation:
         if call is None:
             return
         call.final_queue = event.target
-        if event.overflow:
-            call.transfers += 1
         if event.external and call.answered_at is None:
             self._finish(call, "overflow" if event.overflow else "transferred", event.at)
 
@@ -613,6 +619,7 @@ def batch_interval(values: list[float]) -> tuple[float, float]:
 
 
 MMC_START = 1_767_538_800.0  # 2026-01-05 00:00 Asia/Seoul; any instant would do (always open)
+MMC_DEFAULT_CALLS = 20_000
 
 
 def mmc_center(agents: int, threshold_seconds: float, *, retention_days: int = 1) -> CenterConfig:
@@ -742,7 +749,7 @@ def run_mmc(
     Poisson arrivals, exponential talk time (the whole handling time: no ring, no wrap-up) and,
     with `patience_seconds`, exponential patience. The first `warmup_hours` (default: the
     longer of one hour and 50 handling times) run but are not measured, so that measuring
-    starts near steady state; then `hours` (default: enough for 20,000 calls) are measured,
+    starts near steady state; then `hours` (default: enough for at least 20,000 calls) are measured,
     cut into `batches` equal batches by arrival time. A figure's interval is its estimate
     +- t(0.975, batches - 1) * sd(batch means) / sqrt(batches) (batch means: Law, "Simulation
     Modeling and Analysis", 9.5.3); batches of hundreds of calls are long enough for their
@@ -765,7 +772,9 @@ def run_mmc(
                                     threshold_seconds=threshold_seconds)
     rate = arrivals_per_hour / 3600.0
     if hours is None:
-        hours = max(1.0, 20_000 / arrivals_per_hour)
+        # 3 % more than 20,000 calls' worth: a Poisson count falls below 20,000 with
+        # probability about 2e-5 (the issue asks for at least 20,000 measured calls).
+        hours = max(1.0, 1.03 * MMC_DEFAULT_CALLS / arrivals_per_hour)
     if warmup_hours is None:
         warmup_hours = max(1.0, 50 * aht_seconds / 3600.0)
     start = MMC_START
@@ -996,7 +1005,7 @@ def interval_tallies(run: DayRun, day_index: int = 0) -> dict[int, Tally]:
 
 def plan_staffing(
     scenario: Scenario, *, target_service_level: float, threshold_seconds: float, max_abandon: float | None = None,
-    replications: int = 10, rounds: int = 6, seed: int | None = None, date: str | None = None, progress: bool = False,
+    replications: int = 10, rounds: int = 8, seed: int | None = None, date: str | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """The fewest voice agents per interval that meet the target: Erlang first, then simulation.
 
@@ -1011,8 +1020,10 @@ def plan_staffing(
        handling-time distribution, patience, ring delay, missed offers, call-back requests,
        callers from before the opening. `replications` days with consecutive seeds are pooled
        per interval.
-    3. Every interval that misses the target in simulation gets one more agent, and the day
-       is simulated again on the same calls (common random numbers), up to `rounds` times.
+    3. Every interval that misses the target in simulation gets more agents (one for a near
+       miss, one per ten points short), and the day is simulated again on the same calls
+       (common random numbers), up to `rounds` times. Only agents are added: a few intervals
+       may end a little over-staffed where simulation noise made them look short.
     The result lists both numbers; where they differ, the simulation knows something Erlang
     does not (non-exponential talk, queues carried over from the previous interval, ring
     time, call-backs at opening).
@@ -1109,21 +1120,26 @@ def plan_staffing(
                 ready[interval] = ready.get(interval, 0.0) + seconds["ready"]
             if bar is not None:
                 bar.update(1)
-        missed = []
+        missed: dict[int, int] = {}
         for interval in range(96):
             if not open_flags[interval] or interval not in tallies:
                 continue
             figures = tallies[interval].figures()
             level = figures["service_level"]
             abandon = figures["abandon_rate"]
-            if (level is not None and level < target_service_level) or (
-                max_abandon is not None and abandon is not None and abandon > max_abandon
-            ):
-                missed.append(interval)
+            # One more agent for a near miss, more for a wide one (a point of service level
+            # is worth about a tenth of an agent near the target; abandonment likewise).
+            extra = 0
+            if level is not None and level < target_service_level:
+                extra = max(1, math.ceil((target_service_level - level) / 0.1))
+            if max_abandon is not None and abandon is not None and abandon > max_abandon:
+                extra = max(extra, math.ceil((abandon - max_abandon) / 0.02))
+            if extra:
+                missed[interval] = extra
         if not missed or round_number == rounds:
             break
-        for interval in missed:
-            agents[interval] += 1
+        for interval, extra in missed.items():
+            agents[interval] += extra
     if bar is not None:
         bar.close()
     rows = []

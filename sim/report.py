@@ -101,7 +101,8 @@ def day_totals(run: DayRun) -> list[dict[str, Any]]:
         abusive = 0
         scores: Counter[int] = Counter()
         for record in _callers(run):
-            if _key_of(run, record.arrival) is not None and _key_of(run, record.arrival)[0] == day_index:  # type: ignore[index]
+            key = _key_of(run, record.arrival)
+            if key is not None and key[0] == day_index:
                 tally.add(record, threshold, short)
                 abusive += record.abusive and record.answered_at is not None
                 if record.survey and record.answered_at is not None and record.outcome == "answered":
@@ -350,7 +351,8 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
               label="overflowed or asked for a call-back")
     axis.set_ylabel("callers per 15-minute interval")
     axis.set_title(f"Arrivals and answered calls\n{where}")
-    axis.legend(loc="upper right", fontsize=8)
+    axis.set_ylim(0, max([r["offered"] for r in shown] + [1]) * 1.35)  # room for the legend
+    axis.legend(loc="upper left", fontsize=8, ncol=3)
     paths["chart_arrivals"] = finish(figure, [axis], "arrivals.png")
 
     # 2. Waiting callers and the longest wait.
@@ -358,12 +360,14 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
     top.step(x, [r["waiting_max"] for r in shown], where="post", color="#1f5f9f")
     top.fill_between(x, [r["waiting_max"] for r in shown], step="post", alpha=0.25, color="#1f5f9f")
     top.set_ylabel("callers waiting\n(most at once)")
+    top.set_ylim(0, max([r["waiting_max"] for r in shown] + [1]) * 1.15)
     top.set_title(f"Callers in queue and longest wait\n{where}")
     bottom.step(x, [r["longest_wait"] / 60 for r in shown], where="post", color="#c0392b", label="longest wait in the interval")
     bottom.plot(centers, [(r["asa"] or 0) / 60 for r in shown], color="#555555", marker=".", linewidth=0.8, label="ASA (answered on the line)")
     bottom.axhline(target.threshold_seconds / 60, color="#27ae60", linestyle="--", label=f"service-level threshold {target.threshold_seconds:g} s")
     bottom.set_ylabel("minutes")
-    bottom.legend(loc="upper right", fontsize=8)
+    bottom.set_ylim(0, max([r["longest_wait"] / 60 for r in shown] + [target.threshold_seconds / 60]) * 1.3)
+    bottom.legend(loc="upper left", fontsize=8, ncol=3)
     paths["chart_waiting"] = finish(figure, [top, bottom], "waiting.png")
 
     # 3. Service level against the target.
@@ -394,7 +398,8 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
                    colors=[palette[s] for s in order], step="post")
     axis.set_ylabel("agents (average over the interval)")
     axis.set_title(f"Agents by state\n{where}")
-    axis.legend(loc="upper right", fontsize=8, ncol=2)
+    axis.set_ylim(0, max([r["agents_logged_in"] for r in shown] + [1]) * 1.3)  # room for the legend
+    axis.legend(loc="upper left", fontsize=8, ncol=3)
     paths["chart_agents"] = finish(figure, [axis], "agents.png")
     return paths
 

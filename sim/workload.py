@@ -221,7 +221,7 @@ class VolumeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     weekend: NonNegative = 180.0     # DOMAIN.md: weekends carry about 8-10 % of a weekday
     holiday: NonNegative = 180.0
     scale: NonNegative = 1.0
-    after_holiday: NonNegative = 1.0  # the first open weekday after a holiday, e.g. 1.3
+    after_holiday: NonNegative = 1.0  # the first weekday after days off that include a holiday, e.g. 1.3
     weekday_factors: dict[str, NonNegative] = {}  # e.g. {mon = 1.15, fri = 0.95}
     exact_total: bool = False        # True: exactly the day's total; False: Poisson around it
 
@@ -378,9 +378,21 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         total = float(getattr(volume, kind)) * volume.scale
         if kind == "weekday":
             total *= volume.weekday_factors.get(WEEKDAYS[day.weekday()], 1.0)
-            if self.day_type(day - dt.timedelta(days=1)) == "holiday":
+            if self.after_holiday(day):
                 total *= volume.after_holiday
         return total
+
+    def after_holiday(self, day: dt.date) -> bool:
+        """Whether the days off just before `day` (a weekend, say) include a holiday."""
+        previous = day - dt.timedelta(days=1)
+        for _ in range(14):
+            kind = self.day_type(previous)
+            if kind == "holiday":
+                return True
+            if kind == "weekday":
+                return False
+            previous -= dt.timedelta(days=1)
+        return False
 
     def weights_of(self, day: dt.date) -> list[float]:
         spec = getattr(self.profile, self.day_type(day))
@@ -582,7 +594,7 @@ class CallSpec:
         "disposition", "callback_in", "survey",
         # outcome, filled by the engine
         "outcome", "answered_at", "wait", "agent", "final_queue", "ended_at", "after_hours",
-        "callback", "legs", "transfers", "handled_seconds", "wrapups",
+        "callback", "legs", "transfers", "connected_at", "wrapups",
     )
 
     def __init__(self, id: str, arrival: float, queue: str, talk: float, patience: float = math.inf,
@@ -617,7 +629,7 @@ class CallSpec:
         self.callback = False
         self.legs = 0
         self.transfers = 0
-        self.handled_seconds = 0.0
+        self.connected_at = 0.0  # when the current leg was answered
         self.wrapups = 0
 
 

@@ -26,7 +26,7 @@ class FakeCluster:
     def view(self) -> dict[str, Any]:
         return {"name": "a", "role": "primary", "peer": "b", "lag": 0}
 
-    async def switchover(self, to: str | None) -> dict[str, Any]:
+    async def switchover(self, to: str | None, actor: str = "") -> dict[str, Any]:
         self.calls.append(("switchover", to))
         if to == "c":
             raise Refused("unknown_node", "no standby named 'c'")
@@ -34,7 +34,7 @@ class FakeCluster:
             raise Refused("standby_not_ready", "the standby is behind")
         return {"role": "standby"}
 
-    async def promote(self, force: bool) -> dict[str, Any]:
+    async def promote(self, force: bool, actor: str = "") -> dict[str, Any]:
         self.calls.append(("promote", force))
         raise Refused("not_primary", "ask the primary")
 

@@ -67,7 +67,7 @@ class Cluster(Protocol):
 
     def view(self) -> dict[str, Any]: ...
 
-    async def switchover(self, to: str | None) -> dict[str, Any]: ...
+    async def switchover(self, to: str | None, actor: str = ...) -> dict[str, Any]: ...
 
 
 class ClientGone(Exception):
@@ -619,14 +619,14 @@ class Api:
         body: schemas.SwitchoverBody = await self._body(request, _decoders[schemas.SwitchoverBody], empty_ok=True)
         if self.cluster is None:
             raise ApiError(409, "not_clustered", "this node runs standalone: there is no standby to switch over to")
-        return _json(200, await self._cluster_operation(self.cluster.switchover(body.to)))
+        return _json(200, await self._cluster_operation(self.cluster.switchover(body.to, actor=f"api:{request.principal.name}")))
 
     async def promote(self, request: Request) -> Reply:
         request.principal.require("admin")
         body: schemas.PromoteBody = await self._body(request, _decoders[schemas.PromoteBody], empty_ok=True)
         if self.cluster is None or not hasattr(self.cluster, "promote"):
             raise ApiError(409, "not_clustered", "this node runs standalone: it is always the primary")
-        return _json(200, await self._cluster_operation(self.cluster.promote(body.force)))
+        return _json(200, await self._cluster_operation(self.cluster.promote(body.force, actor=f"api:{request.principal.name}")))
 
     async def _cluster_operation(self, operation: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         """Run a cluster operation; its refusals (an exception with a string `code`) become errors."""

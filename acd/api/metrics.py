@@ -49,6 +49,10 @@ class CenterCollector(Collector):
         waiting = GaugeMetricFamily("acd_queue_waiting", "Interactions waiting in the queue, not yet offered", labels=["queue"])
         ringing = GaugeMetricFamily("acd_queue_ringing", "Interactions of the queue being offered to an agent now", labels=["queue"])
         scheduled = GaugeMetricFamily("acd_queue_scheduled_callbacks", "Call-backs of the queue waiting for their due time", labels=["queue"])
+        overdue = GaugeMetricFamily("acd_queue_callbacks_overdue", "Call-backs that came due and wait for an agent", labels=["queue"])
+        overdue_longest = GaugeMetricFamily(
+            "acd_queue_callback_longest_overdue_seconds", "How long the most overdue call-back has waited since it came due", labels=["queue"],
+        )
         longest = GaugeMetricFamily("acd_queue_longest_wait_seconds", "Longest current wait in the queue", labels=["queue"])
         offered = GaugeMetricFamily("acd_queue_offered_today", "Interactions that entered the queue today (local day)", labels=["queue"])
         answered = GaugeMetricFamily("acd_queue_answered_today", "Interactions of the queue answered today", labels=["queue"])
@@ -71,6 +75,8 @@ class CenterCollector(Collector):
             ringing.add_metric([name], load.offered)
             scheduled.add_metric([name], load.scheduled)
             longest.add_metric([name], load.longest_wait_seconds)
+            overdue.add_metric([name], load.callbacks_overdue)
+            overdue_longest.add_metric([name], load.callback_longest_overdue_seconds)
             queue_day = stats.queues.get(name) if stats is not None else None
             kpis = views.kpis(queue_day.total) if queue_day is not None else views.kpis(Counters())
             offered.add_metric([name], kpis.offered)
@@ -86,7 +92,7 @@ class CenterCollector(Collector):
             serving = [record for record in center.state.agents.values() if name in center.agent_levels(record.name)]
             for state, count in views.agents_by_state(serving).items():
                 queue_agents.add_metric([name, state], count)
-        yield from (waiting, ringing, scheduled, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr, csat, queue_agents)
+        yield from (waiting, ringing, scheduled, overdue, overdue_longest, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr, csat, queue_agents)
 
         center_kpis = views.kpis(stats.center.total) if stats is not None else views.kpis(Counters())
         center_offered = GaugeMetricFamily("acd_center_offered_today", "Interactions that reached the center today (local day)")
@@ -131,6 +137,7 @@ class CenterCollector(Collector):
                 ("acd_store_size_bytes", "Size of the store's data file on disk", store.size_bytes),
                 ("acd_store_used_bytes", "Bytes of the data file in use by the last commit", store.used_bytes),
                 ("acd_store_map_size_bytes", "Current LMDB map size (the data file may grow this far before the map grows)", store.map_size_bytes),
+                ("acd_store_map_size_max_bytes", "Largest map size the store may grow to (store.map_size_max_bytes)", node.store.map_size_max_bytes),
                 ("acd_store_free_disk_bytes", "Free space on the file system that holds the store", store.free_disk_bytes),
                 ("acd_store_records", "Records currently held in the log", store.records),
                 ("acd_store_first_lsn", "First LSN still held in the log", store.first_lsn),

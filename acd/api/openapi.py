@@ -74,8 +74,8 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         if route.media == "text/event-stream":
             success["description"] = "A Server-Sent Events stream: `id:` is the LSN, `event:` the event type, `data:` the event as JSON; `stream.reset`, `stream.behind` and `stream.closed` are stream messages"
             success["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
-        elif route.media == "text/plain":
-            success["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        elif route.media in ("text/plain", "text/html"):
+            success["content"] = {route.media: {"schema": {"type": "string"}}}
         elif route.response is not None:
             success["content"] = {"application/json": {"schema": ref_of[id(route.response)]}}
         else:

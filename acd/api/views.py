@@ -212,6 +212,8 @@ class QueueLoad(msgspec.Struct, kw_only=True):
     offered: int = 0
     scheduled: int = 0
     longest_wait_seconds: float = 0.0
+    callbacks_overdue: int = 0
+    callback_longest_overdue_seconds: float = 0.0
 
 
 def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
@@ -235,6 +237,10 @@ def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
         else:
             continue
         load.longest_wait_seconds = max(load.longest_wait_seconds, round(now - call.queued_at, 3))
+        if call.callback:
+            # A call-back that came due waits with `queued_at` = its due time: how late it is.
+            load.callbacks_overdue += 1
+            load.callback_longest_overdue_seconds = max(load.callback_longest_overdue_seconds, round(now - call.queued_at, 3))
     return loads
 
 

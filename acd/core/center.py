@@ -215,6 +215,8 @@ class Center:
         self._queues: dict[str, Queue] = {q.name: q for q in config.queues}
         self._calendars: dict[str, Calendar] = {cal.name: cal for cal in config.calendars}
         self._agent_configs = {a.name: a for a in config.agents}
+        self._capacity = {a.name: {ch: a.capacity.of(ch) for ch in ("voice", "chat", "sms")} for a in config.agents}
+        self._channels = {a.name: tuple(ch for ch in ("voice", "chat", "sms") if a.capacity.of(ch)) for a in config.agents}
         self._hash_key = config.abuse.hash_key.encode()
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
@@ -234,7 +236,10 @@ class Center:
         self._token = 0
         self._call_token: dict[str, int] = {}
         self._agent_token: dict[str, int] = {}
-        self._waiting: dict[tuple[str, str, int], list[tuple[float, int, int, str]]] = {}
+        # Waiting calls by (queue, channel), then by priority: within one priority the keys
+        # follow the time in line, so a heap's head is also the first to relax its skill
+        # level, and an agent need look at the heads only.
+        self._waiting: dict[tuple[str, str], dict[int, list[tuple[float, int, int, str]]]] = {}
         self._waiting_count: dict[tuple[str, int], int] = {}
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
         self._available: dict[tuple[str, str, int], list[tuple[float, float, int, int, str]]] = {}
@@ -297,7 +302,14 @@ class Center:
             if call.preferred_until is not None:
                 self._push_timer(call.preferred_until, "preferred", call.id)
         else:
-            heapq.heappush(self._waiting.setdefault((call.queue, call.channel, call.priority), []), entry)
+            by_priority = self._waiting.get((call.queue, call.channel))
+            if by_priority is None:
+                by_priority = self._waiting[(call.queue, call.channel)] = {}
+            heap = by_priority.get(call.priority)
+            if heap is None:
+                by_priority[call.priority] = [entry]
+            else:
+                heapq.heappush(heap, entry)
         queue = self._queues[call.queue]
         for step in queue.relaxation:
             due = call.place_at + step.after
@@ -314,27 +326,27 @@ class Center:
         self._count_waiting(call, -1)
 
     def _agent_available(self, agent: AgentRecord, channel: str) -> bool:
+        return channel in self._free_channels(agent)
+
+    def _free_channels(self, agent: AgentRecord) -> tuple[str, ...]:
+        """The channels on which the agent may be offered an interaction now."""
         if (
             agent.presence is not Presence.READY
             or agent.pending
             or agent.offer is not None
             or agent.recovering_until is not None
         ):
-            return False
-        capacity = self._agent_configs[agent.name].capacity.of(channel)
-        if capacity == 0:
-            return False
+            return ()
         if not agent.held:
-            return True
-        if channel == "voice":
-            return False
-        used = 0
+            return self._channels[agent.name]
+        # A voice call takes the whole agent; chat and SMS fill up to their capacity.
+        used = {"chat": 0, "sms": 0}
         for held in agent.held.values():
             if held.channel == "voice":
-                return False
-            if held.channel == channel:
-                used += 1
-        return used < capacity
+                return ()
+            used[held.channel] += 1
+        capacity = self._capacity[agent.name]
+        return tuple(channel for channel in ("chat", "sms") if used[channel] < capacity[channel])
 
     def _strategy_key(self, agent: AgentRecord, strategy: str) -> tuple[float, float]:
         if strategy == "fewest-handled":
@@ -353,7 +365,9 @@ class Center:
             for queue_name, _level in served:
                 self._free.get(queue_name, set()).discard(agent.name)
             return
-        channels = [channel for channel in ("voice", "chat", "sms") if self._agent_available(agent, channel)]
+        channels = self._free_channels(agent)
+        available = self._available
+        keys: dict[str, tuple[float, float]] = {}
         for queue_name, level in served:
             queue = self._queues[queue_name]
             free = False
@@ -361,11 +375,15 @@ class Center:
                 if channel not in queue.channels:
                     continue
                 free = True
-                first, second = self._strategy_key(agent, queue.strategy)
-                heapq.heappush(
-                    self._available.setdefault((queue_name, channel, level), []),
-                    (first, second, agent.order, token, agent.name),
-                )
+                key = keys.get(queue.strategy)
+                if key is None:
+                    key = keys[queue.strategy] = self._strategy_key(agent, queue.strategy)
+                entry = (key[0], key[1], agent.order, token, agent.name)
+                heap = available.get((queue_name, channel, level))
+                if heap is None:
+                    available[(queue_name, channel, level)] = [entry]
+                else:
+                    heapq.heappush(heap, entry)
             if free:
                 self._free.setdefault(queue_name, set()).add(agent.name)
             else:
@@ -567,6 +585,22 @@ class Center:
             return
         queue = self._queues[call.queue]
         min_level = self._min_level(call, now)
+        passed_over: set[str] = set()
+        # The chosen agent takes the best call *for them*, so route from the agent's side to
+        # stay fair (invariant 6). That may be another call, one this call's other agents
+        # cannot take (another queue, a higher priority): then the next free agent is asked,
+        # until this call is offered or nobody free may take it (invariant 5).
+        while call.state is S.WAITING:
+            best = self._best_agent(call, queue, min_level, passed_over)
+            if best is None:
+                return
+            agent = self.state.agents[best[-1]]
+            self._dispatch_agent(agent, now)
+            if agent.offer is None:
+                passed_over.add(agent.name)  # nothing they may take (they hold this call)
+
+    def _best_agent(self, call: Interaction, queue: Queue, min_level: int, passed_over: set[str]) -> Any:
+        """The heap entry of the free agent the queue's strategy picks for `call`, or None."""
         best: tuple[Any, ...] | None = None
         best_rank: tuple[Any, ...] | None = None
         for level in range(5, min_level - 1, -1):
@@ -574,18 +608,21 @@ class Center:
             if not heap:
                 continue
             head = self._head(heap, self._agent_token)
+            if head is not None and head[-1] in passed_over:
+                skipped = []
+                while head is not None and head[-1] in passed_over:
+                    skipped.append(heapq.heappop(heap))
+                    head = self._head(heap, self._agent_token)
+                for entry in skipped:
+                    heapq.heappush(heap, entry)
             if head is None:
                 continue
             if queue.strategy == "best-skill-level":
-                best = head
-                break
+                return head
             rank = head[:3]
             if best_rank is None or rank < best_rank:
                 best, best_rank = head, rank
-        if best is not None:
-            # The chosen agent takes the best call *for them*; by invariant 5 that is this
-            # call or one just as entitled, so route from the agent's side to stay fair.
-            self._dispatch_agent(self.state.agents[best[-1]], now)
+        return best
 
     def _dispatch_agent(self, agent: AgentRecord, now: float) -> None:
         """Offer a free agent the waiting interaction with the smallest key it may take."""
@@ -594,36 +631,46 @@ class Center:
         if agent.recovering_until is not None:
             return
         best: tuple[float, int, int, str] | None = None
+        channels = self._free_channels(agent)
+        if not channels:
+            return
         personal = self._personal.get(agent.name)
         if personal:
             head = self._head(personal, self._call_token)
-            if head is not None and self._agent_available(agent, self.state.interactions[head[-1]].channel):
+            if head is not None and self.state.interactions[head[-1]].channel in channels:
                 best = head
-        channels = [ch for ch in ("voice", "chat", "sms") if self._agent_available(agent, ch)]
-        if not channels and best is None:
-            return
+        waiting = self._waiting
+        tokens = self._call_token
         for queue_name, level in self._agent_queues.get(agent.name, ()):
-            queue = self._queues[queue_name]
             for channel in channels:
-                if channel not in queue.channels:
+                by_priority = waiting.get((queue_name, channel))
+                if not by_priority:
                     continue
-                for priority in range(9, -1, -1):
-                    if not self._waiting_count.get((queue_name, priority)):
-                        continue
-                    heap = self._waiting.get((queue_name, channel, priority))
-                    if not heap:
-                        continue
-                    head = self._head(heap, self._call_token)
-                    if head is not None and agent.held and head[-1] in agent.held:
-                        head = self._head_not_held(heap, agent)
+                emptied = None
+                for priority, heap in by_priority.items():
+                    # _head, inlined: this loop is the hottest in the core.
+                    head = None
+                    while heap:
+                        entry = heap[0]
+                        if tokens.get(entry[3]) == entry[2]:
+                            head = entry
+                            break
+                        heapq.heappop(heap)
                     if head is None:
+                        emptied = priority if emptied is None else emptied
                         continue
-                    if best is not None and head[:2] >= best[:2]:
+                    if agent.held and head[3] in agent.held:
+                        head = self._head_not_held(heap, agent)
+                        if head is None:
+                            continue
+                    if best is not None and (head[0] > best[0] or (head[0] == best[0] and head[1] >= best[1])):
                         continue
-                    call = self.state.interactions[head[-1]]
-                    if self._min_level(call, now) > level:
+                    if level < 5 and self._min_level(self.state.interactions[head[3]], now) > level:
                         continue
                     best = head
+                if emptied is not None:
+                    for priority in [p for p, heap in by_priority.items() if not heap]:
+                        del by_priority[priority]
         if best is not None:
             self._offer(self.state.interactions[best[-1]], agent, now)
 
@@ -926,11 +973,13 @@ class Center:
                 return None
             call.caller = command.caller
             call.callback = True
+            # Scheduled before the merge check: the new interaction never waited in line,
+            # so a merge must not take it out of the queue's count.
+            call.state = S.SCHEDULED
+            call.due_at = opening
             self._count_queue(call, _callback_requested)
             if self._merge_callback(call, now):
                 return None
-            call.state = S.SCHEDULED
-            call.due_at = opening
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             self._push_timer(opening, "due", call.id)
             self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening))
@@ -977,12 +1026,14 @@ class Center:
         queue = self._queues[call.queue]
         self._count_queue(call, _overflowed)
         if queue.overflow == "callback":
-            self._dequeue(call)
             call.callback = True
             self._count_queue(call, _callback_requested)
-            self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue))
+            # _merge_callback takes a merged call out of the queue itself: dequeuing first
+            # counted it out twice (the waiting count drifted from a restored center's).
             if self._merge_callback(call, now):
                 return
+            self._dequeue(call)
+            self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue))
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             self._enqueue(call)
             self._dispatch_call(call, now)

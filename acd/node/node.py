@@ -348,8 +348,8 @@ class Node:
         outcomes: dict[tuple[str, str], int] = {}
         observe = self.metrics.command_seconds.observe
         for submission in batch:
-            result = submission.result
-            key = (type(submission.command).__name__, result.code if isinstance(result, Rejection) else "accepted")
+            reply = submission.result
+            key = (type(submission.command).__name__, reply.code if isinstance(reply, Rejection) else "accepted")
             outcomes[key] = outcomes.get(key, 0) + 1
             observe(now - submission.started)
             submission.done.set()

@@ -591,6 +591,11 @@ class Store:
 
         self._write(work)
 
+    @property
+    def map_size_max_bytes(self) -> int:
+        """The largest map size the store may grow to."""
+        return self._map_size_max_bytes
+
     def set_map_size_max_bytes(self, map_size_max_bytes: int) -> None:
         """Change the limit the map may grow to (after an operator freed or added disk)."""
         if map_size_max_bytes <= 0:
