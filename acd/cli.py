@@ -287,12 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The replication layer's subcommands import its whole stack; `acd serve` (started and
     # restarted by supervisors and tests) and the other commands here do not need them.
     if not argv or argv[0] not in OWN_COMMANDS:
-        try:
-            from replication.cli import register
-        except ImportError:
-            pass
-        else:
-            register(subparsers)
+        from acd.backup import add_parsers as add_backup
+        from acd.demo import add_parser as add_demo
+        from acd.drill import add_parser as add_drill
+        from replication.cli import register
+
+        register(subparsers)
+        add_demo(subparsers)
+        add_drill(subparsers)
+        add_backup(subparsers)
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:

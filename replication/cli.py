@@ -18,13 +18,6 @@ from .witness import FileStateStore, Witness
 
 
 def register(subparsers: Any) -> None:
-    from acd.backup import add_parsers as add_backup
-    from acd.demo import add_parser as add_demo
-    from acd.drill import add_parser as add_drill
-
-    add_demo(subparsers)
-    add_drill(subparsers)
-    add_backup(subparsers)
     witness = subparsers.add_parser(
         "witness", help="run the cluster's witness (the third vote)",
         description="Run the witness of the cluster described in FILE. It holds no data of the center, only the highest epoch it "
