@@ -3,6 +3,8 @@
 One run starts, as subprocesses on free loopback ports:
 - a standalone node (`acd serve`, examples/standalone.toml, durable LMDB commits: fsync before
   every reply), and
+- a two-node cluster with a witness in sync mode (examples/busan-120.toml): every write durable on
+  both nodes before the reply (the `sync` columns, compared with the standalone node), and
 - a bare Hypercorn-Trio app that answers every request with a small JSON body (`--hello`),
 and drives each at concurrency 1, 8 and 64 from a separate load-generator process (`--load`):
 one keep-alive HTTP/1.1 connection per concurrent client, raw Trio sockets, requests built in
@@ -89,7 +91,7 @@ def load_main(port: int, concurrency: int, seconds: float, mix: str, tag: str) -
         buffer = b""
         close = False
         sequence = 0
-        queues = (b"transport", b"general")
+        queues = (b"transport", b"welfare" if tag.startswith("s") else b"general")
         try:
             while time.perf_counter() < stop_at:
                 sequence += 1
@@ -216,13 +218,19 @@ def main() -> int:
 
     from tests.helpers import NodeProcess, free_port, wait_until
 
+    from acd.launcher import LocalCluster, prepare_config
+
     results = []
     with tempfile.TemporaryDirectory(prefix="acd-bench-") as directory:
         node = NodeProcess(Path(directory) / "node", log_level="warning")
+        cluster_config = prepare_config(ROOT / "examples" / "busan-120.toml", Path(directory) / "cluster", always_open=True)
+        cluster = LocalCluster(cluster_config, Path(directory) / "cluster", log_level="warning")
         hello_port = free_port()
         hello = subprocess.Popen([sys.executable, "-m", "bench.api", "--hello", str(hello_port)], cwd=ROOT)
         try:
             node.start()
+            primary = cluster.start()
+            primary_port = int(cluster.settings.node(primary).api.rsplit(":", 1)[1])
             wait_until(lambda: httpx.get(f"http://127.0.0.1:{hello_port}/", timeout=1).status_code == 200, what="bare server up")
             print(f"node {node.url} (durable commits), bare Hypercorn-Trio http://127.0.0.1:{hello_port}; "
                   f"{args.seconds:g} s per run; {os.cpu_count()} CPUs")
@@ -230,7 +238,8 @@ def main() -> int:
             print()
             header = (
                 f"{'conc':>4} | {'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>6} | "
-                f"{'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>6} | {'ratio':>6} {'batch':>6}"
+                f"{'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>6} | {'ratio':>6} {'batch':>6} | "
+                f"{'sync w/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs alone':>8}"
             )
             print(header)
             print("-" * len(header))
@@ -243,18 +252,22 @@ def main() -> int:
                 batches = after[1] - before[1]
                 batch = (after[0] - before[0]) / batches if batches else 0.0
                 ratio = writes["rps"] / bare["rps"] if bare["rps"] else 0.0
-                results.append((concurrency, bare, writes, ratio, batch))
+                replicated = _run_load(primary_port, concurrency, args.seconds, "writes", f"s{concurrency}")
+                sync_ratio = replicated["rps"] / writes["rps"] if writes["rps"] else 0.0
+                results.append((concurrency, bare, writes, ratio, batch, replicated, sync_ratio))
                 print(
                     f"{concurrency:>4} | {bare['rps']:>10.0f} {bare['p50'] * 1e3:>7.2f} {bare['p99'] * 1e3:>7.2f} {bare['cpu_ms']:>6.2f} | "
                     f"{writes['rps']:>9.0f} {writes['p50'] * 1e3:>7.2f} {writes['p99'] * 1e3:>7.2f} {writes['cpu_ms']:>6.2f} | "
-                    f"{ratio:>6.0%} {batch:>6.1f}"
+                    f"{ratio:>6.0%} {batch:>6.1f} | "
+                    f"{replicated['rps']:>8.0f} {replicated['p50'] * 1e3:>7.2f} {replicated['p99'] * 1e3:>7.2f} {sync_ratio:>8.0%}"
                     + (f"   ({writes['errors']} errors: {writes['statuses']})" if writes["errors"] else "")
                 )
         finally:
             hello.terminate()
             hello.wait()
             node.stop()
-    _, bare, writes, ratio, _ = results[-1]
+            cluster.close()
+    _, bare, writes, ratio, _, replicated, sync_ratio = results[-1]
     print()
     print("cpu ms: the server's CPU time per request (user + system, all threads), far less sensitive than")
     print("rates to other load on the machine; batch: mean commands per durable commit. In a closed loop")
@@ -265,7 +278,8 @@ def main() -> int:
     print(
         f"targets at concurrency 64: writes/s >= {TARGET_RATIO:.0%} of bare: {'met' if ratio >= TARGET_RATIO else 'MISSED'} "
         f"({ratio:.0%}); p99 < {TARGET_P99_SECONDS * 1e3:.0f} ms: "
-        f"{'met' if writes['p99'] < TARGET_P99_SECONDS else 'MISSED'} ({writes['p99'] * 1e3:.1f} ms)"
+        f"{'met' if writes['p99'] < TARGET_P99_SECONDS else 'MISSED'} ({writes['p99'] * 1e3:.1f} ms); "
+        f"sync (two nodes and a witness) >= 50 % of standalone: {'met' if sync_ratio >= 0.5 else 'MISSED'} ({sync_ratio:.0%})"
     )
     return 0
 
