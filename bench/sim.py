@@ -120,7 +120,7 @@ def _point(arguments: tuple[float, float, int, float | None, int, int, int]) -> 
     result = run_mmc(arrivals_per_hour=arrivals, aht_seconds=aht, agents=agents, patience_seconds=patience,
                      hours=calls / arrivals, seed=seed, precision=precision, max_hours=cap / arrivals)
     result["judgement"] = judge(result)
-    result.pop("core", None)
+    result.pop("core_counters", None)
     return result
 
 

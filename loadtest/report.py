@@ -84,7 +84,7 @@ def write(run: Run, results: list[Result]) -> None:
     lines = [
         f"# Load test `{plan['shape']}`: {verdict(results)}", "",
         f"- when: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(run.started or time.time()))}; folder `{out}`",
-        f"- cluster: two nodes and a witness from `{run.options.config}` (sync mode), "
+        f"- cluster: two nodes and a witness from `{run.options.config}` ({run.options.mode or 'sync'} mode), "
         + ("through HAProxy" if run.options.haproxy else "clients find the primary themselves"),
     ]
     if plan["shape"] == "day":
@@ -109,7 +109,10 @@ def write(run: Run, results: list[Result]) -> None:
     if plan["shape"] == "stress":
         lines += ["", "## Ramp", "", *_steps_table(figures.get("steps", [])), "",
                   f"Breaking point: **{figures.get('breaking_point', 0):g} calls/s** "
-                  f"({figures.get('breaking_point', 0) * 86400:,.0f} calls a day). Limit: {figures.get('limit')}."]
+                  f"({figures.get('breaking_point', 0) * 86400:,.0f} calls a day). Limit: {figures.get('limit')}.",
+                  "", f"Without the p99 limit (service level and errors only): {figures.get('capacity_without_latency_limit', 0):g} calls/s. "
+                  "CPU time per call at the highest rate reached would let a whole core carry: "
+                  + ", ".join(f"{name} {value:,} calls/s" for name, value in (figures.get("cpu_bound_calls_per_second") or {}).items()) + "."]
     if run.failover.kill_time is not None or run.failover.note:
         failover = run.failover
         lines += ["", "## Failover", ""]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,7 @@ class Options:
     rejoin_after: float | None = 5.0
     haproxy: bool = False
     haproxy_config: Path | None = None
+    mode: str | None = None            # override [cluster] mode: "sync" or "async"
     p99_ms: float = 100.0              # stress: 50 (the issue's target); a day: 100, for people
     max_error_ratio: float = 0.001
     max_outage: float = 3.0
@@ -107,6 +109,7 @@ class Run:
     timeline: dict[int, records.Second] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> `acd verify --json`
 
 
 # ---------------------------------------------------------------------------------- process sampling
@@ -276,6 +279,8 @@ class Runner:
             )
             self.say(f"{options.shape}: {len(names)} agents answering at once, talking {options.talk:g} s; "
                      f"rates {', '.join(f'{rate:g}' for rate, _ in steps)} calls/s, {steps[0][1]:g} s each")
+        if options.mode is not None:
+            text = re.sub(r'^mode = "[a-z]+"', f'mode = "{options.mode}"', text, count=1, flags=re.MULTILINE)
         source = self.out / "source.toml"
         source.write_text(text, encoding="utf-8")
         config = _prepare_config(source, self.out)
@@ -334,6 +339,8 @@ class Runner:
                 self.haproxy.terminate()
                 self.haproxy.wait(timeout=10)
             cluster.close()
+        if run.primary_at_end is not None:
+            run.verify = self.verify_nodes(config, run)
         results = checks.evaluate(run)
         report.write(run, results)
         print(report.table(run, results), flush=True)
@@ -436,6 +443,20 @@ class Runner:
             failover.note = str(error)
 
     # -------------------------------------------------------------- reading back
+
+    def verify_nodes(self, config: Path, run: Run) -> dict[str, dict[str, Any]]:
+        """`acd verify` on each stopped node: its state equals a replay of its log (invariant 7)."""
+        reports: dict[str, dict[str, Any]] = {}
+        for name in run.cluster_nodes:
+            try:
+                completed = subprocess.run(
+                    [sys.executable, "-m", "acd", "verify", "--config", str(config), "--node", name, "--json"],
+                    capture_output=True, text=True, timeout=300, cwd=REPO,
+                )
+                reports[name] = json.loads(completed.stdout.strip().splitlines()[-1])
+            except (subprocess.TimeoutExpired, ValueError, IndexError) as error:
+                reports[name] = {"node": name, "problems": [f"acd verify did not report: {error!r}"]}
+        return reports
 
     def collect(self, run: Run) -> None:
         cluster = self.cluster

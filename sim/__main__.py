@@ -70,8 +70,14 @@ def parser() -> argparse.ArgumentParser:
     staff.add_argument("--rounds", type=_positive(int), default=8, help="most simulate-and-adjust rounds (default 8)")
     staff.add_argument("--seed", type=int, metavar="K")
     staff.add_argument("--date", metavar="YYYY-MM-DD", help="the day to staff (default: the scenario's first)")
+    staff.add_argument("--after-hours", action="store_true",
+                       help="also simulate the call-backs of callers who rang while closed (due at the opening)")
     staff.add_argument("--out", type=Path, metavar="DIR", help="where staffing.csv goes (default: out/<scenario>)")
     staff.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+
+    from sim.dr.cli import add_parser as add_disaster_recovery
+
+    add_disaster_recovery(commands)
     return top
 
 
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _mmc(arguments)
         if arguments.command == "day":
             return _day(arguments)
+        if arguments.command == "dr":
+            return int(arguments.handler(arguments))
         return _staff(arguments)
     except ScenarioError as error:
         print(f"scenario error: {error}", file=sys.stderr)
@@ -122,7 +130,7 @@ def _staff(arguments: argparse.Namespace) -> int:
     plan = engine.plan_staffing(
         scenario, target_service_level=level, threshold_seconds=threshold, max_abandon=arguments.max_abandon,
         replications=arguments.replications, rounds=arguments.rounds, seed=arguments.seed, date=arguments.date,
-        progress=True,
+        progress=True, after_hours=arguments.after_hours,
     )
     out = arguments.out or Path("out") / scenario.scenario.name
     path = report.write_staffing_csv(plan, out / "staffing.csv")

@@ -81,7 +81,7 @@ class Behaviour:
 class IntervalFigures:
     """What the engine itself observes in one 15-minute interval (the core counts the rest)."""
 
-    waiting_max: int = 0          # most callers on the line at once
+    waiting_max: int = 0          # most callers on the line at once (ringing ones included)
     longest_wait: float = 0.0     # longest time any caller on the line had waited
     agent_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(AGENT_STATES, 0.0))
 
@@ -418,6 +418,7 @@ class Simulation:
         if call is None:
             return
         call.wrapups += 1
+        call.wrapped_as = event.disposition
         if self.detail:
             self._rest_if_tired(event.agent, call, event.at)
         if event.disposition == "transferred" and call.final_queue != call.queue:
@@ -584,10 +585,13 @@ class Tally:
 
 
 def record_row(call: CallSpec) -> tuple[Any, ...]:
+    """An interaction's record: what happened to it (not what its pre-drawn plan would have been)."""
+    answered = call.answered_at is not None
     return (
         call.id, call.arrival, call.queue, call.final_queue, call.channel, call.topic, call.vulnerable,
         call.after_hours, call.callback, call.outcome, call.wait, call.answered_at, call.agent,
-        call.ended_at, call.transfers, call.disposition, call.abusive, call.survey,
+        call.ended_at, call.transfers, call.wrapped_as, call.abusive and answered,
+        call.survey if answered and call.wrapped_as and call.wrapped_as != "transferred" else 0,
     )
 
 
@@ -781,7 +785,7 @@ def run_mmc(
     measure_from = start + warmup_hours * 3600.0
     batch_seconds = hours * 3600.0 / batches
     stats = BatchMeans(measure_from, batch_seconds, threshold_seconds)
-    calls_rng = random.Random(seed)
+    calls_stream = random.Random(seed)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -790,7 +794,7 @@ def run_mmc(
 
     def arrivals() -> Iterator[CallSpec]:
         # An endless stream: the run stops by time, and may be extended.
-        expovariate = calls_rng.expovariate
+        expovariate = calls_stream.expovariate
         service_rate = 1.0 / aht_seconds
         patience_rate = 1.0 / patience_seconds if patience_seconds else 0.0
         arrival = stats.arrival
@@ -855,7 +859,10 @@ def run_mmc(
         "wall_seconds": wall,
         "calls_per_second": total_calls / wall if wall > 0 else math.inf,
         "rejections": dict(simulation.rejections),
-        "core": core_totals(simulation.center),
+        # The core's own center counters, over the days it still keeps (retention_days = 1
+        # keeps a long run's memory flat): equal to "whole_run" when the run is under a day.
+        "core_counters": core_totals(simulation.center),
+        "core_counters_days": sorted(simulation.center.state.stats),
         "whole_run": {"offered": stats.all_offered, "answered": stats.all_answered,
                       "answered_within": stats.all_within, "abandoned": stats.all_abandoned},
         "trace_hash": simulation.trace_hash(),
@@ -896,17 +903,17 @@ class DayRun:
         return sum(1 for r in self.records if r.topic != "callback")
 
 
-def scenario_behaviour(scenario: Scenario, rng: random.Random) -> Behaviour:
+def scenario_behaviour(scenario: Scenario, stream: random.Random) -> Behaviour:
     agents = scenario.agents
     talk = scenario.durations.pick("voice", "talk")
     return Behaviour(
-        ring_delay=agents.ring_delay.sampler(rng) if agents.ring_delay is not None else None,
+        ring_delay=agents.ring_delay.sampler(stream) if agents.ring_delay is not None else None,
         miss_probability=agents.miss_probability,
         ready_after_miss_seconds=agents.ready_after_miss_seconds,
         max_occupancy=agents.max_occupancy,
         occupancy_window_seconds=agents.occupancy_window_seconds,
         rest_seconds=agents.rest_seconds,
-        callback_talk=talk.sampler(rng) if talk is not None else None,
+        callback_talk=talk.sampler(stream) if talk is not None else None,
     )
 
 
@@ -939,9 +946,9 @@ def simulate_days(
     dates = scenario.dates(days, start)
     config = config or scenario.center
     day_starts = [scenario.day_start(day) for day in dates]
-    calls_rng = random.Random(seed)
-    agents_rng = random.Random(seed * 1_000_003 + 7)
-    simulation = Simulation(config, seed=seed, start=day_starts[0], behaviour=scenario_behaviour(scenario, agents_rng),
+    calls_stream = random.Random(seed)
+    agents_stream = random.Random(seed * 1_000_003 + 7)
+    simulation = Simulation(config, seed=seed, start=day_starts[0], behaviour=scenario_behaviour(scenario, agents_stream),
                             detail=True, trace=trace)
     simulation.external_queues = frozenset(q.name for q in config.queues if q.external)
     simulation.survey_after = scenario.mix.survey_after_seconds
@@ -961,7 +968,7 @@ def simulate_days(
         from tqdm import tqdm
 
         bar = tqdm(total=len(dates), unit="day", desc=scenario.scenario.name, leave=False, disable=None)
-    factory = CallFactory(scenario, calls_rng)
+    factory = CallFactory(scenario, calls_stream)
     simulation.feed(_days_calls(factory, dates, transform, bar))
     end = day_starts[-1] + 86400.0
     began = time.perf_counter()
@@ -1006,6 +1013,7 @@ def interval_tallies(run: DayRun, day_index: int = 0) -> dict[int, Tally]:
 def plan_staffing(
     scenario: Scenario, *, target_service_level: float, threshold_seconds: float, max_abandon: float | None = None,
     replications: int = 10, rounds: int = 8, seed: int | None = None, date: str | None = None, progress: bool = False,
+    after_hours: bool = False,
 ) -> dict[str, Any]:
     """The fewest voice agents per interval that meet the target: Erlang first, then simulation.
 
@@ -1018,8 +1026,11 @@ def plan_staffing(
        each interval (logged in and ready at its start, logged out as the requirement falls;
        the core defers a logout until the call ends). The calls are the scenario's own: real
        handling-time distribution, patience, ring delay, missed offers, call-back requests,
-       callers from before the opening. `replications` days with consecutive seeds are pooled
-       per interval.
+       and, with `after_hours`, the call-backs of callers who rang while closed (they fall due
+       at the opening, ahead of the callers then arriving, and need far more agents at 08:30
+       than any Erlang figure: a question for the call-back policy rather than for staffing,
+       so they are left out by default). `replications` days with consecutive seeds are
+       pooled per interval.
     3. Every interval that misses the target in simulation gets more agents (one for a near
        miss, one per ten points short), and the day is simulated again on the same calls
        (common random numbers), up to `rounds` times. Only agents are added: a few intervals
@@ -1077,6 +1088,9 @@ def plan_staffing(
 
     def pooled(call: CallSpec) -> CallSpec | None:
         if call.channel != "voice":
+            return None
+        interval = min(95, max(0, int((call.arrival - day_start) // INTERVAL_SECONDS)))
+        if not after_hours and not open_flags[interval]:
             return None
         call.queue = call.final_queue = "voice"
         if call.transfer_to:
@@ -1167,6 +1181,7 @@ def plan_staffing(
         "scenario": scenario.scenario.name, "center": center.name, "date": day.isoformat(),
         "target": {"service_level": target_service_level, "threshold_seconds": threshold_seconds},
         "max_abandon": max_abandon, "model": "Erlang A" if patience_mean is not None else "Erlang C",
+        "after_hours": after_hours,
         "patience_seconds": patience_mean, "aht": aht, "replications": replications, "rounds": round_number,
         "intervals": rows,
         "erlang_agent_hours": sum(erlang.values()) / 4, "agent_hours": sum(agents.values()) / 4,

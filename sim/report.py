@@ -11,6 +11,8 @@ Definitions (the same in the table, the CSV, the JSON and the charts):
   call-back, abandoned or overflowed counts as not answered in time.
 * ASA: mean wait of the callers answered on the line (not those answered by a call-back).
 * abandon rate: callers who hung up before an answer, over callers offered during open hours.
+* waiting max: the most callers on the line at once in the interval (those ringing at an agent
+  included: they are still waiting for an answer).
 * longest wait: the longest any caller on the line had waited during the interval.
 * agents by state: time-average number of agents in each state the core shows.
 * occupancy: (offered + busy + wrap-up) over (ready + offered + busy + wrap-up) agent time.
@@ -359,7 +361,7 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
     top.step(x, [r["waiting_max"] for r in shown], where="post", color="#1f5f9f")
     top.fill_between(x, [r["waiting_max"] for r in shown], step="post", alpha=0.25, color="#1f5f9f")
-    top.set_ylabel("callers waiting\n(most at once)")
+    top.set_ylabel("callers waiting or ringing\n(most at once)")
     top.set_ylim(0, max([r["waiting_max"] for r in shown] + [1]) * 1.15)
     top.set_title(f"Callers in queue and longest wait\n{where}")
     bottom.step(x, [r["longest_wait"] / 60 for r in shown], where="post", color="#c0392b", label="longest wait in the interval")
@@ -436,7 +438,8 @@ def print_staffing(plan: dict[str, Any], out: TextIO) -> None:
     target = plan["target"]
     print(f"{plan['center']} · scenario {plan['scenario']} · {plan['date']} · target {target['service_level'] * 100:.0f} % in "
           f"{target['threshold_seconds']:g} s" + (f", abandon <= {plan['max_abandon'] * 100:.1f} %" if plan["max_abandon"] is not None else "")
-          + f" · {plan['model']} · pooled voice agents · {plan['replications']} simulated days per round", file=out)
+          + f" · {plan['model']} · pooled voice agents · {plan['replications']} simulated days per round"
+          + (" · with after-hours call-backs" if plan["after_hours"] else ""), file=out)
     rows = []
     for row in plan["intervals"]:
         rows.append([row["start"], f"{row['arrivals_per_hour']:.0f}", f"{row['aht']:.0f}", str(row["erlang_agents"]),

@@ -94,8 +94,8 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             ):
                 raise ScenarioError(f"{key}: empirical needs a table of [seconds, cumulative probability] rows, increasing from 0 to 1")
 
-    def sampler(self, rng: random.Random) -> Callable[[], float]:
-        """A function that draws one duration from `rng`."""
+    def sampler(self, stream: random.Random) -> Callable[[], float]:
+        """A function that draws one duration from `stream`."""
         kind = self.distribution
         low = self.low if self.low is not None else 0.0
         high = self.high if self.high is not None else math.inf
@@ -107,7 +107,7 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             if mean == 0:
                 return lambda: 0.0
             rate = 1.0 / mean
-            expovariate = rng.expovariate
+            expovariate = stream.expovariate
             if self.low is None and self.high is None:
                 return lambda: expovariate(rate)
             return lambda: min(high, max(low, expovariate(rate)))
@@ -116,15 +116,15 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             sd = float(self.sd or 0.0)
             sigma = math.sqrt(math.log1p((sd / mean) ** 2))
             mu = math.log(mean) - sigma * sigma / 2
-            lognormvariate = rng.lognormvariate
+            lognormvariate = stream.lognormvariate
             return lambda: min(high, max(low, lognormvariate(mu, sigma)))
         if kind == "uniform":
             lower, upper = float(self.low or 0.0), float(self.high or 0.0)
-            uniform = rng.uniform
+            uniform = stream.uniform
             return lambda: uniform(lower, upper)
         values = [float(v) for v, _p in self.table]
         probabilities = [float(p) for _v, p in self.table]
-        uniform_draw = rng.random
+        uniform_draw = stream.random
 
         def empirical() -> float:
             u = uniform_draw()
@@ -594,7 +594,7 @@ class CallSpec:
         "disposition", "callback_in", "survey",
         # outcome, filled by the engine
         "outcome", "answered_at", "wait", "agent", "final_queue", "ended_at", "after_hours",
-        "callback", "legs", "transfers", "connected_at", "wrapups",
+        "callback", "legs", "transfers", "connected_at", "wrapups", "wrapped_as",
     )
 
     def __init__(self, id: str, arrival: float, queue: str, talk: float, patience: float = math.inf,
@@ -631,16 +631,17 @@ class CallSpec:
         self.transfers = 0
         self.connected_at = 0.0  # when the current leg was answered
         self.wrapups = 0
+        self.wrapped_as = ""     # the disposition the core recorded (a wrap-up limit may cut it short)
 
 
-def _chooser(weights: dict[str, float], rng: random.Random) -> Callable[[], str]:
+def _chooser(weights: dict[str, float], stream: random.Random) -> Callable[[], str]:
     names = list(weights)
     cumulative = []
     total = 0.0
     for name in names:
         total += float(weights[name])
         cumulative.append(total)
-    draw = rng.random
+    draw = stream.random
 
     def choose() -> str:
         return names[min(len(names) - 1, bisect.bisect_right(cumulative, draw() * total))]
@@ -651,16 +652,16 @@ def _chooser(weights: dict[str, float], rng: random.Random) -> Callable[[], str]
 class CallFactory:
     """Draws calls for a scenario from one random stream, always in the same order."""
 
-    def __init__(self, scenario: Scenario, rng: random.Random) -> None:
+    def __init__(self, scenario: Scenario, stream: random.Random) -> None:
         self.scenario = scenario
-        self.rng = rng
+        self.stream = stream
         mix = scenario.mix
-        self.channel = _chooser(mix.channels, rng)
-        self.topic = _chooser(mix.topics, rng)
-        self.transfer_target = _chooser(mix.transfer_targets, rng) if mix.transfer_targets else (lambda: "")
-        self.score = _chooser(mix.survey_scores, rng)
-        self.callback_after = mix.callback_request_after.sampler(rng)
-        self.callback_in = mix.callback_promised_after.sampler(rng)
+        self.channel = _chooser(mix.channels, stream)
+        self.topic = _chooser(mix.topics, stream)
+        self.transfer_target = _chooser(mix.transfer_targets, stream) if mix.transfer_targets else (lambda: "")
+        self.score = _chooser(mix.survey_scores, stream)
+        self.callback_after = mix.callback_request_after.sampler(stream)
+        self.callback_in = mix.callback_promised_after.sampler(stream)
         durations = scenario.durations
         self.talk: dict[str, Callable[[], float]] = {}
         self.wrapup: dict[str, Callable[[], float]] = {}
@@ -670,9 +671,9 @@ class CallFactory:
             wrapup = durations.pick(channel, "wrapup")
             patience = durations.pick(channel, "patience")
             assert talk is not None and wrapup is not None
-            self.talk[channel] = talk.sampler(rng)
-            self.wrapup[channel] = wrapup.sampler(rng)
-            self.patience[channel] = patience.sampler(rng) if patience is not None else (lambda: math.inf)
+            self.talk[channel] = talk.sampler(stream)
+            self.wrapup[channel] = wrapup.sampler(stream)
+            self.patience[channel] = patience.sampler(stream) if patience is not None else (lambda: math.inf)
         self.abusers = [f"0109{n:07d}" for n in range(mix.abusive_repeat_callers)]
         queues = {q.name: q for q in scenario.center.queues}
         self.voice_queues = {name for name, q in queues.items() if "voice" in q.channels}
@@ -680,16 +681,16 @@ class CallFactory:
 
     def call(self, arrival: float, day_tag: str) -> CallSpec:
         """One call; every draw is made whether used or not, to keep the stream aligned."""
-        rng = self.rng
+        stream = self.stream
         mix = self.scenario.mix
-        random_draw = rng.random
+        random_draw = stream.random
         channel = self.channel()
         topic = self.topic()
         queue = self.scenario.queue_for(channel, topic)
         vulnerable = random_draw() < mix.vulnerable
         abusive = random_draw() < mix.abusive
         repeat = random_draw() < mix.abusive_repeat_share
-        number = rng.randrange(10**8)
+        number = stream.randrange(10**8)
         caller = self.abusers[number % len(self.abusers)] if abusive and repeat and self.abusers else f"010{number:08d}"
         talk = self.talk[channel]()
         wrapup = self.wrapup[channel]()
@@ -726,7 +727,7 @@ class CallFactory:
         scenario = self.scenario
         start = scenario.day_start(day)
         expected = scenario.expected_arrivals(day)
-        rng = self.rng
+        stream = self.stream
         times: list[float] = []
         if scenario.volume.exact_total:
             total = round(sum(expected))
@@ -736,8 +737,8 @@ class CallFactory:
                 running += value
                 cumulative.append(running)
             for _ in range(total):
-                interval = min(len(expected) - 1, bisect.bisect_right(cumulative, rng.random() * running))
-                times.append(start + (interval + rng.random()) * INTERVAL_SECONDS)
+                interval = min(len(expected) - 1, bisect.bisect_right(cumulative, stream.random() * running))
+                times.append(start + (interval + stream.random()) * INTERVAL_SECONDS)
             times.sort()
         else:
             # A Poisson process with a rate constant within each interval: exponential gaps,
@@ -748,10 +749,10 @@ class CallFactory:
                 rate = count / INTERVAL_SECONDS
                 begin = start + interval * INTERVAL_SECONDS
                 end = begin + INTERVAL_SECONDS
-                at = begin + rng.expovariate(rate)
+                at = begin + stream.expovariate(rate)
                 while at < end:
                     times.append(at)
-                    at += rng.expovariate(rate)
+                    at += stream.expovariate(rate)
         tag = day.strftime("%m%d")
         return [self.call(at, tag) for at in times]
 

@@ -40,7 +40,7 @@ def test_waiting_caller_who_asks_for_a_callback_keeps_the_place() -> None:
     assert [desk.center.position(call) for call in ("first", "asks", "last")] == [1, 2, 3]
     desk.ready("a1")
     desk.serve("first")
-    offered = only(of_type(desk.events, e.CallOffered)[-1:], e.CallOffered)
+    offered = of_type(desk.events, e.CallOffered)[-1]
     assert (offered.call, offered.callback) == ("asks", True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from acd.core import Center, CenterConfig
 from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Agent, Capacity, Queue
@@ -18,8 +19,7 @@ from .test_core_harness import Desk, of_type, one_queue_center, only
 
 @pytest.mark.parametrize("channel", ["voice", "chat", "sms"])
 def test_interaction_on_each_channel_goes_from_arrival_to_completed(channel: str) -> None:
-    config = one_queue_center(agents=0, wrapup_seconds=30)
-    config = type(config)(queues=config.queues, agents=[Agent(name="a1", capacity=Capacity(voice=1, chat=2, sms=2))])
+    config = CenterConfig(queues=[Queue(name="q", wrapup_seconds=30)], agents=[Agent(name="a1", capacity=Capacity(voice=1, chat=2, sms=2))])
     desk = Desk(config)
     desk.ready("a1")
 
@@ -105,7 +105,7 @@ def test_agent_who_finishes_wrapup_is_offered_the_next_caller_at_once() -> None:
 
 
 def test_transfer_to_another_queue_keeps_the_place_in_line() -> None:
-    config = type(one_queue_center())(
+    config = CenterConfig(
         queues=[Queue(name="q"), Queue(name="tax", skills=["tax"])],
         agents=[Agent(name="a1"), Agent(name="t1", skills={"tax": 3})],
     )
@@ -126,7 +126,7 @@ def test_transfer_to_another_queue_keeps_the_place_in_line() -> None:
 
 
 def test_transfer_of_a_conversation_puts_the_caller_back_in_line_and_the_agent_into_wrapup() -> None:
-    config = type(one_queue_center())(
+    config = CenterConfig(
         queues=[Queue(name="q"), Queue(name="tax", skills=["tax"])],
         agents=[Agent(name="a1"), Agent(name="t1", skills={"tax": 3})],
     )
@@ -147,7 +147,7 @@ def test_transfer_of_a_conversation_puts_the_caller_back_in_line_and_the_agent_i
 
 
 def test_transfer_to_an_external_queue_ends_the_interaction_as_transferred() -> None:
-    config = type(one_queue_center())(queues=[Queue(name="q"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
+    config = CenterConfig(queues=[Queue(name="q"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
     desk = Desk(config)
     desk.ready("a1")
     desk.arrive("x")
@@ -163,7 +163,7 @@ def test_transfer_to_an_external_queue_ends_the_interaction_as_transferred() -> 
 
 
 def test_arrival_in_an_external_queue_is_transferred_out_at_once() -> None:
-    config = type(one_queue_center())(queues=[Queue(name="q"), Queue(name="district", external=True)])
+    config = CenterConfig(queues=[Queue(name="q"), Queue(name="district", external=True)])
     desk = Desk(config)
     events = desk.arrive("x", queue="district")
     assert only(events, e.CallTransferred).external is True
@@ -220,7 +220,7 @@ def test_repeating_a_command_that_took_effect_returns_no_events(command: c.Comma
 
 
 def test_repeating_abandon_reject_transfer_and_callback_returns_no_events() -> None:
-    config = type(one_queue_center())(queues=[Queue(name="q"), Queue(name="other"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
+    config = CenterConfig(queues=[Queue(name="q"), Queue(name="other"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
     desk = Desk(config)
     desk.ready("a1")
     desk.arrive("x")
@@ -272,7 +272,7 @@ def test_snapshot_restores_to_the_same_state_and_replay_reproduces_it() -> None:
     at = len(desk.log)
     desk.serve("c1")
     desk.wait(100)
-    restored = type(desk.center).restore(snapshot)
+    restored = Center.restore(snapshot)
     for command, moment in desk.log[at:]:
         restored.apply(command, moment)
     assert restored.state_hash() == desk.center.state_hash()

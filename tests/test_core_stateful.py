@@ -19,6 +19,8 @@ The moves are drawn from one weighted menu (`MOVES`) rather than from one rule e
 Hypothesis picks rules unevenly and switches some off per example (swarm testing), which
 left the lifecycle (offer, answer, hang up, wrap up) rarely complete. Most moves are what a
 working center does; `anything` sends any command with arbitrary ids, mostly refused.
+
+CORE_STATEFUL_EXAMPLES (default 150) sets the number of examples, for a longer hunt.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Agent, Queue
 
-from .test_core_harness import Desk, of_type, offers, one_queue_center, only, seoul
+from .test_core_harness import Desk, offers, one_queue_center, only, seoul
 
 
 def test_next_deadline_is_the_earliest_timer_and_tick_fires_it_at_its_own_time() -> None:
@@ -136,6 +136,6 @@ def test_position_and_ewt_after_a_requeue() -> None:
     desk.arrive("x")
     desk.arrive("y", after=1)
     desk.ready("a1")
-    desk.do(c.Reject(call="x", agent="a1"))
+    desk.do(c.Reject(call="x", agent="a1"))  # a1 goes not ready: staffed, not free
     assert [desk.center.position(call) for call in ("x", "y")] == [1, 2]
-    assert of_type(desk.events, e.CallQueued)[-1].call == "y"
+    assert [desk.center.ewt("q", desk.center.position(call)) for call in ("x", "y")] == [60.0, 120.0]

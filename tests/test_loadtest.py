@@ -42,3 +42,33 @@ def test_short_day_with_a_killed_primary_loses_and_strands_nothing(tmp_path: Pat
     assert figures["stranded"] == 0
     assert figures["counts"]["acd"] == figures["counts"]["locust"]
     assert "PASS" in (out / "summary.md").read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_compressed_center_divides_every_duration_and_keeps_timer_floors(tmp_path: Path) -> None:
+    from acd import settings as settings_module
+    from loadtest import plan
+
+    text = (REPO / "examples" / "busan-120.toml").read_text(encoding="utf-8")
+    source = tmp_path / "compressed.toml"
+    source.write_text(plan.compress_center(text, 84.0), encoding="utf-8")
+    center = settings_module.load(source).center
+    transport = next(queue for queue in center.queues if queue.name == "transport")
+    assert center.service_level_threshold == round(20 / 84, 6)
+    assert center.abuse.recovery_seconds == round(300 / 84, 6)
+    assert transport.max_wait == round(300 / 84, 6)
+    assert transport.relaxation[0].after == round(30 / 84, 6)
+    assert transport.ring_timeout == 1.0      # 15 / 84 would race the desks' answers: floored
+    assert transport.wrapup_seconds == 1.0
+
+
+def test_stress_center_has_the_generated_agents_on_every_voice_topic(tmp_path: Path) -> None:
+    from acd import settings as settings_module
+    from loadtest import plan
+
+    text, names = plan.stress_center((REPO / "examples" / "busan-120.toml").read_text(encoding="utf-8"), 50, 1.0)
+    source = tmp_path / "stress.toml"
+    source.write_text(text, encoding="utf-8")
+    center = settings_module.load(source).center
+    assert [agent.name for agent in center.agents] == names and len(names) == 50
+    assert set(center.agents[1].skills) == set(plan.voice_topics(text))
+    assert center.service_level_threshold == 1.0

@@ -81,8 +81,9 @@ def test_mmc_counts_match_the_cores_own_counters() -> None:
     # Under a day of virtual time nothing is pruned, so the core's counters cover the run.
     result = engine.run_mmc(arrivals_per_hour=300.0, aht_seconds=180.0, agents=17, patience_seconds=120.0,
                             hours=6.0, warmup_hours=0.5, seed=7)
-    core = result["core"]
+    core = result["core_counters"]
     whole = result["whole_run"]
+    assert len(result["core_counters_days"]) == 1
     assert core["offered"] >= whole["offered"]  # the core also counts the callers still waiting
     assert core["answered"] == whole["answered"]
     assert core["answered_within"] == whole["answered_within"]

@@ -63,6 +63,8 @@ from .state import (
 )
 
 S = CallState
+# A tuple, not the frozenset: `in` on a few enum members by identity is cheaper than hashing.
+_TERMINAL = tuple(TERMINAL)
 VULNERABLE_ATTRIBUTES = ("vulnerable", "elderly", "disabled")
 AHT_SMOOTHING = 0.1  # weight of the newest handling time in the per-queue moving average
 # At one instant, calls go back to (or take) their places before agents come free, so that a
@@ -214,10 +216,12 @@ class Center:
         config = self.state.config
         self._queues: dict[str, Queue] = {q.name: q for q in config.queues}
         self._calendars: dict[str, Calendar] = {cal.name: cal for cal in config.calendars}
+        self._open_cache: dict[str, tuple[float, bool]] = {}
         self._agent_configs = {a.name: a for a in config.agents}
         self._capacity = {a.name: {ch: a.capacity.of(ch) for ch in ("voice", "chat", "sms")} for a in config.agents}
         self._channels = {a.name: tuple(ch for ch in ("voice", "chat", "sms") if a.capacity.of(ch)) for a in config.agents}
-        self._hash_key = config.abuse.hash_key.encode()
+        self._caller_hmac = hmac.new(config.abuse.hash_key.encode(), digestmod=hashlib.sha256)
+        self._fingerprint_key = hashlib.sha256(b"fingerprint:" + config.abuse.hash_key.encode()).digest()
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
         for agent in config.agents:
@@ -264,7 +268,7 @@ class Center:
         self._push_timer(self._next_prune(self.state.now), "prune", "")
 
     def _index_call(self, call: Interaction) -> None:
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             heapq.heappush(self._terminal, (call.completed_at or 0.0, call.id))
             return
         if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED) and call.caller_hash:
@@ -361,11 +365,14 @@ class Center:
         token = self._token
         self._agent_token[agent.name] = token
         served = self._agent_queues.get(agent.name, ())
-        if agent.presence is not Presence.READY:
-            for queue_name, _level in served:
-                self._free.get(queue_name, set()).discard(agent.name)
-            return
         channels = self._free_channels(agent)
+        if not channels:
+            # Busy, ringing, away: in no free-agent heap (the new token made old entries stale).
+            for queue_name, _level in served:
+                free_here = self._free.get(queue_name)
+                if free_here:
+                    free_here.discard(agent.name)
+            return
         available = self._available
         keys: dict[str, tuple[float, float]] = {}
         for queue_name, level in served:
@@ -386,8 +393,8 @@ class Center:
                     heapq.heappush(heap, entry)
             if free:
                 self._free.setdefault(queue_name, set()).add(agent.name)
-            else:
-                self._free.get(queue_name, set()).discard(agent.name)
+            elif queue_name in self._free:
+                self._free[queue_name].discard(agent.name)
 
     # ------------------------------------------------------------------ timers
 
@@ -475,7 +482,7 @@ class Center:
         call = self.state.interactions[call_id]
         queue = self._queues[call.queue]
         calendar = self._calendars.get(queue.calendar)
-        if not is_open(calendar, now):
+        if not self._is_open(calendar, now):
             # A call-back due while closed waits for the opening (DOMAIN.md: closed hours).
             opening = next_opening(calendar, now)
             if opening is not None:
@@ -524,7 +531,7 @@ class Center:
         while self._terminal and self._terminal[0][0] < horizon:
             _at, call_id = heapq.heappop(self._terminal)
             call = self.state.interactions.get(call_id)
-            if call is not None and call.state in TERMINAL and (call.completed_at or 0.0) < horizon:
+            if call is not None and call.state in _TERMINAL and (call.completed_at or 0.0) < horizon:
                 del self.state.interactions[call_id]
         today, _interval = self._day_clock.locate(now)
         oldest_day = self._day_clock.locate(horizon)[0]
@@ -583,6 +590,8 @@ class Center:
             if agent is not None and self._agent_available(agent, call.channel):
                 self._dispatch_agent(agent, now)
             return
+        if not self._free.get(call.queue):
+            return  # nobody free for this queue: the usual case in a long queue
         queue = self._queues[call.queue]
         min_level = self._min_level(call, now)
         passed_over: set[str] = set()
@@ -815,12 +824,14 @@ class Center:
         if state is agent.state and reason == agent.shown_reason:
             return
         if agent.state is not AgentState.LOGGED_OUT:
+            # `_value_`, not `.value`: the enum property costs more than the rest of this line.
             seconds = self._agent_day(agent.name, now).seconds
-            seconds[agent.state.value] = seconds.get(agent.state.value, 0.0) + (now - agent.state_since)
+            previous = agent.state._value_
+            seconds[previous] = seconds.get(previous, 0.0) + (now - agent.state_since)
         agent.state = state
         agent.state_since = now
         agent.shown_reason = reason
-        self._emit(e.AgentChanged(at=now, agent=agent.name, state=state.value, reason=reason, pending=agent.pending))
+        self._events.append(e.AgentChanged(at=now, agent=agent.name, state=state._value_, reason=reason, pending=agent.pending))
 
     def _apply_pending(self, agent: AgentRecord, now: float) -> None:
         """Deferred not-ready or logout takes effect once the agent holds nothing."""
@@ -873,6 +884,18 @@ class Center:
         heapq.heappush(self._terminal, (now, call.id))
         self._touch(call)
 
+    def _is_open(self, calendar: Calendar | None, now: float) -> bool:
+        """`calendar.is_open`, remembered for the current minute (spans are whole minutes)."""
+        if calendar is None or calendar.always_open:
+            return True
+        minute = now // 60
+        cached = self._open_cache.get(calendar.name)
+        if cached is not None and cached[0] == minute:
+            return cached[1]
+        result = is_open(calendar, now)
+        self._open_cache[calendar.name] = (minute, result)
+        return result
+
     def _forget_callback(self, call: Interaction, queue: str | None = None) -> None:
         """Drop `call`'s pending call-back entry, never another interaction's."""
         key = (call.caller_hash, call.queue if queue is None else queue)
@@ -880,7 +903,9 @@ class Center:
             del self._pending_callbacks[key]
 
     def _caller_hash(self, caller: str) -> str:
-        return hmac.new(self._hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
+        keyed = self._caller_hmac.copy()  # the key's pads are computed once, not per caller
+        keyed.update(caller.encode())
+        return keyed.hexdigest()[:32]
 
     # ------------------------------------------------------------------ commands
 
@@ -895,7 +920,7 @@ class Center:
         new_queues = {q.name for q in center.queues}
         new_agents = {a.name for a in center.agents}
         for call in self.state.interactions.values():
-            if call.state not in TERMINAL and call.queue not in new_queues:
+            if call.state not in _TERMINAL and call.queue not in new_queues:
                 return reject(Code.invalid_config, f"queue {call.queue!r} still has interaction {call.id!r}", field="queues")
         for agent in self.state.agents.values():
             if agent.name not in new_agents and agent.presence is not Presence.LOGGED_OUT:
@@ -927,7 +952,7 @@ class Center:
         existing = self.state.interactions.get(command.id)
         # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
         # digest of a phone number is reversed by trying every number (privacy).
-        fingerprint = hmac.new(self._hash_key, c.encode_command(command), hashlib.sha256).hexdigest()[:24]
+        fingerprint = hashlib.blake2b(c.encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
         if existing is not None and existing.fingerprint == fingerprint:
             return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)
@@ -940,7 +965,8 @@ class Center:
         config = self.state.config
         caller_hash = self._caller_hash(command.caller)
         priority = command.priority
-        if any(command.attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
+        attributes = command.attributes
+        if attributes and any(attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
             priority = max(priority, config.vulnerable_priority)
         horizon = now - config.abuse.window_days * 86400
         flags = [at for at in self.state.abuse.get(caller_hash, ()) if at >= horizon]
@@ -961,7 +987,7 @@ class Center:
         self._count_center(call, _offered)
         self._touch(call)
         calendar = self._calendars.get(queue.calendar)
-        if not is_open(calendar, now):
+        if not self._is_open(calendar, now):
             invariant(calendar is not None, "closed without a calendar")
             assert calendar is not None  # for mypy; checked by the invariant above
             self._count_queue_arrival(call, now)
@@ -1104,7 +1130,7 @@ class Center:
             return None  # answered, then transferred onwards: it took effect
         if agent.presence is Presence.LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is not S.OFFERED:
             return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
@@ -1176,7 +1202,7 @@ class Center:
             return None  # the offer already ended without an answer
         if agent.presence is Presence.LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is S.OFFERED:
             return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
@@ -1188,7 +1214,7 @@ class Center:
             return call
         if call.state is S.ABANDONED:
             return None
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state in (S.CONNECTED, S.WRAPUP):
             return reject(Code.call_connected, f"interaction {call.id!r} was answered; use hangup")
@@ -1230,7 +1256,7 @@ class Center:
             return call
         if call.state in (S.WRAPUP, S.COMPLETED):
             return None
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is not S.CONNECTED:
             return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; use abandon")
@@ -1265,7 +1291,7 @@ class Center:
             return call
         if call.channel not in target.channels:
             return reject(Code.channel_not_served, f"queue {target.name!r} does not take {call.channel}", field="queue")
-        if call.state in TERMINAL or call.state is S.WRAPUP:
+        if call.state in _TERMINAL or call.state is S.WRAPUP:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state in (S.WAITING, S.OFFERED, S.SCHEDULED) and call.queue == target.name:
             return None  # already there
@@ -1306,7 +1332,7 @@ class Center:
             return None
         if call.state is S.CLOSED and call.reason == "merged":
             return None
-        if call.state in TERMINAL:
+        if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state not in (S.WAITING, S.OFFERED):
             return reject(Code.call_not_waiting, f"interaction {call.id!r} is {call.state.value}; only a waiting caller asks for a call-back")
@@ -1341,7 +1367,7 @@ class Center:
             # Otherwise refused; the reason is the first that applies, in Code's order.
             if agent.presence is Presence.LOGGED_OUT:
                 return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
-            if call.state in TERMINAL and not (call.state is S.COMPLETED and call.agent == agent.name):
+            if call.state in _TERMINAL and not (call.state is S.COMPLETED and call.agent == agent.name):
                 return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
             if call.state is not S.COMPLETED:
                 return reject(Code.not_handled_by_agent, f"agent {agent.name!r} holds no interaction {call.id!r}", field="agent")
@@ -1587,37 +1613,53 @@ class Center:
                 self._check_agent(agent)
                 self._apply_pending(agent, now)
 
+    # These two run after every step on what it touched, so the messages are built only
+    # when a check fails (an f-string per check costs more than the check).
+
     def _check_call(self, call: Interaction) -> None:
-        if call.state is S.OFFERED:
+        state = call.state
+        if state is S.OFFERED:
             agent = self.state.agents.get(call.agent or "")
-            invariant(agent is not None and agent.offer == call.id, f"{call.id} offered but not held as an offer")
-        elif call.state in (S.CONNECTED, S.WRAPUP):
+            if agent is None or agent.offer != call.id:
+                invariant(False, f"{call.id} offered but not held as an offer")
+        elif state is S.CONNECTED or state is S.WRAPUP:
             agent = self.state.agents.get(call.agent or "")
-            invariant(agent is not None and call.id in agent.held, f"{call.id} {call.state.value} but no agent holds it")
-        elif call.state is S.WAITING:
-            invariant(call.agent is None, f"{call.id} waiting yet assigned to {call.agent}")
-        if call.state in TERMINAL:
-            invariant(call.caller is None, f"{call.id} ended but keeps the caller's number")
+            if agent is None or call.id not in agent.held:
+                invariant(False, f"{call.id} {state.value} but no agent holds it")
+        elif state is S.WAITING:
+            if call.agent is not None:
+                invariant(False, f"{call.id} waiting yet assigned to {call.agent}")
+        elif state in _TERMINAL and call.caller is not None:
+            invariant(False, f"{call.id} ended but keeps the caller's number")
 
     def _check_agent(self, agent: AgentRecord) -> None:
-        capacity = self._agent_configs[agent.name].capacity
-        voice = sum(1 for held in agent.held.values() if held.channel == "voice")
-        invariant(voice <= 1, f"agent {agent.name} holds {voice} voice calls")
-        if voice:
-            invariant(len(agent.held) == 1, f"agent {agent.name} mixes a voice call with other work")
-        for channel in ("chat", "sms"):
-            used = sum(1 for held in agent.held.values() if held.channel == channel)
-            invariant(used <= capacity.of(channel), f"agent {agent.name} holds {used} {channel} over capacity")
+        held = agent.held
+        if held:
+            used = {"voice": 0, "chat": 0, "sms": 0}
+            for item in held.values():
+                used[item.channel] += 1
+            capacity = self._capacity[agent.name]
+            if used["voice"] > 1:
+                invariant(False, f"agent {agent.name} holds {used['voice']} voice calls")
+            if used["voice"] and len(held) > 1:
+                invariant(False, f"agent {agent.name} mixes a voice call with other work")
+            for channel in ("chat", "sms"):
+                if used[channel] > capacity[channel]:
+                    invariant(False, f"agent {agent.name} holds {used[channel]} {channel} over capacity")
         if agent.offer is not None:
             call = self.state.interactions.get(agent.offer)
-            invariant(call is not None and call.state is S.OFFERED and call.agent == agent.name, f"agent {agent.name} has a stale offer")
-        if agent.presence is Presence.LOGGED_OUT:
-            invariant(not agent.held and agent.offer is None, f"agent {agent.name} logged out while working")
+            if call is None or call.state is not S.OFFERED or call.agent != agent.name:
+                invariant(False, f"agent {agent.name} has a stale offer")
+        if agent.presence is Presence.LOGGED_OUT and (held or agent.offer is not None):
+            invariant(False, f"agent {agent.name} logged out while working")
 
     def check_invariants(self) -> None:
-        """Every DESIGN.md invariant the core can see (3, 4, 5, 6, 8), over the whole state.
+        """Every DESIGN.md invariant the core can see in one state (3, 4, 5, 8), over all of it.
 
-        O(agents x queues): for tests and simulators, not for every production step.
+        Invariant 6 (arrival order) needs the history of offers: the property tests check
+        it from the events (tests/test_core_stateful.py).
+
+        O(agents x waiting interactions): for tests and simulators, not for every step.
         """
         offers: dict[str, str] = {}
         pending: dict[tuple[str, str], str] = {}
@@ -1681,7 +1723,7 @@ class Center:
                 f"{totals.closed} closed, {totals.transfers_out} sent out and {live} in progress",
             )
             for call in self.state.interactions.values():
-                invariant(call.counted or call.state not in TERMINAL, f"{call.id} ended uncounted")
+                invariant(call.counted or call.state not in _TERMINAL, f"{call.id} ended uncounted")
 
 
 def _normalized(center: CenterConfig) -> CenterConfig | Rejection:
