@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover dr-sweep loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working"
@@ -14,6 +14,9 @@ help:
 	@echo "make bench           routing-core benchmark (commands/s, cost per command at scale)"
 	@echo "make bench-api       HTTP write throughput and latency against a bare Hypercorn endpoint"
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
+	@echo "make bench-failover  failover time distribution over 20 kills of the primary"
+	@echo "make dr-sweep        every disaster-recovery scenario over 100 seeds, swarm over 1,000"
+	@echo "make loadtest-day|loadtest-failover|loadtest-stress   Locust against a real cluster"
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -59,3 +62,11 @@ loadtest-failover: $(STAMP)
 
 loadtest-stress: $(STAMP)
 	$(BIN)/python -m loadtest run stress
+
+# Every named disaster-recovery scenario over 100 seeds, and swarm over 1,000 (long).
+dr-sweep: $(STAMP)
+	$(BIN)/python -m sim dr --scenario all --seeds 1..100 --jobs 2
+	$(BIN)/python -m sim dr --scenario swarm --seeds 1..1000 --jobs 2
+
+bench-dr: $(STAMP)
+	$(BIN)/python -m bench.dr

@@ -17,12 +17,15 @@ Three runs, each a synthetic workload driven through the core the way the node d
    command in microseconds, measured after a warm-up, and the ratio of the two costs
    (target <= 2: a command costs O(log n), not O(n)).
 
-Only the processor time spent inside `Center.apply` is counted (`thread_time_ns` around each
-call, so that other processes on a busy machine do not count); the driver's own bookkeeping
-is not. Runs 1 and 2 report the best of three. The first line prints how long this machine
-takes for a million pure-Python additions, to compare figures taken on different machines. The command mix (arrive, answer, hangup, wrap-up,
-abandon, ready, not ready, tick) is printed with each run. Everything is drawn from
-`random.Random(seed)`, so a run is reproducible.
+Each run first drives a center and records what the node would log (every accepted command
+with its timestamp, ticks included), then replays that log on a fresh center and counts the
+processor time of the replay after a warm-up (`thread_time_ns`, so that other processes on a
+busy machine do not count). Replay reproduces the drive exactly (invariant 7, checked by
+comparing state hashes), so the figure is the core alone: no driver work in between, no
+clock read around every command. Runs 1 and 2 report the best of three replays, run 3 the
+best of two. The first line prints how long this machine takes for a million pure-Python
+additions, to compare figures taken on different machines. The command mix is printed with
+each run. Everything is drawn from `random.Random(seed)`, so a run is reproducible.
 
 `python -m bench.core --profile` runs the 10,000/7,000 case under cProfile and prints the
 functions where the time goes.
@@ -100,16 +103,14 @@ class Workload:
     gives up is replaced). Unset: callers arrive as a Poisson stream at `arrivals_per_second`.
     """
 
-    def __init__(
-        self, agents: int, seed: int, waiting_target: int | None = None, arrivals_per_second: float = 0.0,
-        profile: bool = False,
-    ) -> None:
+    def __init__(self, agents: int, seed: int, waiting_target: int | None = None, arrivals_per_second: float = 0.0) -> None:
         self.rng = random.Random(seed)
-        self.center = Center(center_config(agents, self.rng))
+        self.config = center_config(agents, self.rng)
+        self.center = Center(self.config)
         self.agents = list(self.center.state.agents)
         self.waiting_target = waiting_target
         self.arrivals_per_second = arrivals_per_second
-        self.profile = profile
+        self.log: list[tuple[c.Command, float]] = []  # what the node would log: replayed to measure
         self.now = DAY_START
         self.actions: list[tuple[float, int, Callable[[], c.Command | None]]] = []
         self.sequence = 0
@@ -117,8 +118,6 @@ class Workload:
         self.waiting: list[str] = []            # waiting calls, for picking one who gives up
         self.waiting_index: dict[str, int] = {}
         self.offered: dict[str, str] = {}       # call -> the agent it rings at
-        self.figures = Figures()
-        self.measuring = False
 
     # -- the driver's own queue of things to do ---------------------------------------
 
@@ -127,23 +126,17 @@ class Workload:
         heapq.heappush(self.actions, (self.now + seconds, self.sequence, action))
 
     def apply(self, command: c.Command) -> None:
-        started = time.thread_time_ns()
         result = self.center.apply(command, self.now)
-        elapsed = time.thread_time_ns() - started
-        if self.measuring:
-            self.figures.commands += 1
-            self.figures.core_ns += elapsed
-            self.figures.mix[type(command).__name__] += 1
         if isinstance(result, Rejection):
             raise AssertionError(f"the workload sent a refused command {command!r}: {result}")
+        self.log.append((command, self.now))
         for event in result:
             self.react(event)
 
-    def run(self, commands: int, warmup: int, until: float | None = None) -> Figures:
-        """Apply `warmup` commands unmeasured, then up to `commands` measured ones (or until then)."""
+    def run(self, commands: int, until: float | None = None) -> None:
+        """Drive the center for `commands` more commands (or until the clock reaches `until`)."""
         done = 0
-        while done < warmup + commands and (self.actions or self.center.next_deadline() is not None):
-            self.measuring = done >= warmup
+        while done < commands and (self.actions or self.center.next_deadline() is not None):
             deadline = self.center.next_deadline()
             if self.actions and (deadline is None or self.actions[0][0] < deadline):
                 at = self.actions[0][0]
@@ -160,7 +153,33 @@ class Workload:
                 command = c.Tick()
             self.apply(command)
             done += 1
-        return self.figures
+
+    def measure(self, warmup: int, repeat: int = 1, profile: bool = False) -> Figures:
+        """Replay the log on fresh centers; the best processor time of the part after `warmup`.
+
+        Replay gives exactly the states and events of the drive (invariant 7), without the
+        driver's work in between and without a clock read around every command.
+        """
+        measured = self.log[warmup:]
+        figures = Figures(commands=len(measured), mix=collections.Counter(type(command).__name__ for command, _at in measured))
+        for _ in range(repeat):
+            center = Center(self.config)
+            for command, at in self.log[:warmup]:
+                center.apply(command, at)
+            profiler = cProfile.Profile() if profile else None
+            started = time.thread_time_ns()
+            if profiler is not None:
+                profiler.enable()
+            for command, at in measured:
+                center.apply(command, at)
+            elapsed = time.thread_time_ns() - started
+            if profiler is not None:
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            figures.core_ns = elapsed if not figures.core_ns else min(figures.core_ns, elapsed)
+            if center.state_hash() != self.center.state_hash():
+                raise AssertionError("the replay diverged from the drive (invariant 7)")
+        return figures
 
     # -- callers ----------------------------------------------------------------------
 
@@ -253,22 +272,15 @@ def busy_day(agents: int = 30, seed: int = 120) -> tuple[Figures, Workload]:
     workload = Workload(agents, seed, arrivals_per_second=rate)
     workload.open(prefill=0)
     workload.later(0.0, workload.arrive)
-    figures = workload.run(commands=10**9, warmup=2000, until=DAY_START + 10 * 3600)
-    return figures, workload
+    workload.run(commands=10**9, until=DAY_START + 10 * 3600)
+    return workload.measure(warmup=2000, repeat=3), workload
 
 
-def steady(agents: int, waiting: int, commands: int, warmup: int, seed: int = 7, profile: bool = False) -> Figures:
+def steady(agents: int, waiting: int, commands: int, warmup: int, repeat: int = 1, seed: int = 7, profile: bool = False) -> Figures:
     workload = Workload(agents, seed, waiting_target=waiting)
     workload.open(prefill=agents + waiting)
-    if not profile:
-        return workload.run(commands=commands, warmup=warmup)
-    workload.run(commands=0, warmup=warmup)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    figures = workload.run(commands=commands, warmup=0)
-    profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    return figures
+    workload.run(commands=warmup + commands)
+    return workload.measure(warmup=len(workload.log) - commands, repeat=repeat, profile=profile)
 
 
 def reference_loop_milliseconds() -> float:
@@ -296,29 +308,26 @@ def main() -> None:
     scale = 0.2 if arguments.quick else 1.0
 
     if arguments.profile:
-        steady(7000, 10000, commands=int(40000 * scale), warmup=int(100000 * scale), profile=True)
+        steady(7000, 10000, commands=int(40000 * scale), warmup=int(100000 * scale), profile=True)  # prints the profile
         return
 
     print(f"this machine: {reference_loop_milliseconds():.0f} ms for a million pure-Python additions (the figures scale with it)")
-    # Cases 1 and 2 are short: the best of three runs is reported, as timeit does, since
+    # Cases 1 and 2 are short: the best of three replays is reported, as timeit does, since
     # other work on the machine only ever makes a run slower.
-    figures, workload = min((busy_day() for _ in range(3)), key=lambda run: run[0].core_ns)
+    figures, workload = busy_day()
     print("1. a busy day at 30 agents (08:30-18:30, arrivals at 95 % of capacity); best of 3")
     print(f"   {workload.calls} calls, {figures.commands} commands measured after a warm-up: {mix(figures)}")
     print(f"   {figures.per_second:,.0f} commands/s in the core ({figures.microseconds:.1f} µs a command)  [target >= 50,000]")
 
-    small = min(
-        (steady(30, 100, commands=int(60000 * scale), warmup=int(10000 * scale)) for _ in range(3)),
-        key=lambda run: run.microseconds,
-    )
+    small = steady(30, 100, commands=int(60000 * scale), warmup=int(10000 * scale), repeat=3)
     print("2. steady state, 100 waiting, 30 agents; best of 3")
     print(f"   {small.commands} commands measured: {mix(small)}")
     print(f"   {small.microseconds:.2f} µs a command ({small.per_second:,.0f} commands/s)")
 
     # The warm-up covers the opening surge (7,000 offers and answers at once) and a few
     # handling times, until hang-ups, wrap-ups and arrivals come in their steady mix.
-    large = steady(7000, 10000, commands=int(60000 * scale), warmup=int(100000 * scale))
-    print("3. steady state, 10,000 waiting, 7,000 agents; one run")
+    large = steady(7000, 10000, commands=int(60000 * scale), warmup=int(100000 * scale), repeat=2)
+    print("3. steady state, 10,000 waiting, 7,000 agents; best of 2")
     print(f"   {large.commands} commands measured: {mix(large)}")
     print(f"   {large.microseconds:.2f} µs a command ({large.per_second:,.0f} commands/s)")
     print(f"cost(10,000/7,000) / cost(100/30) = {large.microseconds / small.microseconds:.2f}  [target <= 2]")

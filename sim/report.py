@@ -27,7 +27,6 @@ import csv
 import datetime as dt
 import json
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -101,14 +100,11 @@ def day_totals(run: DayRun) -> list[dict[str, Any]]:
     for day_index, day in enumerate(run.dates):
         tally = Tally()
         abusive = 0
-        scores: Counter[int] = Counter()
         for record in _callers(run):
             key = _key_of(run, record.arrival)
             if key is not None and key[0] == day_index:
                 tally.add(record, threshold, short)
                 abusive += record.abusive and record.answered_at is not None
-                if record.survey and record.answered_at is not None and record.outcome == "answered":
-                    scores[record.survey] += 1
         stats = run.center.state.stats.get(day.isoformat())
         core = stats.center.total if stats is not None else None
         day_rows = [r for r in rows if r["day"] == day.isoformat()]

@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 import trio
 
 from acd import buggify
-from acd.node.node import Node
+from acd.node.node import Node, NodeError, StorageFullError
 from acd.settings import Settings
 from acd.store import StorageFull
 from replication.cluster import DRIFT, Member, _promotion_audit
@@ -323,7 +323,9 @@ class SimCluster:
 
     def _died(self, process: Process, error: BaseException) -> None:
         leaves = _leaves(error)
-        expected = all(isinstance(leaf, StorageFull) for leaf in leaves)
+        # A full disk may end a process (the store's StorageFull, or the node's translation of
+        # it escaping a task): it restarts, and the cluster must cope. Anything else is a bug.
+        expected = all(isinstance(leaf, StorageFull | StorageFullError) for leaf in leaves)
         summary = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
         self.deaths.append((trio.current_time(), process.name, summary, expected))
         self.trace.add("death", process.name, summary if expected else summary + "\n" + "".join(traceback.format_exception(error)).rstrip())
@@ -426,6 +428,9 @@ class SimCluster:
         except SwitchoverRefused as refused:
             self.trace.add("fault", primary.name, f"switchover refused: {refused.code}")
             return f"refused: {refused.code}"
+        except NodeError as error:  # the switchover's audit record could not be written
+            self.trace.add("fault", primary.name, f"switchover failed: {type(error).__name__}: {error}")
+            return f"failed: {type(error).__name__}"
         self.trace.add("fault", primary.name, f"switchover done to {result.get('to')} in {result.get('seconds')} s")
         return "done"
 

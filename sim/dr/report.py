@@ -122,13 +122,14 @@ def timeline_chart(result: RunResult, path: Path) -> None:
     for index, (at, node, what) in enumerate(timeline["marks"]):
         axes.axvline(at, color="#d62728" if what in ("crash", "died", "pause", "partition", "disk full") else "#7f7f7f",
                      linewidth=0.6, linestyle="--", alpha=0.7)
-        axes.text(at, top + 0.25 * (index % 3), f"{node} {what}", rotation=0, fontsize=6, ha="left", va="bottom")
+        axes.text(at, top + 0.25 * (index % 3), f"{node} {what}", rotation=0, fontsize=6, ha="left", va="bottom",
+                  clip_on=True)
     # Phases: faults on, healed (liveness), converged.
     assert result.trace is not None
     for event in result.trace.events:
         if event.kind == "phase" and event.text.split(":")[0] in ("safety", "liveness", "converged"):
             axes.axvline(event.at, color="black", linewidth=0.9, alpha=0.6)
-            axes.text(event.at, -0.55, " " + event.text.split(":")[0], fontsize=7, ha="left", va="bottom")
+            axes.text(event.at, -0.55, " " + event.text.split(":")[0], fontsize=7, ha="left", va="bottom", clip_on=True)
     axes.set_yticks([rows[name] for name in names] + [0.0])
     axes.set_yticklabels([*names, "acks"])
     axes.set_ylim(-0.6, len(names) + 1.5)
@@ -138,7 +139,7 @@ def timeline_chart(result: RunResult, path: Path) -> None:
     axes.set_title(f"{result.scenario} seed {result.seed}: {verdict}, {result.acked_writes} acknowledged writes, "
                    f"failovers {', '.join(f'{value:.2f}' for value in result.failover_seconds) or 'none'} s", fontsize=9)
     axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.14)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

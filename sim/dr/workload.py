@@ -22,7 +22,7 @@ import trio
 
 from acd.core import CallState, Presence, Rejection
 from acd.core import commands as c
-from acd.node.node import Accepted, NodeClosed, NotPrimary, StorageFullError
+from acd.node.node import Accepted, NodeClosed, NodeError, NotPrimary, StorageFullError
 from acd.store import StoreError
 
 from .cluster import SimCluster
@@ -138,6 +138,9 @@ class Client:
                 continue
             except StorageFullError:
                 counters["storage_full"] += 1
+                continue
+            except NodeError as error:  # any other refusal of the node: try again
+                counters[f"node_error_{type(error).__name__}"] += 1
                 continue
             if scope.cancelled_caught:
                 counters["timeout"] += 1
