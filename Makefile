@@ -70,3 +70,7 @@ dr-sweep: $(STAMP)
 
 bench-dr: $(STAMP)
 	$(BIN)/python -m bench.dr
+
+# Schemathesis at length against a node with tokens on (the short run is part of `make test`).
+fuzz: $(STAMP)
+	ACD_FUZZ_EXAMPLES=$${ACD_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/test_schemathesis.py

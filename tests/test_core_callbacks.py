@@ -307,3 +307,15 @@ def test_weekend_hours_differ_from_weekday_hours() -> None:
     assert of_type(desk.arrive("y", after=1800), e.CallQueued)
     assert of_type(desk.arrive("z", after=9 * 3600), e.CallClosed)  # 18:00
     assert of_type(desk.arrive("monday-night", after=2 * 86400 + 3 * 3600 + 1800), e.CallQueued)  # Mon 21:00
+
+
+def test_callback_promised_after_a_transfer_out_goes_to_the_queue_the_agent_served() -> None:
+    config = CenterConfig(queues=[Queue(name="q"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
+    desk = Desk(config)
+    desk.ready("a1")
+    desk.arrive("x")
+    desk.answer("x")
+    desk.do(c.Transfer(call="x", queue="district"))  # to the district office: x ends here
+    scheduled = only(desk.wrapup("x", "a1", "callback", callback_at=desk.now + 60), e.CallScheduled)
+    assert (scheduled.call, scheduled.queue, scheduled.agent) == ("x:cb1", "q", "a1")
+    assert offers(desk.wait(60)) == [("x:cb1", "a1")]

@@ -188,6 +188,9 @@ class CenterMachine(RuleBasedStateMachine):
             if isinstance(event, e.CallOffered):
                 offered = after.get(event.call)
                 if offered is not None and offered.preferred_agent is None:
+                    # The line is the event's: the call may move on later in the same step
+                    # (overflow), but its place and priority go with it.
+                    line = (event.queue, event.channel, offered.priority)
                     key = (offered.place_at - offered.priority * weight, offered.order)
                     agent = before.agents.get(event.agent)
                     held = agent.held if agent is not None else {}
@@ -195,7 +198,7 @@ class CenterMachine(RuleBasedStateMachine):
                         if (
                             other.id == event.call or other.id in seen or other.id in held
                             or other.state is not CallState.WAITING or other.preferred_agent is not None
-                            or (other.queue, other.channel, other.priority) != (offered.queue, offered.channel, offered.priority)
+                            or (other.queue, other.channel, other.priority) != line
                         ):
                             continue
                         assert (other.place_at - other.priority * weight, other.order) >= key, (

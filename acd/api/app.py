@@ -24,6 +24,7 @@ first reply while the call has not moved); the same id with another body is a 40
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ _encoder = msgspec.json.Encoder()
 # the client, still sending, reads the 413 instead of a reset connection.
 _DRAIN_FACTOR = 16
 _DAY = r"^\d{4}-\d{2}-\d{2}$"
+LSN_MAX = 2**63 - 1
+_DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
 class Cluster(Protocol):
@@ -116,6 +119,17 @@ class Route:
         return tuple(self.path.strip("/").split("/"))
 
 
+def _integral(value: Any) -> Any:
+    """`value` (decoded JSON) with every float that is a whole number made an int."""
+    if type(value) is float:
+        return int(value) if value.is_integer() else value
+    if type(value) is dict:
+        return {key: _integral(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_integral(item) for item in value]
+    return value
+
+
 def _json(status: int, value: Any) -> Reply:
     return Reply(status, _encoder.encode(value))
 
@@ -136,6 +150,14 @@ class Api:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._reload_lock = trio.Lock()
         self._collector = CenterCollector(node, clock)
+        refused = getattr(node.metrics, "api_limited", None)
+        if refused is None:
+            refused = prometheus_client.Counter(
+                "acd_api_limited", "Requests refused by a [limits] key (body size, rate, streams, slow body)",
+                ["limit"], registry=node.metrics.registry,
+            )
+            node.metrics.api_limited = refused  # type: ignore[attr-defined]
+        self._limited = refused
         if not getattr(node.metrics, "center_collector", None):
             node.metrics.registry.register(self._collector)
             node.metrics.center_collector = self._collector  # type: ignore[attr-defined]
@@ -223,6 +245,9 @@ class Api:
                 log.exception("request failed method=%s path=%s", request.method, scope["path"])
                 raise ApiError(500, "internal", "internal error; the operator's log has the details") from None
         except ApiError as error:
+            limit = _LIMIT_OF.get(error.code)
+            if limit is not None:
+                self._limited.labels(limit).inc()
             if request.started:
                 return
             reply = Reply(
@@ -263,8 +288,15 @@ class Api:
                 raise ApiError(400, "bad_request", "Content-Length is not a number") from None
         chunks: list[bytes] = []
         size = 0
+        # A body trickled in slowly (slowloris) may not hold the connection: Hypercorn times out
+        # an idle or half-sent request head (keep_alive_timeout = limits.idle_timeout_seconds),
+        # but not a body, so the whole body must arrive within that time too.
+        deadline = trio.current_time() + self.settings.limits.idle_timeout_seconds
         while True:
-            message = await request.receive()
+            with trio.move_on_at(deadline) as waiting:
+                message = await request.receive()
+            if waiting.cancelled_caught:
+                raise ApiError(408, "body_timeout", f"the body did not arrive within {self.settings.limits.idle_timeout_seconds:g} s", headers=[(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
@@ -287,7 +319,15 @@ class Api:
         if empty_ok and not raw.strip():
             raw = b"{}"
         try:
-            return decoder.decode(raw)
+            try:
+                return decoder.decode(raw)
+            except msgspec.ValidationError as error:
+                if "got `float`" not in str(error):
+                    raise
+                # JSON has one number type: `5.0` is the integer 5 (JSON Schema, and so the
+                # OpenAPI document, says so too). msgspec's strict decoder wants `5`, so
+                # integral floats are made ints and the body is validated again.
+                return msgspec.convert(_integral(msgspec.json.decode(raw)), decoder.type)
         except msgspec.ValidationError as error:
             field, message = validation_field(error)
             raise ApiError(400, "invalid", message, field=field) from None
@@ -491,18 +531,18 @@ class Api:
         await self._stream(request, agent)
 
     def _after(self, request: Request) -> int:
+        """The LSN to resume after: Last-Event-ID wins over `?after=`; both are checked."""
+        after = self._lsn(self._query(request).get("after", "0").encode(), "after")
         raw = request.headers.get(b"last-event-id")
-        field = "Last-Event-ID"
-        if raw is None:
-            raw = self._query(request).get("after", "0").encode()
-            field = "after"
-        try:
-            after = int(raw.strip() or b"0")
-        except ValueError:
-            after = -1
-        if not 0 <= after < 2**63:
-            raise ApiError(400, "invalid", f"{field} must be an LSN (a whole number, 0 or more)", field=field)
-        return after
+        return after if raw is None else self._lsn(raw, "Last-Event-ID")
+
+    @staticmethod
+    def _lsn(raw: bytes, field: str) -> int:
+        digits = raw.strip()
+        value = int(digits) if _DIGITS.fullmatch(digits) else -1
+        if not 0 <= value <= LSN_MAX:
+            raise ApiError(400, "invalid", f"{field} must be an LSN (a whole number from 0 to {LSN_MAX})", field=field)
+        return value
 
     async def _stream(self, request: Request, agent: str | None) -> None:
         after = self._after(request)
@@ -704,6 +744,12 @@ class Api:
 
 _openapi_cache: dict[str, bytes] = {}
 
+# Error codes that mean a [limits] key refused the request, and the metric label for each.
+_LIMIT_OF = {
+    "body_too_large": "body_bytes_max", "rate_limited": "requests_per_second_per_token",
+    "too_many_streams": "streams_per_token_max", "body_timeout": "idle_timeout_seconds",
+}
+
 # Settings that apply without a restart (see Api.reload_config).
 _LIVE = {
     "tokens", "center", "path",
@@ -734,7 +780,7 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     )
 }
 
-_CALL_ERRORS = (400, 401, 403, 404, 409, 413, 503, 507)
+_CALL_ERRORS = (400, 401, 403, 404, 408, 409, 413, 429, 503, 507)
 
 _wallboard_cache: dict[str, bytes] = {}
 _WALLBOARD_HEADERS = (

@@ -12,29 +12,68 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from acd.core import events
+
 from . import schemas
 
 if TYPE_CHECKING:
     from .app import Route
 
 _REF = "#/components/schemas/{name}"
+_LSN = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 _ERROR_TEXT = {
     400: "Bad JSON (`bad_json`) or an invalid field (`invalid`, with `field`)",
     401: "No or unknown token (`unauthorized`)",
     403: "The token's role may not do this (`forbidden`)",
     404: "Unknown id (`unknown_call`, `unknown_agent`, `unknown_queue`, `not_found`)",
+    408: "The body did not arrive within limits.idle_timeout_seconds (`body_timeout`)",
     409: "Conflicts with the current state (the code names it, e.g. `id_conflict`, `call_not_offered`)",
     413: "Body larger than limits.body_bytes_max (`body_too_large`)",
-    429: "Too many event streams or requests for this token",
+    429: "Too many event streams (`too_many_streams`) or requests (`rate_limited`, with Retry-After) for this token",
     503: "Not the writable primary (`not_primary`, with `primary`), or `shutting_down`",
     507: "The store is full (`storage_full`); nothing was written, reads keep working",
 }
 
 
+def _event_types() -> list[type]:
+    """Every tagged core event (the `data:` of a stream's center events)."""
+    found: list[type] = []
+    pending = list(events.Event.__subclasses__())
+    while pending:
+        kind = pending.pop(0)
+        pending.extend(kind.__subclasses__())
+        if isinstance(kind.__struct_config__.tag, str):
+            found.append(kind)
+    return found
+
+
+def _sse_event_schema(event_refs: list[dict[str, Any]], control_ref: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event as a reader parses it (OpenAPI 3.1: `schema` describes each event).
+
+    `data` is JSON text: a core event (tagged by `type`) or a stream message (`stream.reset`,
+    `stream.behind`, `stream.closed`). `id` is the LSN to resume after.
+    """
+    return {
+        "type": "object",
+        "required": ["data", "event"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The LSN (resume with Last-Event-ID)"},
+            "event": {"type": "string", "description": "The event type, as `type` in `data`"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": [*event_refs, control_ref]},
+            },
+        },
+    }
+
+
 def document(routes: Iterable[Route]) -> dict[str, Any]:
     routes = list(routes)
-    types: list[Any] = [schemas.Error]
+    event_types = _event_types()
+    types: list[Any] = [schemas.Error, schemas.StreamMessage, *event_types]
     for route in routes:
         if route.body is not None:
             types.append(route.body)
@@ -42,6 +81,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             types.append(route.response)
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref_of = {id(kind): ref for kind, ref in zip(types, refs, strict=True)}
+    sse_event = _sse_event_schema([ref_of[id(kind)] for kind in event_types], ref_of[id(schemas.StreamMessage)])
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -59,8 +99,8 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             for part in route.parts if part.startswith("{")
         ]
         if route.path == "/v1/events" or route.path.endswith("/events"):
-            parameters.append({"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}, "description": "Resume after this LSN"})
-            parameters.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0}, "description": "Resume after this LSN (wins over `after`)"})
+            parameters.append({"name": "after", "in": "query", "required": False, "schema": _LSN, "description": "Resume after this LSN"})
+            parameters.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": _LSN, "description": "Resume after this LSN (wins over `after`)"})
         if route.path == "/v1/stats":
             parameters.append({"name": "day", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}, "description": "Local day (default: today)"})
         if parameters:
@@ -73,7 +113,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         success: dict[str, Any] = {"description": "OK" if route.status == 200 else "Created"}
         if route.media == "text/event-stream":
             success["description"] = "A Server-Sent Events stream: `id:` is the LSN, `event:` the event type, `data:` the event as JSON; `stream.reset`, `stream.behind` and `stream.closed` are stream messages"
-            success["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            success["content"] = {"text/event-stream": {"schema": sse_event}}
         elif route.media in ("text/plain", "text/html"):
             success["content"] = {route.media: {"schema": {"type": "string"}}}
         elif route.response is not None:
@@ -81,7 +121,10 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         else:
             success["content"] = {"application/json": {"schema": {"type": "object"}}}
         operation["responses"][str(route.status)] = success
-        for status in sorted(set(route.errors) | ({401} if not route.public else set())):
+        implied = set() if route.public else {401, 429}  # every token-checked route: auth and rate
+        if route.body is not None:
+            implied |= {400, 408, 413}  # every body: bad JSON, slow, too large
+        for status in sorted(set(route.errors) | implied):
             if status == 503 and route.path == "/readyz":
                 operation["responses"]["503"] = {
                     "description": "Not the writable primary",

@@ -7,7 +7,7 @@ fields: a misspelt optional field (`"prority": 5`) is a 400, not a silently igno
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -77,6 +77,14 @@ class Error(msgspec.Struct, kw_only=True, omit_defaults=True):
     field: str | None = None
     primary: str | None = None
     problems: list[str] | None = None
+
+
+class StreamMessage(msgspec.Struct, kw_only=True):
+    """A message of an event stream itself, not of the center (`acd.api.sse.frame_control`)."""
+
+    type: Literal["stream.reset", "stream.behind", "stream.closed"]
+    lsn: int
+    message: str
 
 
 class Health(msgspec.Struct, kw_only=True):

@@ -170,7 +170,7 @@ class Center:
         return hashlib.sha256(self.snapshot()).hexdigest()
 
     def waiting_count(self, queue: str) -> int:
-        return sum(count for (q, _p), count in self._waiting_count.items() if q == queue)
+        return sum(self._waiting_count.get(queue, {}).values())
 
     def staffed(self, queue: str) -> int:
         return self._staffed.get(queue, 0)
@@ -197,6 +197,7 @@ class Center:
         agents are those logged in who serve the queue; free ones are ready with room
         for one of the queue's channels and no offer ringing.
         """
+        self._flush_index()
         aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
         staffed = self._staffed.get(queue, 0)
         if staffed == 0:
@@ -244,7 +245,7 @@ class Center:
         # follow the time in line, so a heap's head is also the first to relax its skill
         # level, and an agent need look at the heads only.
         self._waiting: dict[tuple[str, str], dict[int, list[tuple[float, int, int, str]]]] = {}
-        self._waiting_count: dict[tuple[str, int], int] = {}
+        self._waiting_count: dict[str, dict[int, int]] = {}  # queue -> priority -> waiting or ringing
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
         self._available: dict[tuple[str, str, int], list[tuple[float, float, int, int, str]]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
@@ -252,7 +253,10 @@ class Center:
         self._terminal: list[tuple[float, str]] = []
         self._staffed: dict[str, int] = {}
         self._free: dict[str, set[str]] = {}  # agents free now, per queue (for EWT)
+        self._free_anywhere: set[str] = set()  # agents in some free-agent heap, in any queue
         self._instant = self.state.now  # the time of the step (or timer) being applied
+        self._unindexed: dict[str, None] = {}  # agents changed since the heaps were last updated
+        self._agent_days: dict[str, tuple[str, AgentDay]] = {}  # today's statistics record per agent
         for agent_record in self.state.agents.values():
             if agent_record.presence is not Presence.LOGGED_OUT:
                 for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
@@ -292,8 +296,10 @@ class Center:
         ]
 
     def _count_waiting(self, call: Interaction, delta: int) -> None:
-        key = (call.queue, call.priority)
-        self._waiting_count[key] = self._waiting_count.get(key, 0) + delta
+        counts = self._waiting_count.get(call.queue)
+        if counts is None:
+            counts = self._waiting_count[call.queue] = {}
+        counts[call.priority] = counts.get(call.priority, 0) + delta
 
     def _enqueue(self, call: Interaction) -> None:
         """Put a WAITING call at its place in its queue's index and arm its timers."""
@@ -359,6 +365,19 @@ class Center:
             return (float(agent.last_offer_order), agent.available_since)
         return (agent.available_since, 0.0)
 
+    def _flush_index(self) -> None:
+        """Index every agent changed since the last flush.
+
+        An agent often changes several times in one step (free after a wrap-up, then offered
+        the next caller at once); indexing only when the free-agent heaps are read, and at
+        the end of the step, skips pushing entries that would be stale the moment after.
+        """
+        if self._unindexed:
+            agents = self.state.agents
+            for name in self._unindexed:
+                self._index_agent(agents[name])
+            self._unindexed.clear()
+
     def _index_agent(self, agent: AgentRecord) -> None:
         """(Re)publish the agent in the free-agent heaps of every queue and channel it may take."""
         self._token += 1
@@ -368,11 +387,14 @@ class Center:
         channels = self._free_channels(agent)
         if not channels:
             # Busy, ringing, away: in no free-agent heap (the new token made old entries stale).
-            for queue_name, _level in served:
-                free_here = self._free.get(queue_name)
-                if free_here:
-                    free_here.discard(agent.name)
+            if agent.name in self._free_anywhere:
+                self._free_anywhere.discard(agent.name)
+                for queue_name, _level in served:
+                    free_here = self._free.get(queue_name)
+                    if free_here:
+                        free_here.discard(agent.name)
             return
+        self._free_anywhere.add(agent.name)
         available = self._available
         keys: dict[str, tuple[float, float]] = {}
         for queue_name, level in served:
@@ -590,6 +612,7 @@ class Center:
             if agent is not None and self._agent_available(agent, call.channel):
                 self._dispatch_agent(agent, now)
             return
+        self._flush_index()
         if not self._free.get(call.queue):
             return  # nobody free for this queue: the usual case in a long queue
         queue = self._queues[call.queue]
@@ -610,6 +633,7 @@ class Center:
 
     def _best_agent(self, call: Interaction, queue: Queue, min_level: int, passed_over: set[str]) -> Any:
         """The heap entry of the free agent the queue's strategy picks for `call`, or None."""
+        self._flush_index()  # an agent offered a call in this loop must drop out of the heaps
         best: tuple[Any, ...] | None = None
         best_rank: tuple[Any, ...] | None = None
         for level in range(5, min_level - 1, -1):
@@ -780,12 +804,16 @@ class Center:
 
     def _agent_day(self, agent: str, now: float) -> AgentDay:
         day, _interval = self._day_clock.locate(now)
+        cached = self._agent_days.get(agent)
+        if cached is not None and cached[0] == day:
+            return cached[1]  # today's record (retention never removes today)
         day_stats = self.state.stats.get(day)
         if day_stats is None:
             day_stats = self.state.stats[day] = DayStats()
         record = day_stats.agents.get(agent)
         if record is None:
             record = day_stats.agents[agent] = AgentDay()
+        self._agent_days[agent] = (day, record)
         return record
 
     # ------------------------------------------------------------------ helpers
@@ -818,7 +846,7 @@ class Center:
     def _agent_changed(self, agent: AgentRecord, now: float) -> None:
         """Re-derive the agent's shown state; account the time spent in the old one."""
         self._touched_agents.add(agent.name)
-        self._index_agent(agent)
+        self._unindexed[agent.name] = None  # re-indexed before anyone reads the free-agent heaps
         state = self._derive_agent_state(agent)
         reason = agent.reason if state is AgentState.NOT_READY else ""
         if state is agent.state and reason == agent.shown_reason:
@@ -854,8 +882,8 @@ class Center:
 
     def _emit_queued(self, call: Interaction, now: float) -> tuple[int, float]:
         ahead = 0
-        for (queue_name, priority), count in self._waiting_count.items():
-            if queue_name == call.queue and priority >= call.priority:
+        for priority, count in self._waiting_count.get(call.queue, {}).items():
+            if priority >= call.priority:
                 ahead += count
         # The count includes the call itself (it is already indexed as waiting).
         position = max(1, ahead)
@@ -1153,27 +1181,21 @@ class Center:
             stats_key=call.queue_stats_key,
         )
         wait = now - call.queued_at
-        threshold = self._queues[call.queue].service_level_threshold
-        within = wait <= threshold
-
-        def answered(counters: Counters) -> None:
+        within = wait <= self._queues[call.queue].service_level_threshold
+        for counters in self._counters(call.queue, call.queue_stats_key):
             counters.answered += 1
             counters.wait_answered_seconds += wait
             counters.answered_within += within
             counters.callbacks_completed += call.callback
-
-        self._count_queue(call, answered)
-        if not call.counted:
+        if not call.counted:  # the center counts the first answer only (invariant 8)
+            call.counted = True
             center_wait = now - call.arrived_at
             center_within = center_wait <= self.state.config.service_level_threshold
-
-            def answered_center(counters: Counters) -> None:
+            for counters in self._counters(None, call.center_stats_key):
                 counters.answered += 1
                 counters.wait_answered_seconds += center_wait
                 counters.answered_within += center_within
                 counters.callbacks_completed += call.callback
-
-            self._count_outcome(call, answered_center)
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
         call.callback = False
@@ -1393,17 +1415,12 @@ class Center:
         queue_name = held.queue
         handled_key = held.stats_key if held.stats_key[0] else call.handled_key
 
-        def handled(counters: Counters) -> None:
+        for counters in (*self._counters(queue_name, handled_key), *self._counters(None, call.center_stats_key)):
             counters.handled += 1
             counters.talk_seconds += talk
             counters.wrapup_seconds += wrapup
             counters.dispositions += 1
             counters.resolved += resolved
-
-        for counters in self._counters(queue_name, handled_key):
-            handled(counters)
-        for counters in self._counters(None, call.center_stats_key):
-            handled(counters)
         previous = self.state.aht.get(queue_name) or self._queues[queue_name].aht_seconds
         self.state.aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
         agent.handled += 1
@@ -1421,17 +1438,22 @@ class Center:
                 agent.recovering_until = now + recovery
                 self._push_timer(agent.recovering_until, "recovery", agent.name)
         if disposition == "callback" and callback_at is not None:
-            self._schedule_callback(call, agent, callback_at, now)
+            self._schedule_callback(call, agent, queue_name, callback_at, now)
         self._apply_pending(agent, now)
         agent.available_since = now
         self._agent_changed(agent, now)
         self._dispatch_agent(agent, now)
 
-    def _schedule_callback(self, origin: Interaction, agent: AgentRecord, callback_at: float, now: float) -> None:
-        """A call-back promised at wrap-up: first to the same agent for a while, then to anyone."""
-        existing = self._pending_callbacks.get((origin.caller_hash, origin.queue))
+    def _schedule_callback(self, origin: Interaction, agent: AgentRecord, queue_name: str, callback_at: float, now: float) -> None:
+        """A call-back promised at wrap-up: first to the same agent for a while, then to anyone.
+
+        It goes to the queue in which this agent handled the call, not to wherever the call
+        went after: a conversation transferred to a district office ends in an external
+        queue, which nobody here serves.
+        """
+        existing = self._pending_callbacks.get((origin.caller_hash, queue_name))
         if existing is not None:
-            self._emit(e.CallbackRequested(at=now, call=origin.id, queue=origin.queue, merged_into=existing))
+            self._emit(e.CallbackRequested(at=now, call=origin.id, queue=queue_name, merged_into=existing))
             return
         number = 1
         while f"{origin.id}:cb{number}" in self.state.interactions:
@@ -1439,7 +1461,7 @@ class Center:
         self.state.order += 1
         due = max(callback_at, now)
         call = Interaction(
-            id=f"{origin.id}:cb{number}", queue=origin.queue, channel="voice" if "voice" in self._queues[origin.queue].channels else origin.channel,
+            id=f"{origin.id}:cb{number}", queue=queue_name, channel="voice" if "voice" in self._queues[queue_name].channels else origin.channel,
             caller_hash=origin.caller_hash, caller_masked=origin.caller_masked, caller=None,
             priority=origin.priority, order=self.state.order, arrived_at=now, place_at=due, queued_at=due,
             state=S.SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
@@ -1603,6 +1625,7 @@ class Center:
 
     def _finish_step(self, now: float) -> None:
         """Check the local invariants of everything this step touched (cheap, every step)."""
+        self._flush_index()
         for call_id in self._touched_calls:
             call = self.state.interactions.get(call_id)
             if call is not None:
@@ -1611,7 +1634,8 @@ class Center:
             agent = self.state.agents.get(name)
             if agent is not None:
                 self._check_agent(agent)
-                self._apply_pending(agent, now)
+                if agent.pending:
+                    self._apply_pending(agent, now)
 
     # These two run after every step on what it touched, so the messages are built only
     # when a check fails (an f-string per check costs more than the check).
@@ -1668,6 +1692,9 @@ class Center:
             if call.state is S.OFFERED:
                 invariant(call.id not in offers, f"{call.id} offered twice")
                 offers[call.id] = call.agent or ""
+            if call.state in (S.SCHEDULED, S.WAITING, S.OFFERED):
+                queue = self._queues.get(call.queue)
+                invariant(queue is not None and not queue.external, f"{call.id} is {call.state.value} in {call.queue}, which nobody here serves")
             if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED):
                 key = (call.caller_hash, call.queue)
                 invariant(key not in pending, f"{call.id} and {pending.get(key)} are call-backs for one caller and queue")
@@ -1675,6 +1702,20 @@ class Center:
         # One pending call-back per caller and queue, and the index knows exactly those: a
         # restored center rebuilds the index from the state, so it must match (invariant 7).
         invariant(pending == self._pending_callbacks, "the pending call-back index differs from the state")
+        # The same for the counts of callers in line (max_length, position and EWT read them).
+        in_line: dict[str, dict[int, int]] = {}
+        for call in self.state.interactions.values():
+            if call.state is S.WAITING or call.state is S.OFFERED:
+                by_priority = in_line.setdefault(call.queue, {})
+                by_priority[call.priority] = by_priority.get(call.priority, 0) + 1
+        counted = {
+            queue: {priority: count for priority, count in counts.items() if count}
+            for queue, counts in self._waiting_count.items()
+        }
+        invariant(
+            {queue: counts for queue, counts in counted.items() if counts} == in_line,
+            f"the waiting counts {counted} differ from the callers in line {in_line}",
+        )
         for agent in self.state.agents.values():
             self._check_agent(agent)
             for call_id, held in agent.held.items():

@@ -40,6 +40,7 @@ class Ack:
     kind: str
     subject: str
     payload: bytes
+    reply: tuple[str, ...] = ()   # the events the reply carried (their types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ class Client:
         except StoreError:
             epoch = 0
         kind, subject = describe(command)
-        ack = Ack(trio.current_time(), name, epoch, result.lsn, kind, subject, payload)
+        ack = Ack(trio.current_time(), name, epoch, result.lsn, kind, subject, payload,
+                  tuple(type(event).__name__ for event in result.events))
         self.history.acks.append(ack)
         self.history.counters["acked"] += 1
         self.trace.add("ack", "client", f"{name} e{epoch} lsn {result.lsn} {kind} {subject}")
