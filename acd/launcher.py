@@ -25,10 +25,17 @@ import httpx
 from acd import settings as settings_module
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(hold: list[socket.socket] | None = None) -> int:
+    """A free loopback port. Pass `hold` to keep it bound (so the next call cannot draw it
+    again) until the caller closes the sockets."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    if hold is None:
+        sock.close()
+    else:
+        hold.append(sock)
+    return port
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
@@ -56,10 +63,14 @@ def prepare_config(
     if proxied:
         text = re.sub(r'^(replication = "[^"]*")$', r'\1\nreplication_bind = "127.0.0.1:0"', text, flags=re.MULTILINE)
 
+    held: list[socket.socket] = []
+
     def port_for(match: re.Match[str]) -> str:
-        return f'{match[1]} = "127.0.0.1:{free_port()}"'
+        return f'{match[1]} = "127.0.0.1:{free_port(held)}"'
 
     text = re.sub(r'^(api|replication|replication_bind|address) = "[^"]*"', port_for, text, flags=re.MULTILINE)
+    for sock in held:
+        sock.close()
     text = re.sub(r'^data_dir = "([^"]*)"', lambda m: f'data_dir = "data/{Path(m[1]).name}"', text, flags=re.MULTILINE)
     if always_open:
         text = re.sub(r"^\[\[calendars\]\]\n", "[[calendars]]\nalways_open = true\n", text, flags=re.MULTILINE)

@@ -226,6 +226,10 @@ class Api:
         )
         try:
             try:
+                # Hypercorn (h11) bounds only a head that arrives in pieces; one that arrives
+                # whole in a single read (up to 64 KiB) gets here, so the bound is checked again.
+                if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > self.settings.limits.header_bytes_max:
+                    raise ApiError(431, "headers_too_large", f"the request's headers are larger than {self.settings.limits.header_bytes_max} bytes", headers=[(b"connection", b"close")])
                 route, request.params = self._match(request.method, scope["path"])
                 if not route.public:
                     request.principal = self.auth.authenticate(headers.get(b"authorization"))
@@ -748,6 +752,7 @@ _openapi_cache: dict[str, bytes] = {}
 _LIMIT_OF = {
     "body_too_large": "body_bytes_max", "rate_limited": "requests_per_second_per_token",
     "too_many_streams": "streams_per_token_max", "body_timeout": "idle_timeout_seconds",
+    "headers_too_large": "header_bytes_max",
 }
 
 # Settings that apply without a restart (see Api.reload_config).

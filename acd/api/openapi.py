@@ -30,6 +30,7 @@ _ERROR_TEXT = {
     408: "The body did not arrive within limits.idle_timeout_seconds (`body_timeout`)",
     409: "Conflicts with the current state (the code names it, e.g. `id_conflict`, `call_not_offered`)",
     413: "Body larger than limits.body_bytes_max (`body_too_large`)",
+    431: "Request headers larger than limits.header_bytes_max (`headers_too_large`)",
     429: "Too many event streams (`too_many_streams`) or requests (`rate_limited`, with Retry-After) for this token",
     503: "Not the writable primary (`not_primary`, with `primary`), or `shutting_down`",
     507: "The store is full (`storage_full`); nothing was written, reads keep working",
@@ -121,7 +122,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         else:
             success["content"] = {"application/json": {"schema": {"type": "object"}}}
         operation["responses"][str(route.status)] = success
-        implied = set() if route.public else {401, 429}  # every token-checked route: auth and rate
+        implied = {431} | (set() if route.public else {401, 429})  # headers; auth and rate
         if route.body is not None:
             implied |= {400, 408, 413}  # every body: bad JSON, slow, too large
         for status in sorted(set(route.errors) | implied):

@@ -114,7 +114,12 @@ class Center:
         return self.state.now
 
     def apply(self, command: c.Command, now: float) -> list[e.Event] | Rejection:
-        """Apply one command at time `now`; the events, or a rejection with no change."""
+        """Apply one command at time `now`; the events, or a rejection with no change.
+
+        Timers due by `now` fire first. A driver that ticks whenever `next_deadline()` has
+        passed (as the node's pipeline does) never has one due here, and then a rejection
+        leaves the state byte-for-byte as it was, clock included.
+        """
         # Time never runs backwards inside the machine: a command stamped earlier (the clock
         # of a new primary may lag the old one's) is applied at the machine's current time.
         # The log stores the original stamp and replay clamps the same way, so it is exact.
