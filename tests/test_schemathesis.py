@@ -44,7 +44,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(node: NodePr
         "--request-timeout", "2", "--workers", "1", "--seed", os.environ.get("ACD_FUZZ_SEED", "11"),
     ]
     timeout = 120 if examples == "10" else 3600
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)  # its cache stays out of the repo
     summary = [line for line in result.stdout.splitlines() if line.startswith("=") and " in " in line]
     print(result.stdout[-3000:])
     assert result.returncode == 0, f"{summary}\n{result.stdout[-12000:]}\n{result.stderr[-2000:]}\nnode log:\n{node.log_tail()}"

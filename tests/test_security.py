@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
