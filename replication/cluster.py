@@ -305,6 +305,7 @@ class Member:
             if self.handover_requested:
                 self.handover_requested = False
                 return
+            await buggify.point("member.timer", self.name)  # simulator only: a paused process acts on resume
             due = max(self.last_heard + self.failover_timeout, self.granted_until)
             now = self.clock()
             if now >= due:
@@ -373,6 +374,7 @@ class Member:
             if self.forced:
                 await trio.sleep(self.renew_interval)
                 continue
+            await buggify.point("member.timer", self.name)  # simulator only: a paused process acts on resume
             now = self.clock()
             if now >= self.lease_until:
                 self.step_down("lease expired")

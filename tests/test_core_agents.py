@@ -261,9 +261,20 @@ def test_caller_number_is_kept_only_as_a_keyed_hash_once_the_call_ended() -> Non
     assert desk.call("x").fingerprint != other.call("x").fingerprint
 
 
-def test_logout_of_an_agent_who_is_logged_out_and_commands_for_unknown_agents() -> None:
+def test_presence_commands_for_logged_out_or_unknown_agents_are_refused() -> None:
     desk = Desk(one_queue_center())
     desk.refuse(c.Ready(agent="a1"), Code.agent_logged_out)
     desk.refuse(c.NotReady(agent="a1", reason="x"), Code.agent_logged_out)
     desk.refuse(c.Login(agent="nobody"), Code.unknown_agent)
     desk.refuse(c.Logout(agent="nobody"), Code.unknown_agent)
+
+
+def test_chat_agent_wrapping_up_a_transferred_chat_takes_the_callers_behind_it() -> None:
+    config = CenterConfig(queues=[Queue(name="q"), Queue(name="tax")], agents=[chat_agent("c1", chats=3)])
+    desk = Desk(config)
+    desk.ready("c1")
+    desk.arrive("x", channel="chat")
+    desk.answer("x")
+    desk.do(c.Transfer(call="x", queue="tax"))  # c1 wraps x up; x waits in tax, which c1 serves
+    assert desk.offer_of("c1") is None  # x does not come back to c1
+    assert offers(desk.arrive("y", queue="tax", channel="chat", after=1)) == [("y", "c1")]

@@ -178,3 +178,22 @@ def test_every_strategy_prefers_an_eligible_agent_over_waiting(strategy: str) ->
     for index in range(3):
         desk.arrive(f"c{index}")
     assert sorted(desk.agent_of(f"c{index}") for index in range(3)) == ["a1", "a2", "a3"]
+
+
+def test_caller_goes_to_another_free_agent_when_the_first_choice_takes_someone_else() -> None:
+    config = CenterConfig(
+        queues=[Queue(name="transport"), Queue(name="tax", skills=["tax"])],
+        agents=[Agent(name="both", skills={"tax": 3}), Agent(name="transport-only")],
+    )
+    desk = Desk(config)
+    desk.ready("both")  # idle the longest from here on
+    desk.arrive("transport-caller", queue="transport", after=1)
+    assert desk.offer_of("both") == "transport-caller"
+    desk.arrive("tax-caller", queue="tax", priority=5, after=1)  # waits: only "both" knows tax
+    desk.ready("transport-only")
+    # The transport caller asks for a call-back while ringing: back in line, and "both" is
+    # free again. The queue's first choice, "both", takes the tax caller (priority 5); the
+    # transport caller must then go to the other free agent, not wait beside them.
+    desk.do(c.RequestCallback(call="transport-caller"), after=1)
+    assert desk.offer_of("both") == "tax-caller"
+    assert desk.offer_of("transport-only") == "transport-caller"

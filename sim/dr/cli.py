@@ -28,7 +28,7 @@ DESCRIPTIONS = {
     "standby-crash": "kill the standby; the primary records it behind and goes on alone",
     "witness-crash": "kill the witness; the pair keeps its lease through each other",
     "primary-partition": "cut the primary off: both ways, one way, from the witness only, from the standby only",
-    "zombie-primary": "pause the primary (SIGSTOP: its clocks stop, its bytes are held), resume it after the failover",
+    "zombie-primary": "pause the primary (its network held, its commit blocked), resume it after the failover",
     "double-fault": "two faults close together (standby then primary, witness and primary, both nodes, ...)",
     "rolling-restart": "planned maintenance: restart the standby, switch over, restart the old primary",
     "switchover-under-load": "switch over again and again under a heavy workload, sometimes crashing mid-handover",

@@ -13,10 +13,14 @@ What each fault is, and why it is one the design promises to survive (DESIGN.md)
 
 - crash: the node's tasks are cancelled, its connections reset, its store closed. What the
   store returned is durable; everything else is gone. `restart` opens the same directory.
-- pause: the node's clocks stop (a stopped process reads no clock), bytes to and from it
-  are held, and its tasks block at the `store.append` fault point. On resume the clocks jump
-  to the real time, as after SIGCONT. Timers of its tasks still fire on the virtual clock
-  while it is paused, but they see no time pass: a stricter zombie than the real one.
+- pause: bytes to and from the node are held, its tasks block at the `store.append` fault
+  point (a batch in the middle of its commit stays there), and no client reaches it. Its
+  clocks run on, and its timers fire on the virtual clock: where a stopped process would act
+  on all its expired timers at once when it resumes, this one acts on each when it expires
+  (it steps down when its lease runs out, and its messages wait in the held network). Both
+  meet the pipeline's lease check with the real time after the pause, which is the property
+  under test. (Freezing its clocks instead lets its timers, re-armed against the frozen clock,
+  fire up to a lease period late after the resume: a window no real process has.)
 - clocks: every process has its own monotonic clock (offset anywhere, rate within
   `1 ± DRIFT/2`, so that two clocks run at most `DRIFT` apart, the bound of the lease
   design) and a wall clock (a fixed weekday morning in Seoul, skewed by up to a second).
@@ -58,28 +62,18 @@ WITNESS = "witness"
 
 
 class ProcessClock:
-    """A process's clocks on the virtual time line: rate, offsets, frozen while paused."""
+    """A process's clocks on the virtual time line: a rate and offsets of its own."""
 
     def __init__(self, *, rate: float, monotonic_offset: float, wall_offset: float) -> None:
         self.rate = rate
         self.monotonic_offset = monotonic_offset
         self.wall_offset = wall_offset
-        self.frozen_at: float | None = None
-
-    def _elapsed(self) -> float:
-        return self.frozen_at if self.frozen_at is not None else trio.current_time()
 
     def monotonic(self) -> float:
-        return self.monotonic_offset + self.rate * self._elapsed()
+        return self.monotonic_offset + self.rate * trio.current_time()
 
     def wall(self) -> float:
-        return BASE_WALL + self.wall_offset + self.rate * self._elapsed()
-
-    def freeze(self) -> None:
-        self.frozen_at = trio.current_time()
-
-    def thaw(self) -> None:
-        self.frozen_at = None
+        return BASE_WALL + self.wall_offset + self.rate * trio.current_time()
 
 
 def draw_clock(rng: random.Random, *, drift: bool) -> ProcessClock:
@@ -127,6 +121,7 @@ class Process:
     slow_disk_probability: float = 0.0
     slow_disk_seconds_max: float = 0.0
     crash_at_append_probability: float = 0.0
+    pause_at_next_append: bool = False   # a scripted zombie: stop in the middle of a commit
     incarnation: int = 0
     node: Node | None = None
     member: SimMember | None = None
@@ -376,7 +371,6 @@ class SimCluster:
         self.mark(name, "pause")
         process.paused = True
         process.resumed = trio.Event()
-        process.clock.freeze()
         self.network.pause(name)
         self._changed()
         return True
@@ -389,7 +383,6 @@ class SimCluster:
 
     def _unpause(self, process: Process) -> None:
         process.paused = False
-        process.clock.thaw()
         self.network.resume(process.name)
         process.resumed.set()
         self._changed()
@@ -410,6 +403,7 @@ class SimCluster:
                 self.set_disk_full(process.name, False)
             process.slow_disk_probability = 0.0
             process.crash_at_append_probability = 0.0
+            process.pause_at_next_append = False
         if self.network.cut:
             self.network.heal()
             self.marks.append((trio.current_time(), "*", "heal"))
@@ -461,6 +455,9 @@ class SimHooks:
         process = self.cluster.processes.get(node)
         if process is None:
             return
+        if name == "store.append" and process.pause_at_next_append:
+            process.pause_at_next_append = False
+            self.cluster.pause(node)
         await self._wait_running(process)
         if name == "store.append":
             if process.slow_disk_probability and self.rng.random() < process.slow_disk_probability:

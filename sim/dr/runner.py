@@ -206,6 +206,25 @@ class Context:
         if self.cluster.pause(name) and probe:
             self._probe(f"pause {name}", name)
 
+    async def pause_mid_write(self, name: str, *, probe: bool = True, wait_seconds_max: float = 30.0) -> None:
+        """Pause `name` in the middle of its next commit (its batch blocked before the write).
+
+        The resumed batch then meets the lease check long after the lease ran out: the
+        zombie's moment of truth (invariant 2).
+        """
+        process = self.cluster.process(name)
+        process.pause_at_next_append = True
+        try:
+            with trio.move_on_after(wait_seconds_max):
+                while not process.paused and process.up:
+                    await self.cluster.changed.wait()
+        finally:
+            process.pause_at_next_append = False  # also when the safety phase ends meanwhile
+        if not process.paused:
+            self.cluster.pause(name)
+        if process.paused and probe:
+            self._probe(f"pause {name}", name)
+
     def resume(self, name: str) -> None:
         self.cluster.resume(name)
 

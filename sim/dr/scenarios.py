@@ -56,6 +56,7 @@ class RunConfig:
         return {
             "mode": self.mode, "failover_timeout": self.failover_timeout,
             "calls_per_hour": round(self.workload.calls_per_hour, 1),
+            "client_timeout_seconds": self.workload.client_timeout_seconds,
             "snapshot_every_records": self.snapshot_every_records, "retention_records": self.retention_records,
             "latency_ms": round(self.link.latency_seconds * 1000, 3), "jitter_ms": round(self.link.jitter_seconds * 1000, 3),
             "spike_probability": round(self.link.spike_probability, 4),
@@ -80,7 +81,9 @@ def _base(scenario: str, seed: int, rng: random.Random) -> RunConfig:
     config.slow_disk_seconds_max = rng.uniform(0.005, 0.1)
     config.snapshot_every_records = rng.choice([50, 200, 1000])
     config.retention_records = rng.choice([0, 0, 100, 400])
-    config.workload = WorkloadShape(calls_per_hour=200.0 * rng.uniform(2.0, 10.0))
+    # Clients that wait long for a reply see what a paused node does when it resumes.
+    config.workload = WorkloadShape(calls_per_hour=200.0 * rng.uniform(2.0, 10.0),
+                                    client_timeout_seconds=rng.choice([1.0, 2.0, 5.0, 10.0]))
     return config
 
 
@@ -106,7 +109,8 @@ def _swarm(scenario: str, seed: int, rng: random.Random) -> RunConfig:
     config.drift = rng.random() < 0.8
     # Async mode's loss window is by design; its lease is then the only fence (invariant 2).
     config.mode = "async" if rng.random() < 0.15 else "sync"
-    config.workload = WorkloadShape(calls_per_hour=200.0 * rng.choice([1.0, 3.0, 10.0, 30.0]))
+    config.workload = WorkloadShape(calls_per_hour=200.0 * rng.choice([1.0, 3.0, 10.0, 30.0]),
+                                    client_timeout_seconds=rng.choice([1.0, 2.0, 5.0, 10.0]))
     return config
 
 
@@ -171,7 +175,10 @@ async def zombie_primary(ctx: Context, rng: random.Random) -> None:
         await ctx.wait_healthy()
         await ctx.sleep(rng.uniform(2.0, 20.0))
         name = await ctx.wait_primary()
-        ctx.pause(name, probe=True)
+        if rng.random() < 0.5:
+            await ctx.pause_mid_write(name)
+        else:
+            ctx.pause(name, probe=True)
         # Mostly longer than the failover timeout, so that the standby takes over meanwhile.
         await ctx.sleep(rng.uniform(0.1, 1.0) if rng.random() < 0.2 else rng.uniform(2.0, 12.0))
         ctx.resume(name)

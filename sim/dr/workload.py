@@ -186,6 +186,7 @@ class WorkloadShape:
     patience_seconds_mean: float = 90.0
     ring_seconds_max: float = 5.0
     break_probability: float = 0.01        # per poll, an agent takes a short break
+    client_timeout_seconds: float = 2.0    # how long a client waits for one reply before trying again
 
 
 class Workload:
@@ -195,7 +196,7 @@ class Workload:
         self.trace = trace
         self.rng = rng
         self.shape = shape
-        self.client = Client(cluster, history, trace)
+        self.client = Client(cluster, history, trace, timeout_seconds=shape.client_timeout_seconds)
         self.calls = 0
         self.arriving = True
         self.breaks = True
@@ -241,7 +242,7 @@ class Workload:
     # ------------------------------------------------------------------ agents
 
     async def _agent(self, name: str) -> None:
-        client = Client(self.cluster, self.history, self.trace)
+        client = Client(self.cluster, self.history, self.trace, timeout_seconds=self.shape.client_timeout_seconds)
         await client.submit(c.Login(agent=name))
         await client.submit(c.Ready(agent=name))
         answered: set[str] = set()
