@@ -4,8 +4,11 @@ Production code marks the places where the simulator may make the world misbehav
 
     await buggify.point("store.append", self.name)   # a disk write: slow, paused, crashed here
 
-Outside a simulation `point()` returns at once without a checkpoint and `fire()` is False, so
-the marks cost one function call. Inside one (`with buggify.simulation(hooks):`), the
+The points: `store.append` (`Node.append_records`: a slow disk, a crash or a pause in the
+middle of a commit), `node.pipeline` (the top of the pipeline loop) and `member.timer` (the
+lease watch and the election timer of `replication.cluster.Member`): where a paused process
+stops. Outside a simulation `point()` returns at once without a checkpoint and `fire()` is
+False, so the marks cost one function call. Inside one (`with buggify.simulation(hooks):`), the
 simulator's hooks decide, from the run's seed, whether a point misbehaves this time: a slow
 disk sleeps on the virtual clock, a paused (zombie) node blocks until it is resumed.
 

@@ -167,7 +167,10 @@ class Demo:
                             self.tally.offers += 1
                             send = self.offers.get(data["agent"])
                             if send is not None:
-                                send.send_nowait(data["call"])
+                                try:
+                                    send.send_nowait(data["call"])
+                                except (trio.ClosedResourceError, trio.WouldBlock):
+                                    pass  # the morning is over, or the desk is far behind: the offer rings out
                         elif line.startswith("data:"):
                             self.tally.events += 1
             except (httpx.HTTPError, trio.BrokenResourceError, ValueError):

@@ -257,6 +257,7 @@ class Node:
         task_status.started()
         try:
             while True:
+                await buggify.point("node.pipeline", self.name)  # simulator only: a paused process waits here
                 deadline = self.center.next_deadline() if self.role == "primary" else None
                 batch: list[_Submission] = []
                 if deadline is None:

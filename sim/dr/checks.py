@@ -74,6 +74,13 @@ def lost_writes(acks: list[Ack], reference: NodeFinal | None, *, mode: str = "sy
     return problems, in_window
 
 
+def lost(acks: list[Ack], reference: NodeFinal | None) -> list[Ack]:
+    """The acknowledged writes missing from the reference's final log (for the chart)."""
+    if reference is None:
+        return []
+    return [ack for ack in acks if _check_ack(ack, reference) is not None]
+
+
 def _check_ack(ack: Ack, reference: NodeFinal) -> str | None:
     """Why `ack` is not in the reference's final log, or None."""
     record = reference.records.get(ack.lsn)

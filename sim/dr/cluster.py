@@ -13,14 +13,14 @@ What each fault is, and why it is one the design promises to survive (DESIGN.md)
 
 - crash: the node's tasks are cancelled, its connections reset, its store closed. What the
   store returned is durable; everything else is gone. `restart` opens the same directory.
-- pause: bytes to and from the node are held, its tasks block at the `store.append` fault
-  point (a batch in the middle of its commit stays there), and no client reaches it. Its
-  clocks run on, and its timers fire on the virtual clock: where a stopped process would act
-  on all its expired timers at once when it resumes, this one acts on each when it expires
-  (it steps down when its lease runs out, and its messages wait in the held network). Both
-  meet the pipeline's lease check with the real time after the pause, which is the property
-  under test. (Freezing its clocks instead lets its timers, re-armed against the frozen clock,
-  fire up to a lease period late after the resume: a window no real process has.)
+- pause: bytes to and from the node are held; its pipeline, lease watch and election timer
+  stop at their fault points (`node.pipeline`, `member.timer`), a batch in the middle of its
+  commit stops at `store.append`, and no client reaches it. Its clocks run on, so when it
+  resumes everything it does meets the real time at once, as after SIGCONT: the zombie's
+  batch meets the pipeline's lease check long after the lease ran out. (Its renewal and
+  shipping loops are not stopped; what they send waits in the held network. Freezing the
+  clocks instead would let its timers, re-armed against the frozen clock, fire up to a lease
+  period late after the resume: a window no real process has.)
 - clocks: every process has its own monotonic clock (offset anywhere, rate within
   `1 ± DRIFT/2`, so that two clocks run at most `DRIFT` apart, the bound of the lease
   design) and a wall clock (a fixed weekday morning in Seoul, skewed by up to a second).
@@ -28,15 +28,14 @@ What each fault is, and why it is one the design promises to survive (DESIGN.md)
 - slow disk: `store.append` sleeps on the virtual clock before writing.
 
 A process that dies of an exception is restarted after `restart_seconds` (systemd's
-`Restart=on-failure`); the death is recorded, and is a violation unless it is the expected
-`StorageFull` of a full disk.
+`Restart=on-failure`); the death is recorded, and is a violation unless a full disk caused it
+(`StorageFull`, or the node's `StorageFullError` escaping a task).
 """
 
 from __future__ import annotations
 
 import random
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -482,5 +481,3 @@ def _leaves(error: BaseException) -> list[BaseException]:
         return found
     return [error]
 
-
-Clock = Callable[[], float]

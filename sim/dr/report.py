@@ -107,6 +107,10 @@ def timeline_chart(result: RunResult, path: Path) -> None:
     if acks:
         colors = [palette[epoch % len(palette)] for _, _, epoch in acks]
         axes.scatter([at for at, _, _ in acks], [0.0 for _ in acks], marker="|", s=60, c=colors, linewidths=0.8)
+    lost = timeline.get("lost", [])
+    if lost:
+        axes.scatter([at for at, _ in lost], [0.0 for _ in lost], marker="x", s=50, c="#d62728", linewidths=1.5, zorder=5)
+        axes.text(lost[0][0], 0.25, f" {len(lost)} lost", color="#d62728", fontsize=8, clip_on=True)
     # No writable primary: red bands.
     down_since: float | None = 0.0
     for at, writable in timeline["writable"]:
@@ -137,7 +141,7 @@ def timeline_chart(result: RunResult, path: Path) -> None:
     axes.set_xlabel("simulated seconds")
     verdict = "ok" if result.ok else f"{len(result.violations)} VIOLATION(S)"
     axes.set_title(f"{result.scenario} seed {result.seed}: {verdict}, {result.acked_writes} acknowledged writes, "
-                   f"failovers {', '.join(f'{value:.2f}' for value in result.failover_seconds) or 'none'} s", fontsize=9)
+                   f"failovers: {', '.join(f'{value:.2f} s' for value in result.failover_seconds) or 'none'}", fontsize=9)
     axes.grid(axis="x", alpha=0.3)
     figure.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.14)
     figure.savefig(path, dpi=110)
