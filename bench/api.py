@@ -216,9 +216,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import httpx
 
-    from tests.helpers import NodeProcess, free_port, wait_until
-
     from acd.launcher import LocalCluster, prepare_config
+    from tests.helpers import NodeProcess, free_port, wait_until
 
     results = []
     with tempfile.TemporaryDirectory(prefix="acd-bench-") as directory:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ import httpx
 import pytest
 
 from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
+from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
@@ -46,25 +45,6 @@ AWAITED_METRICS: set[str] = set()
 VARIABLES = {"$queue": "transport", "$__rate_interval": "1m", "$__range": "5m"}
 
 
-def system_tool(tool: str, package: str) -> str:
-    """The path of a Debian tool, installed by scripts/system-deps.sh when missing and root.
-
-    With CI=true a tool that is still missing fails the test (CI must prove what it tests);
-    elsewhere the test is skipped with the command that installs it.
-    """
-    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / "system-deps.sh")], env=dict(os.environ, ACD_SYSTEM_DEPS=f"{tool}:{package}"),
-            check=False, timeout=600,
-        )
-        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if found is None:
-        message = f"{tool} is not installed: `make system-deps` or `apt-get install {package}`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 # ---------------------------------------------------------------------------------- the files

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,15 +10,14 @@ from pathlib import Path
 import httpx
 
 from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
+from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
     # CI must prove this, not skip it: `make test` installs haproxy (scripts/system-deps.sh).
-    assert found, "haproxy is not installed (make system-deps installs Debian's haproxy)"
-    return found
+    return system_tool("haproxy", "haproxy")
 
 
 def render_config(cluster: LocalCluster, port: int, target: Path) -> Path:

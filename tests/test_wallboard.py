@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -31,29 +29,12 @@ import wsproto
 import wsproto.events
 
 from acd.launcher import LocalCluster, prepare_config, wait_for
+from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 1920, 1080  # a wall screen
 
 
-def system_tool(tool: str, package: str) -> str:
-    """The path of a Debian tool, installed by scripts/system-deps.sh when missing and root.
-
-    With CI=true a tool that is still missing fails the test; elsewhere the test is skipped.
-    """
-    found = shutil.which(tool)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / "system-deps.sh")], env=dict(os.environ, ACD_SYSTEM_DEPS=f"{tool}:{package}"),
-            check=False, timeout=600,
-        )
-        found = shutil.which(tool)
-    if found is None:
-        message = f"{tool} is not installed: `make system-deps` or `apt-get install {package}`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 class DevTools:
