@@ -45,6 +45,9 @@ def test_every_runbook_command_works_against_a_live_cluster(tmp_path: Path) -> N
     try:
         cluster.start()
         for command in commands:
+            # Each step of the runbook starts from a healthy cluster (one writable primary),
+            # as an operator would check with `acd status` before the next step.
+            cluster.wait_primary(30)
             line = command.replace("cluster.toml", str(config)).replace("/backup", str(backup))
             result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
             output = result.stdout + result.stderr
