@@ -251,7 +251,7 @@ def decode_frame(body: bytes, *, cluster: str, secret: bytes | None, key: bytes,
             raise FrameError("wrong HMAC (another cluster's secret, a replayed or altered frame)")
     try:
         envelope = _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:  # msgpack str that is not UTF-8
         raise FrameError(f"frame does not decode: {error}") from None
     if envelope.cluster != cluster:
         raise FrameError(f"frame from cluster {envelope.cluster!r}, this is {cluster!r}")
