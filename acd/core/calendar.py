@@ -48,6 +48,11 @@ class DayClock:
             self._day = midnight.date().isoformat()
         return self._day, min(95, int((at - self._start) // 900))
 
+    def bounds(self, at: float) -> tuple[str, float, float]:
+        """(ISO local date, start, end) of the local day that holds `at`."""
+        self.locate(at)
+        return self._day, self._start, self._end
+
 
 def _spans_for(calendar: Calendar, day: dt.date) -> list[tuple[int, int]]:
     iso = day.isoformat()

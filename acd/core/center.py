@@ -63,6 +63,13 @@ from .state import (
 )
 
 S = CallState
+_WAITING = CallState.WAITING
+_OFFERED = CallState.OFFERED
+_CONNECTED = CallState.CONNECTED
+_WRAPUP = CallState.WRAPUP
+_READY = Presence.READY
+_NOT_READY = Presence.NOT_READY
+_LOGGED_OUT = Presence.LOGGED_OUT
 # A tuple, not the frozenset: `in` on a few enum members by identity is cheaper than hashing.
 _TERMINAL = tuple(TERMINAL)
 VULNERABLE_ATTRIBUTES = ("vulnerable", "elderly", "disabled")
@@ -73,6 +80,8 @@ AHT_SMOOTHING = 0.1  # weight of the newest handling time in the per-queue movin
 TIMER_RANK = {
     "offer": 0, "due": 1, "preferred": 2, "relax": 3, "overflow": 4, "wrapup": 5, "recovery": 6, "prune": 7,
 }
+_RANK_OFFER = TIMER_RANK["offer"]
+_RANK_WRAPUP = TIMER_RANK["wrapup"]
 
 
 class InvariantViolation(RuntimeError):
@@ -123,13 +132,15 @@ class Center:
         # Time never runs backwards inside the machine: a command stamped earlier (the clock
         # of a new primary may lag the old one's) is applied at the machine's current time.
         # The log stores the original stamp and replay clamps the same way, so it is exact.
-        previous_now = self.state.now
+        state = self.state
+        previous_now = state.now
         now = float(now)
-        if now > self.state.now:
-            self.state.now = now
-        now = self.state.now
+        if now > previous_now:
+            state.now = now
+        now = state.now
         handler = self._handlers[type(command)]
-        self._events = []
+        events: list[e.Event] = []
+        self._events = events
         self._touched_calls.clear()
         self._touched_agents.clear()
         # Timers due by now fire first, each at its own due time, so their effect does not
@@ -137,21 +148,22 @@ class Center:
         # is not logged; replay fires the same timers at the same instants on the next one).
         # A driver that wants a rejection to change nothing at all ticks first whenever
         # next_deadline() has passed, as the node's pipeline does.
-        timers_fired = self._fire_timers(now)
-        fired = len(self._events)
+        timers = self._timers
+        timers_fired = self._fire_timers(now) if timers and timers[0][0] <= now else 0
+        fired = len(events)
         self._instant = now
         rejection = handler(self, command, now)
         if rejection is not None:
-            invariant(len(self._events) == fired, f"{type(command).__name__} rejected after emitting events")
+            invariant(len(events) == fired, f"{type(command).__name__} rejected after emitting events")
             self._finish_step(now)
             if not timers_fired:
                 # A refused command is not logged, so it must not move the clock either:
                 # replay would apply the next command at a different `now` (and the
                 # snapshot would differ from the standby's at the same LSN).
-                self.state.now = previous_now
+                state.now = previous_now
             return rejection
         self._finish_step(now)
-        return self._events
+        return events
 
     def tick(self, now: float) -> list[e.Event]:
         result = self.apply(c.Tick(), now)
@@ -202,7 +214,8 @@ class Center:
         agents are those logged in who serve the queue; free ones are ready with room
         for one of the queue's channels and no offer ringing.
         """
-        self._flush_index()
+        if self._unindexed:
+            self._flush_index()
         aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
         staffed = self._staffed.get(queue, 0)
         if staffed == 0:
@@ -243,6 +256,7 @@ class Center:
                 if level >= 1:
                     served.append((queue.name, level))
             self._agent_queues[agent.name] = served
+        self._build_lines(config)
         self._token = 0
         self._call_token: dict[str, int] = {}
         self._agent_token: dict[str, int] = {}
@@ -252,7 +266,6 @@ class Center:
         self._waiting: dict[tuple[str, str], dict[int, list[tuple[float, int, int, str]]]] = {}
         self._waiting_count: dict[str, dict[int, int]] = {}  # queue -> priority -> waiting or ringing
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
-        self._available: dict[tuple[str, str, int], list[tuple[float, float, int, int, str]]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
         self._pending_callbacks: dict[tuple[str, str], str] = {}
         self._terminal: list[tuple[float, str]] = []
@@ -261,7 +274,7 @@ class Center:
         self._free_anywhere: set[str] = set()  # agents in some free-agent heap, in any queue
         self._instant = self.state.now  # the time of the step (or timer) being applied
         self._unindexed: dict[str, None] = {}  # agents changed since the heaps were last updated
-        self._agent_days: dict[str, tuple[str, AgentDay]] = {}  # today's statistics record per agent
+        self._forget_stats()
         for agent_record in self.state.agents.values():
             if agent_record.presence is not Presence.LOGGED_OUT:
                 for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
@@ -275,6 +288,41 @@ class Center:
         for call in self.state.interactions.values():
             self._index_call(call)
         self._push_timer(self._next_prune(self.state.now), "prune", "")
+
+    def _build_lines(self, config: CenterConfig) -> None:
+        """Per agent, the (queue, channel) lines it may serve, with their index keys and heaps."""
+        # Free agents by (queue, channel), then by skill level (index 1..5).
+        self._available: dict[tuple[str, str], list[list[tuple[float, float, int, int, str]]]] = {}
+        for queue in config.queues:
+            for channel in ("voice", "chat", "sms"):
+                self._available[(queue.name, channel)] = [[] for _level in range(6)]
+        # For routing to an agent: (queue, level, channel, waiting key, level always enough).
+        self._agent_lines: dict[str, list[tuple[str, int, str, tuple[str, str], bool]]] = {}
+        # For indexing an agent: (queue, strategy, ((channel, free-agent heap), ...)).
+        self._agent_slots: dict[str, list[tuple[str, str, tuple[tuple[str, list[Any]], ...]]]] = {}
+        for agent in config.agents:
+            channels = self._channels[agent.name]
+            lines: list[tuple[str, int, str, tuple[str, str], bool]] = []
+            slots: list[tuple[str, str, tuple[tuple[str, list[Any]], ...]]] = []
+            for queue_name, level in self._agent_queues[agent.name]:
+                queue = self._queues[queue_name]
+                for channel in channels:
+                    lines.append((queue_name, level, channel, (queue_name, channel), level >= queue.min_level))
+                heaps: tuple[tuple[str, list[Any]], ...] = tuple(
+                    (channel, self._available[(queue_name, channel)][level]) for channel in channels if channel in queue.channels
+                )
+                slots.append((queue_name, queue.strategy, heaps))
+            self._agent_lines[agent.name] = lines
+            self._agent_slots[agent.name] = slots
+
+    def _forget_stats(self) -> None:
+        """Drop the remembered statistics records (after retention removed a day)."""
+        self._agent_days: dict[str, AgentDay] = {}  # statistics record per agent, for one day
+        self._agent_days_day = ""
+        self._agent_days_start = 1.0  # that day's bounds (none yet: start after end)
+        self._agent_days_end = 0.0
+        # (queue or None, (day, interval)) -> the day's and the interval's counters
+        self._counter_cache: dict[tuple[str | None, tuple[str, int]], tuple[Counters, Counters]] = {}
 
     def _index_call(self, call: Interaction) -> None:
         if call.state in _TERMINAL:
@@ -346,7 +394,7 @@ class Center:
     def _free_channels(self, agent: AgentRecord) -> tuple[str, ...]:
         """The channels on which the agent may be offered an interaction now."""
         if (
-            agent.presence is not Presence.READY
+            agent.presence is not _READY
             or agent.pending
             or agent.offer is not None
             or agent.recovering_until is not None
@@ -354,6 +402,10 @@ class Center:
             return ()
         if not agent.held:
             return self._channels[agent.name]
+        return self._held_channels(agent)
+
+    def _held_channels(self, agent: AgentRecord) -> tuple[str, ...]:
+        """The channels left to a free agent who holds work already."""
         # A voice call takes the whole agent; chat and SMS fill up to their capacity.
         used = {"chat": 0, "sms": 0}
         for held in agent.held.values():
@@ -376,52 +428,61 @@ class Center:
         An agent often changes several times in one step (free after a wrap-up, then offered
         the next caller at once); indexing only when the free-agent heaps are read, and at
         the end of the step, skips pushing entries that would be stale the moment after.
+        Callers test `self._unindexed` first (the usual case is nothing to do).
         """
-        if self._unindexed:
-            agents = self.state.agents
-            for name in self._unindexed:
-                self._index_agent(agents[name])
-            self._unindexed.clear()
+        agents = self.state.agents
+        for name in self._unindexed:
+            self._index_agent(agents[name])
+        self._unindexed.clear()
 
     def _index_agent(self, agent: AgentRecord) -> None:
         """(Re)publish the agent in the free-agent heaps of every queue and channel it may take."""
         self._token += 1
         token = self._token
-        self._agent_token[agent.name] = token
-        served = self._agent_queues.get(agent.name, ())
-        channels = self._free_channels(agent)
+        name = agent.name
+        self._agent_token[name] = token
+        if (
+            agent.presence is not _READY
+            or agent.pending
+            or agent.offer is not None
+            or agent.recovering_until is not None
+        ):
+            channels: tuple[str, ...] = ()
+        elif not agent.held:
+            channels = self._channels[name]
+        else:
+            channels = self._held_channels(agent)
         if not channels:
             # Busy, ringing, away: in no free-agent heap (the new token made old entries stale).
-            if agent.name in self._free_anywhere:
-                self._free_anywhere.discard(agent.name)
-                for queue_name, _level in served:
+            if name in self._free_anywhere:
+                self._free_anywhere.discard(name)
+                for queue_name, _level in self._agent_queues.get(name, ()):
                     free_here = self._free.get(queue_name)
                     if free_here:
-                        free_here.discard(agent.name)
+                        free_here.discard(name)
             return
-        self._free_anywhere.add(agent.name)
-        available = self._available
-        keys: dict[str, tuple[float, float]] = {}
-        for queue_name, level in served:
-            queue = self._queues[queue_name]
+        self._free_anywhere.add(name)
+        keys: dict[str, tuple[float, float, int, int, str]] = {}
+        free_by_queue = self._free
+        for queue_name, strategy, heaps in self._agent_slots.get(name, ()):
             free = False
-            for channel in channels:
-                if channel not in queue.channels:
+            for channel, heap in heaps:
+                if channel not in channels:
                     continue
                 free = True
-                key = keys.get(queue.strategy)
-                if key is None:
-                    key = keys[queue.strategy] = self._strategy_key(agent, queue.strategy)
-                entry = (key[0], key[1], agent.order, token, agent.name)
-                heap = available.get((queue_name, channel, level))
-                if heap is None:
-                    available[(queue_name, channel, level)] = [entry]
-                else:
-                    heapq.heappush(heap, entry)
+                entry = keys.get(strategy)
+                if entry is None:
+                    key = self._strategy_key(agent, strategy)
+                    entry = keys[strategy] = (key[0], key[1], agent.order, token, name)
+                heapq.heappush(heap, entry)
             if free:
-                self._free.setdefault(queue_name, set()).add(agent.name)
-            elif queue_name in self._free:
-                self._free[queue_name].discard(agent.name)
+                free_here = free_by_queue.get(queue_name)
+                if free_here is None:
+                    free_by_queue[queue_name] = {name}
+                else:
+                    free_here.add(name)
+            elif queue_name in free_by_queue:
+                free_by_queue[queue_name].discard(name)
 
     # ------------------------------------------------------------------ timers
 
@@ -564,6 +625,7 @@ class Center:
         oldest_day = self._day_clock.locate(horizon)[0]
         for day in [day for day in self.state.stats if day < oldest_day]:
             del self.state.stats[day]
+            self._forget_stats()
         abuse_horizon = now - config.abuse.window_days * 86400
         for key in list(self.state.abuse):
             flags = [at for at in self.state.abuse[key] if at >= abuse_horizon]
@@ -610,107 +672,123 @@ class Center:
 
     def _dispatch_call(self, call: Interaction, now: float) -> None:
         """Offer a waiting call to the best free agent, if any may take it now."""
-        if call.state is not S.WAITING:
+        if call.state is not _WAITING:
             return
         if call.preferred_agent is not None:
             agent = self.state.agents.get(call.preferred_agent)
             if agent is not None and self._agent_available(agent, call.channel):
                 self._dispatch_agent(agent, now)
             return
-        self._flush_index()
+        if self._unindexed:
+            self._flush_index()
         if not self._free.get(call.queue):
             return  # nobody free for this queue: the usual case in a long queue
+        heaps = self._available.get((call.queue, call.channel))
+        if heaps is None:
+            return
         queue = self._queues[call.queue]
-        min_level = self._min_level(call, now)
+        min_level = self._min_level(call, now) if queue.relaxation else queue.min_level
         passed_over: set[str] = set()
+        agents = self.state.agents
         # The chosen agent takes the best call *for them*, so route from the agent's side to
         # stay fair (invariant 6). That may be another call, one this call's other agents
         # cannot take (another queue, a higher priority): then the next free agent is asked,
         # until this call is offered or nobody free may take it (invariant 5).
-        while call.state is S.WAITING:
-            best = self._best_agent(call, queue, min_level, passed_over)
+        while call.state is _WAITING:
+            best = self._best_agent(heaps, queue, min_level, passed_over)
             if best is None:
                 return
-            agent = self.state.agents[best[-1]]
+            agent = agents[best[4]]
             self._dispatch_agent(agent, now)
             if agent.offer is None:
                 passed_over.add(agent.name)  # nothing they may take (they hold this call)
 
-    def _best_agent(self, call: Interaction, queue: Queue, min_level: int, passed_over: set[str]) -> Any:
-        """The heap entry of the free agent the queue's strategy picks for `call`, or None."""
-        self._flush_index()  # an agent offered a call in this loop must drop out of the heaps
+    def _best_agent(self, heaps: list[list[Any]], queue: Queue, min_level: int, passed_over: set[str]) -> Any:
+        """The entry of the free agent the queue's strategy picks from `heaps` (by level), or None."""
+        if self._unindexed:
+            self._flush_index()  # an agent offered a call in this loop must drop out of the heaps
+        tokens = self._agent_token
         best: tuple[Any, ...] | None = None
-        best_rank: tuple[Any, ...] | None = None
         for level in range(5, min_level - 1, -1):
-            heap = self._available.get((call.queue, call.channel, level))
-            if not heap:
-                continue
-            head = self._head(heap, self._agent_token)
-            if head is not None and head[-1] in passed_over:
-                skipped = []
-                while head is not None and head[-1] in passed_over:
-                    skipped.append(heapq.heappop(heap))
-                    head = self._head(heap, self._agent_token)
-                for entry in skipped:
-                    heapq.heappush(heap, entry)
+            heap = heaps[level]
+            # The head with a current token (stale entries go), inlined.
+            head = None
+            while heap:
+                entry = heap[0]
+                if tokens.get(entry[4]) == entry[3]:
+                    head = entry
+                    break
+                heapq.heappop(heap)
             if head is None:
                 continue
+            if passed_over and head[4] in passed_over:
+                skipped = []
+                while head is not None and head[4] in passed_over:
+                    skipped.append(heapq.heappop(heap))
+                    head = self._head(heap, tokens)
+                for entry in skipped:
+                    heapq.heappush(heap, entry)
+                if head is None:
+                    continue
             if queue.strategy == "best-skill-level":
                 return head
-            rank = head[:3]
-            if best_rank is None or rank < best_rank:
-                best, best_rank = head, rank
+            # (strategy key, tie-break, agent order): unique per agent.
+            if best is None or head[:3] < best[:3]:
+                best = head
         return best
 
     def _dispatch_agent(self, agent: AgentRecord, now: float) -> None:
         """Offer a free agent the waiting interaction with the smallest key it may take."""
-        if agent.presence is not Presence.READY or agent.offer is not None or agent.pending:
+        if agent.presence is not _READY or agent.offer is not None or agent.pending or agent.recovering_until is not None:
             return
-        if agent.recovering_until is not None:
-            return
+        held = agent.held
+        if held:
+            channels = self._held_channels(agent)
+            if not channels:
+                return
+        else:
+            channels = self._channels[agent.name]
         best: tuple[float, int, int, str] | None = None
-        channels = self._free_channels(agent)
-        if not channels:
-            return
+        interactions = self.state.interactions
         personal = self._personal.get(agent.name)
         if personal:
             head = self._head(personal, self._call_token)
-            if head is not None and self.state.interactions[head[-1]].channel in channels:
+            if head is not None and interactions[head[-1]].channel in channels:
                 best = head
         waiting = self._waiting
         tokens = self._call_token
-        for queue_name, level in self._agent_queues.get(agent.name, ()):
-            for channel in channels:
-                by_priority = waiting.get((queue_name, channel))
-                if not by_priority:
+        for _queue_name, level, channel, key, level_enough in self._agent_lines.get(agent.name, ()):
+            by_priority = waiting.get(key)
+            if not by_priority or channel not in channels:
+                continue
+            emptied = False
+            for heap in by_priority.values():
+                # _head, inlined: this loop is the hottest in the core.
+                head = None
+                while heap:
+                    entry = heap[0]
+                    if tokens.get(entry[3]) == entry[2]:
+                        head = entry
+                        break
+                    heapq.heappop(heap)
+                if head is None:
+                    emptied = True
                     continue
-                emptied = None
-                for priority, heap in by_priority.items():
-                    # _head, inlined: this loop is the hottest in the core.
-                    head = None
-                    while heap:
-                        entry = heap[0]
-                        if tokens.get(entry[3]) == entry[2]:
-                            head = entry
-                            break
-                        heapq.heappop(heap)
+                if held and head[3] in held:
+                    head = self._head_not_held(heap, agent)
                     if head is None:
-                        emptied = priority if emptied is None else emptied
                         continue
-                    if agent.held and head[3] in agent.held:
-                        head = self._head_not_held(heap, agent)
-                        if head is None:
-                            continue
-                    if best is not None and (head[0] > best[0] or (head[0] == best[0] and head[1] >= best[1])):
-                        continue
-                    if level < 5 and self._min_level(self.state.interactions[head[3]], now) > level:
-                        continue
-                    best = head
-                if emptied is not None:
-                    for priority in [p for p, heap in by_priority.items() if not heap]:
-                        del by_priority[priority]
+                # Keys (place, order) are unique: the smallest across the lines wins.
+                if best is not None and (head[0] > best[0] or (head[0] == best[0] and head[1] >= best[1])):
+                    continue
+                if not level_enough and self._min_level(interactions[head[3]], now) > level:
+                    continue
+                best = head
+            if emptied:
+                for priority in [p for p, heap in by_priority.items() if not heap]:
+                    del by_priority[priority]
         if best is not None:
-            self._offer(self.state.interactions[best[-1]], agent, now)
+            self._offer(interactions[best[3]], agent, now)
 
     def _head_not_held(self, heap: list[Any], agent: AgentRecord) -> Any:
         """The first valid entry of `heap` that `agent` does not hold already.
@@ -729,21 +807,22 @@ class Center:
         return head
 
     def _offer(self, call: Interaction, agent: AgentRecord, now: float) -> None:
-        queue = self._queues[call.queue]
-        self._dequeue(call)
-        call.state = S.OFFERED
-        call.agent = agent.name
-        call.offer_expires_at = now + queue.ring_timeout
-        self._count_waiting(call, +1)  # an offered call still holds its place in line
-        self.state.order += 1
-        agent.offer = call.id
-        agent.last_offer_order = self.state.order
-        self._push_timer(call.offer_expires_at, "offer", call.id)
-        self._touch(call, agent)
-        self._emit(
+        call_id = call.id
+        # Out of waiting, but an offered call still holds its place in line (and its count).
+        self._call_token.pop(call_id, None)
+        call.state = _OFFERED
+        call.agent = name = agent.name
+        call.offer_expires_at = expires = now + self._queues[call.queue].ring_timeout
+        state = self.state
+        state.order += 1
+        agent.offer = call_id
+        agent.last_offer_order = state.order
+        heapq.heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
+        self._touched_calls.add(call_id)
+        self._events.append(
             e.CallOffered(
-                at=now, call=call.id, agent=agent.name, queue=call.queue, channel=call.channel,
-                expires_at=call.offer_expires_at, callback=call.callback, warning=call.warning,
+                at=now, call=call_id, agent=name, queue=call.queue, channel=call.channel,
+                expires_at=expires, callback=call.callback, warning=call.warning,
             )
         )
         self._agent_changed(agent, now)
@@ -772,6 +851,10 @@ class Center:
     # ------------------------------------------------------------------ statistics
 
     def _counters(self, queue: str | None, key: tuple[str, int]) -> tuple[Counters, Counters]:
+        """The day's total and the interval's counters of `queue` (None: the center)."""
+        found = self._counter_cache.get((queue, key))
+        if found is not None:
+            return found
         day, interval = key
         day_stats = self.state.stats.get(day)
         if day_stats is None:
@@ -786,12 +869,14 @@ class Center:
         counters = queue_day.intervals.get(interval)
         if counters is None:
             counters = queue_day.intervals[interval] = Counters()
-        return queue_day.total, counters
+        found = self._counter_cache[(queue, key)] = (queue_day.total, counters)
+        return found
 
     def _count_queue_arrival(self, call: Interaction, now: float) -> None:
-        call.queue_stats_key = self._day_clock.locate(now)
-        for counters in self._counters(call.queue, call.queue_stats_key):
-            counters.offered += 1
+        call.queue_stats_key = key = self._day_clock.locate(now)
+        total, interval = self._counters(call.queue, key)
+        total.offered += 1
+        interval.offered += 1
 
     def _count_center(self, call: Interaction, update: Callable[[Counters], None]) -> None:
         for counters in self._counters(None, call.center_stats_key):
@@ -808,17 +893,24 @@ class Center:
             update(counters)
 
     def _agent_day(self, agent: str, now: float) -> AgentDay:
-        day, _interval = self._day_clock.locate(now)
-        cached = self._agent_days.get(agent)
-        if cached is not None and cached[0] == day:
-            return cached[1]  # today's record (retention never removes today)
+        if not self._agent_days_start <= now < self._agent_days_end:
+            # Another day: the records remembered are the day's (retention never removes
+            # today; pruning an older day forgets them).
+            day, self._agent_days_start, self._agent_days_end = self._day_clock.bounds(now)
+            self._agent_days_day = day
+            self._agent_days = {}
+        else:
+            cached = self._agent_days.get(agent)
+            if cached is not None:
+                return cached
+            day = self._agent_days_day
         day_stats = self.state.stats.get(day)
         if day_stats is None:
             day_stats = self.state.stats[day] = DayStats()
         record = day_stats.agents.get(agent)
         if record is None:
             record = day_stats.agents[agent] = AgentDay()
-        self._agent_days[agent] = (day, record)
+        self._agent_days[agent] = record
         return record
 
     # ------------------------------------------------------------------ helpers
@@ -832,39 +924,49 @@ class Center:
         if agent is not None:
             self._touched_agents.add(agent.name)
 
-    def _derive_agent_state(self, agent: AgentRecord) -> AgentState:
-        if agent.presence is Presence.LOGGED_OUT:
-            return AgentState.LOGGED_OUT
-        if agent.offer is not None:
-            return AgentState.OFFERED
-        if agent.held:
-            for held in agent.held.values():
-                if held.phase == "connected":
-                    return AgentState.BUSY
-            return AgentState.WRAPUP
-        if agent.recovering_until is not None:
-            return AgentState.RECOVERING
-        if agent.presence is Presence.NOT_READY:
-            return AgentState.NOT_READY
-        return AgentState.READY
-
     def _agent_changed(self, agent: AgentRecord, now: float) -> None:
         """Re-derive the agent's shown state; account the time spent in the old one."""
-        self._touched_agents.add(agent.name)
-        self._unindexed[agent.name] = None  # re-indexed before anyone reads the free-agent heaps
-        state = self._derive_agent_state(agent)
-        reason = agent.reason if state is AgentState.NOT_READY else ""
-        if state is agent.state and reason == agent.shown_reason:
+        name = agent.name
+        self._touched_agents.add(name)
+        self._unindexed[name] = None  # re-indexed before anyone reads the free-agent heaps
+        # The shown state follows from presence and held work, in this order of precedence.
+        presence = agent.presence
+        reason = ""
+        if presence is _LOGGED_OUT:
+            state = AgentState.LOGGED_OUT
+        elif agent.offer is not None:
+            state = AgentState.OFFERED
+        elif agent.held:
+            state = AgentState.WRAPUP
+            for held in agent.held.values():
+                if held.phase == "connected":
+                    state = AgentState.BUSY
+                    break
+        elif agent.recovering_until is not None:
+            state = AgentState.RECOVERING
+        elif presence is _NOT_READY:
+            state = AgentState.NOT_READY
+            reason = agent.reason
+        else:
+            state = AgentState.READY
+        previous = agent.state
+        if state is previous and reason == agent.shown_reason:
             return
-        if agent.state is not AgentState.LOGGED_OUT:
+        if previous is not AgentState.LOGGED_OUT:
             # `_value_`, not `.value`: the enum property costs more than the rest of this line.
-            seconds = self._agent_day(agent.name, now).seconds
-            previous = agent.state._value_
-            seconds[previous] = seconds.get(previous, 0.0) + (now - agent.state_since)
+            if self._agent_days_start <= now < self._agent_days_end:
+                record = self._agent_days.get(name)
+                if record is None:
+                    record = self._agent_day(name, now)
+            else:
+                record = self._agent_day(name, now)
+            seconds = record.seconds
+            key = previous._value_
+            seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
         agent.state = state
         agent.state_since = now
         agent.shown_reason = reason
-        self._events.append(e.AgentChanged(at=now, agent=agent.name, state=state._value_, reason=reason, pending=agent.pending))
+        self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason=reason, pending=agent.pending))
 
     def _apply_pending(self, agent: AgentRecord, now: float) -> None:
         """Deferred not-ready or logout takes effect once the agent holds nothing."""
@@ -1016,9 +1118,11 @@ class Center:
             arrived_at=now, place_at=now, queued_at=now, warning=warning,
         )
         self.state.interactions[call.id] = call
-        call.center_stats_key = self._day_clock.locate(now)
-        self._count_center(call, _offered)
-        self._touch(call)
+        call.center_stats_key = key = self._day_clock.locate(now)
+        total, counters = self._counters(None, key)
+        total.offered += 1
+        counters.offered += 1
+        self._touched_calls.add(call.id)
         calendar = self._calendars.get(queue.calendar)
         if not self._is_open(calendar, now):
             invariant(calendar is not None, "closed without a calendar")
@@ -1629,18 +1733,50 @@ class Center:
     # ------------------------------------------------------------------ invariants
 
     def _finish_step(self, now: float) -> None:
-        """Check the local invariants of everything this step touched (cheap, every step)."""
-        self._flush_index()
+        """Check the local invariants of everything this step touched (cheap, every step).
+
+        The common cases are checked inline; anything unusual goes through `_check_call` and
+        `_check_agent`, which raise with the message when a check fails.
+        """
+        if self._unindexed:
+            self._flush_index()
+        interactions = self.state.interactions
+        agents = self.state.agents
         for call_id in self._touched_calls:
-            call = self.state.interactions.get(call_id)
-            if call is not None:
-                self._check_call(call)
+            call = interactions.get(call_id)
+            if call is None:
+                continue
+            state = call.state
+            if state is _OFFERED:
+                agent = agents.get(call.agent or "")
+                if agent is not None and agent.offer == call_id:
+                    continue
+            elif state is _CONNECTED or state is _WRAPUP:
+                agent = agents.get(call.agent or "")
+                if agent is not None and call_id in agent.held:
+                    continue
+            elif state is _WAITING:
+                if call.agent is None:
+                    continue
+            elif call.caller is None:
+                continue
+            self._check_call(call)
         for name in self._touched_agents:
-            agent = self.state.agents.get(name)
-            if agent is not None:
+            agent = agents.get(name)
+            if agent is None:
+                continue
+            held = agent.held
+            offer = agent.offer
+            if held and (len(held) > 1 or next(iter(held.values())).channel != "voice"):
                 self._check_agent(agent)
-                if agent.pending:
-                    self._apply_pending(agent, now)
+            elif offer is not None:
+                call = interactions.get(offer)
+                if call is None or call.state is not _OFFERED or call.agent != name or agent.presence is _LOGGED_OUT:
+                    self._check_agent(agent)
+            elif held and agent.presence is _LOGGED_OUT:
+                self._check_agent(agent)
+            if agent.pending:
+                self._apply_pending(agent, now)
 
     # These two run after every step on what it touched, so the messages are built only
     # when a check fails (an f-string per check costs more than the check).
