@@ -134,14 +134,21 @@ class Simulation:
             AGENT: self._agent_action, READY_AGAIN: self._ready_again, INTERVAL: self._interval,
             STAFF: self._staff,
         }
+        # The core's events the engine reacts to (the others are only traced). Without detail
+        # nobody looks at the line or the agents' shown states: those handlers are left out.
         self._on: dict[type, Callable[[Any], None]] = {
             e.CallOffered: self._on_offered, e.CallAnswered: self._on_answered,
             e.CallWrappedUp: self._on_wrapped_up, e.CallAbandoned: self._on_abandoned,
-            e.CallQueued: self._on_queued, e.CallScheduled: self._on_scheduled,
+            e.CallScheduled: self._on_scheduled,
             e.CallClosed: self._on_closed, e.CallTransferred: self._on_transferred,
             e.CallbackRequested: self._on_callback_requested, e.OfferWithdrawn: self._on_withdrawn,
-            e.AgentChanged: self._on_agent_changed,
+            e.AgentChanged: self._on_agent_changed if detail else self._on_agent_missed,
         }
+        if detail:
+            self._on[e.CallQueued] = self._on_queued
+        self._center_apply = self.center.apply
+        self._figures: IntervalFigures | None = None   # the current interval's
+        self._seconds: dict[str, float] | None = None  # and its agent_seconds
         # Staffing control (sim.engine.plan_staffing): agents on duty, and those off.
         self.on_duty: list[str] = []
         self.off_duty: list[str] = []
@@ -167,13 +174,20 @@ class Simulation:
         run can be resumed later exactly as if it had never stopped.
         """
         heap = self.heap
-        center = self.center
+        next_deadline = self.center.next_deadline
         actions = self._actions
         pop = heapq.heappop
         endless = until == math.inf
+        inf = math.inf
+        # The core's timers change only when it applies a command: its next deadline is asked
+        # again only after one (events the engine drops as stale cost nothing there).
+        asked = -1
+        deadline = None
         while True:
-            at = heap[0][0] if heap else math.inf
-            deadline = center.next_deadline()
+            if self.commands != asked:
+                asked = self.commands
+                deadline = next_deadline()
+            at = heap[0][0] if heap else inf
             if deadline is not None and deadline < at and (heap or not endless):
                 if deadline > until:
                     break
@@ -195,24 +209,26 @@ class Simulation:
         """Apply a command and everything it makes people do at the same instant."""
         ok = self._apply(command, now)
         soon = self.soon
-        while soon:
-            self._apply(soon.popleft(), now)
+        if soon:
+            apply = self._apply
+            while soon:
+                apply(soon.popleft(), now)
         return ok
 
     def _apply(self, command: c.Command, now: float) -> bool:
         self.commands += 1
-        result = self.center.apply(command, now)
+        result = self._center_apply(command, now)
         if result.__class__ is Rejection:
             self.rejections[f"{type(command).__name__}:{result.code}"] += 1  # type: ignore[union-attr]
             return False
         if self.trace:
             buffer = self._trace_buffer
-            buffer.extend(result)  # type: ignore[arg-type]
+            buffer += result  # type: ignore[arg-type]
             if len(buffer) > 20_000:
                 self._flush_trace()
-        on = self._on
+        get = self._on.get
         for event in result:  # type: ignore[union-attr]
-            handler = on.get(event.__class__)
+            handler = get(event.__class__)
             if handler is not None:
                 handler(event)
         return True
@@ -330,6 +346,8 @@ class Simulation:
         self._close_interval(at)
         self.interval_key = key
         figures = self.intervals.setdefault(key, IntervalFigures())
+        self._figures = figures
+        self._seconds = figures.agent_seconds
         figures.waiting_max = len(self.waiting)
         if self.waiting:
             figures.longest_wait = max(at - since for since in self.waiting.values())
@@ -495,37 +513,40 @@ class Simulation:
             self._left_line(call.id, event.at)
 
     def _on_queued(self, event: e.CallQueued) -> None:
-        if not self.detail or event.callback:
+        if event.callback:
             return
         waiting = self.waiting
         if event.call not in waiting:
             waiting[event.call] = event.at
-            key = self.interval_key
-            if key is not None:
-                figures = self.intervals[key]
-                if len(waiting) > figures.waiting_max:
-                    figures.waiting_max = len(waiting)
+            figures = self._figures
+            if figures is not None and len(waiting) > figures.waiting_max:
+                figures.waiting_max = len(waiting)
 
     def _left_line(self, call_id: str, at: float) -> None:
         since = self.waiting.pop(call_id, None)
-        if since is not None and self.interval_key is not None:
-            figures = self.intervals[self.interval_key]
-            if at - since > figures.longest_wait:
-                figures.longest_wait = at - since
+        figures = self._figures
+        if since is not None and figures is not None and at - since > figures.longest_wait:
+            figures.longest_wait = at - since
+
+    def _on_agent_missed(self, event: e.AgentChanged) -> None:
+        """Without detail only a missed offer matters: the agent is ready again a while later."""
+        if event.reason == "no_answer" and event.state == "not_ready":
+            self.schedule(event.at + self.behaviour.ready_after_miss_seconds, READY_AGAIN, event.agent, "no_answer")
 
     def _on_agent_changed(self, event: e.AgentChanged) -> None:
         state = event.state
-        if state == "not_ready" and event.reason == "no_answer":
+        if event.reason == "no_answer" and state == "not_ready":
             self.schedule(event.at + self.behaviour.ready_after_miss_seconds, READY_AGAIN, event.agent, "no_answer")
-        if not self.detail or self.interval_key is None:
+        seconds = self._seconds
+        if seconds is None:
             return
-        previous = self.agent_state.get(event.agent)
+        agent_state = self.agent_state
+        previous = agent_state.get(event.agent)
         if previous is not None:
-            old_state, since = previous
-            seconds = self.intervals[self.interval_key].agent_seconds
+            old_state = previous[0]
             if old_state in seconds:
-                seconds[old_state] += event.at - since
-        self.agent_state[event.agent] = (state, event.at)
+                seconds[old_state] += event.at - previous[1]
+        agent_state[event.agent] = (state, event.at)
 
     # Set by the runs below (defaults keep a bare Simulation usable).
     external_queues: frozenset[str] = frozenset()
