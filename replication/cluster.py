@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import trio
 
 from acd import buggify
@@ -296,32 +297,58 @@ class Member:
                 self._primary_scope = None
                 self.peer_connected = False
                 continue
-            await self._wait_election_due()
+            invited = await self._wait_election_due()
             if self.node.role != "primary":
-                await self._try_election()
+                await self._try_election(pre_vote=not invited)
 
-    async def _wait_election_due(self) -> None:
+    async def _wait_election_due(self) -> bool:
+        """Wait until an election is due; True when the primary handed over to us."""
         while self.node.role != "primary":
             if self.handover_requested:
                 self.handover_requested = False
-                return
+                return True
             await buggify.point("member.timer", self.name)  # simulator only: a paused process acts on resume
             due = max(self.last_heard + self.failover_timeout, self.granted_until)
             now = self.clock()
             if now >= due:
-                return
+                return False
             await trio.sleep(min(due - now, 0.05) if due - now > 0 else 0)
+        return False
 
-    async def _try_election(self, force: bool = False) -> bool:
+    async def _try_election(self, force: bool = False, pre_vote: bool = True) -> bool:
+        """One election for the next epoch; True when this node became primary.
+
+        Unless forced or invited by a handover, a pre-vote comes first: the same question
+        with nothing recorded anywhere. Only a candidate that would win raises its epoch, so a
+        node that cannot win (cut off from the primary's shipping, behind, or racing a live
+        lease) never pushes its epoch past the primary's and so never makes a healthy primary
+        step down when it hears that epoch (Raft's PreVote).
+        """
         epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
-        self._persist_vote(epoch, self.name)
         last_epoch, last_lsn = self._last_position()
         peer_name = self.peer.name if self.peer else ""
         request = VoteRequest(
             epoch=epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, force=force,
             peer_behind=peer_name if self.mode == "sync" else "",
         )
+        if pre_vote and not force:
+            replies, granted = await self._ballot(msgspec.structs.replace(request, pre=True), epoch)
+            if not granted:
+                await self._lost(f"pre-vote epoch={epoch}", replies)
+                return False
+            epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
+            request = msgspec.structs.replace(request, epoch=epoch)
+        self._persist_vote(epoch, self.name)
         sent_at = self.clock()
+        replies, granted = await self._ballot(request, epoch)
+        if not granted or self.promised_epoch != epoch:
+            await self._lost(f"epoch={epoch}", replies)
+            return False
+        self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
+        return True
+
+    async def _ballot(self, request: VoteRequest, epoch: int) -> tuple[dict[str, Message | None], list[str]]:
+        """Ask the witness and the peer at once; adopt any higher epoch they report."""
         replies: dict[str, Message | None] = {}
         timeout = max(0.1, self.failover_timeout / 3)
 
@@ -336,16 +363,16 @@ class Member:
         for reply in replies.values():
             if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
                 self._see_epoch(reply.promised_epoch, reply.leader or None)
-        if not granted or self.promised_epoch != epoch:
-            reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in sorted(replies.items())}
-            # Say it once per change of circumstances, not every retry.
-            level = logging.INFO if reasons != self._last_refusal else logging.DEBUG
-            self._last_refusal = reasons
-            log.log(level, "election lost node=%s epoch=%d replies=%s", self.name, epoch, reasons)
-            await trio.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
-            return False
-        self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
-        return True
+        return replies, granted
+
+    async def _lost(self, what: str, replies: dict[str, Message | None]) -> None:
+        reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in sorted(replies.items())}
+        # Say it once per change of circumstances, not every retry.
+        level = logging.INFO if reasons != self._last_refusal else logging.DEBUG
+        self._last_refusal = reasons
+        log.log(level, "election lost node=%s %s replies=%s", self.name, what, reasons)
+        peer_name = self.peer.name if self.peer else ""
+        await trio.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
 
     def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool) -> None:
         store = self.node.store
@@ -626,6 +653,8 @@ class Member:
             return refuse("lease_held")
         if (request.last_epoch, request.last_lsn) < self._last_position():
             return refuse("log_behind")
+        if request.pre:  # would grant; nothing is recorded
+            return VoteReply(epoch=request.epoch, granted=True, promised_epoch=self.promised_epoch, leader=self.leader or "")
         self._persist_vote(request.epoch, request.candidate)
         if self.node.role == "primary":
             self.step_down(f"voted for {request.candidate} in epoch {request.epoch}")

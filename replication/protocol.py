@@ -56,6 +56,7 @@ class VoteRequest(Message, tag="vote"):
     renew: bool = False
     force: bool = False
     peer_behind: str = ""   # sync mode: on grant, record this peer as behind (it must catch up)
+    pre: bool = False       # a pre-vote: would you grant `epoch`? Nothing is recorded either way
 
 
 class VoteReply(Message, tag="vote_reply"):

@@ -11,6 +11,7 @@ Rules (`WitnessCore.handle`):
 - a renewal by the current leader for the promised epoch extends the lease;
 - an election for a higher epoch is granted unless another node's lease is still running
   (`lease_held`) or the candidate is recorded behind (`behind`, unless forced);
+- a pre-vote (`pre=True`) gets the answer that election would get and changes nothing;
 - `RecordBehind`/`ClearBehind`/`Release` are accepted only from the current leader for the
   promised epoch while its lease runs.
 """
@@ -81,6 +82,8 @@ class WitnessCore:
                 return self._refuse(message, "lease_held"), False
             if state.behind == message.candidate and not message.force:
                 return self._refuse(message, "behind"), False
+            if message.pre:  # would grant; nothing is recorded
+                return self._grant(message), False
             state.promised_epoch = message.epoch
             state.leader = message.candidate
             if state.behind == message.candidate:

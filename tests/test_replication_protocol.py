@@ -111,6 +111,18 @@ def test_witness_refuses_a_node_recorded_behind_until_cleared() -> None:
     assert core.handle(Release(epoch=2, node="b"), 7.2)[0].ok  # type: ignore[union-attr]
 
 
+def test_a_pre_vote_gets_the_election_answer_and_the_witness_records_nothing() -> None:
+    core = WitnessCore(WitnessState(cluster="c"), lease_seconds=1.5, now=0.0)
+    core.handle(vote(1, "a"), 0.0)
+    before = msgspec.structs.asdict(core.state)
+    held = core.handle(msgspec.structs.replace(vote(2, "b"), pre=True), 0.5)
+    assert isinstance(held[0], VoteReply) and held[0].reason == "lease_held" and not held[1]
+    would = core.handle(msgspec.structs.replace(vote(2, "b"), pre=True), 2.0)
+    assert isinstance(would[0], VoteReply) and would[0].granted and not would[1]
+    assert msgspec.structs.asdict(core.state) == before  # epoch 1, leader a: unchanged
+    assert core.handle(vote(1, "a", renew=True), 2.1)[0].granted  # type: ignore[union-attr]  # a is still the leader
+
+
 def test_a_restarted_witness_honours_the_lease_it_may_have_granted() -> None:
     store = MemoryStateStore("c")
     core = WitnessCore(store.load(), lease_seconds=1.5, now=0.0)
