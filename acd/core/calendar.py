@@ -71,6 +71,45 @@ def is_open(calendar: Calendar | None, at: float) -> bool:
     return any(start <= minute < end for start, end in _spans_for(calendar, local.date()))
 
 
+# How far from a span's boundary `open_between` still vouches for its answer: closer than
+# this, `is_open` (which reads the local time rounded to microseconds) decides.
+_MARGIN_SECONDS = 0.001
+
+
+def open_between(calendar: Calendar | None, at: float) -> tuple[bool, float, float]:
+    """`is_open(calendar, at)`, and a range [start, end) around `at` with that same answer.
+
+    The range stops short of the next opening or closing (and of the local day's ends); it
+    is empty when `at` is within a millisecond of one, or on a day whose UTC offset
+    changes (daylight saving), where wall-clock minutes and instants do not map one to one.
+    """
+    result = is_open(calendar, at)
+    if calendar is None or calendar.always_open:
+        return result, float("-inf"), float("inf")
+    zone = load_zone(calendar.time_zone)
+    day = dt.datetime.fromtimestamp(at, zone).date()
+    midnight = dt.datetime.combine(day, dt.time(0), zone)
+    following = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), zone)
+    start = midnight.timestamp()
+    end = following.timestamp()
+    last = dt.datetime.fromtimestamp(end - 1, zone)
+    if end - start != 86400 or midnight.utcoffset() != last.utcoffset():
+        return result, at, at
+    low, high = start, end
+    for span_start, span_end in _spans_for(calendar, day):
+        for minute in (span_start, span_end):
+            boundary = start + minute * 60
+            if boundary <= at:
+                low = max(low, boundary)
+            else:
+                high = min(high, boundary)
+    low += _MARGIN_SECONDS
+    high -= _MARGIN_SECONDS
+    if not low <= at < high:
+        return result, at, at
+    return result, low, high
+
+
 def next_opening(calendar: Calendar | None, at: float, horizon_days: int = 31) -> float | None:
     """The first instant >= `at` at which the calendar is open; None if closed for the horizon."""
     if calendar is None or calendar.always_open or is_open(calendar, at):

@@ -43,7 +43,7 @@ import msgspec
 
 from . import commands as c
 from . import events as e
-from .calendar import DayClock, is_open, next_opening
+from .calendar import DayClock, next_opening, open_between
 from .config import Calendar, ConfigError, Queue, validate_center
 from .config import Center as CenterConfig
 from .rejections import Code, Rejection, reject
@@ -63,6 +63,8 @@ from .state import (
 )
 
 S = CallState
+_encode_command = c.encode_command
+blake2b = hashlib.blake2b
 _WAITING = CallState.WAITING
 _OFFERED = CallState.OFFERED
 _CONNECTED = CallState.CONNECTED
@@ -221,7 +223,8 @@ class Center:
         if staffed == 0:
             return round(position * aht, 1)
         free = len(self._free.get(queue, ()))
-        return round(max(0.0, (position - free) / staffed) * aht, 1)
+        share = (position - free) / staffed
+        return round(share * aht, 1) if share > 0 else 0.0
 
     def agent_levels(self, agent: str) -> dict[str, int]:
         return dict(self._agent_queues.get(agent, ()))
@@ -235,11 +238,13 @@ class Center:
         config = self.state.config
         self._queues: dict[str, Queue] = {q.name: q for q in config.queues}
         self._calendars: dict[str, Calendar] = {cal.name: cal for cal in config.calendars}
-        self._open_cache: dict[str, tuple[float, bool]] = {}
+        self._open_cache: dict[str, tuple[float, float, bool]] = {}  # calendar -> [start, end) and answer
         self._agent_configs = {a.name: a for a in config.agents}
         self._capacity = {a.name: {ch: a.capacity.of(ch) for ch in ("voice", "chat", "sms")} for a in config.agents}
         self._channels = {a.name: tuple(ch for ch in ("voice", "chat", "sms") if a.capacity.of(ch)) for a in config.agents}
-        self._caller_hmac = hmac.new(config.abuse.hash_key.encode(), digestmod=hashlib.sha256)
+        # Agents who take voice only: while they hold anything, they are not free.
+        self._voice_only = {a.name: not a.capacity.chat and not a.capacity.sms for a in config.agents}
+        self._caller_key = config.abuse.hash_key.encode()
         self._fingerprint_key = hashlib.sha256(b"fingerprint:" + config.abuse.hash_key.encode()).digest()
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
@@ -356,21 +361,26 @@ class Center:
 
     def _enqueue(self, call: Interaction) -> None:
         """Put a WAITING call at its place in its queue's index and arm its timers."""
-        self._token += 1
-        self._call_token[call.id] = self._token
-        self._count_waiting(call, +1)
-        entry = (self._call_key(call), call.order, self._token, call.id)
+        self._token = token = self._token + 1
+        call_id = call.id
+        self._call_token[call_id] = token
+        counts = self._waiting_count.get(call.queue)
+        if counts is None:
+            counts = self._waiting_count[call.queue] = {}
+        priority = call.priority
+        counts[priority] = counts.get(priority, 0) + 1
+        entry = (call.place_at - priority * self.state.config.priority_weight_seconds, call.order, token, call_id)
         if call.preferred_agent is not None:
             heapq.heappush(self._personal.setdefault(call.preferred_agent, []), entry)
             if call.preferred_until is not None:
-                self._push_timer(call.preferred_until, "preferred", call.id)
+                self._push_timer(call.preferred_until, "preferred", call_id)
         else:
             by_priority = self._waiting.get((call.queue, call.channel))
             if by_priority is None:
                 by_priority = self._waiting[(call.queue, call.channel)] = {}
-            heap = by_priority.get(call.priority)
+            heap = by_priority.get(priority)
             if heap is None:
-                by_priority[call.priority] = [entry]
+                by_priority[priority] = [entry]
             else:
                 heapq.heappush(heap, entry)
         queue = self._queues[call.queue]
@@ -406,6 +416,8 @@ class Center:
 
     def _held_channels(self, agent: AgentRecord) -> tuple[str, ...]:
         """The channels left to a free agent who holds work already."""
+        if self._voice_only.get(agent.name, True):
+            return ()
         # A voice call takes the whole agent; chat and SMS fill up to their capacity.
         used = {"chat": 0, "sms": 0}
         for held in agent.held.values():
@@ -1017,18 +1029,17 @@ class Center:
         # The clear number was kept only for the call-back; it goes with it (privacy).
         call.caller = None
         heapq.heappush(self._terminal, (now, call.id))
-        self._touch(call)
+        self._touched_calls.add(call.id)
 
     def _is_open(self, calendar: Calendar | None, now: float) -> bool:
-        """`calendar.is_open`, remembered for the current minute (spans are whole minutes)."""
+        """`calendar.is_open`, remembered until the next opening or closing."""
         if calendar is None or calendar.always_open:
             return True
-        minute = now // 60
         cached = self._open_cache.get(calendar.name)
-        if cached is not None and cached[0] == minute:
-            return cached[1]
-        result = is_open(calendar, now)
-        self._open_cache[calendar.name] = (minute, result)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        result, start, end = open_between(calendar, now)
+        self._open_cache[calendar.name] = (start, end, result)
         return result
 
     def _forget_callback(self, call: Interaction, queue: str | None = None) -> None:
@@ -1038,9 +1049,7 @@ class Center:
             del self._pending_callbacks[key]
 
     def _caller_hash(self, caller: str) -> str:
-        keyed = self._caller_hmac.copy()  # the key's pads are computed once, not per caller
-        keyed.update(caller.encode())
-        return keyed.hexdigest()[:32]
+        return hmac.digest(self._caller_key, caller.encode(), "sha256").hex()[:32]
 
     # ------------------------------------------------------------------ commands
 
@@ -1087,7 +1096,7 @@ class Center:
         existing = self.state.interactions.get(command.id)
         # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
         # digest of a phone number is reversed by trying every number (privacy).
-        fingerprint = hashlib.blake2b(c.encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
+        fingerprint = blake2b(_encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
         if existing is not None and existing.fingerprint == fingerprint:
             return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)
@@ -1247,6 +1256,13 @@ class Center:
             return reject(Code.unknown_agent, f"no agent {name!r}", field="agent")
         return agent
 
+    def _not_found(self, call_id: str, agent_name: str) -> Rejection:
+        """The rejection when the agent or the interaction does not exist (the agent first)."""
+        found = self._call_and_agent(call_id, agent_name)
+        invariant(isinstance(found, Rejection), "both exist")
+        assert isinstance(found, Rejection)  # for mypy; checked by the invariant above
+        return found
+
     def _call_and_agent(self, call_id: str, agent_name: str) -> tuple[Interaction, AgentRecord] | Rejection:
         agent = self._agent(agent_name)
         if isinstance(agent, Rejection):
@@ -1257,10 +1273,10 @@ class Center:
         return call, agent
 
     def _answer(self, command: c.Answer, now: float) -> Rejection | None:
-        found = self._call_and_agent(command.call, command.agent)
-        if isinstance(found, Rejection):
-            return found
-        call, agent = found
+        agent = self.state.agents.get(command.agent)
+        call = self.state.interactions.get(command.call)
+        if agent is None or call is None:
+            return self._not_found(command.call, command.agent)
         if call.agent == command.agent and call.state in (S.CONNECTED, S.WRAPUP, S.COMPLETED):
             return None  # answered already, by this agent
         if command.call in agent.held:
@@ -1274,28 +1290,33 @@ class Center:
         if call.agent != agent.name:
             return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
         agent.offer = None
-        self._count_waiting(call, -1)
+        counts = self._waiting_count[call.queue]
+        counts[call.priority] -= 1  # counted while it waited and rang
         call.state = S.CONNECTED
         call.offer_expires_at = None
         call.answered_at = now
         call.preferred_agent = None
         call.preferred_until = None
-        call.last_offer_agent = agent.name
+        call.last_offer_agent = name = agent.name
         call.last_offer_outcome = "answered"
-        if call.callback:
+        callback = call.callback
+        if callback:
             self._forget_callback(call)
             call.caller = None
-        agent.held[call.id] = Held(
-            channel=call.channel, phase="connected", queue=call.queue, since=now, answered_at=now,
-            stats_key=call.queue_stats_key,
+        queue_name = call.queue
+        stats_key = call.queue_stats_key
+        call_id = call.id
+        agent.held[call_id] = Held(
+            channel=call.channel, phase="connected", queue=queue_name, since=now, answered_at=now,
+            stats_key=stats_key,
         )
         wait = now - call.queued_at
-        within = wait <= self._queues[call.queue].service_level_threshold
-        for counters in self._counters(call.queue, call.queue_stats_key):
+        within = wait <= self._queues[queue_name].service_level_threshold
+        for counters in self._counters(queue_name, stats_key):
             counters.answered += 1
             counters.wait_answered_seconds += wait
             counters.answered_within += within
-            counters.callbacks_completed += call.callback
+            counters.callbacks_completed += callback
         if not call.counted:  # the center counts the first answer only (invariant 8)
             call.counted = True
             center_wait = now - call.arrived_at
@@ -1304,16 +1325,17 @@ class Center:
                 counters.answered += 1
                 counters.wait_answered_seconds += center_wait
                 counters.answered_within += center_within
-                counters.callbacks_completed += call.callback
+                counters.callbacks_completed += callback
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
         call.callback = False
-        call.handled_queue = call.queue
-        call.handled_key = call.queue_stats_key
-        self._touch(call, agent)
-        self._emit(e.CallAnswered(at=now, call=call.id, agent=agent.name, queue=call.queue, wait=round(wait, 3)))
+        call.handled_queue = queue_name
+        call.handled_key = stats_key
+        self._touched_calls.add(call_id)
+        self._events.append(e.CallAnswered(at=now, call=call_id, agent=name, queue=queue_name, wait=round(wait, 3)))
         self._agent_changed(agent, now)
-        self._dispatch_agent(agent, now)  # a chat agent may take more
+        if not self._voice_only[name]:
+            self._dispatch_agent(agent, now)  # a chat agent may take more
         return None
 
     def _reject(self, command: c.Reject, now: float) -> Rejection | None:
@@ -1382,14 +1404,14 @@ class Center:
         return None
 
     def _hangup(self, command: c.Hangup, now: float) -> Rejection | None:
-        call = self._call(command.call)
-        if isinstance(call, Rejection):
-            return call
-        if call.state in (S.WRAPUP, S.COMPLETED):
-            return None
-        if call.state in _TERMINAL:
-            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state is not S.CONNECTED:
+        call = self.state.interactions.get(command.call)
+        if call is None:
+            return reject(Code.unknown_call, f"no interaction {command.call!r}", field="call")
+        if call.state is not _CONNECTED:
+            if call.state in (S.WRAPUP, S.COMPLETED):
+                return None
+            if call.state in _TERMINAL:
+                return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
             return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; use abandon")
         agent = self.state.agents[call.agent or ""]
         self._end_leg(call, agent, now, transferred=False)
@@ -1398,16 +1420,17 @@ class Center:
         return None
 
     def _end_leg(self, call: Interaction, agent: AgentRecord, now: float, transferred: bool) -> None:
-        held = agent.held[call.id]
+        call_id = call.id
+        held = agent.held[call_id]
         held.phase = "wrapup"
         held.ended_at = now
         held.transferred = transferred
         wrapup = self._queues[held.queue].wrapup_seconds
         if wrapup:
-            held.wrap_deadline = now + wrapup
-            self._push_timer(held.wrap_deadline, "wrapup", agent.name, call.id)
-        self._touch(call, agent)
-        self._emit(e.CallEnded(at=now, call=call.id, agent=agent.name, talk=round(now - held.answered_at, 3)))
+            held.wrap_deadline = deadline = now + wrapup
+            heapq.heappush(self._timers, (deadline, _RANK_WRAPUP, "wrapup", agent.name, call_id))
+        self._touched_calls.add(call_id)
+        self._events.append(e.CallEnded(at=now, call=call_id, agent=agent.name, talk=round(now - held.answered_at, 3)))
         self._agent_changed(agent, now)
 
     def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
@@ -1486,10 +1509,10 @@ class Center:
         return None
 
     def _wrapup(self, command: c.WrapUp, now: float) -> Rejection | None:
-        found = self._call_and_agent(command.call, command.agent)
-        if isinstance(found, Rejection):
-            return found
-        call, agent = found
+        agent = self.state.agents.get(command.agent)
+        call = self.state.interactions.get(command.call)
+        if agent is None or call is None:
+            return self._not_found(command.call, command.agent)
         held = agent.held.get(call.id)
         if held is None:
             same = call.disposition == command.disposition and call.abusive == command.abusive
@@ -1515,40 +1538,50 @@ class Center:
         self, call: Interaction, agent: AgentRecord, disposition: str, abusive: bool,
         callback_at: float | None, now: float, timed_out: bool = False,
     ) -> None:
-        held = agent.held.pop(call.id)
-        talk = (held.ended_at or now) - held.answered_at
-        wrapup = now - (held.ended_at or now)
+        call_id = call.id
+        name = agent.name
+        held = agent.held.pop(call_id)
+        ended_at = held.ended_at or now
+        talk = ended_at - held.answered_at
+        wrapup = now - ended_at
         resolved = disposition == "resolved"
         # Counted where this agent's leg was answered: a call transferred on may have been
         # answered in another queue since (and `call.handled_*` moved there).
         queue_name = held.queue
         handled_key = held.stats_key if held.stats_key[0] else call.handled_key
-
         for counters in (*self._counters(queue_name, handled_key), *self._counters(None, call.center_stats_key)):
             counters.handled += 1
             counters.talk_seconds += talk
             counters.wrapup_seconds += wrapup
             counters.dispositions += 1
             counters.resolved += resolved
-        previous = self.state.aht.get(queue_name) or self._queues[queue_name].aht_seconds
-        self.state.aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
+        aht = self.state.aht
+        previous = aht.get(queue_name) or self._queues[queue_name].aht_seconds
+        aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
         agent.handled += 1
-        self._agent_day(agent.name, now).handled += 1
-        if call.state is S.WRAPUP and call.agent == agent.name:
+        if self._agent_days_start <= now < self._agent_days_end and name in self._agent_days:
+            self._agent_days[name].handled += 1
+        else:
+            self._agent_day(name, now).handled += 1
+        if call.state is _WRAPUP and call.agent == name:
             call.disposition = disposition
             call.abusive = abusive
             self._finish(call, S.COMPLETED, now)
-        self._touch(call, agent)
-        self._emit(e.CallWrappedUp(at=now, call=call.id, agent=agent.name, disposition=disposition, abusive=abusive, timed_out=timed_out))
+        else:
+            self._touched_calls.add(call_id)
+        self._events.append(
+            e.CallWrappedUp(at=now, call=call_id, agent=name, disposition=disposition, abusive=abusive, timed_out=timed_out)
+        )
         if abusive:
             self.state.abuse.setdefault(call.caller_hash, []).append(now)
             recovery = self.state.config.abuse.recovery_seconds
             if recovery:
                 agent.recovering_until = now + recovery
-                self._push_timer(agent.recovering_until, "recovery", agent.name)
+                self._push_timer(agent.recovering_until, "recovery", name)
         if disposition == "callback" and callback_at is not None:
             self._schedule_callback(call, agent, queue_name, callback_at, now)
-        self._apply_pending(agent, now)
+        if agent.pending:
+            self._apply_pending(agent, now)
         agent.available_since = now
         self._agent_changed(agent, now)
         self._dispatch_agent(agent, now)
