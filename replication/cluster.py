@@ -61,6 +61,7 @@ log = logging.getLogger("acd.replication")
 
 DRIFT = 0.01     # clocks may run up to 1 % apart over a lease period
 MARGIN = 0.05    # seconds, for scheduling delays between the reply and our reading the clock
+TAIL_RECORDS = 4096  # newest records of the term the ship loop sends from memory
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -154,6 +155,18 @@ class Member:
         self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
         self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
         self._append_times: deque[tuple[int, float]] = deque()
+        # Shipping starts while the primary's own commit runs (Node._process): the newest
+        # records of this term, in LSN order, are shipped from memory (`_tail`), so shipping
+        # never waits for, nor reads back, the local store. A batch whose local commit failed
+        # is withdrawn (`retract`): the standby may hold records after `_retracted_after`
+        # that are in no log of ours; it is truncated back before anything after that LSN
+        # counts as acknowledged, and replies to what was sent before the withdrawal
+        # (`_ship_generation`) acknowledge nothing.
+        self._tail: list[Record] = []
+        self._retracted_after: int | None = None
+        self._ship_generation = 0
+        self._ship_serial = 0                 # standby side: the newest shipping connection
+        self._ship_apply_lock = trio.Lock()
         node.replicator = self
         node.role = "standby"
         from .metrics import ReplicationCollector
@@ -182,13 +195,56 @@ class Member:
             times.popleft()
         return round(self.clock() - times[0][1], 3) if times else 0.0
 
-    async def replicate(self, records: list[Record] | Any) -> None:
-        if records:
-            self._append_times.append((records[-1].lsn, self.clock()))
-            while len(self._append_times) > 10_000:
-                self._append_times.popleft()
+    def ship(self, records: list[Record] | Any) -> None:
+        """Hand a batch to the ship loop before it is durable here (the commits overlap)."""
+        if not records or self.node.role != "primary":
+            return
+        tail = self._tail
+        if tail and tail[-1].lsn + 1 != records[0].lsn:
+            tail.clear()
+        tail.extend(records)
+        if len(tail) > 2 * TAIL_RECORDS:
+            del tail[:-TAIL_RECORDS]
+        self._append_times.append((records[-1].lsn, self.clock()))
+        while len(self._append_times) > 10_000:
+            self._append_times.popleft()
         self.new_records.set()
         self.new_records = trio.Event()
+
+    def retract(self, after_lsn: int) -> None:
+        """The local commit of what was shipped after `after_lsn` failed: withdraw it.
+
+        Nothing after `after_lsn` was acknowledged (the pipeline waits for the local commit
+        first). From here on the standby is truncated back to `after_lsn` before it is shipped
+        anything else, and acknowledgements it sent for the withdrawn records do not count.
+        """
+        del self._tail[next((i for i, r in enumerate(self._tail) if r.lsn > after_lsn), len(self._tail)):]
+        self._ship_generation += 1
+        if self._retracted_after is None or after_lsn < self._retracted_after:
+            self._retracted_after = after_lsn
+        if self.acked_lsn > after_lsn:
+            self.acked_lsn = after_lsn
+        while self._append_times and self._append_times[-1][0] > after_lsn:
+            self._append_times.pop()
+        self.new_records.set()
+        self.new_records = trio.Event()
+
+    def _shippable(self, after_lsn: int, limit: int) -> list[Record]:
+        """Up to `limit` records after `after_lsn`: from this term's tail, else from the store."""
+        tail = self._tail
+        if tail and tail[0].lsn <= after_lsn + 1 <= tail[-1].lsn:
+            start = after_lsn + 1 - tail[0].lsn
+            return tail[start:start + limit]
+        if after_lsn < self.node.store.last_lsn():
+            return self.node.store.read(after_lsn, limit)
+        return []
+
+    def _ship_top(self) -> int:
+        """The last LSN there is to ship: durable here, or in flight to our own store."""
+        last = self.node.store.last_lsn()
+        return max(last, self._tail[-1].lsn) if self._tail else last
+
+    async def replicate(self, records: list[Record] | Any) -> None:
         if self.mode == "async" or not records:
             return
         if buggify.bug("ack_before_standby"):  # a deliberately broken variant for sim/dr's tests
@@ -226,6 +282,10 @@ class Member:
     def _last_position(self) -> tuple[int, int]:
         store = self.node.store
         last = store.last_lsn()
+        tail = self._tail
+        if tail and tail[0].lsn <= last <= tail[-1].lsn:
+            # From memory: reading the store would wait for a commit in progress (its lock).
+            return tail[last - tail[0].lsn].epoch, last
         return self._epoch_at(last) or 0, last
 
     def _epoch_at(self, lsn: int) -> int | None:
@@ -256,6 +316,9 @@ class Member:
         self.node.role = "standby"
         self.forced = False
         self.lease_until = 0.0
+        self._tail.clear()
+        self.acked_changed.set()  # a batch waiting for the standby fails now, not at its timeout
+        self.acked_changed = trio.Event()
         self.last_heard = self.clock()
         self.no_primary_since = self.clock()
         if self._primary_scope is not None:
@@ -386,6 +449,9 @@ class Member:
         self.behind_recorded = witness_granted and self.mode == "sync" and self.peer is not None
         self.require_standby = self.mode == "sync" and self.peer is not None and not self.behind_recorded
         self.acked_lsn = 0
+        self._tail.clear()
+        self._retracted_after = None
+        self._ship_generation += 1
         # Time without a writable primary, as this node saw it: since it last heard one.
         self.last_failover_seconds = self.clock() - min(self.last_heard, self.no_primary_since or self.last_heard)
         self.no_primary_since = None
@@ -481,7 +547,6 @@ class Member:
 
     async def _ship_once(self) -> None:
         assert self.peer is not None
-        store = self.node.store
         with trio.fail_after(self.standby_timeout):
             stream = await self.network.connect(self.peer.replication)
         channel = Channel(stream, cluster=self.cluster, secret=self.secret)
@@ -496,27 +561,43 @@ class Member:
             if sync.epoch > self.promised_epoch:
                 self._see_epoch(sync.epoch)
                 return
+            generation = self._ship_generation
             start = await self._reconcile(channel, sync)
+            # A withdrawal reconcile has dealt with (a Truncate sent, or a standby with nothing
+            # after the withdrawn LSN) is settled by the first reply on this connection.
+            truncating = self._retracted_after is not None and generation == self._ship_generation
             self._acked(start)
             self.acked_lsn = start
             self.peer_connected = True
-            sent_times: deque[float] = deque()
+            sent_times: deque[tuple[float, int, bool]] = deque()
             sent = start
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_replies, channel, sent_times, nursery)
                 while True:
                     now = self.clock()
-                    if sent < store.last_lsn():
-                        records = store.read(sent, 256)
+                    withdrawn = self._retracted_after
+                    if withdrawn is not None and sent > withdrawn:
+                        # Records after `withdrawn` were shipped but never became durable here.
+                        await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
+                        log.warning("withdrew records from the standby after_lsn=%d (local commit failed)", withdrawn)
+                        sent = withdrawn
+                        generation = self._ship_generation
+                        truncating = True
+                    elif generation != self._ship_generation:
+                        generation = self._ship_generation
+                        truncating = withdrawn is not None
+                    if sent < self._ship_top():
+                        records = self._shippable(sent, 256)
                         if not records:
                             break
                         message = Append(epoch=self.promised_epoch, records=records, commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
                         sent = records[-1].lsn
                     else:
                         message = Append(epoch=self.promised_epoch, records=[], commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
-                    sent_times.append(now)
+                    sent_times.append((now, generation, truncating))
+                    truncating = False
                     await channel.send(message)
-                    if sent >= store.last_lsn():
+                    if sent >= self._ship_top():
                         with trio.move_on_after(self.renew_interval):
                             await self.new_records.wait()
         finally:
@@ -535,7 +616,7 @@ class Member:
             finally:
                 self._clearing = False
 
-    async def _read_replies(self, channel: Channel, sent_times: deque[float], nursery: trio.Nursery) -> None:
+    async def _read_replies(self, channel: Channel, sent_times: deque[tuple[float, int, bool]], nursery: trio.Nursery) -> None:
         scope = nursery.cancel_scope
         while True:
             with trio.move_on_after(self.standby_timeout) as timer:
@@ -545,7 +626,7 @@ class Member:
                     scope.cancel()
                     return
                 continue
-            sent_at = sent_times.popleft() if sent_times else self.clock()
+            sent_at, generation, settles = sent_times.popleft() if sent_times else (self.clock(), -1, False)
             if not isinstance(reply, AppendReply):
                 raise FrameError("expected AppendReply")
             if reply.epoch > self.promised_epoch:
@@ -557,6 +638,10 @@ class Member:
                 return
             if reply.lease_granted:
                 self._extend_lease(sent_at, reply.epoch)
+            if generation != self._ship_generation:
+                continue  # sent before a withdrawal: its LSNs may name withdrawn records
+            if settles:
+                self._retracted_after = None  # the standby applied the Truncate sent before it
             self._acked(reply.last_lsn)
             if self.behind_recorded and self.acked_lsn >= self.node.store.last_lsn():
                 nursery.start_soon(self._clear_behind_once)
@@ -573,6 +658,12 @@ class Member:
             else:
                 log.warning("truncating standby tail standby=%s after_lsn=%d (its last %d)", self.peer.name if self.peer else "", start, sync.last_lsn)
                 await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=start))
+        withdrawn = self._retracted_after
+        if withdrawn is not None and start > withdrawn:
+            # It may hold records this primary shipped but could not commit itself.
+            log.warning("truncating standby tail standby=%s after_lsn=%d (withdrawn records)", self.peer.name if self.peer else "", withdrawn)
+            await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
+            start = withdrawn
         if start < store.first_lsn() - 1:
             snapshot = store.latest_snapshot()
             if snapshot is None or snapshot.lsn < store.first_lsn() - 1:
@@ -664,40 +755,65 @@ class Member:
         return VoteReply(epoch=request.epoch, granted=True, lease_seconds=self.lease_seconds, promised_epoch=request.epoch, leader=request.candidate)
 
     async def _receive_log(self, channel: Channel, primary: str) -> None:
-        """Standby side of shipping: reconcile, then apply records as they come."""
+        """Standby side of shipping: reconcile, then apply records as they come.
+
+        Only the newest shipping connection applies anything: a message still buffered on an
+        older one (the primary reconnected) must not land after the newer one's `Sync` told
+        the primary where our log ends, or after a `Truncate` it sent on the newer one.
+        """
         store = self.node.store
-        last_epoch, last_lsn = self._last_position()
-        snapshot = store.latest_snapshot()
-        await channel.send(Sync(
-            last_lsn=last_lsn, last_epoch=last_epoch, epoch=self.promised_epoch,
-            epoch_history=store.epoch_history(), snapshot_lsn=snapshot.lsn if snapshot else 0,
-        ))
+        self._ship_serial += 1
+        serial = self._ship_serial
+        async with self._ship_apply_lock:  # an older connection's message in progress ends first
+            last_epoch, last_lsn = self._last_position()
+            snapshot = store.latest_snapshot()
+            sync = Sync(
+                last_lsn=last_lsn, last_epoch=last_epoch, epoch=self.promised_epoch,
+                epoch_history=store.epoch_history(), snapshot_lsn=snapshot.lsn if snapshot else 0,
+            )
+        await channel.send(sync)
         while True:
             message = await channel.receive()
-            epoch = getattr(message, "epoch", 0)
-            if not self._see_epoch(epoch, primary):
-                await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
-                return
-            if self.node.role == "primary":
-                self.step_down(f"primary {primary} ships epoch {epoch}")
-            self.last_heard = self.clock()
-            if self.no_primary_since is not None:
-                self.no_primary_since = None
+            async with self._ship_apply_lock:
+                if serial != self._ship_serial:
+                    log.info("closing a shipping connection replaced by a newer one node=%s", self.name)
+                    return
+                if not await self._receive_one(channel, primary, message):
+                    return
+
+    async def _receive_one(self, channel: Channel, primary: str, message: Message) -> bool:
+        """Apply one message of the shipping connection; False when the connection must end."""
+        store = self.node.store
+        epoch = getattr(message, "epoch", 0)
+        if not self._see_epoch(epoch, primary):
+            await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
+            return False
+        if self.node.role == "primary":
+            self.step_down(f"primary {primary} ships epoch {epoch}")
+        self.last_heard = self.clock()
+        if self.no_primary_since is not None:
+            self.no_primary_since = None
+        if not isinstance(message, Truncate | InstallSnapshot | Append):
+            raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
+        # A batch our own pipeline took while we were primary (applied in memory, its commit
+        # still running) ends first: it fails, and what it wrote is a tail the new primary
+        # truncates. Without the lock the two would write the same LSNs.
+        async with self.node.batch_lock:
             if isinstance(message, Truncate):
                 removed = store.truncate_tail(message.after_lsn)
                 log.warning("discarded unacknowledged tail node=%s after_lsn=%d records=%d", self.name, message.after_lsn, removed)
                 self.node.reload()
-            elif isinstance(message, InstallSnapshot):
+                return True
+            if isinstance(message, InstallSnapshot):
                 if message.snapshot.epoch > store.epoch():
                     store.set_epoch(message.snapshot.epoch, message.snapshot.lsn + 1)
                 store.install_snapshot(message.snapshot)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()
-            elif isinstance(message, Append):
-                reply = await self._append(message)
-                await channel.send(reply)
-            else:
-                raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
+                return True
+            reply = await self._append(message)
+        await channel.send(reply)
+        return True
 
     async def _append(self, message: Append) -> AppendReply:
         store = self.node.store

@@ -6,9 +6,11 @@ One task, the pipeline, owns the core (`acd.core.Center`) and the store. Everyth
 HTTP API, replication, the CLI) hands it commands over a memory channel and awaits the result.
 For each batch of waiting commands the pipeline
 
-    decode -> core -> LMDB commit (fsync) -> replicate -> re-check the lease -> reply -> publish
+    decode -> core -> ship to the standby | LMDB commit (fsync) -> wait for the standby's
+    acknowledgement -> re-check the lease -> reply -> publish
 
-so that a reply is sent only once the batch is durable (on both nodes in `sync` mode) and
+(shipping and the local commit run at the same time, so the two fsyncs overlap) so that a
+reply is sent only once the batch is durable (on both nodes in `sync` mode) and
 event-stream readers see only durable events (DESIGN.md, "Consistency"). The batch is every
 command waiting in the channel when the pipeline comes round (group commit): with one client
 it stays 1, under concurrency it grows while the previous commit's fsync runs in a worker
@@ -85,6 +87,10 @@ class Replicator(Protocol):
 
     def primary_api(self) -> str | None: ...
 
+    def ship(self, records: Sequence[Record]) -> None: ...
+
+    def retract(self, after_lsn: int) -> None: ...
+
     async def replicate(self, records: Sequence[Record]) -> None: ...
 
     def lease_valid(self) -> bool: ...
@@ -97,6 +103,12 @@ class Standalone:
         return True
 
     def primary_api(self) -> str | None:
+        return None
+
+    def ship(self, records: Sequence[Record]) -> None:
+        return None
+
+    def retract(self, after_lsn: int) -> None:
         return None
 
     async def replicate(self, records: Sequence[Record]) -> None:
@@ -318,17 +330,29 @@ class Node:
 
         if records:
             started = time.perf_counter()
+            # The batch leaves for the standby now, while the local commit (fsync) runs: the
+            # two fsyncs overlap. Nothing is acknowledged before both are durable
+            # (replicate() below waits for the standby's acknowledgement).
+            self.replicator.ship(records)
             try:
                 await self.append_records(records)
             except StorageFull as error:
                 # Nothing was written; the core already applied the batch in memory, so
-                # rebuild it from the store: the refused batch leaves no trace.
+                # rebuild it from the store: the refused batch leaves no trace. The standby
+                # may already hold it: replication withdraws it there (truncates the standby
+                # back to our log's end) before anything after it is acknowledged.
+                self.replicator.retract(self.lsn)
                 log.error("storage full node=%s lsn=%d: %s", self.name, self.lsn, error)
                 self.metrics.storage_full.inc()
                 self.reload(publish=False)
                 self._fail(batch, StorageFullError(str(error)))
                 await trio.sleep(0.5)  # a due timer would retry at once: back off, not spin (sim/dr)
                 return
+            except BaseException:
+                # Any other failure ends the pipeline; the batch may or may not be durable here,
+                # so the standby must not count it as part of this term's log either.
+                self.replicator.retract(self.lsn)
+                raise
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))
             self.lsn = lsn
