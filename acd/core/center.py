@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -244,7 +243,7 @@ class Center:
         self._channels = {a.name: tuple(ch for ch in ("voice", "chat", "sms") if a.capacity.of(ch)) for a in config.agents}
         # Agents who take voice only: while they hold anything, they are not free.
         self._voice_only = {a.name: not a.capacity.chat and not a.capacity.sms for a in config.agents}
-        self._caller_key = config.abuse.hash_key.encode()
+        self._caller_pads = _hmac_pads(config.abuse.hash_key.encode())
         self._fingerprint_key = hashlib.sha256(b"fingerprint:" + config.abuse.hash_key.encode()).digest()
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
@@ -449,10 +448,7 @@ class Center:
 
     def _index_agent(self, agent: AgentRecord) -> None:
         """(Re)publish the agent in the free-agent heaps of every queue and channel it may take."""
-        self._token += 1
-        token = self._token
         name = agent.name
-        self._agent_token[name] = token
         if (
             agent.presence is not _READY
             or agent.pending
@@ -465,14 +461,20 @@ class Center:
         else:
             channels = self._held_channels(agent)
         if not channels:
-            # Busy, ringing, away: in no free-agent heap (the new token made old entries stale).
+            # Busy, ringing, away: in no free-agent heap. A new token makes the entries of an
+            # agent who was free stale; one who was not has none left to invalidate.
             if name in self._free_anywhere:
+                self._token += 1
+                self._agent_token[name] = self._token
                 self._free_anywhere.discard(name)
                 for queue_name, _level in self._agent_queues.get(name, ()):
                     free_here = self._free.get(queue_name)
                     if free_here:
                         free_here.discard(name)
             return
+        self._token += 1
+        token = self._token
+        self._agent_token[name] = token
         self._free_anywhere.add(name)
         keys: dict[str, tuple[float, float, int, int, str]] = {}
         free_by_queue = self._free
@@ -1049,7 +1051,14 @@ class Center:
             del self._pending_callbacks[key]
 
     def _caller_hash(self, caller: str) -> str:
-        return hmac.digest(self._caller_key, caller.encode(), "sha256").hex()[:32]
+        """HMAC-SHA256 of the number under the center's key (RFC 2104), first 32 hex digits."""
+        inner_pad, outer_pad = self._caller_pads
+        inner = inner_pad.copy()
+        inner.update(caller.encode())
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        digest: str = outer.hexdigest()
+        return digest[:32]
 
     # ------------------------------------------------------------------ commands
 
@@ -1939,6 +1948,21 @@ class Center:
             )
             for call in self.state.interactions.values():
                 invariant(call.counted or call.state not in _TERMINAL, f"{call.id} ended uncounted")
+
+
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after the HMAC key's inner and outer pads (RFC 2104).
+
+    Copying them per message is what `hmac` does without its one-shot OpenSSL path, and
+    costs less than either that path or copying an `hmac.HMAC` object.
+    """
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    return hashlib.sha256(bytes(byte ^ 0x36 for byte in key)), hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+
+
+_SHA256_BLOCK = 64
 
 
 def _normalized(center: CenterConfig) -> CenterConfig | Rejection:
