@@ -30,26 +30,43 @@ class DayClock:
     cache makes the common case (same day as the last call) two comparisons.
     """
 
-    __slots__ = ("zone", "_start", "_end", "_day")
+    __slots__ = ("zone", "_start", "_end", "_day", "_key", "_key_start", "_key_end")
 
     def __init__(self, time_zone: str) -> None:
         self.zone = load_zone(time_zone)
         self._start = 1.0
         self._end = 0.0
         self._day = ""
+        # The last (day, interval) answered, and a range of instants that surely map to it.
+        self._key = ("", 0)
+        self._key_start = 1.0
+        self._key_end = 0.0
 
     def locate(self, at: float) -> tuple[str, int]:
         """(ISO local date, interval index 0..95) of the timestamp `at`."""
+        if self._key_start <= at < self._key_end:
+            return self._key
         if not self._start <= at < self._end:
             local = dt.datetime.fromtimestamp(at, self.zone)
             midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
             self._start = midnight.timestamp()
             self._end = (midnight + dt.timedelta(days=1)).timestamp()
             self._day = midnight.date().isoformat()
-        return self._day, min(95, int((at - self._start) // 900))
+        start = self._start
+        interval = min(95, int((at - start) // 900))
+        key = (self._day, interval)
+        # Within a millisecond of the interval's edges the formula above decides (float
+        # rounding); inside them every instant maps to this same key.
+        low = start + interval * 900 + 0.001
+        high = (start + (interval + 1) * 900 if interval < 95 else self._end) - 0.001
+        if low <= at < high:
+            self._key, self._key_start, self._key_end = key, low, high
+        return key
 
     def bounds(self, at: float) -> tuple[str, float, float]:
         """(ISO local date, start, end) of the local day that holds `at`."""
+        if not self._start <= at < self._end:
+            self._key_end = 0.0  # recomputes the day
         self.locate(at)
         return self._day, self._start, self._end
 

@@ -264,10 +264,6 @@ class Center:
         self._token = 0
         self._call_token: dict[str, int] = {}
         self._agent_token: dict[str, int] = {}
-        # Waiting calls by (queue, channel), then by priority: within one priority the keys
-        # follow the time in line, so a heap's head is also the first to relax its skill
-        # level, and an agent need look at the heads only.
-        self._waiting: dict[tuple[str, str], dict[int, list[tuple[float, int, int, str]]]] = {}
         self._waiting_count: dict[str, dict[int, int]] = {}  # queue -> priority -> waiting or ringing
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
@@ -295,23 +291,31 @@ class Center:
 
     def _build_lines(self, config: CenterConfig) -> None:
         """Per agent, the (queue, channel) lines it may serve, with their index keys and heaps."""
+        # Waiting calls by (queue, channel), then by priority: within one priority the keys
+        # follow the time in line, so a heap's head is also the first to relax its skill
+        # level, and an agent need look at the heads only.
+        self._waiting: dict[tuple[str, str], dict[int, list[tuple[float, int, int, str]]]] = {}
+        for queue in config.queues:
+            for channel in ("voice", "chat", "sms"):
+                self._waiting[(queue.name, channel)] = {}
         # Free agents by (queue, channel), then by skill level (index 1..5).
         self._available: dict[tuple[str, str], list[list[tuple[float, float, int, int, str]]]] = {}
         for queue in config.queues:
             for channel in ("voice", "chat", "sms"):
                 self._available[(queue.name, channel)] = [[] for _level in range(6)]
-        # For routing to an agent: (queue, level, channel, waiting key, level always enough).
-        self._agent_lines: dict[str, list[tuple[str, int, str, tuple[str, str], bool]]] = {}
+        # For routing to an agent: (waiting calls of the queue and channel, channel, level,
+        # level always enough).
+        self._agent_lines: dict[str, list[tuple[dict[int, list[Any]], str, int, bool]]] = {}
         # For indexing an agent: (queue, strategy, ((channel, free-agent heap), ...)).
         self._agent_slots: dict[str, list[tuple[str, str, tuple[tuple[str, list[Any]], ...]]]] = {}
         for agent in config.agents:
             channels = self._channels[agent.name]
-            lines: list[tuple[str, int, str, tuple[str, str], bool]] = []
+            lines: list[tuple[dict[int, list[Any]], str, int, bool]] = []
             slots: list[tuple[str, str, tuple[tuple[str, list[Any]], ...]]] = []
             for queue_name, level in self._agent_queues[agent.name]:
                 queue = self._queues[queue_name]
                 for channel in channels:
-                    lines.append((queue_name, level, channel, (queue_name, channel), level >= queue.min_level))
+                    lines.append((self._waiting[(queue_name, channel)], channel, level, level >= queue.min_level))
                 heaps: tuple[tuple[str, list[Any]], ...] = tuple(
                     (channel, self._available[(queue_name, channel)][level]) for channel in channels if channel in queue.channels
                 )
@@ -769,11 +773,9 @@ class Center:
             head = self._head(personal, self._call_token)
             if head is not None and interactions[head[-1]].channel in channels:
                 best = head
-        waiting = self._waiting
         tokens = self._call_token
-        for _queue_name, level, channel, key, level_enough in self._agent_lines.get(agent.name, ()):
-            by_priority = waiting.get(key)
-            if not by_priority or channel not in channels:
+        for by_priority, channel, level, level_enough in self._agent_lines.get(agent.name, ()):
+            if not by_priority or (held and channel not in channels):
                 continue
             emptied = False
             for heap in by_priority.values():
