@@ -95,10 +95,18 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 raise ScenarioError(f"{key}: empirical needs a table of [seconds, cumulative probability] rows, increasing from 0 to 1")
 
     def sampler(self, stream: random.Random) -> Callable[[], float]:
-        """A function that draws one duration from `stream`."""
+        """A function that draws one duration from `stream`.
+
+        The draws are the standard library's (`expovariate`, `lognormvariate`, `uniform`),
+        written out inline: the same arithmetic on the same `stream.random()` values, so the
+        same numbers, without two or three Python calls per draw (tests/test_sim.py checks
+        that they agree).
+        """
         kind = self.distribution
         low = self.low if self.low is not None else 0.0
         high = self.high if self.high is not None else math.inf
+        draw = stream.random
+        log = math.log
         if kind == "fixed":
             value = float(self.mean or 0.0)
             return lambda: value
@@ -107,27 +115,38 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             if mean == 0:
                 return lambda: 0.0
             rate = 1.0 / mean
-            expovariate = stream.expovariate
             if self.low is None and self.high is None:
-                return lambda: expovariate(rate)
-            return lambda: min(high, max(low, expovariate(rate)))
+                return lambda: -log(1.0 - draw()) / rate
+            return lambda: min(high, max(low, -log(1.0 - draw()) / rate))
         if kind == "lognormal":
             mean = float(self.mean or 1.0)
             sd = float(self.sd or 0.0)
             sigma = math.sqrt(math.log1p((sd / mean) ** 2))
             mu = math.log(mean) - sigma * sigma / 2
-            lognormvariate = stream.lognormvariate
-            return lambda: min(high, max(low, lognormvariate(mu, sigma)))
+            exp = math.exp
+            magic = random.NV_MAGICCONST
+
+            def lognormal() -> float:
+                # random.Random.normalvariate (Kinderman and Monahan), then exp.
+                while True:
+                    u1 = draw()
+                    u2 = 1.0 - draw()
+                    z = magic * (u1 - 0.5) / u2
+                    if z * z / 4.0 <= -log(u2):
+                        break
+                value = exp(mu + z * sigma)
+                return min(high, max(low, value))
+
+            return lognormal
         if kind == "uniform":
             lower, upper = float(self.low or 0.0), float(self.high or 0.0)
-            uniform = stream.uniform
-            return lambda: uniform(lower, upper)
+            width = upper - lower
+            return lambda: lower + width * draw()
         values = [float(v) for v, _p in self.table]
         probabilities = [float(p) for _v, p in self.table]
-        uniform_draw = stream.random
 
         def empirical() -> float:
-            u = uniform_draw()
+            u = draw()
             index = min(len(values) - 1, max(1, bisect.bisect_right(probabilities, u)))
             p0, p1 = probabilities[index - 1], probabilities[index]
             v0, v1 = values[index - 1], values[index]
@@ -642,9 +661,12 @@ def _chooser(weights: dict[str, float], stream: random.Random) -> Callable[[], s
         total += float(weights[name])
         cumulative.append(total)
     draw = stream.random
+    last = len(names) - 1
+    bisect_right = bisect.bisect_right
 
     def choose() -> str:
-        return names[min(len(names) - 1, bisect.bisect_right(cumulative, draw() * total))]
+        index = bisect_right(cumulative, draw() * total)
+        return names[index if index < last else last]
 
     return choose
 
@@ -681,25 +703,29 @@ class CallFactory:
 
     def call(self, arrival: float, day_tag: str) -> CallSpec:
         """One call; every draw is made whether used or not, to keep the stream aligned."""
-        stream = self.stream
         mix = self.scenario.mix
-        random_draw = stream.random
+        random_draw = self.stream.random
+        getrandbits = self.stream.getrandbits
         channel = self.channel()
         topic = self.topic()
         queue = self.scenario.queue_for(channel, topic)
         vulnerable = random_draw() < mix.vulnerable
         abusive = random_draw() < mix.abusive
         repeat = random_draw() < mix.abusive_repeat_share
-        number = stream.randrange(10**8)
+        # stream.randrange(10**8), as the standard library draws it: 27 bits until below 10**8.
+        number = getrandbits(27)
+        while number >= 100_000_000:
+            number = getrandbits(27)
         caller = self.abusers[number % len(self.abusers)] if abusive and repeat and self.abusers else f"010{number:08d}"
-        talk = self.talk[channel]()
+        talk_draw = self.talk[channel]
+        talk = talk_draw()
         wrapup = self.wrapup[channel]()
         patience = self.patience[channel]()
         asks_callback = random_draw() < mix.callback_request
         callback_after = self.callback_after()
         transfers = random_draw() < mix.transfer
         target = self.transfer_target()
-        talk_after_transfer = self.talk[channel]()
+        talk_after_transfer = talk_draw()
         outcome = random_draw()
         callback_in = self.callback_in()
         surveyed = random_draw() < mix.survey
@@ -714,12 +740,10 @@ class CallFactory:
             disposition = "unresolved"
         self.serial += 1
         return CallSpec(
-            id=f"{day_tag}-{self.serial:05d}", arrival=arrival, queue=queue, channel=channel, topic=topic,
-            caller=caller, vulnerable=vulnerable, talk=talk, wrapup=wrapup, patience=patience,
-            callback_after=callback_after if asks_callback else math.inf,
-            transfer_to=target if transfers else "", talk_after_transfer=talk_after_transfer,
-            abusive=abusive, disposition="transferred" if transfers else disposition,
-            callback_in=callback_in, survey=score if surveyed else 0,
+            f"{day_tag}-{self.serial:05d}", arrival, queue, talk, patience, channel, topic, caller, vulnerable,
+            wrapup, callback_after if asks_callback else math.inf, target if transfers else "",
+            talk_after_transfer, abusive, "transferred" if transfers else disposition, callback_in,
+            score if surveyed else 0,
         )
 
     def day(self, day: dt.date) -> list[CallSpec]:
