@@ -216,6 +216,25 @@ def test_lognormal_durations_have_the_mean_and_sd_asked_for() -> None:
     assert sd == pytest.approx(110, rel=0.05)
 
 
+def test_inline_draws_are_the_standard_librarys() -> None:
+    # The samplers write the standard library's draws out inline: the same numbers.
+    mean, sd = 170.0, 110.0
+    sigma = math.sqrt(math.log1p((sd / mean) ** 2))
+    mu = math.log(mean) - sigma * sigma / 2
+    cases = [
+        (Distribution(distribution="lognormal", mean=mean, sd=sd, high=3600.0),
+         lambda r: min(3600.0, max(0.0, r.lognormvariate(mu, sigma)))),
+        (Distribution(distribution="exponential", mean=90.0), lambda r: r.expovariate(1 / 90.0)),
+        (Distribution(distribution="exponential", mean=90.0, low=5.0, high=100.0),
+         lambda r: min(100.0, max(5.0, r.expovariate(1 / 90.0)))),
+        (Distribution(distribution="uniform", low=1800, high=7200), lambda r: r.uniform(1800.0, 7200.0)),
+    ]
+    for distribution, reference in cases:
+        draw = distribution.sampler(random.Random(7))
+        stream = random.Random(7)
+        assert [draw() for _ in range(5_000)] == [reference(stream) for _ in range(5_000)], distribution.distribution
+
+
 def test_the_mix_follows_the_scenario() -> None:
     scenario = load_scenario("busan-weekday")
     factory = CallFactory(scenario, random.Random(4))
