@@ -16,8 +16,8 @@ comes first. No Trio, no sockets, no clock: a day of a center runs in a fraction
 Determinism. One integer seed gives the run: calls come from one random stream drawn in a
 fixed order (`sim.workload.CallFactory`), agents' desk behaviour (ring delay, missed offers)
 from another, ties in the heap break by insertion order, and the core is deterministic. The
-trace hash is a SHA-256 over every event the core emitted (msgpack-encoded in batches) and
-every interaction's record; the same seed gives the same hash (tests/test_sim.py checks it).
+trace hash is a SHA-256 over every event the core emitted and every interaction's record (both
+msgpack-encoded, in batches); the same seed gives the same hash (tests/test_sim.py checks it).
 
 Who decides what. The caller decides when to hang up (talk time, patience, asking for a
 call-back); the agent decides when to answer (ring delay, or not at all), how long to wrap up
@@ -206,32 +206,33 @@ class Simulation:
     # ------------------------------------------------------------------ talking to the core
 
     def command(self, command: c.Command, now: float) -> bool:
-        """Apply a command and everything it makes people do at the same instant."""
-        ok = self._apply(command, now)
-        soon = self.soon
-        if soon:
-            apply = self._apply
-            while soon:
-                apply(soon.popleft(), now)
-        return ok
+        """Apply a command and everything it makes people do at the same instant.
 
-    def _apply(self, command: c.Command, now: float) -> bool:
+        What the handlers queue in `soon` is applied after this command's events have all
+        been handled, first in first out (a command applied from the queue drains it too,
+        which keeps that order).
+        """
         self.commands += 1
         result = self._center_apply(command, now)
         if result.__class__ is Rejection:
             self.rejections[f"{type(command).__name__}:{result.code}"] += 1  # type: ignore[union-attr]
-            return False
-        if self.trace:
-            buffer = self._trace_buffer
-            buffer += result  # type: ignore[arg-type]
-            if len(buffer) > 20_000:
-                self._flush_trace()
-        get = self._on.get
-        for event in result:  # type: ignore[union-attr]
-            handler = get(event.__class__)
-            if handler is not None:
-                handler(event)
-        return True
+            ok = False
+        else:
+            if self.trace:
+                buffer = self._trace_buffer
+                buffer += result  # type: ignore[arg-type]
+                if len(buffer) > 20_000:
+                    self._flush_trace()
+            get = self._on.get
+            for event in result:  # type: ignore[union-attr]
+                handler = get(event.__class__)
+                if handler is not None:
+                    handler(event)
+            ok = True
+        soon = self.soon
+        while soon:
+            self.command(soon.popleft(), now)
+        return ok
 
     def _flush_trace(self) -> None:
         if self._trace_buffer:
@@ -239,11 +240,12 @@ class Simulation:
             self._trace_buffer.clear()
 
     def trace_hash(self) -> str:
-        """SHA-256 over every core event so far, then every interaction's record."""
+        """SHA-256 over every core event so far, then every interaction's record (both
+        msgpack-encoded: the records as one array of `record_row` tuples)."""
         self._flush_trace()
         digest = self._trace_hash.copy()
-        for record in self.records or ():
-            digest.update(repr(record_row(record)).encode())
+        if self.records:
+            digest.update(_trace_encoder.encode([record_row(record) for record in self.records]))
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ the engine's events
@@ -697,7 +699,8 @@ class BatchMeans:
     def arrival(self, at: float) -> None:
         if at >= self.start:
             index = int((at - self.start) / self.length)
-            self._grow(index)
+            if index >= len(self.arrived):
+                self._grow(index)
             self.arrived[index] += 1
 
     def outcome(self, call: CallSpec) -> None:
@@ -710,7 +713,8 @@ class BatchMeans:
         if call.arrival < self.start:
             return
         index = int((call.arrival - self.start) / self.length)
-        self._grow(index)
+        if index >= len(self.arrived):
+            self._grow(index)
         self.offered[index] += 1
         if answered:
             self.answered[index] += 1
@@ -731,7 +735,8 @@ class BatchMeans:
             boundary = self.start + (index + 1) * self.length
             if boundary > begin:
                 upto = min(end, boundary)
-                self._grow(index)
+                if index >= len(self.busy):
+                    self._grow(index)
                 self.busy[index] += upto - begin
                 begin = upto
             index += 1
@@ -839,6 +844,7 @@ def run_mmc(
         simulation.command(c.Ready(agent=agent.name), start)
     simulation.feed(arrivals())
     began = time.perf_counter()
+    cpu_began = time.process_time()
     measured = batches
     limit = max(batches, int(round((max_hours or hours) * 3600.0 / batch_seconds)))
     while True:
@@ -859,6 +865,7 @@ def run_mmc(
             bar.refresh()
         measured = more
     wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     if bar is not None:
         bar.close()
     offered = sum(stats.offered[:measured])
@@ -878,6 +885,7 @@ def run_mmc(
         "simulated_calls": total_calls,
         "commands": simulation.commands,
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "calls_per_second": total_calls / wall if wall > 0 else math.inf,
         "rejections": dict(simulation.rejections),
         # The core's own center counters, over the days it still keeps (retention_days = 1
@@ -918,6 +926,7 @@ class DayRun:
     wall_seconds: float
     trace_hash: str
     state_hash: str
+    cpu_seconds: float = 0.0  # process CPU time over the same span as wall_seconds
 
     @property
     def calls(self) -> int:
@@ -989,13 +998,16 @@ def simulate_days(
         from tqdm import tqdm
 
         bar = tqdm(total=len(dates), unit="day", desc=scenario.scenario.name, leave=False, disable=None)
+    # Timed from the first call drawn (the workload is part of simulating the day) to the last event.
+    began = time.perf_counter()
+    cpu_began = time.process_time()
     factory = CallFactory(scenario, calls_stream)
     simulation.feed(_days_calls(factory, dates, transform, bar))
     end = day_starts[-1] + 86400.0
-    began = time.perf_counter()
     simulation.run(until=end)
     simulation._close_interval(end)
     wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     if bar is not None:
         bar.close()
     for call in simulation.live.values():
@@ -1005,7 +1017,7 @@ def simulate_days(
         scenario=scenario, seed=seed, dates=dates, day_starts=day_starts, records=simulation.records or [],
         intervals=simulation.intervals, center=simulation.center, rejections=dict(simulation.rejections),
         commands=simulation.commands, wall_seconds=wall, trace_hash=simulation.trace_hash(),
-        state_hash=simulation.center.state_hash(),
+        state_hash=simulation.center.state_hash(), cpu_seconds=cpu,
     )
 
 

@@ -229,7 +229,7 @@ def print_day_report(run: DayRun, out: TextIO) -> None:
                   for name, q in queues.items()]
     print(format_table(["queue", "offered", "answered", "SL", "ASA", "abandoned", "overflows", "transfers in", "call-backs"], queue_rows), file=out)
     seconds = run.wall_seconds
-    print(f"\n{run.calls:,} callers, {run.commands:,} core commands in {seconds:.2f} s "
+    print(f"\n{run.calls:,} callers, {run.commands:,} core commands in {seconds:.2f} s, {run.cpu_seconds:.2f} s CPU "
           f"({run.calls / seconds:,.0f} calls/s); trace {run.trace_hash[:16]}", file=out)
     if run.rejections:
         print(f"rejections: {run.rejections}", file=out)
@@ -284,6 +284,7 @@ def write_day_outputs(run: DayRun, out_dir: Path, charts: bool = True) -> dict[s
         "calls": run.calls,
         "commands": run.commands,
         "wall_seconds": run.wall_seconds,
+        "cpu_seconds": run.cpu_seconds,
         "calls_per_second": run.calls / run.wall_seconds if run.wall_seconds else None,
         "rejections": run.rejections,
         "days": day_totals(run),
