@@ -16,8 +16,9 @@ comes first. No Trio, no sockets, no clock: a day of a center runs in a fraction
 Determinism. One integer seed gives the run: calls come from one random stream drawn in a
 fixed order (`sim.workload.CallFactory`), agents' desk behaviour (ring delay, missed offers)
 from another, ties in the heap break by insertion order, and the core is deterministic. The
-trace hash is a SHA-256 over every event the core emitted and every interaction's record (both
-msgpack-encoded, in batches); the same seed gives the same hash (tests/test_sim.py checks it).
+trace hash is a SHA-256 over every event the core emitted (msgpack, one array per command) and
+every interaction's record (one array of rows); the same seed gives the same hash
+(tests/test_sim.py checks it).
 
 Who decides what. The caller decides when to hang up (talk time, patience, asking for a
 call-back); the agent decides when to answer (ring delay, or not at all), how long to wrap up
@@ -119,7 +120,11 @@ class Simulation:
         self.on_talk: Callable[[CallSpec, float, float], None] | None = None
         self.detail = detail
         self.trace = trace
-        self._trace_buffer: list[e.Event] = []
+        # Each command's events are encoded as they come (msgpack, appended to one buffer that
+        # is hashed and emptied now and then): the events themselves are not kept alive, which
+        # would make the garbage collector walk them (and the core's state) again and again.
+        self._trace_buffer = bytearray()
+        self._trace_encode_into = _trace_encoder.encode_into
         self._trace_hash = hashlib.sha256()
         # Per-interval observation (detail only): the current interval's key, callers on the
         # line (call -> since when), each agent's shown state and since when.
@@ -220,8 +225,8 @@ class Simulation:
         else:
             if self.trace:
                 buffer = self._trace_buffer
-                buffer += result  # type: ignore[arg-type]
-                if len(buffer) > 20_000:
+                self._trace_encode_into(result, buffer, -1)
+                if len(buffer) > 1 << 20:
                     self._flush_trace()
             get = self._on.get
             for event in result:  # type: ignore[union-attr]
@@ -236,7 +241,7 @@ class Simulation:
 
     def _flush_trace(self) -> None:
         if self._trace_buffer:
-            self._trace_hash.update(_trace_encoder.encode(self._trace_buffer))
+            self._trace_hash.update(self._trace_buffer)
             self._trace_buffer.clear()
 
     def trace_hash(self) -> str:
@@ -819,18 +824,20 @@ def run_mmc(
         bar = tqdm(total=int((warmup_hours + hours) * arrivals_per_hour), unit="call", desc="mmc", leave=False, disable=None)
 
     def arrivals() -> Iterator[CallSpec]:
-        # An endless stream: the run stops by time, and may be extended.
-        expovariate = calls_stream.expovariate
+        # An endless stream: the run stops by time, and may be extended. The draws are
+        # random.expovariate written out (the same numbers).
+        draw = calls_stream.random
+        log = math.log
         service_rate = 1.0 / aht_seconds
         patience_rate = 1.0 / patience_seconds if patience_seconds else 0.0
         arrival = stats.arrival
         at = start
         number = 0
         while True:
-            at += expovariate(rate)
+            at += -log(1.0 - draw()) / rate
             number += 1
-            talk = expovariate(service_rate)
-            patience = expovariate(patience_rate) if patience_rate else math.inf
+            talk = -log(1.0 - draw()) / service_rate
+            patience = -log(1.0 - draw()) / patience_rate if patience_rate else math.inf
             if bar is not None and number % 2000 == 0:
                 bar.update(2000)
             arrival(at)
