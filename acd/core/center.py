@@ -446,8 +446,14 @@ class Center:
         Callers test `self._unindexed` first (the usual case is nothing to do).
         """
         agents = self.state.agents
+        free_anywhere = self._free_anywhere
         for name in self._unindexed:
-            self._index_agent(agents[name])
+            agent = agents[name]
+            if name not in free_anywhere and (
+                agent.presence is not _READY or agent.offer is not None or (agent.held and self._voice_only[name])
+            ):
+                continue  # was in no free-agent heap and still may take nothing (see _index_agent)
+            self._index_agent(agent)
         self._unindexed.clear()
 
     def _index_agent(self, agent: AgentRecord) -> None:
@@ -462,6 +468,8 @@ class Center:
             channels: tuple[str, ...] = ()
         elif not agent.held:
             channels = self._channels[name]
+        elif self._voice_only[name]:
+            channels = ()
         else:
             channels = self._held_channels(agent)
         if not channels:
@@ -513,6 +521,10 @@ class Center:
 
     def _timer_valid(self, timer: tuple[float, int, str, str, str]) -> bool:
         due, _order, kind, subject, detail = timer
+        # The usual kinds first: ring timeouts and wrap-up ends, mostly stale by their time.
+        if kind == "offer":
+            call = self.state.interactions.get(subject)
+            return call is not None and call.state is _OFFERED and call.offer_expires_at == due
         if kind == "prune":
             return True
         if kind in ("recovery", "wrapup"):
@@ -526,8 +538,6 @@ class Center:
         call = self.state.interactions.get(subject)
         if call is None:
             return False
-        if kind == "offer":
-            return call.state is S.OFFERED and call.offer_expires_at == due
         if kind == "due":
             return call.state is S.SCHEDULED and call.due_at == due
         if kind == "preferred":
@@ -760,21 +770,25 @@ class Center:
         if agent.presence is not _READY or agent.offer is not None or agent.pending or agent.recovering_until is not None:
             return
         held = agent.held
+        name = agent.name
         if held:
+            if self._voice_only[name]:
+                return
             channels = self._held_channels(agent)
             if not channels:
                 return
         else:
-            channels = self._channels[agent.name]
+            channels = self._channels[name]
         best: tuple[float, int, int, str] | None = None
         interactions = self.state.interactions
-        personal = self._personal.get(agent.name)
-        if personal:
-            head = self._head(personal, self._call_token)
-            if head is not None and interactions[head[-1]].channel in channels:
-                best = head
+        if self._personal:
+            personal = self._personal.get(name)
+            if personal:
+                head = self._head(personal, self._call_token)
+                if head is not None and interactions[head[-1]].channel in channels:
+                    best = head
         tokens = self._call_token
-        for by_priority, channel, level, level_enough in self._agent_lines.get(agent.name, ()):
+        for by_priority, channel, level, level_enough in self._agent_lines.get(name, ()):
             if not by_priority or (held and channel not in channels):
                 continue
             emptied = False
@@ -1004,16 +1018,18 @@ class Center:
         agent.reason = ""
 
     def _emit_queued(self, call: Interaction, now: float) -> tuple[int, float]:
+        queue = call.queue
+        priority = call.priority
         ahead = 0
-        for priority, count in self._waiting_count.get(call.queue, {}).items():
-            if priority >= call.priority:
+        for other, count in self._waiting_count[queue].items():
+            if other >= priority:
                 ahead += count
         # The count includes the call itself (it is already indexed as waiting).
-        position = max(1, ahead)
-        ewt = self.ewt(call.queue, position)
-        self._emit(
+        position = ahead if ahead > 1 else 1
+        ewt = self.ewt(queue, position)
+        self._events.append(
             e.CallQueued(
-                at=now, call=call.id, queue=call.queue, channel=call.channel, priority=call.priority,
+                at=now, call=call.id, queue=queue, channel=call.channel, priority=priority,
                 position=position, ewt=ewt, warning=call.warning, callback=call.callback,
             )
         )
@@ -1123,9 +1139,12 @@ class Center:
         attributes = command.attributes
         if attributes and any(attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
             priority = max(priority, config.vulnerable_priority)
-        horizon = now - config.abuse.window_days * 86400
-        flags = [at for at in self.state.abuse.get(caller_hash, ()) if at >= horizon]
-        warning = len(flags) >= config.abuse.flags
+        flagged = self.state.abuse.get(caller_hash)
+        if flagged:
+            horizon = now - config.abuse.window_days * 86400
+            warning = len([at for at in flagged if at >= horizon]) >= config.abuse.flags
+        else:
+            warning = 0 >= config.abuse.flags
         if warning and config.abuse.route_to:
             target = self._queues[config.abuse.route_to]
             if command.channel in target.channels:
@@ -1792,11 +1811,11 @@ class Center:
                 continue
             state = call.state
             if state is _OFFERED:
-                agent = agents.get(call.agent or "")
+                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
                 if agent is not None and agent.offer == call_id:
                     continue
             elif state is _CONNECTED or state is _WRAPUP:
-                agent = agents.get(call.agent or "")
+                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
                 if agent is not None and call_id in agent.held:
                     continue
             elif state is _WAITING:
