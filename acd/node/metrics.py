@@ -36,3 +36,11 @@ class NodeMetrics:
         )
         self.lsn = Gauge("acd_lsn", "Last applied log sequence number", registry=r)
         self.storage_full = Counter("acd_storage_full", "Batches refused because the store was full", registry=r)
+        self._command_children: dict[tuple[str, str], Counter] = {}
+
+    def command_counter(self, command: str, result: str) -> Counter:
+        """The `acd_commands` child for one command type and result (labels() is a locked lookup)."""
+        child = self._command_children.get((command, result))
+        if child is None:
+            child = self._command_children[(command, result)] = self.commands.labels(command, result)
+        return child

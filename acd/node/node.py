@@ -379,7 +379,7 @@ class Node:
             observe(now - submission.started)
             submission.done.set()
         for (kind, outcome), count in outcomes.items():  # one labelled update per kind and batch
-            self.metrics.commands.labels(kind, outcome).inc(count)
+            self.metrics.command_counter(kind, outcome).inc(count)
         self.metrics.lsn.set(self.lsn)
         await self._snapshot_if_due()
 
@@ -387,7 +387,7 @@ class Node:
         for submission in batch:
             submission.error = error
             submission.result = None
-            self.metrics.commands.labels(type(submission.command).__name__, type(error).__name__).inc()
+            self.metrics.command_counter(type(submission.command).__name__, type(error).__name__).inc()
             submission.done.set()
 
     def _maybe_snapshot(self) -> None:
