@@ -63,6 +63,26 @@ def test_a_node_that_cannot_win_does_not_unseat_the_primary() -> None:
     assert result.converged
 
 
+def test_a_batch_shipped_before_a_failed_local_commit_is_withdrawn_from_the_standby() -> None:
+    # The primary ships each batch while its own commit runs; when that commit fails (its disk
+    # is full) the standby already holds records the primary's log never got. They must be
+    # truncated there before anything after them is acknowledged, or both logs would carry
+    # different records at the same LSN (the replay and convergence checks catch that).
+    result = run("disk-full", 2, minutes=1.0)
+    assert result.ok, _explain(result)
+    assert result.converged
+    assert any("withdrew records from the standby" in line for line in result.trace.lines())
+
+
+def test_an_old_primarys_pending_batch_does_not_collide_with_the_new_primarys_records() -> None:
+    # Zombie seed 9: the paused primary's pipeline held a batch (LSN 26) while, as the new
+    # standby, it was shipped LSNs 26-28 by the new primary; its commit then hit a LogGap and
+    # the node died. The standby now appends under the node's batch lock.
+    result = run("zombie-primary", 9, minutes=1.0)
+    assert result.ok, _explain(result)
+    assert not result.deaths, result.deaths
+
+
 def test_the_same_seed_gives_the_same_trace() -> None:
     first = run("swarm", 5, minutes=MINUTES)
     second = run("swarm", 5, minutes=MINUTES)
