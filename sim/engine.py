@@ -226,7 +226,7 @@ class Simulation:
             if self.trace:
                 buffer = self._trace_buffer
                 self._trace_encode_into(result, buffer, -1)
-                if len(buffer) > 1 << 20:
+                if len(buffer) > 1 << 16:
                     self._flush_trace()
             get = self._on.get
             for event in result:  # type: ignore[union-attr]
