@@ -808,8 +808,9 @@ class Center:
                     head = self._head_not_held(heap, agent)
                     if head is None:
                         continue
-                # Keys (place, order) are unique: the smallest across the lines wins.
-                if best is not None and (head[0] > best[0] or (head[0] == best[0] and head[1] >= best[1])):
+                # (place, order) decides, and an order belongs to one interaction: the smallest
+                # entry across the lines wins.
+                if best is not None and head >= best:
                     continue
                 if not level_enough and self._min_level(interactions[head[3]], now) > level:
                     continue
@@ -904,7 +905,7 @@ class Center:
 
     def _count_queue_arrival(self, call: Interaction, now: float) -> None:
         call.queue_stats_key = key = self._day_clock.locate(now)
-        total, interval = self._counters(call.queue, key)
+        total, interval = self._counter_cache.get((call.queue, key)) or self._counters(call.queue, key)
         total.offered += 1
         interval.offered += 1
 
@@ -1158,7 +1159,7 @@ class Center:
         )
         self.state.interactions[call.id] = call
         call.center_stats_key = key = self._day_clock.locate(now)
-        total, counters = self._counters(None, key)
+        total, counters = self._counter_cache.get((None, key)) or self._counters(None, key)
         total.offered += 1
         counters.offered += 1
         self._touched_calls.add(call.id)
@@ -1342,7 +1343,7 @@ class Center:
         )
         wait = now - call.queued_at
         within = wait <= self._queues[queue_name].service_level_threshold
-        for counters in self._counters(queue_name, stats_key):
+        for counters in self._counter_cache.get((queue_name, stats_key)) or self._counters(queue_name, stats_key):
             counters.answered += 1
             counters.wait_answered_seconds += wait
             counters.answered_within += within
@@ -1364,7 +1365,7 @@ class Center:
         self._touched_calls.add(call_id)
         self._events.append(e.CallAnswered(at=now, call=call_id, agent=name, queue=queue_name, wait=round(wait, 3)))
         self._agent_changed(agent, now)
-        if not self._voice_only[name]:
+        if not self._voice_only.get(name):
             self._dispatch_agent(agent, now)  # a chat agent may take more
         return None
 
@@ -1579,7 +1580,12 @@ class Center:
         # answered in another queue since (and `call.handled_*` moved there).
         queue_name = held.queue
         handled_key = held.stats_key if held.stats_key[0] else call.handled_key
-        for counters in (*self._counters(queue_name, handled_key), *self._counters(None, call.center_stats_key)):
+        cache = self._counter_cache
+        center_key = call.center_stats_key
+        for counters in (
+            *(cache.get((queue_name, handled_key)) or self._counters(queue_name, handled_key)),
+            *(cache.get((None, center_key)) or self._counters(None, center_key)),
+        ):
             counters.handled += 1
             counters.talk_seconds += talk
             counters.wrapup_seconds += wrapup
