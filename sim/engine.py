@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import heapq
+import itertools
 import math
 import random
 import time
@@ -105,7 +106,8 @@ class Simulation:
         self.behaviour = behaviour or Behaviour()
         self.random = random.Random(seed * 7919 + 17)  # the agents' stream (calls have their own)
         self.heap: list[tuple[float, int, int, Any, Any]] = []
-        self.sequence = 0
+        self._sequence = itertools.count(1)  # ties in the heap break by insertion order
+        self._push = heapq.heappush
         self.live: dict[str, CallSpec] = {}
         self.records: list[CallSpec] | None = [] if detail else None
         self.source: Iterator[CallSpec] = iter(())
@@ -161,8 +163,7 @@ class Simulation:
     # ------------------------------------------------------------------ scheduling
 
     def schedule(self, at: float, kind: int, subject: Any = None, detail: Any = None) -> None:
-        self.sequence += 1
-        heapq.heappush(self.heap, (at, self.sequence, kind, subject, detail))
+        self._push(self.heap, (at, next(self._sequence), kind, subject, detail))
 
     def feed(self, calls: Iterable[CallSpec]) -> None:
         """Calls to arrive, in arrival order; drawn one at a time (the heap stays small)."""
