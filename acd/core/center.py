@@ -63,7 +63,7 @@ from .state import (
 
 S = CallState
 _encode_command = c.encode_command
-blake2b = hashlib.blake2b
+_blake2b = hashlib.blake2b
 _WAITING = CallState.WAITING
 _OFFERED = CallState.OFFERED
 _CONNECTED = CallState.CONNECTED
@@ -290,7 +290,11 @@ class Center:
         self._push_timer(self._next_prune(self.state.now), "prune", "")
 
     def _build_lines(self, config: CenterConfig) -> None:
-        """Per agent, the (queue, channel) lines it may serve, with their index keys and heaps."""
+        """The waiting-call and free-agent heaps, and per agent the (queue, channel) lines it serves.
+
+        An agent's lines hold the very heaps (built here for every queue and channel, never
+        replaced), so routing reads them without building keys or looking them up.
+        """
         # Waiting calls by (queue, channel), then by priority: within one priority the keys
         # follow the time in line, so a heap's head is also the first to relax its skill
         # level, and an agent need look at the heads only.
@@ -1124,7 +1128,7 @@ class Center:
         existing = self.state.interactions.get(command.id)
         # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
         # digest of a phone number is reversed by trying every number (privacy).
-        fingerprint = blake2b(_encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
+        fingerprint = _blake2b(_encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
         if existing is not None and existing.fingerprint == fingerprint:
             return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)

@@ -1,7 +1,9 @@
 """The canonical state of the routing core: what a snapshot holds and a replay rebuilds.
 
 Everything in `State` is data (msgspec structs, dicts, lists) so that the whole state
-encodes and decodes with msgspec. Indices that make routing fast (heaps of waiting
+encodes and decodes with msgspec. The records hold only scalars, tuples, lists and dicts of
+records, never a reference back, so they cannot form cycles: they are kept out of Python's
+cycle collector (`gc=False`), which otherwise walks every record of a large center. Indices that make routing fast (heaps of waiting
 interactions and available agents, the timer heap) are *derived* from this state by
 `acd.core.center.Center` and never stored: a restored snapshot rebuilds them.
 
@@ -61,7 +63,7 @@ class AgentState(enum.Enum):
     RECOVERING = "recovering"    # recovery time after an abusive call (DOMAIN.md)
 
 
-class Interaction(msgspec.Struct, kw_only=True):
+class Interaction(msgspec.Struct, kw_only=True, gc=False):
     id: str
     queue: str
     channel: str
@@ -101,7 +103,7 @@ class Interaction(msgspec.Struct, kw_only=True):
     handled_key: tuple[str, int] = ("", 0)
 
 
-class Held(msgspec.Struct, kw_only=True):
+class Held(msgspec.Struct, kw_only=True, gc=False):
     """One interaction an agent is working on (conversation or wrap-up)."""
 
     channel: str
@@ -115,7 +117,7 @@ class Held(msgspec.Struct, kw_only=True):
     stats_key: tuple[str, int] = ("", 0)  # (day, interval) the leg's queue counts it under
 
 
-class AgentRecord(msgspec.Struct, kw_only=True):
+class AgentRecord(msgspec.Struct, kw_only=True, gc=False):
     name: str
     presence: Presence = Presence.LOGGED_OUT
     reason: str = ""
@@ -133,7 +135,7 @@ class AgentRecord(msgspec.Struct, kw_only=True):
     shown_reason: str = ""
 
 
-class Counters(msgspec.Struct, kw_only=True):
+class Counters(msgspec.Struct, kw_only=True, gc=False):
     """Counts folded into the state, for one queue (or the center) and one interval or day."""
 
     offered: int = 0
@@ -159,17 +161,17 @@ class Counters(msgspec.Struct, kw_only=True):
     closed: int = 0
 
 
-class QueueDay(msgspec.Struct, kw_only=True):
+class QueueDay(msgspec.Struct, kw_only=True, gc=False):
     total: Counters = msgspec.field(default_factory=Counters)
     intervals: dict[int, Counters] = {}
 
 
-class AgentDay(msgspec.Struct, kw_only=True):
+class AgentDay(msgspec.Struct, kw_only=True, gc=False):
     seconds: dict[str, float] = {}
     handled: int = 0
 
 
-class DayStats(msgspec.Struct, kw_only=True):
+class DayStats(msgspec.Struct, kw_only=True, gc=False):
     center: QueueDay = msgspec.field(default_factory=QueueDay)
     queues: dict[str, QueueDay] = {}
     agents: dict[str, AgentDay] = {}
