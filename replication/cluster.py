@@ -76,20 +76,33 @@ class PeerClient:
         self.lock = trio.Lock()
 
     async def request(self, message: Message, timeout: float) -> Message | None:
+        """Send `message` and return its reply (None on timeout or a broken connection).
+
+        A request that does not get its reply, for whatever reason (timeout, connection error,
+        or the caller cancelled, e.g. a primary stepping down mid-renewal), drops the
+        connection: its reply may still arrive, and on a kept connection the next request
+        would read it as its own (a stale "granted" taken for a new election's vote).
+        """
         async with self.lock:
-            with trio.move_on_after(timeout):
-                try:
-                    if self.channel is None:
-                        stream = await self.member.network.connect(self.address)
-                        channel = Channel(stream, cluster=self.member.cluster, secret=self.member.secret)
-                        await handshake(channel, node=self.member.name, role=self.member.node.role, purpose=self.purpose, initiator=True)
-                        self.channel = channel
-                    await self.channel.send(message)
-                    return await self.channel.receive()
-                except CONNECTION_ERRORS as error:
-                    log.debug("request to %s failed: %s", self.address, error)
-            await self.reset()
-            return None
+            answered = False
+            try:
+                with trio.move_on_after(timeout):
+                    try:
+                        if self.channel is None:
+                            stream = await self.member.network.connect(self.address)
+                            channel = Channel(stream, cluster=self.member.cluster, secret=self.member.secret)
+                            await handshake(channel, node=self.member.name, role=self.member.node.role, purpose=self.purpose, initiator=True)
+                            self.channel = channel
+                        await self.channel.send(message)
+                        reply = await self.channel.receive()
+                        answered = True
+                        return reply
+                    except CONNECTION_ERRORS as error:
+                        log.debug("request to %s failed: %s", self.address, error)
+                return None
+            finally:
+                if not answered:
+                    await self.reset()
 
     async def reset(self) -> None:
         channel, self.channel = self.channel, None
@@ -288,6 +301,11 @@ class Member:
             return tail[last - tail[0].lsn].epoch, last
         return self._epoch_at(last) or 0, last
 
+    def _prev_epoch(self, lsn: int) -> int:
+        """The epoch of our record at `lsn`, for the standby's check (-1: unknown)."""
+        epoch = self._last_position()[0] if lsn == self.node.store.last_lsn() else self._epoch_at(lsn)
+        return -1 if epoch is None else epoch
+
     def _epoch_at(self, lsn: int) -> int | None:
         store = self.node.store
         if lsn == 0:
@@ -404,11 +422,16 @@ class Member:
         self._persist_vote(epoch, self.name)
         sent_at = self.clock()
         replies, granted = await self._ballot(request, epoch)
-        if not granted or self.promised_epoch != epoch:
-            await self._lost(f"epoch={epoch}", replies)
-            return False
-        self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
-        return True
+        if granted and self.promised_epoch == epoch:
+            # A replicated append that passed its epoch check before our vote may still be
+            # committing: it lands first, so the new epoch starts after it, and nothing of an
+            # older epoch lands after the new epoch's start (_receive_one checks again).
+            async with self.node.batch_lock:
+                if self.promised_epoch == epoch and self.node.role != "primary":
+                    self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
+                    return True
+        await self._lost(f"epoch={epoch}", replies)
+        return False
 
     async def _ballot(self, request: VoteRequest, epoch: int) -> tuple[dict[str, Message | None], list[str]]:
         """Ask the witness and the peer at once; adopt any higher epoch they report."""
@@ -422,7 +445,10 @@ class Member:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask, "witness", self.witness)
             nursery.start_soon(ask, "peer", self.peer_votes)
-        granted = [label for label, reply in replies.items() if isinstance(reply, VoteReply) and reply.granted]
+        # A reply counts only for the epoch it answers (PeerClient never keeps a connection
+        # with a reply outstanding; this is the second line of defence).
+        granted = [label for label, reply in replies.items()
+                   if isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch]
         for reply in replies.values():
             if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
                 self._see_epoch(reply.promised_epoch, reply.leader or None)
@@ -571,6 +597,7 @@ class Member:
             self.peer_connected = True
             sent_times: deque[tuple[float, int, bool]] = deque()
             sent = start
+            prev_epoch = self._prev_epoch(sent)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_replies, channel, sent_times, nursery)
                 while True:
@@ -581,6 +608,7 @@ class Member:
                         await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
                         log.warning("withdrew records from the standby after_lsn=%d (local commit failed)", withdrawn)
                         sent = withdrawn
+                        prev_epoch = self._prev_epoch(sent)
                         generation = self._ship_generation
                         truncating = True
                     elif generation != self._ship_generation:
@@ -590,8 +618,10 @@ class Member:
                         records = self._shippable(sent, 256)
                         if not records:
                             break
-                        message = Append(epoch=self.promised_epoch, records=records, commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
+                        message = Append(epoch=self.promised_epoch, records=records, commit_lsn=self.acked_lsn, lease=True,
+                                         sync=self.require_standby, prev_epoch=prev_epoch)
                         sent = records[-1].lsn
+                        prev_epoch = records[-1].epoch
                     else:
                         message = Append(epoch=self.promised_epoch, records=[], commit_lsn=self.acked_lsn, lease=True, sync=self.require_standby)
                     sent_times.append((now, generation, truncating))
@@ -609,7 +639,9 @@ class Member:
                     pass
 
     async def _clear_behind_once(self) -> None:
-        if self.behind_recorded and self.require_standby is False and not getattr(self, "_clearing", False):
+        # Not gated on require_standby: a clear cancelled after the witness took it (the
+        # shipping connection dropped) leaves require_standby set and must still be retried.
+        if self.behind_recorded and not getattr(self, "_clearing", False):
             self._clearing = True
             try:
                 await self._clear_behind()
@@ -799,6 +831,10 @@ class Member:
         # still running) ends first: it fails, and what it wrote is a tail the new primary
         # truncates. Without the lock the two would write the same LSNs.
         async with self.node.batch_lock:
+            if epoch != self.promised_epoch or self.node.role == "primary":
+                # We stood for (or won) a newer epoch while waiting for the lock.
+                await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
+                return False
             if isinstance(message, Truncate):
                 removed = store.truncate_tail(message.after_lsn)
                 log.warning("discarded unacknowledged tail node=%s after_lsn=%d records=%d", self.name, message.after_lsn, removed)
@@ -813,14 +849,20 @@ class Member:
                 return True
             reply = await self._append(message)
         await channel.send(reply)
-        return True
+        # After a refusal nothing more on this connection may land: appends already in flight
+        # behind the refused one would continue a log the primary has not reconciled.
+        return reply.ok
 
     async def _append(self, message: Append) -> AppendReply:
         store = self.node.store
         records = message.records
         if records:
-            if records[0].lsn != store.last_lsn() + 1:
-                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="gap")
+            last_epoch, last_lsn = self._last_position()
+            if records[0].lsn != last_lsn + 1:
+                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=last_lsn, reason="gap")
+            if message.prev_epoch >= 0 and message.prev_epoch != last_epoch:
+                # Our record at last_lsn is not the primary's: a tail of an older epoch.
+                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=last_lsn, reason="diverged")
             for record in records:
                 if record.epoch > store.epoch():
                     store.set_epoch(record.epoch, record.lsn)
@@ -886,11 +928,12 @@ class Member:
             return self.view()
         if not force:
             raise SwitchoverRefused("no_majority", "no vote from the witness or the peer; use --force to promote alone")
-        epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
-        self._persist_vote(epoch, self.name)
-        log.error("FORCED promotion node=%s epoch=%d without a majority: the operator vouches the old primary is dead", self.name, epoch)
-        self.forced = True
-        self._become_primary(epoch, self.clock(), witness_granted=False, peer_granted=False)
+        async with self.node.batch_lock:  # as in _try_election
+            epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
+            self._persist_vote(epoch, self.name)
+            log.error("FORCED promotion node=%s epoch=%d without a majority: the operator vouches the old primary is dead", self.name, epoch)
+            self.forced = True
+            self._become_primary(epoch, self.clock(), witness_granted=False, peer_granted=False)
         self.forced = True
         self.require_standby = False
         return self.view()

@@ -136,6 +136,10 @@ class Append(Message, tag="append"):
     commit_lsn: int
     lease: bool = True
     sync: bool = True       # the primary waits for this standby's acknowledgements
+    # The epoch of the record just before records[0] in the primary's log (-1: not checked).
+    # A standby whose own record there has another epoch holds a divergent tail: it refuses
+    # ("diverged") and the primary reconciles (Raft's consistency check on prevLogTerm).
+    prev_epoch: int = -1
 
 
 class AppendReply(Message, tag="append_reply"):

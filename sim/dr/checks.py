@@ -7,7 +7,8 @@
 - `split_brain` (invariant 2): no write of epoch E is acknowledged at or after the instant a
   node was elected for an epoch above E, and every ack comes from the node elected for its
   epoch. This is the lease's promise: the old primary stops acknowledging before anyone can
-  win the next election. Two different-epoch acks at one instant are caught by it too.
+  win the next election. Two different-epoch acks at one instant are caught by it too, and
+  so are two nodes promoted for the same epoch (election safety), acknowledged or not.
 - `replay` (invariant 7): each node's store, replayed from its snapshot and from LSN 1
   (`acd.node.verify`), gives the state hash the node held in memory at the end, and the
   replayed state passes the core's full invariant check.
@@ -105,7 +106,12 @@ def split_brain(acks: list[Ack], promotions: list[tuple[float, str, int]]) -> li
     problems: list[str] = []
     elected: dict[int, tuple[float, str]] = {}
     for at, node, epoch in promotions:
-        elected.setdefault(epoch, (at, node))
+        first = elected.setdefault(epoch, (at, node))
+        if first[1] != node:
+            # Election safety: one leader per epoch, whether or not the second one got to
+            # acknowledge anything (its records would still collide with the first's).
+            problems.append(f"split brain: {node} became primary for epoch {epoch} at {at:.6f}, "
+                            f"which {first[1]} had won at {first[0]:.6f}")
     # For each epoch, the earliest instant any higher epoch was won.
     later_win: dict[int, tuple[float, int, str]] = {}
     best: tuple[float, int, str] | None = None

@@ -394,7 +394,7 @@ class SimCluster:
             self._changed()
 
     def heal_all(self) -> None:
-        """End every fault but the crashed processes (the liveness phase restarts those)."""
+        """End every fault, the network's weather included, but the crashed processes (the liveness phase restarts those)."""
         for process in self.processes.values():
             if process.paused:
                 self.resume(process.name)
@@ -407,6 +407,9 @@ class SimCluster:
             self.network.heal()
             self.marks.append((trio.current_time(), "*", "heal"))
             self.trace.add("heal", "*", "network healed")
+        # The liveness phase asks whether the cluster converges once the trouble is over:
+        # links keep their latency but no longer spike, reset, duplicate or reorder.
+        self.network.calm()
 
     async def switchover(self) -> str:
         """A planned switchover on the current primary; the outcome as a short text."""

@@ -298,6 +298,14 @@ class SimNetwork:
         self.cut.clear()
         self._changed()
 
+    def calm(self) -> None:
+        """End the weather: latency and jitter stay; spikes, resets, duplicates and reorders stop."""
+        def quiet(policy: LinkPolicy) -> LinkPolicy:
+            return LinkPolicy(latency_seconds=policy.latency_seconds, jitter_seconds=policy.jitter_seconds)
+
+        self.default_policy = quiet(self.default_policy)
+        self.policies = {link: quiet(policy) for link, policy in self.policies.items()}
+
     def pause(self, name: str) -> None:
         self.paused.add(name)
         self._changed()
