@@ -710,40 +710,53 @@ class BatchMeans:
             self.arrived[index] += 1
 
     def outcome(self, call: CallSpec) -> None:
-        answered = call.outcome == "answered"
-        within = answered and (call.wait or 0.0) <= self.threshold
+        outcome = call.outcome
         self.all_offered += 1
-        self.all_answered += answered
-        self.all_within += within
-        self.all_abandoned += call.outcome == "abandoned"
-        if call.arrival < self.start:
+        if outcome == "answered":
+            wait = call.wait or 0.0
+            within = wait <= self.threshold
+            self.all_answered += 1
+            self.all_within += within
+        elif outcome == "abandoned":
+            self.all_abandoned += 1
+        start = self.start
+        arrival = call.arrival
+        if arrival < start:
             return
-        index = int((call.arrival - self.start) / self.length)
+        index = int((arrival - start) / self.length)
         if index >= len(self.arrived):
             self._grow(index)
         self.offered[index] += 1
-        if answered:
+        if outcome == "answered":
             self.answered[index] += 1
-            self.wait[index] += call.wait or 0.0
+            self.wait[index] += wait
             self.within[index] += within
         else:
             self.abandoned[index] += 1
 
     def talk(self, _call: CallSpec, begin: float, end: float) -> None:
         """Agent busy time, cut into the batches it overlaps."""
-        begin = max(begin, self.start)
+        start = self.start
+        length = self.length
+        if begin < start:
+            begin = start
         if begin >= end:
             return
-        index = int((begin - self.start) / self.length)
+        index = int((begin - start) / length)
+        boundary = start + (index + 1) * length
+        busy = self.busy
+        if begin < boundary and end <= boundary and index < len(busy):
+            busy[index] += end - begin  # the usual case: the whole talk inside one batch
+            return
         while begin < end:
             # Step by index, not by recomputing it from `begin`: a boundary computed in floating
             # point may round to `begin` itself and the loop would never advance.
-            boundary = self.start + (index + 1) * self.length
+            boundary = start + (index + 1) * length
             if boundary > begin:
                 upto = min(end, boundary)
-                if index >= len(self.busy):
+                if index >= len(busy):
                     self._grow(index)
-                self.busy[index] += upto - begin
+                busy[index] += upto - begin
                 begin = upto
             index += 1
 
