@@ -1000,7 +1000,8 @@ class Center:
             seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
         agent.state = state
         agent.state_since = now
-        agent.shown_reason = reason
+        if agent.shown_reason != reason:
+            agent.shown_reason = reason
         self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason=reason, pending=agent.pending))
 
     def _apply_pending(self, agent: AgentRecord, now: float) -> None:
@@ -1041,18 +1042,26 @@ class Center:
         return position, ewt
 
     def _finish(self, call: Interaction, state: CallState, now: float, reason: str = "") -> None:
+        # A store into a state record costs more than a read, hence the tests first.
         call.state = state
         call.completed_at = now
-        call.reason = reason
-        call.agent = None if state is not S.COMPLETED else call.agent
-        call.offer_expires_at = None
-        call.due_at = None
-        call.preferred_agent = None
-        call.preferred_until = None
+        if call.reason != reason:
+            call.reason = reason
+        if state is not S.COMPLETED and call.agent is not None:
+            call.agent = None
+        if call.offer_expires_at is not None:
+            call.offer_expires_at = None
+        if call.due_at is not None:
+            call.due_at = None
+        if call.preferred_agent is not None:
+            call.preferred_agent = None
+        if call.preferred_until is not None:
+            call.preferred_until = None
         if call.callback:
             self._forget_callback(call)
         # The clear number was kept only for the call-back; it goes with it (privacy).
-        call.caller = None
+        if call.caller is not None:
+            call.caller = None
         heapq.heappush(self._terminal, (now, call.id))
         self._touched_calls.add(call.id)
 
@@ -1330,8 +1339,10 @@ class Center:
         call.state = S.CONNECTED
         call.offer_expires_at = None
         call.answered_at = now
-        call.preferred_agent = None
-        call.preferred_until = None
+        if call.preferred_agent is not None:
+            call.preferred_agent = None
+        if call.preferred_until is not None:
+            call.preferred_until = None
         call.last_offer_agent = name = agent.name
         call.last_offer_outcome = "answered"
         callback = call.callback
@@ -1363,7 +1374,8 @@ class Center:
                 counters.callbacks_completed += callback
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
-        call.callback = False
+        if callback:
+            call.callback = False
         call.handled_queue = queue_name
         call.handled_key = stats_key
         self._touched_calls.add(call_id)
