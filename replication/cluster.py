@@ -156,6 +156,7 @@ class Member:
         self.peer_in_sync = False      # standby side: the primary requires our acknowledgements
         self.new_records = trio.Event()
         self.handover_requested = False
+        self._role_news = trio.Event()  # wakes the role loop (a handover, a manual promotion)
         self.failovers = 0
         self.promoted = trio.Event()
         self.last_failover_seconds = 0.0
@@ -393,8 +394,16 @@ class Member:
             now = self.clock()
             if now >= due:
                 return False
-            await trio.sleep(min(due - now, 0.05) if due - now > 0 else 0)
+            # Sleep until the deadline as it stands; news from a primary only moves it later,
+            # so waking then and looking again is exact. A handover or a manual promotion
+            # wakes the loop at once.
+            with trio.move_on_after(due - now):
+                await self._role_news.wait()
         return False
+
+    def _wake_role_loop(self) -> None:
+        self._role_news.set()
+        self._role_news = trio.Event()
 
     async def _try_election(self, force: bool = False, pre_vote: bool = True) -> bool:
         """One election for the next epoch; True when this node became primary.
@@ -484,6 +493,7 @@ class Member:
         self.failovers += 1
         self.promoted.set()
         self.promoted = trio.Event()
+        self._wake_role_loop()
         log.warning("became primary node=%s epoch=%d lsn=%d witness=%s peer=%s", self.name, epoch, store.last_lsn(), witness_granted, peer_granted)
 
     # ------------------------------------------------------------------ primary tasks
@@ -754,6 +764,7 @@ class Member:
             if self._see_epoch(message.epoch) and self.node.store.last_lsn() >= message.lsn:
                 self.handover_requested = True
                 self.granted_until = 0.0
+                self._wake_role_loop()
                 return Ack(ok=True, epoch=self.promised_epoch)
             return Ack(ok=False, reason="not_caught_up", epoch=self.promised_epoch)
         if isinstance(message, StatusRequest):
