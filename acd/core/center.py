@@ -64,6 +64,8 @@ from .state import (
 S = CallState
 _encode_command = c.encode_command
 _blake2b = hashlib.blake2b
+_heappop = heapq.heappop
+_heappush = heapq.heappush
 _WAITING = CallState.WAITING
 _OFFERED = CallState.OFFERED
 _CONNECTED = CallState.CONNECTED
@@ -82,6 +84,9 @@ TIMER_RANK = {
     "offer": 0, "due": 1, "preferred": 2, "relax": 3, "overflow": 4, "wrapup": 5, "recovery": 6, "prune": 7,
 }
 _RANK_OFFER = TIMER_RANK["offer"]
+_SHOWN_OFFERED = AgentState.OFFERED
+_SHOWN_BUSY = AgentState.BUSY
+_SHOWN_WRAPUP = AgentState.WRAPUP
 _RANK_WRAPUP = TIMER_RANK["wrapup"]
 
 
@@ -138,32 +143,82 @@ class Center:
         now = float(now)
         if now > previous_now:
             state.now = now
-        now = state.now
+        else:
+            now = previous_now
         handler = self._handlers[type(command)]
         events: list[e.Event] = []
+        touched_calls: set[str] = set()
+        touched_agents: set[str] = set()
         self._events = events
-        self._touched_calls.clear()
-        self._touched_agents.clear()
+        self._touched_calls = touched_calls
+        self._touched_agents = touched_agents
         # Timers due by now fire first, each at its own due time, so their effect does not
         # depend on which command happened to carry the clock past them (a rejected command
         # is not logged; replay fires the same timers at the same instants on the next one).
         # A driver that wants a rejection to change nothing at all ticks first whenever
         # next_deadline() has passed, as the node's pipeline does.
         timers = self._timers
-        timers_fired = self._fire_timers(now) if timers and timers[0][0] <= now else 0
-        fired = len(events)
+        if timers and timers[0][0] <= now:
+            timers_fired = self._fire_timers(now)
+            fired = len(events)
+        else:
+            timers_fired = fired = 0
         self._instant = now
         rejection = handler(self, command, now)
         if rejection is not None:
             invariant(len(events) == fired, f"{type(command).__name__} rejected after emitting events")
-            self._finish_step(now)
+        # The end of the step: check the local invariants of everything this step touched
+        # (cheap, every step). The common cases are checked inline; anything unusual goes
+        # through `_check_call` and `_check_agent`, which raise with the message when a check
+        # fails.
+        if self._unindexed:
+            self._flush_index()
+        interactions = state.interactions
+        agents = state.agents
+        for call_id in touched_calls:
+            call = interactions.get(call_id)
+            if call is None:
+                continue
+            call_state = call.state
+            if call_state is _OFFERED:
+                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
+                if agent is not None and agent.offer == call_id:
+                    continue
+            elif call_state is _CONNECTED or call_state is _WRAPUP:
+                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
+                if agent is not None and call_id in agent.held:
+                    continue
+            elif call_state is _WAITING:
+                if call.agent is None:
+                    continue
+            elif call.caller is None:
+                continue
+            self._check_call(call)
+        for name in touched_agents:
+            agent = agents.get(name)
+            if agent is None:
+                continue
+            held = agent.held
+            if held:
+                if len(held) > 1:
+                    self._check_agent(agent)
+                else:
+                    for item in held.values():
+                        if item.channel != "voice" or agent.offer is not None or agent.presence is _LOGGED_OUT:
+                            self._check_agent(agent)
+            elif agent.offer is not None:
+                call = interactions.get(agent.offer)
+                if call is None or call.state is not _OFFERED or call.agent != name or agent.presence is _LOGGED_OUT:
+                    self._check_agent(agent)
+            if agent.pending:
+                self._apply_pending(agent, now)
+        if rejection is not None:
             if not timers_fired:
                 # A refused command is not logged, so it must not move the clock either:
                 # replay would apply the next command at a different `now` (and the
                 # snapshot would differ from the standby's at the same LSN).
                 state.now = previous_now
             return rejection
-        self._finish_step(now)
         return events
 
     def tick(self, now: float) -> list[e.Event]:
@@ -173,9 +228,18 @@ class Center:
 
     def next_deadline(self) -> float | None:
         timers = self._timers
-        while timers and not self._timer_valid(timers[0]):
-            heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        interactions = self.state.interactions
+        while timers:
+            timer = timers[0]
+            if timer[1] == _RANK_OFFER:
+                # `_timer_valid`, inlined for the usual stale timer: an offer answered in time.
+                call = interactions.get(timer[3])
+                if call is not None and call.state is _OFFERED and call.offer_expires_at == timer[0]:
+                    return timer[0]
+            elif self._timer_valid(timer):
+                return timer[0]
+            _heappop(timers)
+        return None
 
     def snapshot(self) -> bytes:
         return msgspec.msgpack.encode(self.state)
@@ -860,7 +924,11 @@ class Center:
                 expires_at=expires, callback=call.callback, warning=call.warning,
             )
         )
-        self._agent_changed(agent, now)
+        # `_agent_changed`, with the state it would derive: only a ready agent is offered.
+        if agent.presence is not _READY:
+            invariant(False, f"offer to {name}, who is not ready")
+        self._unindexed[name] = None
+        self._show(agent, _SHOWN_OFFERED, now)
 
     def _withdraw_offer(self, call: Interaction, reason: str, now: float) -> AgentRecord:
         """An offer ends without an answer: the call goes back to its own place."""
@@ -1003,6 +1071,33 @@ class Center:
         if agent.shown_reason != reason:
             agent.shown_reason = reason
         self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason=reason, pending=agent.pending))
+
+    def _show(self, agent: AgentRecord, state: AgentState, now: float) -> None:
+        """`_agent_changed` for a caller that knows the new shown state (its reason empty).
+
+        It does not mark the agent for re-indexing: the caller does when the agent may have
+        come free or stopped being free.
+        """
+        name = agent.name
+        self._touched_agents.add(name)
+        previous = agent.state
+        if state is previous and not agent.shown_reason:
+            return
+        if previous is not AgentState.LOGGED_OUT:
+            if self._agent_days_start <= now < self._agent_days_end:
+                record = self._agent_days.get(name)
+                if record is None:
+                    record = self._agent_day(name, now)
+            else:
+                record = self._agent_day(name, now)
+            seconds = record.seconds
+            key = previous._value_
+            seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
+        agent.state = state
+        agent.state_since = now
+        if agent.shown_reason:
+            agent.shown_reason = ""
+        self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason="", pending=agent.pending))
 
     def _apply_pending(self, agent: AgentRecord, now: float) -> None:
         """Deferred not-ready or logout takes effect once the agent holds nothing."""
@@ -1380,9 +1475,17 @@ class Center:
         call.handled_key = stats_key
         self._touched_calls.add(call_id)
         self._events.append(e.CallAnswered(at=now, call=call_id, agent=name, queue=queue_name, wait=round(wait, 3)))
-        self._agent_changed(agent, now)
+        # `_agent_changed`, with the state it would derive (logged in, no offer, a call
+        # connected). A voice-only agent holding a call is in no free-agent heap, nor was
+        # while the offer rang, and re-indexing would find nothing to do.
         if not self._voice_only.get(name):
+            self._unindexed[name] = None
+            self._show(agent, _SHOWN_BUSY, now)
             self._dispatch_agent(agent, now)  # a chat agent may take more
+        else:
+            if name in self._free_anywhere:
+                self._unindexed[name] = None
+            self._show(agent, _SHOWN_BUSY, now)
         return None
 
     def _reject(self, command: c.Reject, now: float) -> Rejection | None:
@@ -1477,8 +1580,16 @@ class Center:
             held.wrap_deadline = deadline = now + wrapup
             heapq.heappush(self._timers, (deadline, _RANK_WRAPUP, "wrapup", agent.name, call_id))
         self._touched_calls.add(call_id)
-        self._events.append(e.CallEnded(at=now, call=call_id, agent=agent.name, talk=round(now - held.answered_at, 3)))
-        self._agent_changed(agent, now)
+        name = agent.name
+        self._events.append(e.CallEnded(at=now, call=call_id, agent=name, talk=round(now - held.answered_at, 3)))
+        if not transferred and len(agent.held) == 1 and agent.offer is None and agent.presence is not _LOGGED_OUT:
+            # `_agent_changed`, with the state it would derive: wrapping up the only call held.
+            # Holding it, a voice-only agent stays out of the free-agent heaps.
+            if name in self._free_anywhere or not self._voice_only[name]:
+                self._unindexed[name] = None
+            self._show(agent, _SHOWN_WRAPUP, now)
+        else:
+            self._agent_changed(agent, now)
 
     def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
         found = self.state.interactions.get(command.call)
@@ -1816,52 +1927,6 @@ class Center:
     }
 
     # ------------------------------------------------------------------ invariants
-
-    def _finish_step(self, now: float) -> None:
-        """Check the local invariants of everything this step touched (cheap, every step).
-
-        The common cases are checked inline; anything unusual goes through `_check_call` and
-        `_check_agent`, which raise with the message when a check fails.
-        """
-        if self._unindexed:
-            self._flush_index()
-        interactions = self.state.interactions
-        agents = self.state.agents
-        for call_id in self._touched_calls:
-            call = interactions.get(call_id)
-            if call is None:
-                continue
-            state = call.state
-            if state is _OFFERED:
-                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
-                if agent is not None and agent.offer == call_id:
-                    continue
-            elif state is _CONNECTED or state is _WRAPUP:
-                agent = agents.get(call.agent)  # type: ignore[arg-type]  # None: no agent
-                if agent is not None and call_id in agent.held:
-                    continue
-            elif state is _WAITING:
-                if call.agent is None:
-                    continue
-            elif call.caller is None:
-                continue
-            self._check_call(call)
-        for name in self._touched_agents:
-            agent = agents.get(name)
-            if agent is None:
-                continue
-            held = agent.held
-            offer = agent.offer
-            if held and (len(held) > 1 or next(iter(held.values())).channel != "voice"):
-                self._check_agent(agent)
-            elif offer is not None:
-                call = interactions.get(offer)
-                if call is None or call.state is not _OFFERED or call.agent != name or agent.presence is _LOGGED_OUT:
-                    self._check_agent(agent)
-            elif held and agent.presence is _LOGGED_OUT:
-                self._check_agent(agent)
-            if agent.pending:
-                self._apply_pending(agent, now)
 
     # These two run after every step on what it touched, so the messages are built only
     # when a check fails (an f-string per check costs more than the check).
