@@ -1127,7 +1127,16 @@ class Center:
                 ahead += count
         # The count includes the call itself (it is already indexed as waiting).
         position = ahead if ahead > 1 else 1
-        ewt = self.ewt(queue, position)
+        # `self.ewt(queue, position)`, inlined.
+        if self._unindexed:
+            self._flush_index()
+        aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
+        staffed = self._staffed.get(queue, 0)
+        if staffed == 0:
+            ewt = round(position * aht, 1)
+        else:
+            share = (position - len(self._free.get(queue, ()))) / staffed
+            ewt = round(share * aht, 1) if share > 0 else 0.0
         self._events.append(
             e.CallQueued(
                 at=now, call=call.id, queue=queue, channel=call.channel, priority=priority,
@@ -1242,13 +1251,21 @@ class Center:
             return reject(Code.id_conflict, f"interaction {command.id!r} exists with a different body", field="id")
         if command.channel not in queue.channels:
             return reject(Code.channel_not_served, f"queue {queue.name!r} does not take {command.channel}", field="channel")
-        config = self.state.config
-        caller_hash = self._caller_hash(command.caller)
+        state = self.state
+        config = state.config
+        caller = command.caller
+        # `_caller_hash`, inlined.
+        inner_pad, outer_pad = self._caller_pads
+        inner = inner_pad.copy()
+        inner.update(caller.encode())
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        caller_hash: str = outer.hexdigest()[:32]
         priority = command.priority
         attributes = command.attributes
         if attributes and any(attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
             priority = max(priority, config.vulnerable_priority)
-        flagged = self.state.abuse.get(caller_hash)
+        flagged = state.abuse.get(caller_hash)
         if flagged:
             horizon = now - config.abuse.window_days * 86400
             warning = len([at for at in flagged if at >= horizon]) >= config.abuse.flags
@@ -1258,19 +1275,21 @@ class Center:
             target = self._queues[config.abuse.route_to]
             if command.channel in target.channels:
                 queue = target
-        self.state.order += 1
+        state.order = order = state.order + 1
+        call_id = command.id
         call = Interaction(
-            id=command.id, queue=queue.name, channel=command.channel, caller_hash=caller_hash,
-            caller_masked=mask_caller(command.caller), priority=priority,
-            attributes=dict(command.attributes), fingerprint=fingerprint, order=self.state.order,
+            id=call_id, queue=queue.name, channel=command.channel, caller_hash=caller_hash,
+            caller_masked="*" * max(0, len(caller) - 4) + caller[-4:], priority=priority,  # mask_caller
+            attributes=dict(attributes), fingerprint=fingerprint, order=order,
             arrived_at=now, place_at=now, queued_at=now, warning=warning,
         )
-        self.state.interactions[call.id] = call
+        state.interactions[call_id] = call
         call.center_stats_key = key = self._day_clock.locate(now)
-        total, counters = self._counter_cache.get((None, key)) or self._counters(None, key)
+        cache = self._counter_cache
+        total, counters = cache.get((None, key)) or self._counters(None, key)
         total.offered += 1
         counters.offered += 1
-        self._touched_calls.add(call.id)
+        self._touched_calls.add(call_id)
         calendar = self._calendars.get(queue.calendar)
         if not self._is_open(calendar, now):
             invariant(calendar is not None, "closed without a calendar")
@@ -1301,14 +1320,19 @@ class Center:
             self._finish(call, S.TRANSFERRED, now, "external")
             self._emit(e.CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
             return None
-        self._count_queue_arrival(call, now)
-        if queue.max_length and self.waiting_count(queue.name) >= queue.max_length:
+        # `_count_queue_arrival`, inlined: the same instant, so the same key.
+        call.queue_stats_key = key
+        queue_name = call.queue
+        total, counters = cache.get((queue_name, key)) or self._counters(queue_name, key)
+        total.offered += 1
+        counters.offered += 1
+        if queue.max_length and self.waiting_count(queue_name) >= queue.max_length:
             call.state = S.WAITING
             self._count_waiting(call, +1)  # _overflow takes it out of the queue again
-            self._call_token[call.id] = -1
+            self._call_token[call_id] = -1
             self._overflow(call, now)
             return None
-        call.state = S.WAITING
+        call.state = _WAITING
         self._enqueue(call)
         self._emit_queued(call, now)
         self._dispatch_call(call, now)
@@ -1453,20 +1477,34 @@ class Center:
         )
         wait = now - call.queued_at
         within = wait <= self._queues[queue_name].service_level_threshold
-        for counters in self._counter_cache.get((queue_name, stats_key)) or self._counters(queue_name, stats_key):
-            counters.answered += 1
-            counters.wait_answered_seconds += wait
-            counters.answered_within += within
-            counters.callbacks_completed += callback
+        # Written out for the day and the interval; adding False changes nothing, so it is skipped.
+        cache = self._counter_cache
+        total, counters = cache.get((queue_name, stats_key)) or self._counters(queue_name, stats_key)
+        total.answered += 1
+        counters.answered += 1
+        total.wait_answered_seconds += wait
+        counters.wait_answered_seconds += wait
+        if within:
+            total.answered_within += 1
+            counters.answered_within += 1
+        if callback:
+            total.callbacks_completed += 1
+            counters.callbacks_completed += 1
         if not call.counted:  # the center counts the first answer only (invariant 8)
             call.counted = True
             center_wait = now - call.arrived_at
-            center_within = center_wait <= self.state.config.service_level_threshold
-            for counters in self._counters(None, call.center_stats_key):
-                counters.answered += 1
-                counters.wait_answered_seconds += center_wait
-                counters.answered_within += center_within
-                counters.callbacks_completed += callback
+            center_key = call.center_stats_key
+            total, counters = cache.get((None, center_key)) or self._counters(None, center_key)
+            total.answered += 1
+            counters.answered += 1
+            total.wait_answered_seconds += center_wait
+            counters.wait_answered_seconds += center_wait
+            if center_wait <= self.state.config.service_level_threshold:
+                total.answered_within += 1
+                counters.answered_within += 1
+            if callback:
+                total.callbacks_completed += 1
+                counters.callbacks_completed += 1
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
         if callback:
@@ -1709,15 +1747,32 @@ class Center:
         handled_key = held.stats_key if held.stats_key[0] else call.handled_key
         cache = self._counter_cache
         center_key = call.center_stats_key
-        for counters in (
-            *(cache.get((queue_name, handled_key)) or self._counters(queue_name, handled_key)),
-            *(cache.get((None, center_key)) or self._counters(None, center_key)),
-        ):
-            counters.handled += 1
-            counters.talk_seconds += talk
+        # Written out for the four records (the queue's day and interval, the center's day
+        # and interval); adding zero or False changes nothing, so it is skipped.
+        total, counters = cache.get((queue_name, handled_key)) or self._counters(queue_name, handled_key)
+        center_total, center_counters = cache.get((None, center_key)) or self._counters(None, center_key)
+        total.handled += 1
+        counters.handled += 1
+        center_total.handled += 1
+        center_counters.handled += 1
+        total.talk_seconds += talk
+        counters.talk_seconds += talk
+        center_total.talk_seconds += talk
+        center_counters.talk_seconds += talk
+        if wrapup:
+            total.wrapup_seconds += wrapup
             counters.wrapup_seconds += wrapup
-            counters.dispositions += 1
-            counters.resolved += resolved
+            center_total.wrapup_seconds += wrapup
+            center_counters.wrapup_seconds += wrapup
+        total.dispositions += 1
+        counters.dispositions += 1
+        center_total.dispositions += 1
+        center_counters.dispositions += 1
+        if resolved:
+            total.resolved += 1
+            counters.resolved += 1
+            center_total.resolved += 1
+            center_counters.resolved += 1
         aht = self.state.aht
         previous = aht.get(queue_name) or self._queues[queue_name].aht_seconds
         aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
