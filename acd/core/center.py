@@ -390,6 +390,17 @@ class Center:
                 slots.append((queue_name, queue.strategy, heaps))
             self._agent_lines[agent.name] = lines
             self._agent_slots[agent.name] = slots
+        # Per (queue, channel), the free-agent heaps of the levels some agent has there, best
+        # level first: the others stay empty, and routing need not look at them.
+        self._available_levels: dict[tuple[str, str], list[tuple[int, list[Any]]]] = {}
+        used = {
+            id(heap) for agent_slots in self._agent_slots.values() for _queue, _strategy, slot_heaps in agent_slots
+            for _channel, heap in slot_heaps
+        }
+        for key, heaps_by_level in self._available.items():
+            self._available_levels[key] = [
+                (level, heaps_by_level[level]) for level in range(5, 0, -1) if id(heaps_by_level[level]) in used
+            ]
 
     def _forget_stats(self) -> None:
         """Drop the remembered statistics records (after retention removed a day)."""
@@ -566,8 +577,14 @@ class Center:
                 free = True
                 entry = keys.get(strategy)
                 if entry is None:
-                    key = self._strategy_key(agent, strategy)
-                    entry = keys[strategy] = (key[0], key[1], agent.order, token, name)
+                    # `_strategy_key`, inlined.
+                    if strategy == "fewest-handled":
+                        entry = (float(agent.handled), agent.available_since, agent.order, token, name)
+                    elif strategy == "round-robin":
+                        entry = (float(agent.last_offer_order), agent.available_since, agent.order, token, name)
+                    else:
+                        entry = (agent.available_since, 0.0, agent.order, token, name)
+                    keys[strategy] = entry
                 heapq.heappush(heap, entry)
             if free:
                 free_here = free_by_queue.get(queue_name)
@@ -779,7 +796,7 @@ class Center:
             self._flush_index()
         if not self._free.get(call.queue):
             return  # nobody free for this queue: the usual case in a long queue
-        heaps = self._available.get((call.queue, call.channel))
+        heaps = self._available_levels.get((call.queue, call.channel))
         if heaps is None:
             return
         queue = self._queues[call.queue]
@@ -799,14 +816,16 @@ class Center:
             if agent.offer is None:
                 passed_over.add(agent.name)  # nothing they may take (they hold this call)
 
-    def _best_agent(self, heaps: list[list[Any]], queue: Queue, min_level: int, passed_over: set[str]) -> Any:
-        """The entry of the free agent the queue's strategy picks from `heaps` (by level), or None."""
+    def _best_agent(self, heaps: list[tuple[int, list[Any]]], queue: Queue, min_level: int, passed_over: set[str]) -> Any:
+        """The entry of the free agent the queue's strategy picks from `heaps` ((level, heap),
+        best level first; only the levels some agent has), or None."""
         if self._unindexed:
             self._flush_index()  # an agent offered a call in this loop must drop out of the heaps
         tokens = self._agent_token
         best: tuple[Any, ...] | None = None
-        for level in range(5, min_level - 1, -1):
-            heap = heaps[level]
+        for level, heap in heaps:
+            if level < min_level:
+                break
             # The head with a current token (stale entries go), inlined.
             head = None
             while heap:
@@ -1602,8 +1621,30 @@ class Center:
                 return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
             return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; use abandon")
         agent = self.state.agents[call.agent or ""]
-        self._end_leg(call, agent, now, transferred=False)
-        call.state = S.WRAPUP
+        # `self._end_leg(call, agent, now, transferred=False)`, inlined.
+        call_id = call.id
+        name = agent.name
+        agent_held = agent.held
+        held = agent_held[call_id]
+        held.phase = "wrapup"
+        held.ended_at = now
+        if held.transferred:
+            held.transferred = False
+        wrapup = self._queues[held.queue].wrapup_seconds
+        if wrapup:
+            held.wrap_deadline = deadline = now + wrapup
+            _heappush(self._timers, (deadline, _RANK_WRAPUP, "wrapup", name, call_id))
+        self._touched_calls.add(call_id)
+        self._events.append(e.CallEnded(at=now, call=call_id, agent=name, talk=round(now - held.answered_at, 3)))
+        if len(agent_held) == 1 and agent.offer is None and agent.presence is not _LOGGED_OUT:
+            # `_agent_changed`, with the state it would derive: wrapping up the only call held.
+            # Holding it, a voice-only agent stays out of the free-agent heaps.
+            if name in self._free_anywhere or not self._voice_only[name]:
+                self._unindexed[name] = None
+            self._show(agent, _SHOWN_WRAPUP, now)
+        else:
+            self._agent_changed(agent, now)
+        call.state = _WRAPUP
         call.ended_at = now
         return None
 
@@ -1620,14 +1661,7 @@ class Center:
         self._touched_calls.add(call_id)
         name = agent.name
         self._events.append(e.CallEnded(at=now, call=call_id, agent=name, talk=round(now - held.answered_at, 3)))
-        if not transferred and len(agent.held) == 1 and agent.offer is None and agent.presence is not _LOGGED_OUT:
-            # `_agent_changed`, with the state it would derive: wrapping up the only call held.
-            # Holding it, a voice-only agent stays out of the free-agent heaps.
-            if name in self._free_anywhere or not self._voice_only[name]:
-                self._unindexed[name] = None
-            self._show(agent, _SHOWN_WRAPUP, now)
-        else:
-            self._agent_changed(agent, now)
+        self._agent_changed(agent, now)
 
     def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
         found = self.state.interactions.get(command.call)
