@@ -70,6 +70,7 @@ _WAITING = CallState.WAITING
 _OFFERED = CallState.OFFERED
 _CONNECTED = CallState.CONNECTED
 _WRAPUP = CallState.WRAPUP
+_COMPLETED = CallState.COMPLETED
 _READY = Presence.READY
 _NOT_READY = Presence.NOT_READY
 _LOGGED_OUT = Presence.LOGGED_OUT
@@ -88,6 +89,7 @@ _SHOWN_OFFERED = AgentState.OFFERED
 _SHOWN_BUSY = AgentState.BUSY
 _SHOWN_WRAPUP = AgentState.WRAPUP
 _RANK_WRAPUP = TIMER_RANK["wrapup"]
+_RANK_PRUNE = TIMER_RANK["prune"]
 
 
 class InvariantViolation(RuntimeError):
@@ -231,11 +233,21 @@ class Center:
         interactions = self.state.interactions
         while timers:
             timer = timers[0]
-            if timer[1] == _RANK_OFFER:
-                # `_timer_valid`, inlined for the usual stale timer: an offer answered in time.
+            rank = timer[1]
+            # `_timer_valid`, inlined for the usual kinds: offers answered in time and wrap-ups
+            # finished early are stale; the hourly prune is always valid.
+            if rank == _RANK_OFFER:
                 call = interactions.get(timer[3])
                 if call is not None and call.state is _OFFERED and call.offer_expires_at == timer[0]:
                     return timer[0]
+            elif rank == _RANK_PRUNE:
+                return timer[0]
+            elif rank == _RANK_WRAPUP:
+                agent = self.state.agents.get(timer[3])
+                if agent is not None:
+                    held = agent.held.get(timer[4])
+                    if held is not None and held.wrap_deadline == timer[0]:
+                        return timer[0]
             elif self._timer_valid(timer):
                 return timer[0]
             _heappop(timers)
@@ -905,8 +917,31 @@ class Center:
             if emptied:
                 for priority in [p for p, heap in by_priority.items() if not heap]:
                     del by_priority[priority]
-        if best is not None:
-            self._offer(interactions[best[3]], agent, now)
+        if best is None:
+            return
+        # The offer.
+        call_id = best[3]
+        call = interactions[call_id]
+        # Out of waiting, but an offered call still holds its place in line (and its count).
+        tokens.pop(call_id, None)
+        call.state = _OFFERED
+        call.agent = name
+        call.offer_expires_at = expires = now + self._queues[call.queue].ring_timeout
+        state = self.state
+        state.order = order = state.order + 1
+        agent.offer = call_id
+        agent.last_offer_order = order
+        _heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
+        self._touched_calls.add(call_id)
+        self._events.append(
+            e.CallOffered(
+                at=now, call=call_id, agent=name, queue=call.queue, channel=call.channel,
+                expires_at=expires, callback=call.callback, warning=call.warning,
+            )
+        )
+        # `_agent_changed`, with the state it would derive: the agent is ready (checked above).
+        self._unindexed[name] = None
+        self._show(agent, _SHOWN_OFFERED, now)
 
     def _head_not_held(self, heap: list[Any], agent: AgentRecord) -> Any:
         """The first valid entry of `heap` that `agent` does not hold already.
@@ -923,31 +958,6 @@ class Center:
         for entry in skipped:
             heapq.heappush(heap, entry)
         return head
-
-    def _offer(self, call: Interaction, agent: AgentRecord, now: float) -> None:
-        call_id = call.id
-        # Out of waiting, but an offered call still holds its place in line (and its count).
-        self._call_token.pop(call_id, None)
-        call.state = _OFFERED
-        call.agent = name = agent.name
-        call.offer_expires_at = expires = now + self._queues[call.queue].ring_timeout
-        state = self.state
-        state.order += 1
-        agent.offer = call_id
-        agent.last_offer_order = state.order
-        heapq.heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
-        self._touched_calls.add(call_id)
-        self._events.append(
-            e.CallOffered(
-                at=now, call=call_id, agent=name, queue=call.queue, channel=call.channel,
-                expires_at=expires, callback=call.callback, warning=call.warning,
-            )
-        )
-        # `_agent_changed`, with the state it would derive: only a ready agent is offered.
-        if agent.presence is not _READY:
-            invariant(False, f"offer to {name}, who is not ready")
-        self._unindexed[name] = None
-        self._show(agent, _SHOWN_OFFERED, now)
 
     def _withdraw_offer(self, call: Interaction, reason: str, now: float) -> AgentRecord:
         """An offer ends without an answer: the call goes back to its own place."""
@@ -1310,7 +1320,7 @@ class Center:
         counters.offered += 1
         self._touched_calls.add(call_id)
         calendar = self._calendars.get(queue.calendar)
-        if not self._is_open(calendar, now):
+        if calendar is not None and not calendar.always_open and not self._is_open(calendar, now):
             invariant(calendar is not None, "closed without a calendar")
             assert calendar is not None  # for mypy; checked by the invariant above
             self._count_queue_arrival(call, now)
@@ -1353,7 +1363,29 @@ class Center:
             return None
         call.state = _WAITING
         self._enqueue(call)
-        self._emit_queued(call, now)
+        # `self._emit_queued(call, now)`, inlined.
+        ahead = 0
+        for other, count in self._waiting_count[queue_name].items():
+            if other >= priority:
+                ahead += count
+        # The count includes the call itself (it is already indexed as waiting).
+        position = ahead if ahead > 1 else 1
+        # `self.ewt(queue_name, position)`, inlined.
+        if self._unindexed:
+            self._flush_index()
+        aht = state.aht.get(queue_name) or self._queues[queue_name].aht_seconds
+        staffed = self._staffed.get(queue_name, 0)
+        if staffed == 0:
+            ewt = round(position * aht, 1)
+        else:
+            share = (position - len(self._free.get(queue_name, ()))) / staffed
+            ewt = round(share * aht, 1) if share > 0 else 0.0
+        self._events.append(
+            e.CallQueued(
+                at=now, call=call_id, queue=queue_name, channel=call.channel, priority=priority,
+                position=position, ewt=ewt, warning=warning, callback=call.callback,
+            )
+        )
         self._dispatch_call(call, now)
         return None
 
@@ -1817,8 +1849,28 @@ class Center:
             self._agent_day(name, now).handled += 1
         if call.state is _WRAPUP and call.agent == name:
             call.disposition = disposition
-            call.abusive = abusive
-            self._finish(call, S.COMPLETED, now)
+            if call.abusive is not abusive:
+                call.abusive = abusive
+            # `self._finish(call, S.COMPLETED, now)`, inlined.
+            call.state = _COMPLETED
+            call.completed_at = now
+            if call.reason:
+                call.reason = ""
+            if call.offer_expires_at is not None:
+                call.offer_expires_at = None
+            if call.due_at is not None:
+                call.due_at = None
+            if call.preferred_agent is not None:
+                call.preferred_agent = None
+            if call.preferred_until is not None:
+                call.preferred_until = None
+            if call.callback:
+                self._forget_callback(call)
+            # The clear number was kept only for the call-back; it goes with it (privacy).
+            if call.caller is not None:
+                call.caller = None
+            _heappush(self._terminal, (now, call_id))
+            self._touched_calls.add(call_id)
         else:
             self._touched_calls.add(call_id)
         self._events.append(
