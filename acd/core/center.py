@@ -66,14 +66,27 @@ _encode_command = c.encode_command
 _blake2b = hashlib.blake2b
 _heappop = heapq.heappop
 _heappush = heapq.heappush
+# Enum members as module constants: `CallState.WAITING` goes through the enum's class
+# attribute lookup, several times the cost of reading a global.
+_SCHEDULED = CallState.SCHEDULED
 _WAITING = CallState.WAITING
 _OFFERED = CallState.OFFERED
 _CONNECTED = CallState.CONNECTED
 _WRAPUP = CallState.WRAPUP
 _COMPLETED = CallState.COMPLETED
+_ABANDONED = CallState.ABANDONED
+_TRANSFERRED = CallState.TRANSFERRED
+_CLOSED = CallState.CLOSED
 _READY = Presence.READY
 _NOT_READY = Presence.NOT_READY
 _LOGGED_OUT = Presence.LOGGED_OUT
+_SHOWN_LOGGED_OUT = AgentState.LOGGED_OUT
+_SHOWN_READY = AgentState.READY
+_SHOWN_NOT_READY = AgentState.NOT_READY
+_SHOWN_OFFERED = AgentState.OFFERED
+_SHOWN_BUSY = AgentState.BUSY
+_SHOWN_WRAPUP = AgentState.WRAPUP
+_SHOWN_RECOVERING = AgentState.RECOVERING
 # A tuple, not the frozenset: `in` on a few enum members by identity is cheaper than hashing.
 _TERMINAL = tuple(TERMINAL)
 VULNERABLE_ATTRIBUTES = ("vulnerable", "elderly", "disabled")
@@ -85,9 +98,9 @@ TIMER_RANK = {
     "offer": 0, "due": 1, "preferred": 2, "relax": 3, "overflow": 4, "wrapup": 5, "recovery": 6, "prune": 7,
 }
 _RANK_OFFER = TIMER_RANK["offer"]
-_SHOWN_OFFERED = AgentState.OFFERED
-_SHOWN_BUSY = AgentState.BUSY
-_SHOWN_WRAPUP = AgentState.WRAPUP
+_SHOWN_OFFERED = _SHOWN_OFFERED
+_SHOWN_BUSY = _SHOWN_BUSY
+_SHOWN_WRAPUP = _SHOWN_WRAPUP
 _RANK_WRAPUP = TIMER_RANK["wrapup"]
 _RANK_PRUNE = TIMER_RANK["prune"]
 
@@ -173,10 +186,21 @@ class Center:
         # (cheap, every step). The common cases are checked inline; anything unusual goes
         # through `_check_call` and `_check_agent`, which raise with the message when a check
         # fails.
-        if self._unindexed:
-            self._flush_index()
         interactions = state.interactions
         agents = state.agents
+        unindexed = self._unindexed
+        if unindexed:
+            # `self._flush_index()`, inlined.
+            free_anywhere = self._free_anywhere
+            voice_only = self._voice_only
+            for name in unindexed:
+                changed = agents[name]
+                if name not in free_anywhere and (
+                    changed.presence is not _READY or changed.offer is not None or (changed.held and voice_only[name])
+                ):
+                    continue  # was in no free-agent heap and still may take nothing (see _index_agent)
+                self._index_agent(changed)
+            unindexed.clear()
         for call_id in touched_calls:
             call = interactions.get(call_id)
             if call is None:
@@ -272,7 +296,7 @@ class Center:
     def position(self, call_id: str) -> int:
         """1-based place of a waiting interaction among its queue's waiting ones (0 if not waiting)."""
         call = self.state.interactions.get(call_id)
-        if call is None or call.state is not S.WAITING:
+        if call is None or call.state is not _WAITING:
             return 0
         key = (self._call_key(call), call.order)
         ahead = 0
@@ -352,7 +376,7 @@ class Center:
         self._unindexed: dict[str, None] = {}  # agents changed since the heaps were last updated
         self._forget_stats()
         for agent_record in self.state.agents.values():
-            if agent_record.presence is not Presence.LOGGED_OUT:
+            if agent_record.presence is not _LOGGED_OUT:
                 for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
                     self._staffed[queue_name] = self._staffed.get(queue_name, 0) + 1
             self._index_agent(agent_record)
@@ -427,14 +451,14 @@ class Center:
         if call.state in _TERMINAL:
             heapq.heappush(self._terminal, (call.completed_at or 0.0, call.id))
             return
-        if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED) and call.caller_hash:
+        if call.callback and call.state in (_SCHEDULED, _WAITING, _OFFERED) and call.caller_hash:
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
-        if call.state is S.WAITING:
+        if call.state is _WAITING:
             self._enqueue(call)
-        elif call.state is S.OFFERED and call.offer_expires_at is not None:
+        elif call.state is _OFFERED and call.offer_expires_at is not None:
             self._count_waiting(call, +1)
             self._push_timer(call.offer_expires_at, "offer", call.id)
-        elif call.state is S.SCHEDULED and call.due_at is not None:
+        elif call.state is _SCHEDULED and call.due_at is not None:
             self._push_timer(call.due_at, "due", call.id)
 
     def _call_key(self, call: Interaction) -> float:
@@ -444,7 +468,7 @@ class Center:
         return [
             call
             for call in self.state.interactions.values()
-            if call.state is S.WAITING and call.queue == queue
+            if call.state is _WAITING and call.queue == queue
         ]
 
     def _count_waiting(self, call: Interaction, delta: int) -> None:
@@ -636,15 +660,15 @@ class Center:
         if call is None:
             return False
         if kind == "due":
-            return call.state is S.SCHEDULED and call.due_at == due
+            return call.state is _SCHEDULED and call.due_at == due
         if kind == "preferred":
-            return call.state in (S.WAITING, S.OFFERED) and call.preferred_until == due
+            return call.state in (_WAITING, _OFFERED) and call.preferred_until == due
         if kind == "relax":
-            return call.state is S.WAITING
+            return call.state is _WAITING
         if kind == "overflow":
             queue = self._queues.get(call.queue)
             return (
-                call.state is S.WAITING
+                call.state is _WAITING
                 and queue is not None
                 and bool(queue.max_wait)
                 and not call.callback
@@ -671,7 +695,7 @@ class Center:
         agent = self.state.agents[call.agent or ""]
         self._withdraw_offer(call, "no_answer", now)
         if self.state.config.no_answer_not_ready:
-            agent.presence = Presence.NOT_READY
+            agent.presence = _NOT_READY
             agent.reason = "no_answer"
             self._agent_changed(agent, now)
         self._dispatch_call(call, now)
@@ -704,7 +728,7 @@ class Center:
                 self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening, agent=call.preferred_agent))
                 return
         call.due_at = None
-        call.state = S.WAITING
+        call.state = _WAITING
         call.queued_at = now
         call.place_at = now
         if call.preferred_agent is not None:
@@ -720,7 +744,7 @@ class Center:
         call.preferred_until = None
         previous = call.preferred_agent
         call.preferred_agent = None
-        if call.state is S.WAITING:
+        if call.state is _WAITING:
             self._dequeue(call)
             self._enqueue(call)
             self._dispatch_call(call, now)
@@ -965,7 +989,7 @@ class Center:
         invariant(agent.offer == call.id, f"offer of {call.id} not held by {agent.name}")
         agent.offer = None
         self._count_waiting(call, -1)
-        call.state = S.WAITING
+        call.state = _WAITING
         call.agent = None
         call.offer_expires_at = None
         call.last_offer_agent = agent.name
@@ -1065,26 +1089,26 @@ class Center:
         presence = agent.presence
         reason = ""
         if presence is _LOGGED_OUT:
-            state = AgentState.LOGGED_OUT
+            state = _SHOWN_LOGGED_OUT
         elif agent.offer is not None:
-            state = AgentState.OFFERED
+            state = _SHOWN_OFFERED
         elif agent.held:
-            state = AgentState.WRAPUP
+            state = _SHOWN_WRAPUP
             for held in agent.held.values():
                 if held.phase == "connected":
-                    state = AgentState.BUSY
+                    state = _SHOWN_BUSY
                     break
         elif agent.recovering_until is not None:
-            state = AgentState.RECOVERING
+            state = _SHOWN_RECOVERING
         elif presence is _NOT_READY:
-            state = AgentState.NOT_READY
+            state = _SHOWN_NOT_READY
             reason = agent.reason
         else:
-            state = AgentState.READY
+            state = _SHOWN_READY
         previous = agent.state
         if state is previous and reason == agent.shown_reason:
             return
-        if previous is not AgentState.LOGGED_OUT:
+        if previous is not _SHOWN_LOGGED_OUT:
             # `_value_`, not `.value`: the enum property costs more than the rest of this line.
             if self._agent_days_start <= now < self._agent_days_end:
                 record = self._agent_days.get(name)
@@ -1112,7 +1136,7 @@ class Center:
         previous = agent.state
         if state is previous and not agent.shown_reason:
             return
-        if previous is not AgentState.LOGGED_OUT:
+        if previous is not _SHOWN_LOGGED_OUT:
             if self._agent_days_start <= now < self._agent_days_end:
                 record = self._agent_days.get(name)
                 if record is None:
@@ -1135,16 +1159,16 @@ class Center:
         if agent.pending == "logout":
             self._set_logged_out(agent)
         else:
-            agent.presence = Presence.NOT_READY
+            agent.presence = _NOT_READY
             agent.reason = agent.pending_reason
         agent.pending = ""
         agent.pending_reason = ""
 
     def _set_logged_out(self, agent: AgentRecord) -> None:
-        if agent.presence is not Presence.LOGGED_OUT:
+        if agent.presence is not _LOGGED_OUT:
             for queue_name, _level in self._agent_queues.get(agent.name, ()):
                 self._staffed[queue_name] -= 1
-        agent.presence = Presence.LOGGED_OUT
+        agent.presence = _LOGGED_OUT
         agent.reason = ""
 
     def _emit_queued(self, call: Interaction, now: float) -> tuple[int, float]:
@@ -1180,7 +1204,7 @@ class Center:
         call.completed_at = now
         if call.reason != reason:
             call.reason = reason
-        if state is not S.COMPLETED and call.agent is not None:
+        if state is not _COMPLETED and call.agent is not None:
             call.agent = None
         if call.offer_expires_at is not None:
             call.offer_expires_at = None
@@ -1241,7 +1265,7 @@ class Center:
             if call.state not in _TERMINAL and call.queue not in new_queues:
                 return reject(Code.invalid_config, f"queue {call.queue!r} still has interaction {call.id!r}", field="queues")
         for agent in self.state.agents.values():
-            if agent.name not in new_agents and agent.presence is not Presence.LOGGED_OUT:
+            if agent.name not in new_agents and agent.presence is not _LOGGED_OUT:
                 return reject(Code.invalid_config, f"agent {agent.name!r} is logged in; log out before removing", field="agents")
             for call_id, held in agent.held.items():
                 # A conversation transferred onwards is still wrapped up in its first queue.
@@ -1327,14 +1351,14 @@ class Center:
             opening = next_opening(calendar, now) if calendar.closed_action == "callback" else None
             if opening is None:
                 self._count_outcome(call, _closed)
-                self._finish(call, S.CLOSED, now, "closed")
+                self._finish(call, _CLOSED, now, "closed")
                 self._emit(e.CallClosed(at=now, call=call.id, queue=call.queue, reason="closed", message=calendar.closed_message))
                 return None
             call.caller = command.caller
             call.callback = True
             # Scheduled before the merge check: the new interaction never waited in line,
             # so a merge must not take it out of the queue's count.
-            call.state = S.SCHEDULED
+            call.state = _SCHEDULED
             call.due_at = opening
             self._count_queue(call, _callback_requested)
             if self._merge_callback(call, now):
@@ -1346,7 +1370,7 @@ class Center:
         if queue.external:
             self._count_queue_arrival(call, now)
             self._count_outcome(call, _transferred_out)
-            self._finish(call, S.TRANSFERRED, now, "external")
+            self._finish(call, _TRANSFERRED, now, "external")
             self._emit(e.CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
             return None
         # `_count_queue_arrival`, inlined: the same instant, so the same key.
@@ -1356,7 +1380,7 @@ class Center:
         total.offered += 1
         counters.offered += 1
         if queue.max_length and self.waiting_count(queue_name) >= queue.max_length:
-            call.state = S.WAITING
+            call.state = _WAITING
             self._count_waiting(call, +1)  # _overflow takes it out of the queue again
             self._call_token[call_id] = -1
             self._overflow(call, now)
@@ -1395,13 +1419,13 @@ class Center:
         if existing_id is None or existing_id == call.id:
             return False
         agent = None
-        if call.state is S.WAITING:
+        if call.state is _WAITING:
             self._dequeue(call)
-        elif call.state is S.OFFERED:
+        elif call.state is _OFFERED:
             agent = self._withdraw_offer(call, "merged", now)
             self._dequeue(call)
         self._count_outcome(call, _closed)
-        self._finish(call, S.CLOSED, now, "merged")
+        self._finish(call, _CLOSED, now, "merged")
         self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing_id))
         if agent is not None:
             self._dispatch_agent(agent, now)  # the agent whose offer went is free again (invariant 5)
@@ -1440,7 +1464,7 @@ class Center:
         if target.external:
             self._count_queue_arrival(call, now)
             self._count_outcome(call, _transferred_out)
-            self._finish(call, S.TRANSFERRED, now, "overflow" if overflow else "transfer")
+            self._finish(call, _TRANSFERRED, now, "overflow" if overflow else "transfer")
             return
         self._count_queue_arrival(call, now)
         self._count_queue(call, _transferred_in)
@@ -1450,7 +1474,7 @@ class Center:
                 # The caller already waits for a call-back from this queue: one is enough
                 # (and one entry per caller and queue keeps a restored center identical).
                 self._count_outcome(call, _closed)
-                self._finish(call, S.CLOSED, now, "merged")
+                self._finish(call, _CLOSED, now, "merged")
                 self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing))
                 return
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
@@ -1491,22 +1515,22 @@ class Center:
         call = self.state.interactions.get(command.call)
         if agent is None or call is None:
             return self._not_found(command.call, command.agent)
-        if call.agent == command.agent and call.state in (S.CONNECTED, S.WRAPUP, S.COMPLETED):
+        if call.agent == command.agent and call.state in (_CONNECTED, _WRAPUP, _COMPLETED):
             return None  # answered already, by this agent
         if command.call in agent.held:
             return None  # answered, then transferred onwards: it took effect
-        if agent.presence is Presence.LOGGED_OUT:
+        if agent.presence is _LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
         if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state is not S.OFFERED:
+        if call.state is not _OFFERED:
             return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
         if call.agent != agent.name:
             return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
         agent.offer = None
         counts = self._waiting_count[call.queue]
         counts[call.priority] -= 1  # counted while it waited and rang
-        call.state = S.CONNECTED
+        call.state = _CONNECTED
         call.offer_expires_at = None
         call.answered_at = now
         if call.preferred_agent is not None:
@@ -1582,21 +1606,21 @@ class Center:
         if isinstance(found, Rejection):
             return found
         call, agent = found
-        if call.state is S.OFFERED and call.agent == agent.name:
+        if call.state is _OFFERED and call.agent == agent.name:
             self._withdraw_offer(call, "rejected", now)
-            if agent.presence is Presence.READY:
-                agent.presence = Presence.NOT_READY
+            if agent.presence is _READY:
+                agent.presence = _NOT_READY
                 agent.reason = ""
                 self._agent_changed(agent, now)
             self._dispatch_call(call, now)
             return None
         if call.last_offer_agent == agent.name and call.last_offer_outcome in ("rejected", "no_answer"):
             return None  # the offer already ended without an answer
-        if agent.presence is Presence.LOGGED_OUT:
+        if agent.presence is _LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
         if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state is S.OFFERED:
+        if call.state is _OFFERED:
             return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
         return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
 
@@ -1604,19 +1628,19 @@ class Center:
         call = self._call(command.call)
         if isinstance(call, Rejection):
             return call
-        if call.state is S.ABANDONED:
+        if call.state is _ABANDONED:
             return None
         if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state in (S.CONNECTED, S.WRAPUP):
+        if call.state in (_CONNECTED, _WRAPUP):
             return reject(Code.call_connected, f"interaction {call.id!r} was answered; use hangup")
-        if call.state is S.SCHEDULED:
+        if call.state is _SCHEDULED:
             # Nobody is on the line: the caller left a request and hung up already.
             return reject(Code.call_not_waiting, f"interaction {call.id!r} is a scheduled call-back; nobody waits on the line")
         agent = None
-        if call.state is S.OFFERED:
+        if call.state is _OFFERED:
             agent = self._withdraw_offer(call, "abandoned", now)
-        if call.state is S.WAITING:
+        if call.state is _WAITING:
             self._dequeue(call)
         wait = now - call.queued_at
         short = wait < self.state.config.short_abandon_seconds
@@ -1636,7 +1660,7 @@ class Center:
             counters.wait_abandoned_seconds += center_wait
 
         self._count_outcome(call, abandoned_center)
-        self._finish(call, S.ABANDONED, now, "abandoned")
+        self._finish(call, _ABANDONED, now, "abandoned")
         self._emit(e.CallAbandoned(at=now, call=call.id, queue=call.queue, wait=round(wait, 3)))
         if agent is not None:
             self._dispatch_agent(agent, now)
@@ -1647,7 +1671,7 @@ class Center:
         if call is None:
             return reject(Code.unknown_call, f"no interaction {command.call!r}", field="call")
         if call.state is not _CONNECTED:
-            if call.state in (S.WRAPUP, S.COMPLETED):
+            if call.state in (_WRAPUP, _COMPLETED):
                 return None
             if call.state in _TERMINAL:
                 return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
@@ -1697,7 +1721,7 @@ class Center:
 
     def _transfer(self, command: c.Transfer, now: float) -> Rejection | None:
         found = self.state.interactions.get(command.call)
-        if found is not None and found.state is S.TRANSFERRED and found.queue == command.queue:
+        if found is not None and found.state is _TRANSFERRED and found.queue == command.queue:
             return None  # transferred out there already
         target = self._queues.get(command.queue)
         if target is None:
@@ -1707,11 +1731,11 @@ class Center:
             return call
         if call.channel not in target.channels:
             return reject(Code.channel_not_served, f"queue {target.name!r} does not take {call.channel}", field="queue")
-        if call.state in _TERMINAL or call.state is S.WRAPUP:
+        if call.state in _TERMINAL or call.state is _WRAPUP:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state in (S.WAITING, S.OFFERED, S.SCHEDULED) and call.queue == target.name:
+        if call.state in (_WAITING, _OFFERED, _SCHEDULED) and call.queue == target.name:
             return None  # already there
-        if call.state is S.SCHEDULED:
+        if call.state is _SCHEDULED:
             # A call-back not yet due moves with its due time; out of the center, it ends.
             source = call.queue
             self._forget_callback(call)
@@ -1721,18 +1745,18 @@ class Center:
             self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external))
             if target.external:
                 self._count_outcome(call, _transferred_out)
-                self._finish(call, S.TRANSFERRED, now, "transfer")
+                self._finish(call, _TRANSFERRED, now, "transfer")
             elif not self._merge_callback(call, now):
                 self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             return None
         agent = None
-        if call.state is S.OFFERED:
+        if call.state is _OFFERED:
             agent = self._withdraw_offer(call, "transferred", now)
-        elif call.state is S.CONNECTED:
+        elif call.state is _CONNECTED:
             agent = self.state.agents[call.agent or ""]
             self._end_leg(call, agent, now, transferred=True)
             call.agent = None
-            call.state = S.WAITING
+            call.state = _WAITING
             self._count_waiting(call, +1)
             self._call_token[call.id] = -1
         self._move(call, target, now)
@@ -1744,19 +1768,19 @@ class Center:
         call = self._call(command.call)
         if isinstance(call, Rejection):
             return call
-        if call.callback and call.state in (S.WAITING, S.OFFERED, S.SCHEDULED):
+        if call.callback and call.state in (_WAITING, _OFFERED, _SCHEDULED):
             return None
-        if call.state is S.CLOSED and call.reason == "merged":
+        if call.state is _CLOSED and call.reason == "merged":
             return None
         if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-        if call.state not in (S.WAITING, S.OFFERED):
+        if call.state not in (_WAITING, _OFFERED):
             return reject(Code.call_not_waiting, f"interaction {call.id!r} is {call.state.value}; only a waiting caller asks for a call-back")
         self._count_queue(call, _callback_requested)
         if self._merge_callback(call, now):
             return None
         agent = None
-        if call.state is S.OFFERED:
+        if call.state is _OFFERED:
             agent = self._withdraw_offer(call, "callback", now)
         call.callback = True
         self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
@@ -1778,14 +1802,14 @@ class Center:
         held = agent.held.get(call.id)
         if held is None:
             same = call.disposition == command.disposition and call.abusive == command.abusive
-            if call.state is S.COMPLETED and call.agent == agent.name and same:
+            if call.state is _COMPLETED and call.agent == agent.name and same:
                 return None  # wrapped up already, with these values
             # Otherwise refused; the reason is the first that applies, in Code's order.
-            if agent.presence is Presence.LOGGED_OUT:
+            if agent.presence is _LOGGED_OUT:
                 return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
-            if call.state in _TERMINAL and not (call.state is S.COMPLETED and call.agent == agent.name):
+            if call.state in _TERMINAL and not (call.state is _COMPLETED and call.agent == agent.name):
                 return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-            if call.state is not S.COMPLETED:
+            if call.state is not _COMPLETED:
                 return reject(Code.not_handled_by_agent, f"agent {agent.name!r} holds no interaction {call.id!r}", field="agent")
             return reject(Code.already_wrapped_up, f"interaction {call.id!r} was wrapped up as {call.disposition}")
         if held.phase != "wrapup":
@@ -1851,7 +1875,7 @@ class Center:
             call.disposition = disposition
             if call.abusive is not abusive:
                 call.abusive = abusive
-            # `self._finish(call, S.COMPLETED, now)`, inlined.
+            # `self._finish(call, _COMPLETED, now)`, inlined.
             call.state = _COMPLETED
             call.completed_at = now
             if call.reason:
@@ -1910,7 +1934,7 @@ class Center:
             id=f"{origin.id}:cb{number}", queue=queue_name, channel="voice" if "voice" in self._queues[queue_name].channels else origin.channel,
             caller_hash=origin.caller_hash, caller_masked=origin.caller_masked, caller=None,
             priority=origin.priority, order=self.state.order, arrived_at=now, place_at=due, queued_at=due,
-            state=S.SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
+            state=_SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
         )
         self.state.interactions[call.id] = call
         call.center_stats_key = self._day_clock.locate(now)
@@ -1950,9 +1974,9 @@ class Center:
         agent = self._agent(command.agent)
         if isinstance(agent, Rejection):
             return agent
-        if agent.presence is not Presence.LOGGED_OUT:
+        if agent.presence is not _LOGGED_OUT:
             return None
-        agent.presence = Presence.NOT_READY
+        agent.presence = _NOT_READY
         agent.reason = "login"
         for queue_name, _level in self._agent_queues.get(agent.name, ()):
             self._staffed[queue_name] = self._staffed.get(queue_name, 0) + 1
@@ -1963,13 +1987,13 @@ class Center:
         agent = self._agent(command.agent)
         if isinstance(agent, Rejection):
             return agent
-        if agent.presence is Presence.LOGGED_OUT:
+        if agent.presence is _LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
-        if agent.presence is Presence.READY and not agent.pending:
+        if agent.presence is _READY and not agent.pending:
             return None
-        if agent.presence is not Presence.READY:
+        if agent.presence is not _READY:
             agent.available_since = now
-        agent.presence = Presence.READY
+        agent.presence = _READY
         agent.reason = ""
         agent.pending = ""
         agent.pending_reason = ""
@@ -1981,7 +2005,7 @@ class Center:
         agent = self._agent(command.agent)
         if isinstance(agent, Rejection):
             return agent
-        if agent.presence is Presence.LOGGED_OUT:
+        if agent.presence is _LOGGED_OUT:
             return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
         if agent.held:
             if agent.pending == "not_ready" and agent.pending_reason == command.reason:
@@ -1999,9 +2023,9 @@ class Center:
             if withdrawn is not None:
                 self._dispatch_call(withdrawn, now)
             return None
-        if agent.presence is Presence.NOT_READY and agent.reason == command.reason and agent.offer is None:
+        if agent.presence is _NOT_READY and agent.reason == command.reason and agent.offer is None:
             return None
-        agent.presence = Presence.NOT_READY
+        agent.presence = _NOT_READY
         agent.reason = command.reason
         agent.pending = ""
         if agent.offer is not None:
@@ -2015,7 +2039,7 @@ class Center:
         agent = self._agent(command.agent)
         if isinstance(agent, Rejection):
             return agent
-        if agent.presence is Presence.LOGGED_OUT:
+        if agent.presence is _LOGGED_OUT:
             return None
         if agent.held and agent.pending == "logout":
             return None
@@ -2074,15 +2098,15 @@ class Center:
 
     def _check_call(self, call: Interaction) -> None:
         state = call.state
-        if state is S.OFFERED:
+        if state is _OFFERED:
             agent = self.state.agents.get(call.agent or "")
             if agent is None or agent.offer != call.id:
                 invariant(False, f"{call.id} offered but not held as an offer")
-        elif state is S.CONNECTED or state is S.WRAPUP:
+        elif state is _CONNECTED or state is _WRAPUP:
             agent = self.state.agents.get(call.agent or "")
             if agent is None or call.id not in agent.held:
                 invariant(False, f"{call.id} {state.value} but no agent holds it")
-        elif state is S.WAITING:
+        elif state is _WAITING:
             if call.agent is not None:
                 invariant(False, f"{call.id} waiting yet assigned to {call.agent}")
         elif state in _TERMINAL and call.caller is not None:
@@ -2104,9 +2128,9 @@ class Center:
                     invariant(False, f"agent {agent.name} holds {used[channel]} {channel} over capacity")
         if agent.offer is not None:
             call = self.state.interactions.get(agent.offer)
-            if call is None or call.state is not S.OFFERED or call.agent != agent.name:
+            if call is None or call.state is not _OFFERED or call.agent != agent.name:
                 invariant(False, f"agent {agent.name} has a stale offer")
-        if agent.presence is Presence.LOGGED_OUT and (held or agent.offer is not None):
+        if agent.presence is _LOGGED_OUT and (held or agent.offer is not None):
             invariant(False, f"agent {agent.name} logged out while working")
 
     def check_invariants(self) -> None:
@@ -2121,13 +2145,13 @@ class Center:
         pending: dict[tuple[str, str], str] = {}
         for call in self.state.interactions.values():
             self._check_call(call)
-            if call.state is S.OFFERED:
+            if call.state is _OFFERED:
                 invariant(call.id not in offers, f"{call.id} offered twice")
                 offers[call.id] = call.agent or ""
-            if call.state in (S.SCHEDULED, S.WAITING, S.OFFERED):
+            if call.state in (_SCHEDULED, _WAITING, _OFFERED):
                 queue = self._queues.get(call.queue)
                 invariant(queue is not None and not queue.external, f"{call.id} is {call.state.value} in {call.queue}, which nobody here serves")
-            if call.callback and call.state in (S.SCHEDULED, S.WAITING, S.OFFERED):
+            if call.callback and call.state in (_SCHEDULED, _WAITING, _OFFERED):
                 key = (call.caller_hash, call.queue)
                 invariant(key not in pending, f"{call.id} and {pending.get(key)} are call-backs for one caller and queue")
                 pending[key] = call.id
@@ -2137,7 +2161,7 @@ class Center:
         # The same for the counts of callers in line (max_length, position and EWT read them).
         in_line: dict[str, dict[int, int]] = {}
         for call in self.state.interactions.values():
-            if call.state is S.WAITING or call.state is S.OFFERED:
+            if call.state is _WAITING or call.state is _OFFERED:
                 by_priority = in_line.setdefault(call.queue, {})
                 by_priority[call.priority] = by_priority.get(call.priority, 0) + 1
         counted = {
@@ -2155,13 +2179,13 @@ class Center:
                 # A leg in wrap-up may belong to a call transferred on and connected to
                 # someone else by now; a leg in conversation is this agent's call.
                 invariant(
-                    held.phase != "connected" or (call.state is S.CONNECTED and call.agent == agent.name),
+                    held.phase != "connected" or (call.state is _CONNECTED and call.agent == agent.name),
                     f"{call_id} is {call.state.value} with {call.agent} but in conversation with {agent.name}",
                 )
         # Invariant 5: work conservation.
-        waiting = [call for call in self.state.interactions.values() if call.state is S.WAITING]
+        waiting = [call for call in self.state.interactions.values() if call.state is _WAITING]
         for agent in self.state.agents.values():
-            if agent.presence is not Presence.READY or agent.offer is not None or agent.pending:
+            if agent.presence is not _READY or agent.offer is not None or agent.pending:
                 continue
             if agent.recovering_until is not None:
                 continue
