@@ -62,7 +62,7 @@ from .state import (
 )
 
 S = CallState
-_encode_command = c.encode_command
+_encode_command = c._encoder.encode  # c.encode_command without its Python call
 _blake2b = hashlib.blake2b
 _heappop = heapq.heappop
 _heappush = heapq.heappush
@@ -2019,7 +2019,7 @@ class Center:
             agent.pending = "not_ready"
             agent.pending_reason = command.reason
             self._agent_changed(agent, now)
-            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="not_ready", reason=command.reason))
+            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state._value_, pending="not_ready", reason=command.reason))
             if withdrawn is not None:
                 self._dispatch_call(withdrawn, now)
             return None
@@ -2053,7 +2053,7 @@ class Center:
             agent.pending = "logout"
             agent.pending_reason = ""
             self._agent_changed(agent, now)
-            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state.value, pending="logout"))
+            self._emit(e.AgentChanged(at=now, agent=agent.name, state=agent.state._value_, pending="logout"))
         else:
             self._set_logged_out(agent)
             agent.pending = ""
