@@ -1643,23 +1643,24 @@ class Center:
         if call.state is _WAITING:
             self._dequeue(call)
         wait = now - call.queued_at
-        short = wait < self.state.config.short_abandon_seconds
-
-        def abandoned(counters: Counters) -> None:
+        short_abandon = self.state.config.short_abandon_seconds
+        # The queue's day and interval, then the center's once (invariant 8); adding False
+        # changes nothing, so it is skipped.
+        short = wait < short_abandon
+        for counters in self._counters(call.queue, call.queue_stats_key):
             counters.abandoned += 1
-            counters.short_abandoned += short
+            if short:
+                counters.short_abandoned += 1
             counters.wait_abandoned_seconds += wait
-
-        self._count_queue(call, abandoned)
-        center_wait = now - call.arrived_at
-        center_short = center_wait < self.state.config.short_abandon_seconds
-
-        def abandoned_center(counters: Counters) -> None:
-            counters.abandoned += 1
-            counters.short_abandoned += center_short
-            counters.wait_abandoned_seconds += center_wait
-
-        self._count_outcome(call, abandoned_center)
+        if not call.counted:
+            call.counted = True
+            center_wait = now - call.arrived_at
+            center_short = center_wait < short_abandon
+            for counters in self._counters(None, call.center_stats_key):
+                counters.abandoned += 1
+                if center_short:
+                    counters.short_abandoned += 1
+                counters.wait_abandoned_seconds += center_wait
         self._finish(call, _ABANDONED, now, "abandoned")
         self._emit(e.CallAbandoned(at=now, call=call.id, queue=call.queue, wait=round(wait, 3)))
         if agent is not None:
@@ -1955,19 +1956,21 @@ class Center:
             return reject(Code.survey_already_recorded, f"interaction {call.id!r} already has score {call.survey}", field="score")
         if call.answered_at is None:
             return reject(Code.call_not_answered, f"interaction {call.id!r} was never answered")
-        call.survey = command.score
-        score = command.score
-
-        def surveyed(counters: Counters) -> None:
+        call.survey = score = command.score
+        satisfied = score >= 4
+        # The queue's day and interval where it was handled, then the center's; adding False
+        # changes nothing, so it is skipped.
+        cache = self._counter_cache
+        handled = (call.handled_queue, call.handled_key)
+        center = (None, call.center_stats_key)
+        for counters in (*(cache.get(handled) or self._counters(*handled)), *(cache.get(center) or self._counters(*center))):
             counters.surveys += 1
             counters.survey_points += score
-            counters.satisfied += score >= 4
-
-        for counters in self._counters(call.handled_queue, call.handled_key):
-            surveyed(counters)
-        self._count_center(call, surveyed)
-        self._touch(call)
-        self._emit(e.SurveyRecorded(at=now, call=call.id, agent=call.agent, score=score))
+            if satisfied:
+                counters.satisfied += 1
+        call_id = call.id
+        self._touched_calls.add(call_id)
+        self._events.append(e.SurveyRecorded(at=now, call=call_id, agent=call.agent, score=score))
         return None
 
     def _login(self, command: c.Login, now: float) -> Rejection | None:
