@@ -119,6 +119,10 @@ def mask_caller(caller: str) -> str:
     return "*" * max(0, len(caller) - 4) + caller[-4:]
 
 
+
+def _by_name(agent: AgentRecord) -> str:
+    return agent.name
+
 class Center:
     """The routing state machine. See the module docstring."""
 
@@ -220,6 +224,7 @@ class Center:
             elif call.caller is None:
                 continue
             self._check_call(call)
+        deferred: list[AgentRecord] | None = None
         for name in touched_agents:
             agent = agents.get(name)
             if agent is None:
@@ -237,6 +242,16 @@ class Center:
                 if call is None or call.state is not _OFFERED or call.agent != name or agent.presence is _LOGGED_OUT:
                     self._check_agent(agent)
             if agent.pending:
+                if deferred is None:
+                    deferred = [agent]
+                else:
+                    deferred.append(agent)
+        if deferred is not None:
+            # In name order: a set's order of strings differs between processes (hash seed),
+            # and the events of these status changes must come out the same on every node.
+            if len(deferred) > 1:
+                deferred.sort(key=_by_name)
+            for agent in deferred:
                 self._apply_pending(agent, now)
         if rejection is not None:
             if not timers_fired:
