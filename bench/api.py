@@ -67,9 +67,6 @@ def hello_main(port: int) -> None:
     config.errorlog = None
     config.include_server_header = False
     config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
-    from acd.api import http1
-
-    http1.install()  # the same one-write replies as the node, so the two compare like for like
     trio.run(hypercorn.trio.serve, app, config)
 
 

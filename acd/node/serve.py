@@ -25,7 +25,6 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from acd.api import http1
 from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
 from acd.settings import Settings
@@ -129,7 +128,6 @@ async def serve(
     """
     config = hypercorn_config(settings, node_name, bind)
     _check_bind(config)
-    http1.install()  # one socket write per reply (acd.api.http1)
     node = Node(settings, node_name)
     if not settings.tokens:
         log.warning(
