@@ -1123,22 +1123,7 @@ class Center:
         previous = agent.state
         if state is previous and reason == agent.shown_reason:
             return
-        if previous is not _SHOWN_LOGGED_OUT:
-            # `_value_`, not `.value`: the enum property costs more than the rest of this line.
-            if self._agent_days_start <= now < self._agent_days_end:
-                record = self._agent_days.get(name)
-                if record is None:
-                    record = self._agent_day(name, now)
-            else:
-                record = self._agent_day(name, now)
-            seconds = record.seconds
-            key = previous._value_
-            seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
-        agent.state = state
-        agent.state_since = now
-        if agent.shown_reason != reason:
-            agent.shown_reason = reason
-        self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason=reason, pending=agent.pending))
+        self._shown(agent, previous, state, reason, now)
 
     def _show(self, agent: AgentRecord, state: AgentState, now: float) -> None:
         """`_agent_changed` for a caller that knows the new shown state (its reason empty).
@@ -1151,6 +1136,11 @@ class Center:
         previous = agent.state
         if state is previous and not agent.shown_reason:
             return
+        self._shown(agent, previous, state, "", now)
+
+    def _shown(self, agent: AgentRecord, previous: AgentState, state: AgentState, reason: str, now: float) -> None:
+        """Count the time spent in the previous shown state, show the new one, emit the event."""
+        name = agent.name
         if previous is not _SHOWN_LOGGED_OUT:
             if self._agent_days_start <= now < self._agent_days_end:
                 record = self._agent_days.get(name)
@@ -1159,13 +1149,14 @@ class Center:
             else:
                 record = self._agent_day(name, now)
             seconds = record.seconds
+            # `_value_`, not `.value`: the enum property costs more than the rest of this line.
             key = previous._value_
             seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
         agent.state = state
         agent.state_since = now
-        if agent.shown_reason:
-            agent.shown_reason = ""
-        self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason="", pending=agent.pending))
+        if agent.shown_reason != reason:
+            agent.shown_reason = reason
+        self._events.append(e.AgentChanged(at=now, agent=name, state=state._value_, reason=reason, pending=agent.pending))
 
     def _apply_pending(self, agent: AgentRecord, now: float) -> None:
         """Deferred not-ready or logout takes effect once the agent holds nothing."""
