@@ -1882,26 +1882,7 @@ class Center:
             call.disposition = disposition
             if call.abusive is not abusive:
                 call.abusive = abusive
-            # `self._finish(call, _COMPLETED, now)`, inlined.
-            call.state = _COMPLETED
-            call.completed_at = now
-            if call.reason:
-                call.reason = ""
-            if call.offer_expires_at is not None:
-                call.offer_expires_at = None
-            if call.due_at is not None:
-                call.due_at = None
-            if call.preferred_agent is not None:
-                call.preferred_agent = None
-            if call.preferred_until is not None:
-                call.preferred_until = None
-            if call.callback:
-                self._forget_callback(call)
-            # The clear number was kept only for the call-back; it goes with it (privacy).
-            if call.caller is not None:
-                call.caller = None
-            _heappush(self._terminal, (now, call_id))
-            self._touched_calls.add(call_id)
+            self._finish(call, _COMPLETED, now)
         else:
             self._touched_calls.add(call_id)
         self._events.append(
