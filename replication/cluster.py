@@ -181,6 +181,7 @@ class Member:
         self._ship_generation = 0
         self._ship_serial = 0                 # standby side: the newest shipping connection
         self._ship_apply_lock = trio.Lock()
+        self._clearing = False                # a clear of the witness's behind record is running
         node.replicator = self
         node.role = "standby"
         from .metrics import ReplicationCollector
@@ -294,23 +295,23 @@ class Member:
         self.node.store.put_meta("voted_for", candidate.encode())
 
     def _last_position(self) -> tuple[int, int]:
-        store = self.node.store
-        last = store.last_lsn()
-        tail = self._tail
-        if tail and tail[0].lsn <= last <= tail[-1].lsn:
-            # From memory: reading the store would wait for a commit in progress (its lock).
-            return tail[last - tail[0].lsn].epoch, last
+        last = self.node.store.last_lsn()
         return self._epoch_at(last) or 0, last
 
     def _prev_epoch(self, lsn: int) -> int:
         """The epoch of our record at `lsn`, for the standby's check (-1: unknown)."""
-        epoch = self._last_position()[0] if lsn == self.node.store.last_lsn() else self._epoch_at(lsn)
+        epoch = self._epoch_at(lsn)
         return -1 if epoch is None else epoch
 
     def _epoch_at(self, lsn: int) -> int | None:
-        store = self.node.store
+        """The epoch of our record at `lsn` (durable or still being committed); None: unknown."""
         if lsn == 0:
             return 0
+        tail = self._tail
+        if tail and tail[0].lsn <= lsn <= tail[-1].lsn:
+            # From memory: reading the store would wait for a commit in progress (its lock).
+            return tail[lsn - tail[0].lsn].epoch
+        store = self.node.store
         if lsn >= store.first_lsn():
             try:
                 records = store.read(lsn - 1, 1)
@@ -651,7 +652,7 @@ class Member:
     async def _clear_behind_once(self) -> None:
         # Not gated on require_standby: a clear cancelled after the witness took it (the
         # shipping connection dropped) leaves require_standby set and must still be retried.
-        if self.behind_recorded and not getattr(self, "_clearing", False):
+        if self.behind_recorded and not self._clearing:
             self._clearing = True
             try:
                 await self._clear_behind()

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acd.api.app import ROUTES
 from acd.settings import hash_token
-from tests.helpers import NodeProcess, wait_until
+from tests.helpers import NodeProcess, as_, wait_until
 
 CALLER = "01012345678"
 
@@ -276,11 +276,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     process = NodeProcess(tmp_path_factory.mktemp("secured"), tokens=tokens)
     with process:
         yield process
-
-
-def as_(node: NodeProcess, token: str | None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=node.url, headers=headers, timeout=10)
 
 
 def test_requests_without_a_valid_token_get_401(secured: NodeProcess) -> None:

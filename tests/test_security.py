@@ -18,7 +18,7 @@ import pytest
 
 from acd.api.app import ROUTES
 from acd.settings import hash_token
-from tests.helpers import NodeProcess
+from tests.helpers import NodeProcess, as_
 
 TOKENS = {
     "pbx-token": ("pbx", ""), "kim-token": ("agent", "kim"), "lee-token": ("agent", "lee"),
@@ -38,11 +38,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
                           limits={"stream_heartbeat_seconds": 0.2, "idle_timeout_seconds": 1.0})
     with process:
         yield process
-
-
-def as_(node: NodeProcess, token: str | None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=node.url, headers=headers, timeout=10)
 
 
 def _path(route_path: str) -> str:

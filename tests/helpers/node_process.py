@@ -66,6 +66,12 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def as_(node: NodeProcess, token: str | None) -> httpx.Client:
+    """An HTTP client for `node` that sends `token` as a bearer token (none: anonymous)."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=node.url, headers=headers, timeout=10)
+
+
 def node_config(
     data_dir: Path, port: int, *, cluster: str = "standalone", store: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None, tokens: list[dict[str, str]] | None = None, extra: str = "",
