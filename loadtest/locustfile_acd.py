@@ -24,7 +24,7 @@ Theory of operation
   offer: the ring timeout sets them not ready and they come back after a while. Breaks and
   lunch follow the scenario's plan. In the `stress` and `soak` shapes hundreds of desks share
   one center stream (`/v1/events`, like a CTI gateway) instead of one stream per agent,
-  since each stream costs the node a filter per published event.
+  since each stream costs the node a connection and its own writes.
 * `Supervisor` (one user) polls queues and stats.
 
 Every request goes through `AcdClient`, which finds the primary by itself: on a refused

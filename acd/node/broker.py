@@ -62,6 +62,8 @@ class Broker:
     queue_events: int = 2_000
     _buffer: collections.deque[Published] = field(default_factory=collections.deque)
     _subscribers: set[Subscription] = field(default_factory=set)
+    _everything: dict[Subscription, None] = field(default_factory=dict)   # readers of all events
+    _by_agent: dict[str, dict[Subscription, None]] = field(default_factory=dict)
     _newest_lsn: int = 0
     _floor_lsn: int = 0   # events at or below this LSN may be missing from the buffer
     _cut_off: int = 0
@@ -73,13 +75,22 @@ class Broker:
         self._floor_lsn = lsn
 
     def publish(self, lsn: int, events: Iterable[Event]) -> None:
+        # Each event goes to the readers of everything and to the readers of the agents it
+        # concerns, looked up by name: a center with hundreds of agent desks open costs the
+        # pipeline per event what its readers receive, not one check per reader.
+        everything, by_agent = self._everything, self._by_agent
         for event in events:
             item = Published(lsn, event)
             self._buffer.append(item)
-            for subscription in list(self._subscribers):
-                if subscription.agent is not None and subscription.agent not in event_agents(event):
-                    continue
-                self._deliver(subscription, item)
+            if everything:
+                for subscription in list(everything):
+                    self._deliver(subscription, item)
+            if by_agent:
+                for agent in event_agents(event):
+                    readers = by_agent.get(agent)
+                    if readers:
+                        for subscription in list(readers):
+                            self._deliver(subscription, item)
         while len(self._buffer) > self.buffer_events:
             dropped = self._buffer.popleft()
             self._floor_lsn = max(self._floor_lsn, dropped.lsn)
@@ -100,9 +111,27 @@ class Broker:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._close(subscription, None)
 
+    def _add(self, subscription: Subscription) -> None:
+        self._subscribers.add(subscription)
+        if subscription.agent is None:
+            self._everything[subscription] = None
+        else:
+            self._by_agent.setdefault(subscription.agent, {})[subscription] = None
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+        if subscription.agent is None:
+            self._everything.pop(subscription, None)
+            return
+        readers = self._by_agent.get(subscription.agent)
+        if readers is not None:
+            readers.pop(subscription, None)
+            if not readers:
+                del self._by_agent[subscription.agent]
+
     def _close(self, subscription: Subscription, final: Control | None) -> None:
         subscription.closed = True
-        self._subscribers.discard(subscription)
+        self._remove(subscription)
         if final is not None:
             # One slot is always kept free for the final message (see subscribe()).
             try:
@@ -124,11 +153,11 @@ class Broker:
             return subscription
         for item in backlog:
             send.send_nowait(item)
-        self._subscribers.add(subscription)
+        self._add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscribers.discard(subscription)
+        self._remove(subscription)
         subscription.closed = True
         subscription.send.close()
 
