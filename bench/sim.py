@@ -38,6 +38,7 @@ from sim.simpy_baseline import run_mmc_simpy
 from sim.workload import load_scenario
 
 SPEED_POINT = {"arrivals_per_hour": 360.0, "aht_seconds": 180.0, "agents": 20}
+TARGET_RATIO = 0.1   # "about a tenth of the bare SimPy queue's speed on this machine"
 TOLERANCE = {"service_level": 0.02, "asa_relative": 0.10, "abandon_rate": 0.02}
 
 # (arrivals per hour, AHT seconds, agents, patience seconds or None, planned calls).
@@ -116,6 +117,8 @@ def speed(calls: int, repeats: int) -> dict[str, Any]:
         "day_cpu_seconds": day_cpu,
         "day_calls_per_second": day.calls / day_wall,
         "day_calls_per_cpu_second": day.calls / day_cpu,
+        "day_ratio": (day.calls / day_wall) / (simpy["calls"] / simpy_wall),
+        "day_ratio_cpu": (day.calls / day_cpu) / (simpy["calls"] / simpy_cpu),
         "profile_core_share": core / total if total else None,
         "profile_core_top": [(name, seconds / total) for seconds, name in top],
     }
@@ -185,11 +188,16 @@ def print_speed(figures: dict[str, Any]) -> None:
     print(f"  bare M/M/c queue in SimPy : {figures['simpy_calls_per_second']:>9,.0f} calls/s wall, "
           f"{figures['simpy_calls_per_cpu_second']:>9,.0f} per CPU second")
     print(f"  ratio ACD / SimPy         : {figures['ratio']:>9.3f} wall, {figures['ratio_cpu']:>9.3f} CPU"
-          "  (target: about 0.1, and >= 10,000 calls/s)")
+          f"  (target: >= {TARGET_RATIO}: {'met' if figures['ratio_cpu'] >= TARGET_RATIO else 'NOT met'}; and >= 10,000 calls/s)")
     print(f"  2,000-call day (busan-weekday, calls drawn and run): {figures['day_wall_seconds']:.3f} s wall, "
           f"{figures['day_cpu_seconds']:.3f} s CPU for {figures['day_calls']:,} callers = "
           f"{figures['day_calls_per_second']:,.0f} / {figures['day_calls_per_cpu_second']:,.0f} calls/s "
           f"({figures['day_commands_per_call']:.2f} core commands per call; target 0.2 s)")
+    # The issue's targets (10,000 calls/s, a day in 0.2 s) are "about a tenth of the bare SimPy
+    # queue's speed on this machine": on a shared machine whose speed varies from run to run, the
+    # ratio to SimPy measured in the same rounds is the comparable figure.
+    print(f"  ratio day / SimPy         : {figures['day_ratio']:>9.3f} wall, {figures['day_ratio_cpu']:>9.3f} CPU"
+          f"  (target: >= {TARGET_RATIO}: {'met' if figures['day_ratio_cpu'] >= TARGET_RATIO else 'NOT met'})")
     if figures["profile_core_share"] is not None:
         print(f"  profile (cProfile, 8,000 calls): {figures['profile_core_share'] * 100:.0f} % of the time inside "
               f"Center.apply, {100 - figures['profile_core_share'] * 100:.0f} % in the simulator around it")
