@@ -31,6 +31,7 @@ import trio
 
 from acd import buggify
 from acd.core import commands as c
+from acd.node.locks import QuickLock
 from acd.node.node import Node, NotPrimary
 from acd.settings import Settings
 from acd.store import Record, StoreError
@@ -62,6 +63,8 @@ log = logging.getLogger("acd.replication")
 DRIFT = 0.01     # clocks may run up to 1 % apart over a lease period
 MARGIN = 0.05    # seconds, for scheduling delays between the reply and our reading the clock
 TAIL_RECORDS = 4096  # newest records of the term the ship loop sends from memory
+SHIP_RETRY_MIN = 0.05   # seconds between attempts to reach the standby, at first
+SHIP_RETRY_MAX = 0.4    # and at most
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -73,7 +76,7 @@ class PeerClient:
         self.address = address
         self.purpose = purpose
         self.channel: Channel | None = None
-        self.lock = trio.Lock()
+        self.lock = QuickLock()
 
     async def request(self, message: Message, timeout: float) -> Message | None:
         """Send `message` and return its reply (None on timeout or a broken connection).
@@ -179,8 +182,9 @@ class Member:
         self._tail: list[Record] = []
         self._retracted_after: int | None = None
         self._ship_generation = 0
+        self._ship_sessions = 0               # shipping connections that got as far as shipping
         self._ship_serial = 0                 # standby side: the newest shipping connection
-        self._ship_apply_lock = trio.Lock()
+        self._ship_apply_lock = QuickLock()
         self._clearing = False                # a clear of the witness's behind record is running
         node.replicator = self
         node.role = "standby"
@@ -570,7 +574,9 @@ class Member:
 
     async def _ship_loop(self) -> None:
         assert self.peer is not None
+        retry = SHIP_RETRY_MIN
         while True:
+            sessions = self._ship_sessions
             try:
                 await self._ship_once()
             except* CONNECTION_ERRORS as group:
@@ -580,7 +586,11 @@ class Member:
             except* StoreError as group:
                 log.error("shipping to %s stopped on a store error: %s", self.peer.name, _first(group))
             self.peer_connected = False
-            await trio.sleep(0.05)
+            # A standby that is down (crashed, restarting, cut off) is retried quickly at first,
+            # then less often, up to SHIP_RETRY_MAX: a rejoin is noticed within that time, and a
+            # long outage does not cost a connection attempt every 50 ms.
+            retry = SHIP_RETRY_MIN if self._ship_sessions != sessions else min(2 * retry, SHIP_RETRY_MAX)
+            await trio.sleep(retry)
 
     async def _ship_once(self) -> None:
         assert self.peer is not None
@@ -606,6 +616,7 @@ class Member:
             self._acked(start)
             self.acked_lsn = start
             self.peer_connected = True
+            self._ship_sessions += 1
             sent_times: deque[tuple[float, int, bool]] = deque()
             sent = start
             prev_epoch = self._prev_epoch(sent)

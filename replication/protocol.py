@@ -14,7 +14,6 @@ connection.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -23,6 +22,7 @@ from typing import Any
 import msgspec
 import trio
 
+from acd.node.locks import QuickLock
 from acd.store import Record, Snapshot
 
 FRAME_BYTES_MAX = 64 * 2**20
@@ -194,7 +194,7 @@ class Channel:
         self._receive_sequence = 0
         self._send_key = b""
         self._receive_key = b""
-        self._send_lock = trio.Lock()
+        self._send_lock = QuickLock()
         self.peer: Hello | None = None
 
     def feed(self, data: bytes) -> None:
@@ -210,7 +210,7 @@ class Channel:
         self._send_sequence += 1
         body = _encoder.encode(Envelope(cluster=self.cluster, sequence=self._send_sequence, message=message))  # type: ignore[arg-type]
         if self.secret is not None:
-            body += hmac.new(self.secret, self._send_key + body, hashlib.sha256).digest()
+            body += hmac.digest(self.secret, self._send_key + body, "sha256")  # one-shot: no HMAC object
         if len(body) > FRAME_BYTES_MAX:
             raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
         return struct.pack(">I", len(body)) + body
@@ -252,7 +252,7 @@ def decode_frame(body: bytes, *, cluster: str, secret: bytes | None, key: bytes,
         if len(body) < MAC_BYTES:
             raise FrameError("frame shorter than its HMAC")
         body, mac = body[:-MAC_BYTES], body[-MAC_BYTES:]
-        if not hmac.compare_digest(mac, hmac.new(secret, key + body, hashlib.sha256).digest()):
+        if not hmac.compare_digest(mac, hmac.digest(secret, key + body, "sha256")):
             raise FrameError("wrong HMAC (another cluster's secret, a replayed or altered frame)")
     try:
         envelope = _decoder.decode(body)

@@ -41,6 +41,7 @@ from acd import buggify
 from acd.core import Center, Rejection
 from acd.core import commands as c
 from acd.core.events import Event
+from acd.node.locks import QuickLock
 from acd.settings import Settings
 from acd.store import Record, StorageFull, Store, StoreError
 
@@ -160,7 +161,7 @@ class Node:
         self._last_at = 0.0
         self._since_snapshot = 0
         self._send, self._receive = trio.open_memory_channel[_Submission](settings.store.batch_records_max * 4)
-        self.batch_lock = trio.Lock()  # held while a batch is applied but not yet durable
+        self.batch_lock = QuickLock()  # held while a batch is applied but not yet durable
         self._closed = False
         if settings.standalone and self.store.epoch() == 0:
             # A standalone node is the primary of epoch 1 from its first start: records carry

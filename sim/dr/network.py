@@ -26,6 +26,7 @@ who is connecting, so that partitions can be per pair of nodes.
 from __future__ import annotations
 
 import errno
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,7 @@ class NetworkStatistics:
 class _Pipe:
     """One direction of a connection: chunks with delivery times, then maybe end-of-stream."""
 
-    __slots__ = ("src", "dst", "chunks", "eof", "broken", "reader_closed", "last_deliver_at", "wakeup")
+    __slots__ = ("src", "dst", "chunks", "eof", "broken", "reader_closed", "last_deliver_at", "wakeup", "waiting")
 
     def __init__(self, src: str, dst: str) -> None:
         self.src = src
@@ -77,6 +78,18 @@ class _Pipe:
         self.reader_closed = False
         self.last_deliver_at = 0.0
         self.wakeup = trio.Event()
+        # The reader's wait, while it waits: its deadline is the first chunk's delivery time.
+        self.waiting: trio.CancelScope | None = None
+
+    def deliver_by(self, at: float) -> None:
+        """A chunk was queued for `at`: wake the reader then (not now, to find it not yet due)."""
+        waiting = self.waiting
+        if waiting is None:
+            return
+        if at <= trio.current_time():
+            self.notify()
+        elif at < waiting.deadline:
+            waiting.deadline = at
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -169,7 +182,9 @@ class SimStream(trio.abc.Stream):
             if policy.duplicate_probability and rng.random() < policy.duplicate_probability:
                 pipe.chunks.append((deliver_at, chunk))
                 network.statistics.duplicated += 1
-            pipe.notify()
+            if network.flowing(pipe.src, pipe.dst):
+                pipe.deliver_by(pipe.chunks[0][0])
+            # else: held by a partition; healing it wakes every reader (SimNetwork.heal)
         finally:
             self._send_conflict = False
 
@@ -199,12 +214,15 @@ class SimStream(trio.abc.Stream):
                     return chunk
                 if flowing and not pipe.chunks and pipe.eof:
                     return b""
-                wakeup = pipe.wakeup
-                if flowing and pipe.chunks:
-                    with trio.move_on_at(pipe.chunks[0][0]):
-                        await wakeup.wait()
-                else:
-                    await wakeup.wait()  # no cancel scope: cheaper, and nothing is due
+                # One task step per delivery: the reader sleeps until the first chunk is due,
+                # and a sender moves that deadline forward (deliver_by) rather than waking the
+                # reader to find its chunk still in flight.
+                with trio.CancelScope(deadline=pipe.chunks[0][0] if flowing and pipe.chunks else math.inf) as waiting:
+                    pipe.waiting = waiting
+                    try:
+                        await pipe.wakeup.wait()
+                    finally:
+                        pipe.waiting = None
         finally:
             self._receive_conflict = False
 
