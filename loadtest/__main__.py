@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
     run.add_argument("--mode", choices=("sync", "async"), default=None, help="replication mode (default: the config's, sync)")
     run.add_argument("--haproxy-config", type=Path, default=None, help="with --haproxy: another config in the shape of deploy/haproxy.cfg")
+    run.add_argument("--pin", choices=("auto", "yes", "no"), default="auto",
+                     help="give the primary a core of its own and put the standby, the witness, Locust and HAProxy on the "
+                          "others, as separate machines would be (auto: for stress and soak on a machine with 2 or more "
+                          "cores; default: %(default)s)")
     day = run.add_argument_group("day")
     day.add_argument("--calls", type=int, default=2000, help="calls in the day (default: %(default)s)")
     day.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the day (default: %(default)s)")
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         step_seconds=args.step_seconds, rate=args.rate, agents=args.agents, talk=args.talk, threshold=args.threshold,
         rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy or args.haproxy_config is not None,
         haproxy_config=args.haproxy_config.resolve() if args.haproxy_config else None, mode=args.mode,
+        pin=args.pin == "yes" or (args.pin == "auto" and args.shape != "day"),
         p99_ms=args.p99_ms if args.p99_ms is not None else (50.0 if args.shape == "stress" else 100.0),
         max_error_ratio=args.max_error_ratio, max_outage=args.max_outage, target_rate=args.target_rate,
         max_bytes_per_call=args.max_bytes_per_call,

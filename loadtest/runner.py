@@ -66,6 +66,7 @@ class Options:
     haproxy: bool = False
     haproxy_config: Path | None = None
     mode: str | None = None            # override [cluster] mode: "sync" or "async"
+    pin: bool = False                  # primary on a core of its own, the rest on the others
     p99_ms: float = 100.0              # stress: 50 (the issue's target); a day: 100, for people
     max_error_ratio: float = 0.001
     max_outage: float = 3.0
@@ -310,6 +311,8 @@ class Runner:
             scraper.start()
             run.started = time.time()
             self.start_locust(plan, bases)
+            if options.pin:
+                self.pin(primary)
             failover = None
             if options.failover_at is not None:
                 failover = threading.Thread(target=self.fail_over, args=(run,), daemon=True)
@@ -345,6 +348,31 @@ class Runner:
         report.write(run, results)
         print(report.table(run, results), flush=True)
         return 0 if all(result.passed is not False for result in results) else 1
+
+    def pin(self, primary: str) -> None:
+        """The primary alone on the first core, everything else on the others (`--pin`).
+
+        On one shared machine the load generator and the standby otherwise take CPU from the
+        primary at random moments, and the primary's latency is then partly Locust's; in a
+        deployment they are separate machines. Every thread of each process is moved (a worker
+        thread started before the call would keep the old affinity otherwise).
+        """
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            self.say("pin: one core only; not pinned")
+            return
+        assert self.cluster is not None
+        mine, rest = {cpus[0]}, set(cpus[1:])
+        processes = {**self.cluster.processes, "locust": self.locust, "haproxy": self.haproxy}
+        for name, process in processes.items():
+            if process is None or process.poll() is not None:
+                continue
+            for task in Path(f"/proc/{process.pid}/task").iterdir():
+                try:
+                    os.sched_setaffinity(int(task.name), mine if name == primary else rest)
+                except OSError:   # a thread that just ended
+                    pass
+        self.say(f"pinned: primary {primary} on core {cpus[0]}; standby, witness and Locust on {', '.join(map(str, sorted(rest)))}")
 
     def start_locust(self, plan: dict[str, Any], bases: list[str]) -> None:
         users = len(plan["agents"]) + 2

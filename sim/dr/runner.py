@@ -3,9 +3,9 @@
     result = run("primary-crash", 7)
     result.ok, result.violations, result.trace_hash
 
-The run is one `trio.run` on `MockClock(autojump_threshold=0)`: virtual time jumps to the
-next timer whenever every task waits, so a simulated minute of a quiet cluster costs only
-the steps its tasks take. Determinism comes from seeding everything that chooses:
+The run is one `trio.run` on a virtual clock (`JumpClock`) that jumps to the next timer
+whenever every task waits, so a simulated minute of a quiet cluster costs only the steps its
+tasks take. Determinism comes from seeding everything that chooses:
 
 - trio's scheduler: the module-level `random.Random` in `trio._core._run` shuffles each batch
   of runnable tasks; it is seeded from the run's seed, and the batch is first sorted by task
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import random
 import shutil
 import time
@@ -406,7 +407,7 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
     error: BaseException | None = None
     with deterministic(seed), captured_logs(trace), buggify.simulation(hooks), buggify.bugs(*bugs):
         try:
-            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[guard])
+            trio.run(main, clock=JumpClock(), instruments=[guard])
         except BaseException as raised:  # noqa: BLE001 - a crash of the simulator is a finding too
             if isinstance(raised, KeyboardInterrupt):
                 raise
@@ -415,6 +416,35 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
         return _verdict(scenario, seed, config, bugs, settings, cluster, history, trace, guard, outcome, error, started, cpu_started)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+class JumpClock(trio.abc.Clock):
+    """Virtual time that jumps to the next deadline as soon as no task can run.
+
+    What `trio.testing.MockClock(autojump_threshold=0)` does, in one pass of trio's loop instead
+    of two: trio asks the clock how long it may sleep only when nothing is runnable, and this
+    clock answers by moving its time to the deadline and saying "not at all", so the deadline
+    expires in the same pass (MockClock spends an empty pass noticing that everything waits,
+    then jumps). Nothing in the simulation waits on real I/O or threads, which is what makes
+    "nothing runnable" mean "idle until the next timer". With no deadline at all the run is
+    deadlocked, and sleeps as trio would.
+    """
+
+    def __init__(self) -> None:
+        self._now = 0.0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        if deadline == math.inf:
+            return math.inf
+        if deadline > self._now:
+            self._now = deadline
+        return 0.0
 
 
 async def _connection_resets(network: SimNetwork, per_minute: float, rng: random.Random) -> None:
