@@ -625,17 +625,20 @@ class Member:
                 while True:
                     now = self.clock()
                     withdrawn = self._retracted_after
-                    if withdrawn is not None and sent > withdrawn:
-                        # Records after `withdrawn` were shipped but never became durable here.
-                        await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
-                        log.warning("withdrew records from the standby after_lsn=%d (local commit failed)", withdrawn)
-                        sent = withdrawn
-                        prev_epoch = self._prev_epoch(sent)
-                        generation = self._ship_generation
-                        truncating = True
-                    elif generation != self._ship_generation:
+                    if generation != self._ship_generation:
+                        # A withdrawal since this connection's reconcile (or its last Truncate):
+                        # records after `withdrawn` may have been shipped on it but never became
+                        # durable here. (One the reconcile dealt with, by a Truncate or by a
+                        # snapshot that replaced the standby's state, needs nothing more: what
+                        # was shipped since then is durable, and a standby whose log was
+                        # replaced by a snapshot could not truncate below it.)
                         generation = self._ship_generation
                         truncating = withdrawn is not None
+                        if withdrawn is not None and sent > withdrawn:
+                            await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
+                            log.warning("withdrew records from the standby after_lsn=%d (local commit failed)", withdrawn)
+                            sent = withdrawn
+                            prev_epoch = self._prev_epoch(sent)
                     if sent < self._ship_top():
                         records = self._shippable(sent, 256)
                         if not records:
@@ -715,9 +718,14 @@ class Member:
         withdrawn = self._retracted_after
         if withdrawn is not None and start > withdrawn:
             # It may hold records this primary shipped but could not commit itself.
-            log.warning("truncating standby tail standby=%s after_lsn=%d (withdrawn records)", self.peer.name if self.peer else "", withdrawn)
-            await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
-            start = withdrawn
+            if withdrawn < sync.snapshot_lsn:
+                # ... and already a snapshot of them (its log may be pruned past them): a log
+                # truncation cannot take them back out, so its state is replaced.
+                start = -1
+            else:
+                log.warning("truncating standby tail standby=%s after_lsn=%d (withdrawn records)", self.peer.name if self.peer else "", withdrawn)
+                await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
+                start = withdrawn
         if start < store.first_lsn() - 1:
             snapshot = store.latest_snapshot()
             if snapshot is None or snapshot.lsn < store.first_lsn() - 1:

@@ -54,8 +54,16 @@ def test_a_crashed_primary_is_replaced_within_a_few_failover_timeouts() -> None:
     assert all(timeout <= seconds <= 4 * timeout for seconds in result.failover_seconds), result.failover_seconds
 
 
-@pytest.mark.parametrize("seed", [41, 53, 143])
+@pytest.mark.parametrize("seed", [41, 53, 138, 143])
 def test_swarm_seeds_that_found_replication_bugs_stay_fixed(seed: int) -> None:
+    # Seeds 41, 53 and 143 found their bugs under an earlier schedule (before uncontended locks
+    # stopped yielding to the scheduler); they stay as regression runs, and the sweeps cover
+    # the same ground with every seed.
+    # 138: the primary withdrew records from the standby after its own disk refused them, but
+    #     the standby had meanwhile taken a snapshot and pruned its log past the withdrawn LSN;
+    #     the primary kept sending a Truncate the standby cannot apply (it died at each attempt)
+    #     (fixed: such a standby gets a snapshot of the primary's state instead, and a
+    #     withdrawal the reconcile dealt with is not truncated again on the same connection).
     # 53: the node left behind at start-up kept raising its epoch in failed elections and the
     #     primary stepped down each time it heard the higher epoch, until neither was primary
     #     (fixed by the pre-vote).
