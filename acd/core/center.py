@@ -360,6 +360,8 @@ class Center:
         self._voice_only = {a.name: not a.capacity.chat and not a.capacity.sms for a in config.agents}
         self._caller_pads = _hmac_pads(config.abuse.hash_key.encode())
         self._fingerprint_key = hashlib.sha256(b"fingerprint:" + config.abuse.hash_key.encode()).digest()
+        # The keyed hash before any data: a copy per arrival costs less than a new keyed object.
+        self._fingerprint_hash = _blake2b(digest_size=12, key=self._fingerprint_key)
         self._day_clock = DayClock(config.time_zone)
         self._agent_queues: dict[str, list[tuple[str, int]]] = {}
         for agent in config.agents:
@@ -552,13 +554,20 @@ class Center:
         if self._voice_only.get(agent.name, True):
             return ()
         # A voice call takes the whole agent; chat and SMS fill up to their capacity.
-        used = {"chat": 0, "sms": 0}
+        chat = sms = 0
         for held in agent.held.values():
-            if held.channel == "voice":
+            channel = held.channel
+            if channel == "chat":
+                chat += 1
+            elif channel == "sms":
+                sms += 1
+            else:
                 return ()
-            used[held.channel] += 1
         capacity = self._capacity[agent.name]
-        return tuple(channel for channel in ("chat", "sms") if used[channel] < capacity[channel])
+        # Spelled out rather than filtered by a generator: this runs whenever a chat agent frees up.
+        if chat < capacity["chat"]:
+            return ("chat", "sms") if sms < capacity["sms"] else ("chat",)
+        return ("sms",) if sms < capacity["sms"] else ()
 
     def _strategy_key(self, agent: AgentRecord, strategy: str) -> tuple[float, float]:
         if strategy == "fewest-handled":
@@ -954,8 +963,11 @@ class Center:
                     continue
                 best = head
             if emptied:
-                for priority in [p for p, heap in by_priority.items() if not heap]:
-                    del by_priority[priority]
+                if len(by_priority) == 1:
+                    by_priority.clear()  # the usual case: one priority, and its heap is empty
+                else:
+                    for priority in [p for p, heap in by_priority.items() if not heap]:
+                        del by_priority[priority]
         if best is None:
             return
         # The offer.
@@ -1300,7 +1312,9 @@ class Center:
         existing = self.state.interactions.get(command.id)
         # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
         # digest of a phone number is reversed by trying every number (privacy).
-        fingerprint = _blake2b(_encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
+        fingerprint_hash = self._fingerprint_hash.copy()
+        fingerprint_hash.update(_encode_command(command))
+        fingerprint = fingerprint_hash.hexdigest()
         if existing is not None and existing.fingerprint == fingerprint:
             return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)
