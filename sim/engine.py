@@ -107,6 +107,7 @@ class Simulation:
         self.random = random.Random(seed * 7919 + 17)  # the agents' stream (calls have their own)
         self.heap: list[tuple[float, int, int, Any, Any]] = []
         self._sequence = itertools.count(1)  # ties in the heap break by insertion order
+        self._next_sequence = self._sequence.__next__
         self._push = heapq.heappush
         self.live: dict[str, CallSpec] = {}
         self.records: list[CallSpec] | None = [] if detail else None
@@ -153,6 +154,7 @@ class Simulation:
         }
         if detail:
             self._on[e.CallQueued] = self._on_queued
+        self._on_get = self._on.get  # bound once: looked up for every event of every command
         self._center_apply = self.center.apply
         self._figures: IntervalFigures | None = None   # the current interval's
         self._seconds: dict[str, float] | None = None  # and its agent_seconds
@@ -163,7 +165,7 @@ class Simulation:
     # ------------------------------------------------------------------ scheduling
 
     def schedule(self, at: float, kind: int, subject: Any = None, detail: Any = None) -> None:
-        self._push(self.heap, (at, next(self._sequence), kind, subject, detail))
+        self._push(self.heap, (at, self._next_sequence(), kind, subject, detail))
 
     def feed(self, calls: Iterable[CallSpec]) -> None:
         """Calls to arrive, in arrival order; drawn one at a time (the heap stays small)."""
@@ -229,7 +231,7 @@ class Simulation:
                 self._trace_encode_into(result, buffer, -1)
                 if len(buffer) > 1 << 16:
                     self._flush_trace()
-            get = self._on.get
+            get = self._on_get
             for event in result:  # type: ignore[union-attr]
                 handler = get(event.__class__)
                 if handler is not None:

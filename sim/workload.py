@@ -700,6 +700,9 @@ class CallFactory:
         queues = {q.name: q for q in scenario.center.queues}
         self.voice_queues = {name for name, q in queues.items() if "voice" in q.channels}
         self.serial = 0
+        # Per channel, its three samplers; per (channel, topic), its queue: one lookup per call.
+        self._durations = {channel: (self.talk[channel], self.wrapup[channel], self.patience[channel]) for channel in mix.channels}
+        self._queue_for: dict[tuple[str, str], str] = {}
 
     def call(self, arrival: float, day_tag: str) -> CallSpec:
         """One call; every draw is made whether used or not, to keep the stream aligned."""
@@ -708,7 +711,9 @@ class CallFactory:
         getrandbits = self.stream.getrandbits
         channel = self.channel()
         topic = self.topic()
-        queue = self.scenario.queue_for(channel, topic)
+        queue = self._queue_for.get((channel, topic))
+        if queue is None:
+            queue = self._queue_for[(channel, topic)] = self.scenario.queue_for(channel, topic)
         vulnerable = random_draw() < mix.vulnerable
         abusive = random_draw() < mix.abusive
         repeat = random_draw() < mix.abusive_repeat_share
@@ -717,10 +722,10 @@ class CallFactory:
         while number >= 100_000_000:
             number = getrandbits(27)
         caller = self.abusers[number % len(self.abusers)] if abusive and repeat and self.abusers else f"010{number:08d}"
-        talk_draw = self.talk[channel]
+        talk_draw, wrapup_draw, patience_draw = self._durations[channel]
         talk = talk_draw()
-        wrapup = self.wrapup[channel]()
-        patience = self.patience[channel]()
+        wrapup = wrapup_draw()
+        patience = patience_draw()
         asks_callback = random_draw() < mix.callback_request
         callback_after = self.callback_after()
         transfers = random_draw() < mix.transfer
