@@ -11,6 +11,7 @@ and `make loadtest-stress` judge speed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,31 @@ def test_stress_center_has_the_generated_agents_on_every_voice_topic(tmp_path: P
     assert [agent.name for agent in center.agents] == names and len(names) == 50
     assert set(center.agents[1].skills) == set(plan.voice_topics(text))
     assert center.service_level_threshold == 1.0
+
+
+@pytest.mark.slow
+def test_short_stress_ramp_reports_each_step_and_pins_the_primary(tmp_path: Path) -> None:
+    # The `stress` shape end to end, short: two steps, a small generated center. The limits are
+    # loose (this is not a speed test); what is checked is that every step is measured and
+    # judged, nothing is lost or stranded, and the primary got a core of its own.
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest", "run", "stress", "--rates", "4,8", "--step-seconds", "8",
+            "--agents", "40", "--pin", "yes", "--out", str(out), "--p99-ms", "5000", "--target-rate", "4",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    figures = summary["figures"]
+    assert [step["rate"] for step in figures["steps"]] == [4.0, 8.0]
+    for step in figures["steps"]:
+        assert step["created"] > 0 and step["p99_ms"] is not None and step["cpu_ms_per_call"]
+    assert figures["breaking_point"] >= 4.0
+    assert figures["lost"] == 0 and figures["stranded"] == 0
+    assert figures["counts"]["acd"] == figures["counts"]["locust"]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert "pinned: primary" in completed.stdout
+    else:
+        assert "one core only; not pinned" in completed.stdout
