@@ -140,3 +140,30 @@ def test_config_built_in_python_reads_back_identically_from_a_snapshot() -> None
     # hash equals its restore's (invariant 7).
     center = Center(CenterConfig(short_abandon_seconds=5, queues=[Queue(name="q", ring_timeout=15, wrapup_seconds=60)]))
     assert Center.restore(center.snapshot()).state_hash() == center.state_hash()
+
+
+def test_a_configuration_checked_again_gets_the_same_outcome_and_types() -> None:
+    # The check of a configuration is remembered (a replay applies the same one at each
+    # restart); an equal one must come out exactly as a fresh check would: a float field given
+    # as an int is still stored as a float, and a value of the wrong type (True == 1.0 in
+    # Python) is still refused right after an equal-comparing valid one was checked.
+    base = one_queue_center(agents=1)
+    queue = base.queues[0]
+
+    def with_ring_timeout(value: object) -> CenterConfig:
+        fields = {name: getattr(queue, name) for name in queue.__struct_fields__}
+        return CenterConfig(time_zone=base.time_zone, calendars=base.calendars, agents=base.agents,
+                            queues=[Queue(**{**fields, "ring_timeout": value})])
+
+    as_float, as_int, as_bool = with_ring_timeout(1.0), with_ring_timeout(1), with_ring_timeout(True)
+    assert as_float == as_int == as_bool  # what a cache keyed by equality would confuse
+    for first, second in ((as_float, as_int), (as_int, as_float)):
+        desk = Desk(base)
+        desk.do(c.Configure(center=first))
+        desk.do(c.Configure(center=second))
+        stored = desk.center.config.queues[0].ring_timeout
+        assert type(stored) is float and stored == 1.0
+    desk = Desk(base)
+    desk.do(c.Configure(center=as_float))
+    rejection = desk.refuse(c.Configure(center=as_bool), Code.invalid_config)
+    assert rejection.field == "queues[0].ring_timeout"

@@ -1270,10 +1270,9 @@ class Center:
     # ------------------------------------------------------------------ commands
 
     def _configure(self, command: c.Configure, now: float) -> Rejection | None:
-        center = _normalized(command.center)
+        center, problems = _checked(command.center)
         if isinstance(center, Rejection):
             return center
-        problems = validate_center(center)
         if problems:
             first = problems[0]
             return reject(Code.invalid_config, "; ".join(str(p) for p in problems), field=first.key)
@@ -2240,6 +2239,26 @@ def _hmac_pads(key: bytes) -> tuple[Any, Any]:
 
 
 _SHA256_BLOCK = 64
+
+
+# The last configuration checked, with its outcome: a node replaying its log (every restart)
+# or a standby applying what it is shipped checks the same configuration again and again.
+# Keyed by its encoding, which tells 1 from 1.0 and True (equality would not), so the same
+# key means the same input and the same outcome.
+_last_checked: tuple[bytes, CenterConfig | Rejection, list[ConfigError]] | None = None
+
+
+def _checked(center: CenterConfig) -> tuple[CenterConfig | Rejection, list[ConfigError]]:
+    """`_normalized(center)` and, when it is valid, `validate_center` of the result."""
+    global _last_checked
+    key = msgspec.msgpack.encode(center)
+    last = _last_checked
+    if last is not None and last[0] == key:
+        return last[1], last[2]
+    normalized = _normalized(center)
+    problems = [] if isinstance(normalized, Rejection) else validate_center(normalized)
+    _last_checked = (key, normalized, problems)
+    return normalized, problems
 
 
 def _normalized(center: CenterConfig) -> CenterConfig | Rejection:
