@@ -27,6 +27,7 @@ from acd.store import Record, Snapshot
 
 FRAME_BYTES_MAX = 64 * 2**20
 MAC_BYTES = 32
+_LENGTH = struct.Struct(">I")  # each frame: its body's length, then the body
 
 
 class FrameError(Exception):
@@ -213,7 +214,7 @@ class Channel:
             body += hmac.digest(self.secret, self._send_key + body, "sha256")  # one-shot: no HMAC object
         if len(body) > FRAME_BYTES_MAX:
             raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
-        return struct.pack(">I", len(body)) + body
+        return _LENGTH.pack(len(body)) + body
 
     def decode(self, body: bytes) -> Message:
         return decode_frame(body, cluster=self.cluster, secret=self.secret, key=self._receive_key, expect=self._next_sequence())
@@ -228,19 +229,22 @@ class Channel:
             await self.stream.send_all(data)
 
     async def receive(self) -> Message:
+        buffer = self._buffer
         while True:
-            if len(self._buffer) >= 4:
-                (length,) = struct.unpack(">I", self._buffer[:4])
+            if len(buffer) >= 4:
+                (length,) = _LENGTH.unpack_from(buffer)
                 if length > FRAME_BYTES_MAX or length == 0:
                     raise FrameError(f"frame length {length} out of range")
-                if len(self._buffer) >= 4 + length:
-                    body = bytes(self._buffer[4 : 4 + length])
-                    del self._buffer[: 4 + length]
+                if len(buffer) >= 4 + length:
+                    body = bytes(buffer[4 : 4 + length])
+                    del buffer[: 4 + length]
                     return self.decode(body)
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 raise trio.EndOfChannel
-            self._buffer += chunk
+            if not buffer and len(chunk) > 4 and 0 < _LENGTH.unpack_from(chunk)[0] == len(chunk) - 4 <= FRAME_BYTES_MAX:
+                return self.decode(bytes(chunk[4:]))  # the usual case: one whole frame in one read
+            buffer += chunk
 
     async def aclose(self) -> None:
         await self.stream.aclose()

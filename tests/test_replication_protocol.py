@@ -164,3 +164,55 @@ async def _garbage_then_good() -> None:
         reply = await channel.receive()
         assert isinstance(reply, VoteReply) and reply.granted
         nursery.cancel_scope.cancel()
+
+
+class _Reads(trio.abc.Stream):
+    """A stream that hands out given chunks, one per read, then end-of-stream."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.chunks.pop(0) if self.chunks else b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        raise AssertionError("not used")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=6), st.lists(st.integers(min_value=1, max_value=300), max_size=12))
+def test_frames_split_or_joined_across_reads_arrive_whole_and_in_order(epochs: list[int], cuts: list[int]) -> None:
+    # A read may hold part of a frame, exactly one frame (the fast path), or several.
+    sender = Channel(_Reads([]), cluster="busan-120", secret=SECRET)
+    sender.bind_nonces(b"m" * 16, b"t" * 16)
+    messages = [Release(epoch=epoch, node="a" * (epoch % 7)) for epoch in epochs]
+    data = b"".join(sender.encode(message) for message in messages)
+    chunks: list[bytes] = []
+    at = 0
+    for cut in cuts:
+        if at >= len(data):
+            break
+        chunks.append(data[at:at + cut])
+        at += cut
+    if at < len(data):
+        chunks.append(data[at:])
+    if len(cuts) % 2:  # then the same messages again, each frame in a read of its own
+        chunks += [sender.encode(message) for message in messages]
+    receiver = Channel(_Reads(chunks), cluster="busan-120", secret=SECRET)
+    receiver.bind_nonces(b"t" * 16, b"m" * 16)
+    expected = messages + messages if len(cuts) % 2 else messages
+
+    async def main() -> list[object]:
+        received = [await receiver.receive() for _ in expected]
+        with pytest.raises(trio.EndOfChannel):
+            await receiver.receive()
+        return received
+
+    assert trio.run(main) == expected
