@@ -158,8 +158,10 @@ class Browser:
 
 
 # What the page shows, read from its DOM: the connection state, every [data-figure], and the
-# cells of every queue row (only the state while the page is still loading).
-FIGURES = """!document.querySelector("#queues") ? '{"state": "not loaded"}' : JSON.stringify({
+# cells of every queue row (only the state while the page is still loading: a document still
+# being parsed may have the table but not yet the elements after it).
+FIGURES = """document.readyState === "loading" || !document.querySelector("#queues") || !document.querySelector("#message")
+  ? '{"state": "not loaded"}' : JSON.stringify({
   state: document.body.dataset.state,
   figures: Object.fromEntries([...document.querySelectorAll("[data-figure]")].map((e) => [e.dataset.figure, e.textContent.trim()])),
   queues: Object.fromEntries([...document.querySelectorAll("#queues tbody tr")].map((row) => [row.dataset.queue,
