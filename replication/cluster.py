@@ -674,36 +674,40 @@ class Member:
                 self._clearing = False
 
     async def _read_replies(self, channel: Channel, sent_times: deque[tuple[float, int, bool]], nursery: trio.Nursery) -> None:
-        scope = nursery.cancel_scope
         while True:
-            # One timer for many replies: its deadline moves on with each one (the handling
-            # below never waits), and only a silence of `standby_timeout` ends it.
+            # One timer for many replies: its deadline moves on with each one (handling a
+            # reply never waits), and only a silence of `standby_timeout` ends it.
             with trio.CancelScope() as timer:
                 while True:
                     timer.deadline = trio.current_time() + self.standby_timeout
-                    reply = await channel.receive()
-                    sent_at, generation, settles = sent_times.popleft() if sent_times else (self.clock(), -1, False)
-                    if not isinstance(reply, AppendReply):
-                        raise FrameError("expected AppendReply")
-                    if reply.epoch > self.promised_epoch:
-                        self._see_epoch(reply.epoch)
+                    if not self._take_reply(await channel.receive(), sent_times, nursery):
                         return
-                    if not reply.ok:
-                        log.info("standby refused append: %s (its last LSN %d)", reply.reason, reply.last_lsn)
-                        scope.cancel()
-                        return
-                    if reply.lease_granted:
-                        self._extend_lease(sent_at, reply.epoch)
-                    if generation != self._ship_generation:
-                        continue  # sent before a withdrawal: its LSNs may name withdrawn records
-                    if settles:
-                        self._retracted_after = None  # the standby applied the Truncate sent before it
-                    self._acked(reply.last_lsn)
-                    if self.behind_recorded and self.acked_lsn >= self.node.store.last_lsn():
-                        nursery.start_soon(self._clear_behind_once)
-            if timer.cancelled_caught and sent_times:
-                scope.cancel()
+            if sent_times:  # silent with appends outstanding: the standby stopped answering
+                nursery.cancel_scope.cancel()
                 return
+
+    def _take_reply(self, reply: Message, sent_times: deque[tuple[float, int, bool]], nursery: trio.Nursery) -> bool:
+        """Account for one reply of the standby; False when shipping on this connection ends."""
+        sent_at, generation, settles = sent_times.popleft() if sent_times else (self.clock(), -1, False)
+        if not isinstance(reply, AppendReply):
+            raise FrameError("expected AppendReply")
+        if reply.epoch > self.promised_epoch:
+            self._see_epoch(reply.epoch)
+            return False
+        if not reply.ok:
+            log.info("standby refused append: %s (its last LSN %d)", reply.reason, reply.last_lsn)
+            nursery.cancel_scope.cancel()
+            return False
+        if reply.lease_granted:
+            self._extend_lease(sent_at, reply.epoch)
+        if generation != self._ship_generation:
+            return True  # sent before a withdrawal: its LSNs may name withdrawn records
+        if settles:
+            self._retracted_after = None  # the standby applied the Truncate sent before it
+        self._acked(reply.last_lsn)
+        if self.behind_recorded and self.acked_lsn >= self.node.store.last_lsn():
+            nursery.start_soon(self._clear_behind_once)
+        return True
 
     async def _reconcile(self, channel: Channel, sync: Sync) -> int:
         """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""

@@ -194,17 +194,7 @@ class Center:
         agents = state.agents
         unindexed = self._unindexed
         if unindexed:
-            # `self._flush_index()`, inlined.
-            free_anywhere = self._free_anywhere
-            voice_only = self._voice_only
-            for name in unindexed:
-                changed = agents[name]
-                if name not in free_anywhere and (
-                    changed.presence is not _READY or changed.offer is not None or (changed.held and voice_only[name])
-                ):
-                    continue  # was in no free-agent heap and still may take nothing (see _index_agent)
-                self._index_agent(changed)
-            unindexed.clear()
+            self._flush_index()
         for call_id in touched_calls:
             call = interactions.get(call_id)
             if call is None:
@@ -569,12 +559,14 @@ class Center:
             return ("chat", "sms") if sms < capacity["sms"] else ("chat",)
         return ("sms",) if sms < capacity["sms"] else ()
 
-    def _strategy_key(self, agent: AgentRecord, strategy: str) -> tuple[float, float]:
+    @staticmethod
+    def _strategy_key(agent: AgentRecord, strategy: str, token: int) -> tuple[float, float, int, int, str]:
+        """The agent's entry in a free-agent heap of a queue with `strategy` (best first)."""
         if strategy == "fewest-handled":
-            return (float(agent.handled), agent.available_since)
+            return (float(agent.handled), agent.available_since, agent.order, token, agent.name)
         if strategy == "round-robin":
-            return (float(agent.last_offer_order), agent.available_since)
-        return (agent.available_since, 0.0)
+            return (float(agent.last_offer_order), agent.available_since, agent.order, token, agent.name)
+        return (agent.available_since, 0.0, agent.order, token, agent.name)
 
     def _flush_index(self) -> None:
         """Index every agent changed since the last flush.
@@ -637,14 +629,7 @@ class Center:
                 free = True
                 entry = keys.get(strategy)
                 if entry is None:
-                    # `_strategy_key`, inlined.
-                    if strategy == "fewest-handled":
-                        entry = (float(agent.handled), agent.available_since, agent.order, token, name)
-                    elif strategy == "round-robin":
-                        entry = (float(agent.last_offer_order), agent.available_since, agent.order, token, name)
-                    else:
-                        entry = (agent.available_since, 0.0, agent.order, token, name)
-                    keys[strategy] = entry
+                    entry = keys[strategy] = self._strategy_key(agent, strategy, token)
                 heapq.heappush(heap, entry)
             if free:
                 free_here = free_by_queue.get(queue_name)
@@ -1198,16 +1183,7 @@ class Center:
                 ahead += count
         # The count includes the call itself (it is already indexed as waiting).
         position = ahead if ahead > 1 else 1
-        # `self.ewt(queue, position)`, inlined.
-        if self._unindexed:
-            self._flush_index()
-        aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
-        staffed = self._staffed.get(queue, 0)
-        if staffed == 0:
-            ewt = round(position * aht, 1)
-        else:
-            share = (position - len(self._free.get(queue, ()))) / staffed
-            ewt = round(share * aht, 1) if share > 0 else 0.0
+        ewt = self.ewt(queue, position)
         self._events.append(
             e.CallQueued(
                 at=now, call=call.id, queue=queue, channel=call.channel, priority=priority,
@@ -1326,13 +1302,7 @@ class Center:
         state = self.state
         config = state.config
         caller = command.caller
-        # `_caller_hash`, inlined.
-        inner_pad, outer_pad = self._caller_pads
-        inner = inner_pad.copy()
-        inner.update(caller.encode())
-        outer = outer_pad.copy()
-        outer.update(inner.digest())
-        caller_hash: str = outer.hexdigest()[:32]
+        caller_hash = self._caller_hash(caller)
         priority = command.priority
         attributes = command.attributes
         if attributes and any(attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
@@ -1392,12 +1362,8 @@ class Center:
             self._finish(call, _TRANSFERRED, now, "external")
             self._emit(e.CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
             return None
-        # `_count_queue_arrival`, inlined: the same instant, so the same key.
-        call.queue_stats_key = key
+        self._count_queue_arrival(call, now)
         queue_name = call.queue
-        total, counters = cache.get((queue_name, key)) or self._counters(queue_name, key)
-        total.offered += 1
-        counters.offered += 1
         if queue.max_length and self.waiting_count(queue_name) >= queue.max_length:
             call.state = _WAITING
             self._count_waiting(call, +1)  # _overflow takes it out of the queue again
@@ -1406,29 +1372,7 @@ class Center:
             return None
         call.state = _WAITING
         self._enqueue(call)
-        # `self._emit_queued(call, now)`, inlined.
-        ahead = 0
-        for other, count in self._waiting_count[queue_name].items():
-            if other >= priority:
-                ahead += count
-        # The count includes the call itself (it is already indexed as waiting).
-        position = ahead if ahead > 1 else 1
-        # `self.ewt(queue_name, position)`, inlined.
-        if self._unindexed:
-            self._flush_index()
-        aht = state.aht.get(queue_name) or self._queues[queue_name].aht_seconds
-        staffed = self._staffed.get(queue_name, 0)
-        if staffed == 0:
-            ewt = round(position * aht, 1)
-        else:
-            share = (position - len(self._free.get(queue_name, ()))) / staffed
-            ewt = round(share * aht, 1) if share > 0 else 0.0
-        self._events.append(
-            e.CallQueued(
-                at=now, call=call_id, queue=queue_name, channel=call.channel, priority=priority,
-                position=position, ewt=ewt, warning=warning, callback=call.callback,
-            )
-        )
+        self._emit_queued(call, now)
         self._dispatch_call(call, now)
         return None
 

@@ -61,7 +61,6 @@ class Broker:
     buffer_events: int = 10_000
     queue_events: int = 2_000
     _buffer: collections.deque[Published] = field(default_factory=collections.deque)
-    _subscribers: set[Subscription] = field(default_factory=set)
     _everything: dict[Subscription, None] = field(default_factory=dict)   # readers of all events
     _by_agent: dict[str, dict[Subscription, None]] = field(default_factory=dict)
     _newest_lsn: int = 0
@@ -112,14 +111,12 @@ class Broker:
             self._close(subscription, None)
 
     def _add(self, subscription: Subscription) -> None:
-        self._subscribers.add(subscription)
         if subscription.agent is None:
             self._everything[subscription] = None
         else:
             self._by_agent.setdefault(subscription.agent, {})[subscription] = None
 
     def _remove(self, subscription: Subscription) -> None:
-        self._subscribers.discard(subscription)
         if subscription.agent is None:
             self._everything.pop(subscription, None)
             return
@@ -128,6 +125,9 @@ class Broker:
             readers.pop(subscription, None)
             if not readers:
                 del self._by_agent[subscription.agent]
+
+    def _readers(self) -> list[Subscription]:
+        return [*self._everything, *(reader for readers in self._by_agent.values() for reader in readers)]
 
     def _close(self, subscription: Subscription, final: Control | None) -> None:
         subscription.closed = True
@@ -162,9 +162,9 @@ class Broker:
         subscription.send.close()
 
     def close_all(self, message: str = "node shutting down") -> None:
-        for subscription in list(self._subscribers):
+        for subscription in self._readers():
             self._close(subscription, Control("stream.closed", subscription.last_lsn, message))
 
     def statistics(self) -> BrokerStatistics:
         oldest = self._buffer[0].lsn if self._buffer else self._newest_lsn
-        return BrokerStatistics(len(self._subscribers), len(self._buffer), oldest, self._newest_lsn, self._cut_off)
+        return BrokerStatistics(len(self._readers()), len(self._buffer), oldest, self._newest_lsn, self._cut_off)

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.testing
 
 from acd import buggify
 from replication import protocol
