@@ -263,10 +263,12 @@ def test_caller_number_is_kept_only_as_a_keyed_hash_once_the_call_ended() -> Non
 
 def test_presence_commands_for_logged_out_or_unknown_agents_are_refused() -> None:
     desk = Desk(one_queue_center())
-    desk.refuse(c.Ready(agent="a1"), Code.agent_logged_out)
-    desk.refuse(c.NotReady(agent="a1", reason="x"), Code.agent_logged_out)
-    desk.refuse(c.Login(agent="nobody"), Code.unknown_agent)
-    desk.refuse(c.Logout(agent="nobody"), Code.unknown_agent)
+    # Desk.refuse asserts the code and that the state did not change; the field names the agent.
+    for command, code in (
+        (c.Ready(agent="a1"), Code.agent_logged_out), (c.NotReady(agent="a1", reason="x"), Code.agent_logged_out),
+        (c.Login(agent="nobody"), Code.unknown_agent), (c.Logout(agent="nobody"), Code.unknown_agent),
+    ):
+        assert desk.refuse(command, code).field == "agent"
 
 
 def test_chat_agent_wrapping_up_a_transferred_chat_takes_the_callers_behind_it() -> None:

@@ -56,29 +56,29 @@ def precedence_desk() -> Desk:
 
 def test_unknown_queue_comes_before_an_id_conflict() -> None:
     desk = precedence_desk()
-    desk.refuse(c.Arrive(id="x", queue="nowhere", caller="0102"), Code.unknown_queue)
+    assert desk.refuse(c.Arrive(id="x", queue="nowhere", caller="0102"), Code.unknown_queue).field == "queue"
 
 
 def test_id_conflict_comes_before_a_channel_the_queue_does_not_serve() -> None:
     desk = precedence_desk()
-    desk.refuse(c.Arrive(id="x", queue="voice-only", caller="0102", channel="sms"), Code.id_conflict)
+    assert desk.refuse(c.Arrive(id="x", queue="voice-only", caller="0102", channel="sms"), Code.id_conflict).field == "id"
 
 
 def test_unknown_agent_comes_before_an_unknown_call() -> None:
     desk = precedence_desk()
-    desk.refuse(c.Answer(call="nobody", agent="nobody"), Code.unknown_agent)
-    desk.refuse(c.WrapUp(call="nobody", agent="nobody", disposition="resolved"), Code.unknown_agent)
+    assert desk.refuse(c.Answer(call="nobody", agent="nobody"), Code.unknown_agent).field == "agent"
+    assert desk.refuse(c.WrapUp(call="nobody", agent="nobody", disposition="resolved"), Code.unknown_agent).field == "agent"
 
 
 def test_unknown_queue_comes_before_an_unknown_call_in_a_transfer() -> None:
     desk = precedence_desk()
-    desk.refuse(c.Transfer(call="nobody", queue="nowhere"), Code.unknown_queue)
+    assert desk.refuse(c.Transfer(call="nobody", queue="nowhere"), Code.unknown_queue).field == "queue"
 
 
 def test_channel_not_served_comes_before_call_finished_in_a_transfer() -> None:
     desk = precedence_desk()
     desk.do(c.Abandon(call="chat"))
-    desk.refuse(c.Transfer(call="chat", queue="voice-only"), Code.channel_not_served)
+    assert desk.refuse(c.Transfer(call="chat", queue="voice-only"), Code.channel_not_served).field == "queue"
 
 
 def test_logged_out_agent_comes_before_an_offer_to_someone_else() -> None:
@@ -95,14 +95,14 @@ def test_call_finished_comes_before_not_handled_by_agent() -> None:
     desk = precedence_desk()
     desk.do(c.Login(agent="a1"))
     desk.do(c.Abandon(call="x"))
-    desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_finished)
+    assert "abandoned" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_finished).message
 
 
 def test_call_not_ended_comes_before_a_missing_callback_time() -> None:
     desk = precedence_desk()
     desk.ready("a1")
     desk.answer("x", "a1")
-    desk.refuse(c.WrapUp(call="x", agent="a1", disposition="callback"), Code.call_not_ended)
+    assert "still connected" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="callback"), Code.call_not_ended).message
 
 
 def test_wrapup_repeated_with_other_values_is_refused() -> None:
