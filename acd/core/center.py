@@ -1040,6 +1040,16 @@ class Center:
         found = self._counter_cache[(queue, key)] = (queue_day.total, counters)
         return found
 
+    def _count_answered(self, queue: str | None, key: tuple[str, int], wait: float, within: bool, callback: bool) -> None:
+        """An answer in the day's and the interval's counters of `queue` (None: the center)."""
+        for counters in self._counter_cache.get((queue, key)) or self._counters(queue, key):
+            counters.answered += 1
+            counters.wait_answered_seconds += wait
+            if within:  # adding False changes nothing, so it is skipped
+                counters.answered_within += 1
+            if callback:
+                counters.callbacks_completed += 1
+
     def _count_queue_arrival(self, call: Interaction, now: float) -> None:
         call.queue_stats_key = key = self._day_clock.locate(now)
         total, interval = self._counter_cache.get((call.queue, key)) or self._counters(call.queue, key)
@@ -1515,34 +1525,12 @@ class Center:
         )
         wait = now - call.queued_at
         within = wait <= self._queues[queue_name].service_level_threshold
-        # Written out for the day and the interval; adding False changes nothing, so it is skipped.
-        cache = self._counter_cache
-        total, counters = cache.get((queue_name, stats_key)) or self._counters(queue_name, stats_key)
-        total.answered += 1
-        counters.answered += 1
-        total.wait_answered_seconds += wait
-        counters.wait_answered_seconds += wait
-        if within:
-            total.answered_within += 1
-            counters.answered_within += 1
-        if callback:
-            total.callbacks_completed += 1
-            counters.callbacks_completed += 1
+        self._count_answered(queue_name, stats_key, wait, within, callback)
         if not call.counted:  # the center counts the first answer only (invariant 8)
             call.counted = True
             center_wait = now - call.arrived_at
-            center_key = call.center_stats_key
-            total, counters = cache.get((None, center_key)) or self._counters(None, center_key)
-            total.answered += 1
-            counters.answered += 1
-            total.wait_answered_seconds += center_wait
-            counters.wait_answered_seconds += center_wait
-            if center_wait <= self.state.config.service_level_threshold:
-                total.answered_within += 1
-                counters.answered_within += 1
-            if callback:
-                total.callbacks_completed += 1
-                counters.callbacks_completed += 1
+            center_within = center_wait <= self.state.config.service_level_threshold
+            self._count_answered(None, call.center_stats_key, center_wait, center_within, callback)
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
         if callback:
