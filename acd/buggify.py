@@ -12,6 +12,9 @@ False, so the marks cost one function call. Inside one (`with buggify.simulation
 simulator's hooks decide, from the run's seed, whether a point misbehaves this time: a slow
 disk sleeps on the virtual clock, a paused (zombie) node blocks until it is resumed.
 
+`sleep(seconds)` is `trio.sleep` outside a simulation; inside, the simulator's cheaper timer on
+its virtual clock (replication's periodic waits use it: lease renewal, lease watch, backoffs).
+
 `bug(name)` is the other half: a deliberately broken variant of the replication code that a
 test switches on (`with buggify.bugs("ack_before_standby"):`) to prove that the simulator
 catches it. Known bugs:
@@ -31,6 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+import trio
+
 KNOWN_BUGS = frozenset({"ack_before_standby", "skip_lease_check"})
 
 
@@ -40,6 +45,8 @@ class Hooks(Protocol):
     def fire(self, name: str, node: str) -> bool: ...
 
     async def point(self, name: str, node: str) -> None: ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 _hooks: Hooks | None = None
@@ -62,6 +69,20 @@ async def point(name: str, node: str = "") -> None:
     hooks = _hooks
     if hooks is not None:
         await hooks.point(name, node)
+
+
+async def sleep(seconds: float) -> None:
+    """`trio.sleep`; inside a simulation, the simulator's timer on its virtual clock.
+
+    For the periodic waits of replication (lease renewal and watch, reconnect backoff): the
+    simulator's timer wakes a task without trio's cancellation machinery, which is most of
+    what a tick costs in a simulated run. Same semantics: cancellable, wakes at the time.
+    """
+    hooks = _hooks
+    if hooks is None:
+        await trio.sleep(seconds)
+    else:
+        await hooks.sleep(seconds)
 
 
 def bug(name: str) -> bool:

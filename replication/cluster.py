@@ -475,7 +475,7 @@ class Member:
         self._last_refusal = reasons
         log.log(level, "election lost node=%s %s replies=%s", self.name, what, reasons)
         peer_name = self.peer.name if self.peer else ""
-        await trio.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
+        await buggify.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
 
     def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool) -> None:
         store = self.node.store
@@ -506,14 +506,14 @@ class Member:
     async def _watch_lease(self) -> None:
         while True:
             if self.forced:
-                await trio.sleep(self.renew_interval)
+                await buggify.sleep(self.renew_interval)
                 continue
             await buggify.point("member.timer", self.name)  # simulator only: a paused process acts on resume
             now = self.clock()
             if now >= self.lease_until:
                 self.step_down("lease expired")
                 return
-            await trio.sleep(self.lease_until - now)
+            await buggify.sleep(self.lease_until - now)
 
     async def _renew_loop(self) -> None:
         while True:
@@ -537,7 +537,7 @@ class Member:
                             return
             if self.peer is None and self.witness is None:
                 self.lease_until = self.clock() + self.lease_seconds
-            await trio.sleep(max(0.0, sent_at + self.renew_interval - self.clock()) if self.witness is not None else self.renew_interval)
+            await buggify.sleep(max(0.0, sent_at + self.renew_interval - self.clock()) if self.witness is not None else self.renew_interval)
 
     async def _record_behind(self, lsn: int) -> bool:
         if self.witness is None or self.peer is None:
@@ -590,7 +590,7 @@ class Member:
             # then less often, up to SHIP_RETRY_MAX: a rejoin is noticed within that time, and a
             # long outage does not cost a connection attempt every 50 ms.
             retry = SHIP_RETRY_MIN if self._ship_sessions != sessions else min(2 * retry, SHIP_RETRY_MAX)
-            await trio.sleep(retry)
+            await buggify.sleep(retry)
 
     async def _ship_once(self) -> None:
         assert self.peer is not None

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 
 from acd import buggify
 from replication.protocol import Channel, FrameError, Hello
 from sim.dr import SCENARIOS, run
 from sim.dr import scenarios as scenario_module
 from sim.dr.checks import NodeFinal, epoch_of, lost_writes, split_brain
+from sim.dr.clock import JumpClock, sleep
 from sim.dr.network import LinkPolicy, SimNetwork
 from sim.dr.workload import Ack
 
@@ -171,6 +171,49 @@ def test_bugs_and_fault_points_are_inert_outside_a_simulation() -> None:
     assert not buggify.bug("ack_before_standby")
 
 
+# ---------------------------------------------------------------------- the virtual clock
+
+
+def test_the_clock_timers_wake_in_time_order_and_mix_with_trio_deadlines() -> None:
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await sleep(seconds)
+        woke.append((name, trio.current_time()))
+
+    async def trio_sleeper(name: str, seconds: float) -> None:
+        await trio.sleep(seconds)
+        woke.append((name, trio.current_time()))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper, "timer 3", 3.0)
+            nursery.start_soon(trio_sleeper, "trio 2", 2.0)
+            nursery.start_soon(sleeper, "timer 1", 1.0)
+            nursery.start_soon(sleeper, "timer 1 again", 1.0)
+            nursery.start_soon(sleeper, "now", 0.0)
+        with pytest.raises(ValueError):
+            await sleep(-1)
+
+    trio.run(main, clock=JumpClock())
+    assert woke == [("now", 0.0), ("timer 1", 1.0), ("timer 1 again", 1.0), ("trio 2", 2.0), ("timer 3", 3.0)]
+
+
+def test_a_cancelled_timer_raises_cancelled_and_never_fires() -> None:
+    async def main() -> None:
+        with trio.move_on_after(1.0) as scope:
+            await sleep(10.0)
+        assert scope.cancelled_caught and trio.current_time() == 1.0
+        await sleep(20.0)  # the disarmed timer at 10 s must not wake this later wait
+        assert trio.current_time() == 21.0
+        with trio.CancelScope() as already:
+            already.cancel()
+            await sleep(5.0)
+        assert already.cancelled_caught and trio.current_time() == 21.0
+
+    trio.run(main, clock=JumpClock())
+
+
 # ---------------------------------------------------------------------- the network
 
 
@@ -223,7 +266,7 @@ def test_a_partition_holds_bytes_until_it_heals_and_a_crash_resets() -> None:
                 await network.endpoint("client").connect("x:1")
             nursery.cancel_scope.cancel()
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(main, clock=JumpClock())
 
 
 def test_a_duplicated_frame_is_refused_by_the_protocol() -> None:
@@ -248,7 +291,7 @@ def test_a_duplicated_frame_is_refused_by_the_protocol() -> None:
             nursery.cancel_scope.cancel()
         assert errors and "sequence" in str(errors[0])
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(main, clock=JumpClock())
 
 
 # ---------------------------------------------------------------------- the checkers

@@ -1,8 +1,8 @@
 """The disaster-recovery simulator: the real cluster under seeded faults on virtual time.
 
 FoundationDB's simulator and TigerBeetle's VOPR, in Python. One process runs the real node
-pipeline (`acd.node`), replication members and witness (`replication`) on
-`trio.testing.MockClock`, over an in-memory network that drops, delays, corrupts and
+pipeline (`acd.node`), replication members and witness (`replication`) on a virtual clock
+(`clock`, MockClock's autojump with cheaper timers), over an in-memory network that drops, delays, corrupts and
 partitions (`network`), with crashable LMDB storage (`storage`), clocks that drift within
 the lease bound and pause like a stopped process (`cluster`), and a workload of calls and
 agents that records every acknowledged write (`workload`). One integer seed draws the fault

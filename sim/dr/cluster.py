@@ -50,6 +50,7 @@ from acd.store import StorageFull
 from replication.cluster import DRIFT, Member, _promotion_audit
 from replication.witness import MemoryStateStore, Witness
 
+from .clock import sleep
 from .network import SimNetwork
 from .storage import SimStore
 from .trace import CURRENT_PROCESS, Trace
@@ -331,7 +332,7 @@ class SimCluster:
 
     async def _restart_later(self, process: Process) -> None:
         await process.stopped.wait()
-        await trio.sleep(self.restart_seconds)
+        await sleep(self.restart_seconds)
         process.restart_pending = False
         if process.state == "down":
             self.trace.add("life", process.name, "restarted by its supervisor")
@@ -464,11 +465,14 @@ class SimHooks:
         if name == "store.append":
             if process.slow_disk_probability and self.rng.random() < process.slow_disk_probability:
                 self.appends_delayed += 1
-                await trio.sleep(self.rng.uniform(0.0, process.slow_disk_seconds_max))
+                await sleep(self.rng.uniform(0.0, process.slow_disk_seconds_max))
                 await self._wait_running(process)
             if process.crash_at_append_probability and self.rng.random() < process.crash_at_append_probability:
                 self.cluster.crash(node)
                 await trio.lowlevel.checkpoint()
+
+    async def sleep(self, seconds: float) -> None:
+        await sleep(seconds)
 
     @staticmethod
     async def _wait_running(process: Process) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .clock import Wakeup, clock, sleep
 from .trace import CURRENT_PROCESS
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -67,7 +68,7 @@ class NetworkStatistics:
 class _Pipe:
     """One direction of a connection: chunks with delivery times, then maybe end-of-stream."""
 
-    __slots__ = ("src", "dst", "chunks", "eof", "broken", "reader_closed", "last_deliver_at", "wakeup", "waiting")
+    __slots__ = ("src", "dst", "chunks", "eof", "broken", "reader_closed", "last_deliver_at", "waiting", "wake_at")
 
     def __init__(self, src: str, dst: str) -> None:
         self.src = src
@@ -77,23 +78,21 @@ class _Pipe:
         self.broken = False
         self.reader_closed = False
         self.last_deliver_at = 0.0
-        self.wakeup = trio.Event()
-        # The reader's wait, while it waits: its deadline is the first chunk's delivery time.
-        self.waiting: trio.CancelScope | None = None
+        # The reader, while it waits, and the time its timer wakes it (the first chunk's delivery).
+        self.waiting: Wakeup | None = None
+        self.wake_at = math.inf
 
     def deliver_by(self, at: float) -> None:
         """A chunk was queued for `at`: wake the reader then (not now, to find it not yet due)."""
         waiting = self.waiting
-        if waiting is None:
-            return
-        if at <= trio.current_time():
-            self.notify()
-        elif at < waiting.deadline:
-            waiting.deadline = at
+        if waiting is not None and at < self.wake_at:
+            self.wake_at = at
+            clock().wake_at(at, waiting)
 
     def notify(self) -> None:
-        self.wakeup.set()
-        self.wakeup = trio.Event()
+        waiting = self.waiting
+        if waiting is not None:
+            waiting.wake()
 
 
 class Connection:
@@ -215,14 +214,16 @@ class SimStream(trio.abc.Stream):
                 if flowing and not pipe.chunks and pipe.eof:
                     return b""
                 # One task step per delivery: the reader sleeps until the first chunk is due,
-                # and a sender moves that deadline forward (deliver_by) rather than waking the
+                # and a sender brings that time forward (deliver_by) rather than waking the
                 # reader to find its chunk still in flight.
-                with trio.CancelScope(deadline=pipe.chunks[0][0] if flowing and pipe.chunks else math.inf) as waiting:
-                    pipe.waiting = waiting
-                    try:
-                        await pipe.wakeup.wait()
-                    finally:
-                        pipe.waiting = None
+                pipe.waiting = waiting = Wakeup()
+                pipe.wake_at = math.inf
+                if flowing and pipe.chunks:
+                    pipe.deliver_by(pipe.chunks[0][0])
+                try:
+                    await waiting.wait()
+                finally:
+                    pipe.waiting = None
         finally:
             self._receive_conflict = False
 
@@ -367,7 +368,7 @@ class SimNetwork:
         policy_back = self.policy(dst, src)
         round_trip = self.latency(policy_there) + self.latency(policy_back)
         if round_trip > 0:
-            await trio.sleep(round_trip)
+            await sleep(round_trip)
         listener = self.listeners.get(address)
         if listener is None:
             self.statistics.refused += 1

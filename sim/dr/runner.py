@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import random
 import shutil
 import time
@@ -41,6 +40,7 @@ from acd import buggify
 from replication import protocol
 
 from . import checks
+from .clock import JumpClock, sleep
 from .cluster import WITNESS, SimCluster
 from .config import cluster_settings
 from .network import SimNetwork
@@ -104,7 +104,7 @@ class Context:
 
     # waiting
     async def sleep(self, seconds: float) -> None:
-        await trio.sleep(max(0.0, seconds))
+        await sleep(max(0.0, seconds))
 
     def primary_name(self) -> str | None:
         primary = self.cluster.primary()
@@ -132,7 +132,7 @@ class Context:
 
     async def wait_healthy(self) -> None:
         while not self.healthy():
-            await trio.sleep(0.25)
+            await sleep(0.25)
 
     def converged(self) -> bool:
         if not self.healthy():
@@ -176,7 +176,7 @@ class Context:
             await self.cluster.wait_replicating(name)
         delay = rng.choice([0.0, 0.0, rng.uniform(0.0, 0.005), rng.uniform(0.0, 0.05)])
         if delay:
-            await trio.sleep(delay)
+            await sleep(delay)
         self.crash(name, probe=probe)
 
     async def restart(self, name: str) -> None:
@@ -386,13 +386,13 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
                         if center is not None and all(call.state.value in ("completed", "abandoned", "transferred", "closed")
                                                       for call in center.state.interactions.values()):
                             break
-                        await trio.sleep(1.0)
+                        await sleep(1.0)
                 left = await workload.finish_all()
                 if left:
                     outcome["liveness"].append(f"interactions still open after finishing the day: {', '.join(left[:5])}")
                 trace.add("phase", "*", "day finished")
                 while not context.converged():
-                    await trio.sleep(0.25)
+                    await sleep(0.25)
                 trace.add("phase", "*", "converged")
                 outcome["converged"] = True
             if liveness.cancelled_caught:
@@ -417,38 +417,9 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
         shutil.rmtree(root, ignore_errors=True)
 
 
-class JumpClock(trio.abc.Clock):
-    """Virtual time that jumps to the next deadline as soon as no task can run.
-
-    What `trio.testing.MockClock(autojump_threshold=0)` does, in one pass of trio's loop instead
-    of two: trio asks the clock how long it may sleep only when nothing is runnable, and this
-    clock answers by moving its time to the deadline and saying "not at all", so the deadline
-    expires in the same pass (MockClock spends an empty pass noticing that everything waits,
-    then jumps). Nothing in the simulation waits on real I/O or threads, which is what makes
-    "nothing runnable" mean "idle until the next timer". With no deadline at all the run is
-    deadlocked, and sleeps as trio would.
-    """
-
-    def __init__(self) -> None:
-        self._now = 0.0
-
-    def start_clock(self) -> None:
-        pass
-
-    def current_time(self) -> float:
-        return self._now
-
-    def deadline_to_sleep_time(self, deadline: float) -> float:
-        if deadline == math.inf:
-            return math.inf
-        if deadline > self._now:
-            self._now = deadline
-        return 0.0
-
-
 async def _connection_resets(network: SimNetwork, per_minute: float, rng: random.Random) -> None:
     while True:
-        await trio.sleep(rng.expovariate(per_minute / 60.0))
+        await sleep(rng.expovariate(per_minute / 60.0))
         connection = network.reset_random()
         if connection is not None:
             network.trace("net", connection.client, f"connection reset {connection.client}->{connection.server} ({connection.address})")

@@ -25,6 +25,7 @@ from acd.core import commands as c
 from acd.node.node import Accepted, NodeClosed, NodeError, NotPrimary, StorageFullError
 from acd.store import StoreError
 
+from .clock import sleep
 from .cluster import SimCluster
 from .trace import Trace
 
@@ -109,7 +110,7 @@ class Client:
             if not first:
                 # Like a real client: retry soon, then back off (up to a second) while the
                 # cluster has no primary to offer.
-                await trio.sleep(backoff)
+                await sleep(backoff)
                 backoff = min(1.0, backoff * 1.5)
             first = False
             process = self.cluster.processes[target]
@@ -218,7 +219,7 @@ class Workload:
         queues = [(name, channel) for name, channel, _ in QUEUES]
         weights = [weight for _, _, weight in QUEUES]
         while True:
-            await trio.sleep(self.rng.expovariate(rate))
+            await sleep(self.rng.expovariate(rate))
             if not self.arriving:
                 return
             self.calls += 1
@@ -233,7 +234,7 @@ class Workload:
         result = await self.client.submit(arrive)
         if result is None or isinstance(result, Rejection):
             return
-        await trio.sleep(patience)
+        await sleep(patience)
         center = self.client.view()
         call = center.state.interactions.get(arrive.id) if center is not None else None
         if call is not None and call.state in (CallState.WAITING, CallState.OFFERED):
@@ -248,7 +249,7 @@ class Workload:
         answered: set[str] = set()
         on_break_until = 0.0
         while True:
-            await trio.sleep(self.rng.uniform(1.0, 3.0))
+            await sleep(self.rng.uniform(1.0, 3.0))
             center = client.view()
             if center is None:
                 continue
@@ -261,7 +262,7 @@ class Workload:
                 continue
             if record.offer is not None and record.offer not in answered:
                 call_id = record.offer
-                await trio.sleep(self.rng.uniform(0.2, self.shape.ring_seconds_max))
+                await sleep(self.rng.uniform(0.2, self.shape.ring_seconds_max))
                 result = await client.submit(c.Answer(call=call_id, agent=name))
                 if result is not None and not isinstance(result, Rejection):
                     answered.add(call_id)
@@ -276,9 +277,9 @@ class Workload:
                 await client.submit(c.NotReady(agent=name, reason="break"))
 
     async def _conversation(self, client: Client, agent: str, call_id: str) -> None:
-        await trio.sleep(self.rng.expovariate(1.0 / self.shape.talk_seconds_mean))
+        await sleep(self.rng.expovariate(1.0 / self.shape.talk_seconds_mean))
         await client.submit(c.Hangup(call=call_id))
-        await trio.sleep(self.rng.expovariate(1.0 / self.shape.wrap_seconds_mean))
+        await sleep(self.rng.expovariate(1.0 / self.shape.wrap_seconds_mean))
         await client.submit(c.WrapUp(call=call_id, agent=agent, disposition="resolved"))
 
     # ------------------------------------------------------------------ the end of the day
@@ -298,7 +299,7 @@ class Workload:
                 if primary is not None:
                     self.client.guess = primary.name
             if center is None:
-                await trio.sleep(0.5)
+                await sleep(0.5)
                 continue
             open_ids = []
             for call in list(center.state.interactions.values()):
@@ -313,7 +314,7 @@ class Workload:
                     await self.client.submit(c.WrapUp(call=call.id, agent=call.agent or "", disposition="resolved"))
             if not open_ids:
                 return []
-            await trio.sleep(0.2)
+            await sleep(0.2)
         return open_ids
 
     async def probe(self, label: str, node: str, epoch_before: int) -> None:
