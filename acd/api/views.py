@@ -29,7 +29,6 @@ from acd.core import Center
 from acd.core.calendar import DayClock, load_zone
 from acd.core.config import Capacity
 from acd.core.state import (
-    TERMINAL,
     AgentRecord,
     AgentState,
     CallState,
@@ -223,7 +222,7 @@ def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
     counts in the longest wait too.
     """
     loads = {queue.name: QueueLoad() for queue in center.config.queues}
-    for call in _live(center.state.interactions.values()):
+    for call in center.live_interactions():
         load = loads.get(call.queue)
         if load is None:
             continue
@@ -242,10 +241,6 @@ def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
             load.callbacks_overdue += 1
             load.callback_longest_overdue_seconds = max(load.callback_longest_overdue_seconds, round(now - call.queued_at, 3))
     return loads
-
-
-def _live(calls: Iterable[Interaction]) -> Iterable[Interaction]:
-    return (call for call in calls if call.state not in TERMINAL)
 
 
 def agents_by_state(records: Iterable[AgentRecord]) -> dict[str, int]:

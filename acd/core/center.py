@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -330,6 +330,11 @@ class Center:
         share = (position - free) / staffed
         return round(share * aht, 1) if share > 0 else 0.0
 
+    def live_interactions(self) -> Iterator[Interaction]:
+        """The interactions not in a terminal state (waiting, ringing, scheduled, connected, wrap-up)."""
+        interactions = self.state.interactions
+        return (interactions[call_id] for call_id in self._live)
+
     def agent_levels(self, agent: str) -> dict[str, int]:
         return dict(self._agent_queues.get(agent, ()))
 
@@ -376,6 +381,9 @@ class Center:
         self._timers: list[tuple[float, int, str, str, str]] = []
         self._pending_callbacks: dict[tuple[str, str], str] = {}
         self._terminal: list[tuple[float, str]] = []
+        # The interactions not yet in a terminal state, in arrival order: what the queue views
+        # and metrics walk (a day's terminal interactions stay in the state, hours of them).
+        self._live: dict[str, None] = {}
         self._staffed: dict[str, int] = {}
         self._free: dict[str, set[str]] = {}  # agents free now, per queue (for EWT)
         self._free_anywhere: set[str] = set()  # agents in some free-agent heap, in any queue
@@ -458,6 +466,7 @@ class Center:
         if call.state in _TERMINAL:
             heapq.heappush(self._terminal, (call.completed_at or 0.0, call.id))
             return
+        self._live[call.id] = None
         if call.callback and call.state in (_SCHEDULED, _WAITING, _OFFERED) and call.caller_hash:
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         if call.state is _WAITING:
@@ -1224,6 +1233,7 @@ class Center:
         if call.caller is not None:
             call.caller = None
         heapq.heappush(self._terminal, (now, call.id))
+        del self._live[call.id]
         self._touched_calls.add(call.id)
 
     def _is_open(self, calendar: Calendar | None, now: float) -> bool:
@@ -1336,6 +1346,7 @@ class Center:
             arrived_at=now, place_at=now, queued_at=now, warning=warning,
         )
         state.interactions[call_id] = call
+        self._live[call_id] = None
         call.center_stats_key = key = self._day_clock.locate(now)
         cache = self._counter_cache
         total, counters = cache.get((None, key)) or self._counters(None, key)
@@ -1870,6 +1881,7 @@ class Center:
             state=_SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
         )
         self.state.interactions[call.id] = call
+        self._live[call.id] = None
         call.center_stats_key = self._day_clock.locate(now)
         self._count_center(call, _offered)
         self._count_center(call, _callback_requested)
@@ -2093,6 +2105,8 @@ class Center:
         # One pending call-back per caller and queue, and the index knows exactly those: a
         # restored center rebuilds the index from the state, so it must match (invariant 7).
         invariant(pending == self._pending_callbacks, "the pending call-back index differs from the state")
+        live = [call.id for call in self.state.interactions.values() if call.state not in _TERMINAL]
+        invariant(sorted(live) == sorted(self._live), "the index of live interactions differs from the state")
         # The same for the counts of callers in line (max_length, position and EWT read them).
         in_line: dict[str, dict[int, int]] = {}
         for call in self.state.interactions.values():
