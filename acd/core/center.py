@@ -2105,8 +2105,8 @@ class Center:
         # One pending call-back per caller and queue, and the index knows exactly those: a
         # restored center rebuilds the index from the state, so it must match (invariant 7).
         invariant(pending == self._pending_callbacks, "the pending call-back index differs from the state")
-        live = [call.id for call in self.state.interactions.values() if call.state not in _TERMINAL]
-        invariant(sorted(live) == sorted(self._live), "the index of live interactions differs from the state")
+        live_ids = [call.id for call in self.state.interactions.values() if call.state not in _TERMINAL]
+        invariant(sorted(live_ids) == sorted(self._live), "the index of live interactions differs from the state")
         # The same for the counts of callers in line (max_length, position and EWT read them).
         in_line: dict[str, dict[int, int]] = {}
         for call in self.state.interactions.values():
