@@ -301,7 +301,11 @@ def step_figures(run: Run, step: dict[str, Any], excluded: tuple[float, float] |
     return {
         "rate": step["rate"], "start": start, "end": end, "created": len(created), "achieved": achieved,
         "cpu_ms_per_call": cpu_ms_per_call, "primary": primary,
-        "pipeline": pipeline_figures(run.scrapes, primary, start, end) if primary else {},
+        "pipeline": pipeline_figures(run.scrapes, primary, start, end, run.options.p99_ms) if primary else {},
+        # The share of requests slower than the p99 limit as Locust saw them, next to the share
+        # of the primary's commands that took that long inside the node (submission to reply):
+        # what the node adds, and what HTTP, the network and the client's own delays add.
+        "slow_share": requests.share_over(run.options.p99_ms),
         "late_p99_ms": late[int(0.99 * (len(late) - 1))] * 1000 if late else None,
         "service_level": within / len(created) if created else None, "p50_ms": requests.p(0.5), "p99_ms": requests.p(0.99),
         "requests_per_second": requests.requests / seconds, "error_ratio": requests.error_ratio, "failures": requests.failures,

@@ -114,6 +114,11 @@ class Window:
     def p(self, fraction: float) -> float | None:
         return percentile(self.histogram, fraction)
 
+    def share_over(self, milliseconds: float) -> float | None:
+        """The share of requests slower than `milliseconds`."""
+        total = sum(self.histogram.values())
+        return sum(count for bucket, count in self.histogram.items() if bucket > milliseconds) / total if total else None
+
 
 def window(timeline: dict[int, Second], start: float, end: float, exclude: tuple[float, float] | None = None) -> Window:
     """Requests completed in [start, end), leaving out the seconds that touch `exclude`."""

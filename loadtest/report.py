@@ -44,13 +44,16 @@ def table(run: Run, results: list[Result]) -> str:
 
 def _steps_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| rate (calls/s) | created/s | calls a day | service level | p50 | p99 | errors | requests/s "
-        "| CPU ms/call primary · standby · Locust | node: command ms · commit ms · records/batch | busiest | holds |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "| rate (calls/s) | created/s | calls a day | service level | p50 | p99 | over the p99 limit: requests · node's commands "
+        "| errors | requests/s | CPU ms/call primary · standby · Locust | node: command ms · commit ms · records/batch | busiest | holds |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|---|",
     ]
 
     def number(value: Any, digits: int = 0, unit: str = "") -> str:
         return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+    def percent(share: float | None) -> str:
+        return "-" if share is None else f"{share * 100:.2f} %"
 
     for row in rows:
         cpu = row.get("cpu_ms_per_call", {})
@@ -61,7 +64,8 @@ def _steps_table(rows: list[dict[str, Any]]) -> list[str]:
         level = "-" if row["service_level"] is None else f"{row['service_level'] * 100:.1f} %"
         lines.append(
             f"| {row['rate']:g} | {row['achieved']:.1f} | {row['achieved'] * 86400:,.0f} | {level} | {number(row['p50_ms'], 0, ' ms')} "
-            f"| {number(row['p99_ms'], 0, ' ms')} | {row['error_ratio'] * 100:.2f} % | {row['requests_per_second']:.0f} "
+            f"| {number(row['p99_ms'], 0, ' ms')} | {percent(row.get('slow_share'))} · {percent(pipeline.get('slow_share'))} "
+            f"| {row['error_ratio'] * 100:.2f} % | {row['requests_per_second']:.0f} "
             f"| {number(cpu.get(primary or ''), 1)} · {number(cpu.get(standby or ''), 1)} · {number(cpu.get('locust'), 1)} "
             f"| {number(pipeline.get('command_ms'), 1)} · {number(pipeline.get('commit_ms'), 1)} · {number(pipeline.get('batch_records'), 1)} "
             f"| {limiting_process(row)} | {'yes' if row['holds'] else 'no: ' + ', '.join(row['reasons'])} |"

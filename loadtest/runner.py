@@ -163,6 +163,7 @@ class MetricsScraper(threading.Thread):
     """
 
     NAMES = ("acd_command_latency_seconds", "acd_commit_latency_seconds", "acd_commit_batch_records")
+    BUCKET = 'acd_command_latency_seconds_bucket{le="'
 
     def __init__(self, nodes: dict[str, str], scrapes: list[dict[str, Any]]) -> None:
         super().__init__(daemon=True)
@@ -178,17 +179,27 @@ class MetricsScraper(threading.Thread):
                         text = client.get(f"{base}/metrics").text
                     except httpx.HTTPError:
                         continue
-                    values: dict[str, float] = {"t": time.time()}
-                    for line in text.splitlines():
-                        for metric in self.NAMES:
-                            if line.startswith((f"{metric}_sum ", f"{metric}_count ")):
-                                key, _, value = line.partition(" ")
-                                values[key] = float(value)
-                    self.scrapes.append({"node": name, **values})
+                    self.scrapes.append({"node": name, "t": time.time(), **self.parse(text)})
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, float]:
+        """The sums and counts of NAMES, and the command latency's buckets as "le:BOUND"."""
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            for metric in cls.NAMES:
+                if line.startswith((f"{metric}_sum ", f"{metric}_count ")):
+                    key, _, value = line.partition(" ")
+                    values[key] = float(value)
+            if line.startswith(cls.BUCKET):
+                # acd_command_latency_seconds_bucket{le="0.05"} 123.0 -> "le:0.05"
+                bound, _, value = line[len(cls.BUCKET):].partition('"} ')
+                values[f"le:{bound}"] = float(value)
+        return values
 
 
-def pipeline_figures(scrapes: list[dict[str, Any]], node: str, start: float, end: float) -> dict[str, float | None]:
-    """Mean command latency, commit time and batch size of `node` in [start, end]."""
+def pipeline_figures(scrapes: list[dict[str, Any]], node: str, start: float, end: float, slow_ms: float = 50.0) -> dict[str, float | None]:
+    """Mean command latency, commit time and batch size of `node` in [start, end], and the
+    share of its commands slower than `slow_ms` (when that is one of the histogram's bounds)."""
     inside = [s for s in scrapes if s["node"] == node and start <= s["t"] <= end]
     if len(inside) < 2:
         return {}
@@ -201,11 +212,15 @@ def pipeline_figures(scrapes: list[dict[str, Any]], node: str, start: float, end
 
     seconds = last["t"] - first["t"]
     batches = last.get("acd_commit_latency_seconds_count", 0) - first.get("acd_commit_latency_seconds_count", 0)
+    commands = last.get("acd_command_latency_seconds_count", 0) - first.get("acd_command_latency_seconds_count", 0)
+    bound = f"le:{slow_ms / 1000:g}"
+    within = last.get(bound, 0) - first.get(bound, 0) if bound in last else None
     return {
         "command_ms": (mean("acd_command_latency_seconds") or 0) * 1000 or None,
         "commit_ms": (mean("acd_commit_latency_seconds") or 0) * 1000 or None,
         "batch_records": mean("acd_commit_batch_records"),
         "batches_per_second": batches / seconds if seconds else None,
+        "slow_share": 1 - within / commands if within is not None and commands > 0 else None,
     }
 
 

@@ -94,6 +94,7 @@ def test_short_stress_ramp_reports_each_step_and_pins_the_primary(tmp_path: Path
     assert [step["rate"] for step in figures["steps"]] == [4.0, 8.0]
     for step in figures["steps"]:
         assert step["created"] > 0 and step["p99_ms"] is not None and step["cpu_ms_per_call"]
+        assert step["slow_share"] is not None and step["pipeline"]["command_ms"] is not None
     assert figures["breaking_point"] >= 4.0
     assert figures["lost"] == 0 and figures["stranded"] == 0
     assert figures["counts"]["acd"] == figures["counts"]["locust"]
@@ -101,3 +102,41 @@ def test_short_stress_ramp_reports_each_step_and_pins_the_primary(tmp_path: Path
         assert "pinned: primary" in completed.stdout
     else:
         assert "one core only; not pinned" in completed.stdout
+
+
+def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histogram() -> None:
+    from loadtest.records import Second, window
+    from loadtest.runner import MetricsScraper, pipeline_figures
+
+    timeline = {
+        10: Second(requests=4, failures=0, writes=4, latency_ms={5: 2, 50: 1, 60: 1}),
+        11: Second(requests=4, failures=0, writes=4, latency_ms={5: 3, 120: 1}),
+        12: Second(requests=100, failures=0, writes=100, latency_ms={900: 100}),  # outside
+    }
+    steady = window(timeline, 10, 12)
+    assert steady.share_over(50) == 2 / 8, "50 ms itself is within the limit"
+    assert window(timeline, 20, 30).share_over(50) is None
+
+    exposition = "\n".join([
+        "# TYPE acd_command_latency_seconds histogram",
+        'acd_command_latency_seconds_bucket{le="0.025"} 950.0',
+        'acd_command_latency_seconds_bucket{le="0.05"} 990.0',
+        'acd_command_latency_seconds_bucket{le="+Inf"} 1000.0',
+        "acd_command_latency_seconds_count 1000.0",
+        "acd_command_latency_seconds_sum 5.0",
+        "acd_commit_batch_records_count 400.0",
+    ])
+    assert MetricsScraper.parse(exposition) == {
+        "le:0.025": 950.0, "le:0.05": 990.0, "le:+Inf": 1000.0, "acd_command_latency_seconds_count": 1000.0,
+        "acd_command_latency_seconds_sum": 5.0, "acd_commit_batch_records_count": 400.0,
+    }
+    scrapes = [
+        {"node": "a", "t": 100.0, "acd_command_latency_seconds_count": 1000.0, "acd_command_latency_seconds_sum": 5.0, "le:0.05": 990.0},
+        {"node": "b", "t": 101.0, "acd_command_latency_seconds_count": 7.0, "le:0.05": 7.0},
+        {"node": "a", "t": 110.0, "acd_command_latency_seconds_count": 1400.0, "acd_command_latency_seconds_sum": 9.0, "le:0.05": 1380.0},
+    ]
+    figures = pipeline_figures(scrapes, "a", 90.0, 120.0, slow_ms=50.0)
+    assert figures["command_ms"] == 10.0
+    assert abs(figures["slow_share"] - 10 / 400) < 1e-12  # type: ignore[operator]
+    # A limit that is not one of the histogram's bounds gives no node-side share.
+    assert pipeline_figures(scrapes, "a", 90.0, 120.0, slow_ms=40.0)["slow_share"] is None
