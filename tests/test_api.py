@@ -220,7 +220,7 @@ def test_metrics_follow_prometheus_conventions(client: httpx.Client) -> None:
         "acd_queue_abandoned_today", "acd_queue_service_level_ratio", "acd_queue_asa_seconds", "acd_queue_aht_seconds",
         "acd_queue_fcr_ratio", "acd_queue_csat_ratio", "acd_agents", "acd_commands", "acd_command_latency_seconds",
         "acd_commit_latency_seconds", "acd_commit_batch_records", "acd_lsn", "acd_node_role", "acd_epoch",
-        "acd_store_size_bytes", "acd_store_free_disk_bytes",
+        "acd_store_size_bytes", "acd_store_free_disk_bytes", "acd_gc_pause_seconds",
     ):
         assert name in families, name
     for family in families.values():

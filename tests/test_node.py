@@ -216,3 +216,28 @@ def test_refused_command_is_not_logged(tmp_path: Path) -> None:
             assert node.store.last_lsn() == lsn
 
     trio.run(main)
+
+
+def test_gc_pauses_are_timed_by_generation_while_installed() -> None:
+    import gc
+
+    from acd.node.metrics import GcPauses, NodeMetrics
+
+    metrics = NodeMetrics("a")
+    pauses = GcPauses(metrics)
+
+    def count(generation: str) -> float:
+        return metrics.registry.get_sample_value("acd_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+    pauses.install()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        pauses.remove()
+    assert count("2") >= 1 and count("0") >= 1
+    assert (metrics.registry.get_sample_value("acd_gc_pause_seconds_sum", {"generation": "2"}) or 0.0) > 0
+    before = count("2")
+    gc.collect(2)
+    assert count("2") == before, "removed: no longer timed"
+    assert pauses not in gc.callbacks

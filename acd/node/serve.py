@@ -29,6 +29,7 @@ from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
 from acd.settings import Settings
 
+from .metrics import GcPauses
 from .node import Node, NodeError
 
 log = logging.getLogger("acd.serve")
@@ -136,6 +137,7 @@ async def serve(
             bind or settings.node(node_name).api,
         )
     shutdown = shutdown or trio.Event()
+    gc_pauses = GcPauses(node.metrics)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run_pipeline)
@@ -166,6 +168,11 @@ async def serve(
             # which keeps its pauses (every request waits for them) short.
             gc.collect()
             gc.freeze()
+            # A full collection walks every object made since (the day's state grows all day:
+            # 18 ms at 20,000 calls); with the default threshold one ran every ~10 s under
+            # load, a pause every request in flight waits for. One in ten times fewer.
+            gc.set_threshold(700, 10, 100)
+            gc_pauses.install()
             # The commit's worker thread needs the GIL back after each fsync; while the event
             # loop is busy it would wait up to the default 5 ms switch interval every time.
             sys.setswitchinterval(0.001)
@@ -176,6 +183,7 @@ async def serve(
             )
             task_status.started(binds)
     finally:
+        gc_pauses.remove()
         node.close()
         log.info("stopped node=%s lsn=%d", node.name, node.lsn)
 
