@@ -164,6 +164,49 @@ def test_a_slowloris_request_head_is_closed_after_the_idle_timeout(secured: Node
     assert time.monotonic() - started < 1.0 + 1.5
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection in the middle of a response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+def test_a_keep_alive_connection_in_use_stays_open_and_is_closed_once_idle_for_the_timeout(secured: NodeProcess) -> None:
+    with socket.create_connection(("127.0.0.1", secured.port), timeout=5) as sock:
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < 2.5:  # 2.5 idle timeouts, a request every 0.3 s
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+            answered += 1
+            time.sleep(0.3)
+        assert answered >= 7
+        idle_since = time.monotonic()
+        sock.settimeout(4)
+        assert sock.recv(1024) == b"", "an idle keep-alive connection must be closed"
+        assert 0.5 < time.monotonic() - idle_since < 1.0 + 1.5
+
+
+def test_an_event_stream_outlives_the_idle_timeout(secured: NodeProcess) -> None:
+    with as_(secured, "pbx-token") as pbx, pbx.stream("GET", "/v1/events") as response:
+        assert response.status_code == 200
+        started = time.monotonic()
+        late = 0
+        for chunk in response.iter_raw():
+            elapsed = time.monotonic() - started
+            if elapsed > 1.5 and chunk:
+                late += 1
+            if elapsed > 2.5:
+                break
+        assert late >= 3, "the stream stopped at the idle timeout"
+
+
 def test_a_slowloris_body_gets_408_and_is_counted(secured: NodeProcess) -> None:
     before = _metric(secured, "acd_api_limited_total", 'limit="idle_timeout_seconds"')
     started = time.monotonic()
