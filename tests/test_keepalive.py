@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import hypercorn.config
 import hypercorn.trio.run
+import hypercorn.trio.tcp_server
 import trio
 import trio.testing
 
+from acd.node.locks import QuickLock
 from acd.node.serve import _IdleDeadline, _TCPServer, _use_moving_idle_deadline
 
 
@@ -110,3 +113,5 @@ def test_hypercorn_serves_with_the_moving_deadline() -> None:
     _use_moving_idle_deadline()
     assert hypercorn.trio.run.TCPServer is _TCPServer
     assert issubclass(_TCPServer, hypercorn.trio.tcp_server.TCPServer)
+    server = _TCPServer(None, hypercorn.config.Config(), None, None, None)
+    assert isinstance(server.idle_task, _IdleDeadline) and isinstance(server.send_lock, QuickLock)
