@@ -129,8 +129,15 @@ class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
 
 
 def _use_moving_idle_deadline() -> None:
-    """Make Hypercorn's Trio worker serve connections with `_TCPServer` (idempotent)."""
-    hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[misc]
+    """Make Hypercorn's Trio worker serve connections with `_TCPServer` (idempotent).
+
+    Only where Hypercorn is built as this expects (tested with 0.17-0.18: the worker looks its
+    connection class up in `hypercorn.trio.run`, which keeps its timer in `idle_task` and closes
+    with `_initiate_server_close`); any other version serves with its own, unchanged.
+    """
+    base = hypercorn.trio.tcp_server.TCPServer
+    if getattr(hypercorn.trio.run, "TCPServer", None) in (base, _TCPServer) and hasattr(base, "_initiate_server_close"):
+        hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[misc]
 
 
 def _check_bind(config: hypercorn.config.Config) -> None:
