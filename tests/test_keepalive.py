@@ -36,6 +36,7 @@ class _FakeServer:
         self.config = _Config()
         self.context = _Context()
         self.closed_at: float | None = None
+        self.ended_at: float | None = None  # when the connection's tasks (the timer's) ended
 
     async def _initiate_server_close(self) -> None:
         self.closed_at = trio.current_time()
@@ -53,9 +54,11 @@ def _run(scenario: Any) -> _FakeServer:
     server = _FakeServer()
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            timer = _IdleDeadline(server)  # type: ignore[arg-type]
-            await scenario(timer, server, _TaskGroup(nursery))
+        with trio.move_on_after(7200):  # a timer that never ends shows as an end at 7,200 s
+            async with trio.open_nursery() as nursery:
+                timer = _IdleDeadline(server)  # type: ignore[arg-type]
+                await scenario(timer, server, _TaskGroup(nursery))
+        server.ended_at = trio.current_time()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     return server
@@ -107,6 +110,30 @@ def test_an_idle_connection_of_a_stopping_server_is_closed_at_once() -> None:
         server.context.terminated.set()
 
     assert _run(scenario).closed_at == 1.0
+
+
+def test_a_connection_closed_in_the_middle_of_a_request_ends_its_timer_at_once() -> None:
+    # Hypercorn's timer does not run while a request is in progress; ours must not keep the
+    # connection's task group (and so the connection) waiting after it closed.
+    async def scenario(timer: _IdleDeadline, server: _FakeServer, group: _TaskGroup) -> None:
+        await timer.restart(group, None)
+        await timer.stop()  # an event stream
+        await trio.sleep(1.0)
+        timer.close()  # the client went away
+
+    server = _run(scenario)
+    assert server.ended_at == 1.0, "the timer kept the connection's tasks waiting after it closed"
+    assert server.closed_at is None, "a closed connection is not closed again"
+
+
+def test_an_idle_connection_closed_by_the_client_ends_its_timer_at_once() -> None:
+    async def scenario(timer: _IdleDeadline, server: _FakeServer, group: _TaskGroup) -> None:
+        await timer.restart(group, None)
+        await trio.sleep(1.0)
+        timer.close()
+
+    server = _run(scenario)
+    assert server.ended_at == 1.0 and server.closed_at is None
 
 
 def test_hypercorn_serves_with_the_moving_deadline() -> None:

@@ -85,6 +85,7 @@ class _IdleDeadline:
         self.deadline = math.inf
         self.scope: trio.CancelScope | None = None
         self.idle: trio.Event | None = None
+        self.closed = False
 
     async def restart(self, task_group: Any, action: Any) -> None:
         self.deadline = trio.current_time() + self.server.config.keep_alive_timeout
@@ -101,6 +102,13 @@ class _IdleDeadline:
         if self.scope is not None:
             self.scope.deadline = math.inf
 
+    def close(self) -> None:
+        """The connection closed: nothing left to time (Hypercorn's timer is not running while
+        a request is in progress, so a connection that ends busy must not wait for it here)."""
+        self.closed = True
+        if self.scope is not None:
+            self.scope.cancel()
+
     async def _watch(self, scope: trio.CancelScope) -> None:
         with scope:
             await self.server.context.terminated.wait()
@@ -109,6 +117,8 @@ class _IdleDeadline:
             while self.deadline == math.inf:
                 self.idle = trio.Event()
                 await self.idle.wait()
+        if self.closed:
+            return
         # Idle past the timeout, or the server is stopping and the connection idle: close it.
         with trio.CancelScope(shield=True):
             await self.server._initiate_server_close()
@@ -127,11 +137,15 @@ class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
         self.idle_task = _IdleDeadline(self)  # type: ignore[assignment]
         self.send_lock = QuickLock()  # type: ignore[assignment]
 
+    async def _close(self) -> None:
+        self.idle_task.close()  # type: ignore[attr-defined]
+        await super()._close()
+
 
 def _use_moving_idle_deadline() -> None:
     """Make Hypercorn's Trio worker serve connections with `_TCPServer` (idempotent).
 
-    Only where Hypercorn is built as this expects (tested with 0.17-0.18: the worker looks its
+    Only where Hypercorn is built as this expects (tested with 0.18: the worker looks its
     connection class up in `hypercorn.trio.run`, which keeps its timer in `idle_task` and closes
     with `_initiate_server_close`); any other version serves with its own, unchanged.
     """
