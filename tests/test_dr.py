@@ -174,7 +174,7 @@ def test_bugs_and_fault_points_are_inert_outside_a_simulation() -> None:
 # ---------------------------------------------------------------------- the virtual clock
 
 
-def test_the_clock_timers_wake_in_time_order_and_mix_with_trio_deadlines() -> None:
+def test_the_clock_timers_wake_at_their_time_and_mix_with_trio_deadlines() -> None:
     woke: list[tuple[str, float]] = []
 
     async def sleeper(name: str, seconds: float) -> None:
@@ -196,7 +196,11 @@ def test_the_clock_timers_wake_in_time_order_and_mix_with_trio_deadlines() -> No
             await sleep(-1)
 
     trio.run(main, clock=JumpClock())
-    assert woke == [("now", 0.0), ("timer 1", 1.0), ("timer 1 again", 1.0), ("trio 2", 2.0), ("timer 3", 3.0)]
+    # Each at its time; two timers of the same time wake in the same pass, in the order trio's
+    # scheduler gives that batch (seeded in a simulation, random here).
+    assert [at for _, at in woke] == [0.0, 1.0, 1.0, 2.0, 3.0]
+    assert [name for name, _ in woke[:1] + woke[3:]] == ["now", "trio 2", "timer 3"]
+    assert {name for name, _ in woke[1:3]} == {"timer 1", "timer 1 again"}
 
 
 def test_a_cancelled_timer_raises_cancelled_and_never_fires() -> None:

@@ -15,8 +15,9 @@ machinery for a real timeout and far too much for a tick, and the simulator's pr
 lot (lease renewals, heartbeats, the network's deliveries): a third of a run went on it. A
 timer here parks the task with `trio.lowlevel.wait_task_rescheduled` and, when the clock jumps
 to its time, puts it back on the run queue, which is all a sleep needs. Cancellation works as
-for any trio wait (the abort callback disarms the timer), and timers at the same time wake in
-the order they were set, so runs stay deterministic.
+for any trio wait (the abort callback disarms the timer), and timers due together go back on
+the run queue in the order they were set, where trio's scheduler (seeded in a simulation)
+orders the batch: runs stay deterministic.
 """
 
 from __future__ import annotations
