@@ -81,10 +81,11 @@ def test_callback_request_needs_a_waiting_caller() -> None:
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    desk.refuse(c.RequestCallback(call="x"), Code.call_not_waiting)
+    # `refuse` checks the code and an unchanged state; the message says why.
+    assert "only a waiting caller asks for a call-back" in desk.refuse(c.RequestCallback(call="x"), Code.call_not_waiting).message
     desk.hangup("x")
     desk.wrapup("x")
-    desk.refuse(c.RequestCallback(call="x"), Code.call_finished)
+    assert "'x' is completed" in desk.refuse(c.RequestCallback(call="x"), Code.call_finished).message
 
 
 # -- call-backs promised at wrap-up --------------------------------------------------------

@@ -116,16 +116,18 @@ def test_wrapup_repeated_with_other_values_is_refused() -> None:
 
 
 def test_commands_on_the_wrong_state_are_named() -> None:
+    # `refuse` checks the code and an unchanged state; the messages name the state and the way out.
     desk = precedence_desk()
     desk.ready("a1")
-    desk.refuse(c.Hangup(call="x"), Code.call_not_connected)
-    desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.not_handled_by_agent)
+    assert "use abandon" in desk.refuse(c.Hangup(call="x"), Code.call_not_connected).message
+    refused = desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.not_handled_by_agent)
+    assert refused.field == "agent" and "holds no interaction 'x'" in refused.message
     desk.answer("x", "a1")
-    desk.refuse(c.Abandon(call="x"), Code.call_connected)
-    desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_not_ended)
-    desk.refuse(c.Answer(call="chat", agent="c1"), Code.agent_logged_out)
+    assert "use hangup" in desk.refuse(c.Abandon(call="x"), Code.call_connected).message
+    assert "hang up first" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_not_ended).message
+    assert desk.refuse(c.Answer(call="chat", agent="c1"), Code.agent_logged_out).field == "agent"
     desk.hangup("x")
-    desk.refuse(c.Transfer(call="x", queue="voice-only"), Code.call_finished)
+    assert "'x' is wrapup" in desk.refuse(c.Transfer(call="x", queue="voice-only"), Code.call_finished).message
 
 
 # -- every (state, command) pair -----------------------------------------------------------

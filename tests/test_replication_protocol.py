@@ -134,36 +134,35 @@ def test_a_restarted_witness_honours_the_lease_it_may_have_granted() -> None:
 
 
 def test_witness_closes_a_connection_that_sends_garbage_and_keeps_serving() -> None:
-    trio.run(_garbage_then_good)
+    async def garbage_then_good() -> None:
+        class Network:
+            def __init__(self) -> None:
+                self.handler = None
 
+            async def serve(self, address, handler, *, task_status=trio.TASK_STATUS_IGNORED):  # type: ignore[no-untyped-def]
+                self.handler = handler
+                task_status.started()
+                await trio.sleep_forever()
 
-async def _garbage_then_good() -> None:
-    class Network:
-        def __init__(self) -> None:
-            self.handler = None
+        network = Network()
+        witness = Witness(cluster="c", address="x:1", store=MemoryStateStore("c"), lease_seconds=1.0, secret=SECRET, network=network)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(witness.run)
+            client, server = trio.testing.memory_stream_pair()
+            nursery.start_soon(network.handler, server)  # type: ignore[misc]
+            await client.send_all(struct.pack(">I", 12) + b"not a frame!")
+            assert await client.receive_some(100) == b""  # closed
+            assert witness.frames_refused == 1
+            good_client, good_server = trio.testing.memory_stream_pair()
+            nursery.start_soon(network.handler, good_server)  # type: ignore[misc]
+            channel = Channel(good_client, cluster="c", secret=SECRET)
+            await handshake(channel, node="a", role="standby", purpose="witness", initiator=True)
+            await channel.send(vote(1, "a"))
+            reply = await channel.receive()
+            assert isinstance(reply, VoteReply) and reply.granted
+            nursery.cancel_scope.cancel()
 
-        async def serve(self, address, handler, *, task_status=trio.TASK_STATUS_IGNORED):  # type: ignore[no-untyped-def]
-            self.handler = handler
-            task_status.started()
-            await trio.sleep_forever()
-
-    network = Network()
-    witness = Witness(cluster="c", address="x:1", store=MemoryStateStore("c"), lease_seconds=1.0, secret=SECRET, network=network)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(witness.run)
-        client, server = trio.testing.memory_stream_pair()
-        nursery.start_soon(network.handler, server)  # type: ignore[misc]
-        await client.send_all(struct.pack(">I", 12) + b"not a frame!")
-        assert await client.receive_some(100) == b""  # closed
-        assert witness.frames_refused == 1
-        good_client, good_server = trio.testing.memory_stream_pair()
-        nursery.start_soon(network.handler, good_server)  # type: ignore[misc]
-        channel = Channel(good_client, cluster="c", secret=SECRET)
-        await handshake(channel, node="a", role="standby", purpose="witness", initiator=True)
-        await channel.send(vote(1, "a"))
-        reply = await channel.receive()
-        assert isinstance(reply, VoteReply) and reply.granted
-        nursery.cancel_scope.cancel()
+    trio.run(garbage_then_good)
 
 
 class _Reads(trio.abc.Stream):

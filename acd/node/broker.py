@@ -129,6 +129,9 @@ class Broker:
     def _readers(self) -> list[Subscription]:
         return [*self._everything, *(reader for readers in self._by_agent.values() for reader in readers)]
 
+    def _reader_count(self) -> int:
+        return len(self._everything) + sum(len(readers) for readers in self._by_agent.values())
+
     def _close(self, subscription: Subscription, final: Control | None) -> None:
         subscription.closed = True
         self._remove(subscription)
@@ -167,4 +170,4 @@ class Broker:
 
     def statistics(self) -> BrokerStatistics:
         oldest = self._buffer[0].lsn if self._buffer else self._newest_lsn
-        return BrokerStatistics(len(self._readers()), len(self._buffer), oldest, self._newest_lsn, self._cut_off)
+        return BrokerStatistics(self._reader_count(), len(self._buffer), oldest, self._newest_lsn, self._cut_off)
