@@ -120,6 +120,19 @@ def test_giving_an_agent_a_skill_routes_waiting_callers_to_them_at_once() -> Non
     assert offers(desk.do(c.Configure(center=after))) == [("x", "a1")]
 
 
+def test_queue_agents_lists_who_serves_each_queue_and_follows_a_reconfiguration() -> None:
+    queues = [Queue(name="tax", skills=["tax"]), Queue(name="all"), Queue(name="out", external=True)]
+    before = CenterConfig(queues=queues, agents=[Agent(name="a1"), Agent(name="a2", skills={"tax": 2})])
+    desk = Desk(before)
+    center = desk.center
+    assert (center.queue_agents("tax"), center.queue_agents("all"), center.queue_agents("out")) == (("a2",), ("a1", "a2"), ())
+    assert center.queue_agents("nope") == ()
+    for agent in ("a1", "a2"):
+        assert {q for q in ("tax", "all", "out") if agent in center.queue_agents(q)} == set(center.agent_levels(agent))
+    desk.do(c.Configure(center=CenterConfig(queues=queues, agents=[Agent(name="a1", skills={"tax": 1}), Agent(name="a3")])))
+    assert (center.queue_agents("tax"), center.queue_agents("all")) == (("a1",), ("a1", "a3"))
+
+
 def test_reconfiguring_keeps_agents_and_callers_where_they_are() -> None:
     desk = Desk(one_queue_center(agents=2))
     desk.ready("a1")

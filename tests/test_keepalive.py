@@ -1,8 +1,10 @@
-"""The node's keep-alive timer for Hypercorn connections (`acd.node.serve._IdleDeadline`).
+"""The node's classes for Hypercorn connections (`acd.node.serve`).
 
-It replaces Hypercorn's per-request timer task with one deadline per connection that moves;
-these tests hold it to Hypercorn's behaviour: idle for the timeout closes, a request in
-progress is never timed out, a stopping server answers the request in progress first.
+The keep-alive timer (`_IdleDeadline`) replaces Hypercorn's per-request timer task with one
+deadline per connection that moves; these tests hold it to Hypercorn's behaviour: idle for the
+timeout closes, a request in progress is never timed out, a stopping server answers the request
+in progress first. The HTTP/1.1 protocol (`_H11Protocol`) writes a response in one socket
+write; its tests check the writes and what the client reads.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import math
 from typing import Any
 
 import hypercorn.config
+import hypercorn.events
+import hypercorn.protocol
+import hypercorn.trio
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
+import pytest
 import trio
 import trio.testing
 
 from acd.node.locks import QuickLock
-from acd.node.serve import _IdleDeadline, _TCPServer, _use_moving_idle_deadline
+from acd.node.serve import _H11Protocol, _IdleDeadline, _TCPServer, _use_moving_idle_deadline
 
 
 class _Config:
@@ -142,3 +148,98 @@ def test_hypercorn_serves_with_the_moving_deadline() -> None:
     assert issubclass(_TCPServer, hypercorn.trio.tcp_server.TCPServer)
     server = _TCPServer(None, hypercorn.config.Config(), None, None, None)
     assert isinstance(server.idle_task, _IdleDeadline) and isinstance(server.send_lock, QuickLock)
+
+
+def test_hypercorn_serves_http1_with_one_write_per_response() -> None:
+    _use_moving_idle_deadline()
+    assert hypercorn.protocol.H11Protocol is _H11Protocol
+
+
+async def _asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    if scope["path"] == "/json":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"11")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+    elif scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"retry: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:  # an app that fails after starting its response
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        raise RuntimeError("the app failed half-way")
+
+
+def _serve_and_ask(exchanges: list[tuple[bytes, bytes]], monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], bytes]:
+    """Serve `_asgi` with the node's classes; on one connection, send each request and read
+    until what it ends with has arrived (or the server closes); the server's socket writes and
+    what the client read."""
+    _use_moving_idle_deadline()
+    writes: list[bytes] = []
+    original = _TCPServer.protocol_send
+
+    async def recording_send(self: _TCPServer, event: Any) -> None:
+        if isinstance(event, hypercorn.events.RawData):
+            writes.append(event.data)
+        await original(self, event)
+
+    monkeypatch.setattr(_TCPServer, "protocol_send", recording_send)
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    received = b""
+
+    async def main() -> None:
+        nonlocal received
+        stop = trio.Event()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(lambda task_status: hypercorn.trio.serve(_asgi, config, shutdown_trigger=stop.wait, task_status=task_status))
+                port = int(binds[0].rsplit(":", 1)[1])
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                for request, until in exchanges:
+                    await stream.send_all(request)
+                    start = len(received)
+                    while until not in received[start:]:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                await stream.aclose()
+                stop.set()
+
+    trio.run(main)
+    return writes, received
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode()
+
+
+def test_a_response_goes_out_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes, received = _serve_and_ask([(_get("/json"), b'{"ok":true}'), (_get("/json"), b'{"ok":true}')], monkeypatch)
+    assert received.count(b"HTTP/1.1 200") == 2 and received.count(b'{"ok":true}') == 2
+    assert len(writes) == 2, writes  # head and body together, no empty write for the message end
+    assert all(w.startswith(b"HTTP/1.1 200") and w.endswith(b'\r\n\r\n{"ok":true}') for w in writes)
+
+
+def test_an_event_stream_sends_its_head_with_the_first_chunk_then_one_write_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes, received = _serve_and_ask([(_get("/stream"), b"0\r\n\r\n")], monkeypatch)
+    assert received.startswith(b"HTTP/1.1 200") and b"retry: 1" in received and b"data: 1" in received
+    assert received.endswith(b"0\r\n\r\n")
+    assert len(writes) == 3, writes
+    assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"retry: 1\n\n\r\n")
+    assert writes[1].endswith(b"data: 1\n\n\r\n") and writes[2] == b"0\r\n\r\n"
+
+
+def test_a_response_whose_app_fails_after_the_start_still_sends_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes, received = _serve_and_ask([(_get("/fail"), b"never")], monkeypatch)
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"\r\n\r\n")  # head, then the close
+    assert writes == [received]

@@ -89,7 +89,7 @@ class CenterCollector(Collector):
             _maybe(aht, [name], kpis.aht_seconds)
             _maybe(fcr, [name], kpis.fcr)
             _maybe(csat, [name], kpis.csat)
-            serving = [record for record in center.state.agents.values() if name in center.agent_levels(record.name)]
+            serving = views.serving_agents(center, name)
             for state, count in views.agents_by_state(serving).items():
                 queue_agents.add_metric([name, state], count)
         yield from (waiting, ringing, scheduled, overdue, overdue_longest, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr, csat, queue_agents)

@@ -243,6 +243,12 @@ def queue_loads(center: Center, now: float) -> dict[str, QueueLoad]:
     return loads
 
 
+def serving_agents(center: Center, queue: str) -> list[AgentRecord]:
+    """The records of the agents who serve `queue`."""
+    records = center.state.agents
+    return [records[name] for name in center.queue_agents(queue) if name in records]
+
+
 def agents_by_state(records: Iterable[AgentRecord]) -> dict[str, int]:
     counts = dict.fromkeys(AGENT_STATES, 0)
     for record in records:
@@ -325,7 +331,7 @@ def queue_view(center: Center, name: str, now: float, loads: dict[str, QueueLoad
     load = loads.get(name, QueueLoad())
     day = day or local_day(center, now)
     queue_day = _day_stats(center, day).queues.get(name)
-    serving = [record for record in center.state.agents.values() if name in center.agent_levels(record.name)]
+    serving = serving_agents(center, name)
     return QueueView(
         id=name, topic=queue.topic, channels=list(queue.channels), external=queue.external,
         waiting=load.waiting, offered_now=load.offered, scheduled_callbacks=load.scheduled,

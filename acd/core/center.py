@@ -338,6 +338,10 @@ class Center:
     def agent_levels(self, agent: str) -> dict[str, int]:
         return dict(self._agent_queues.get(agent, ()))
 
+    def queue_agents(self, queue: str) -> tuple[str, ...]:
+        """The configured agents who serve `queue` (its skills at level 1 or more)."""
+        return self._queue_agents.get(queue, ())
+
     def queue(self, name: str) -> Queue | None:
         return self._queues.get(name)
 
@@ -372,6 +376,11 @@ class Center:
                 if level >= 1:
                     served.append((queue.name, level))
             self._agent_queues[agent.name] = served
+        queue_agents: dict[str, list[str]] = {}
+        for agent_name, served in self._agent_queues.items():
+            for queue_name, _level in served:
+                queue_agents.setdefault(queue_name, []).append(agent_name)
+        self._queue_agents = {name: tuple(agents) for name, agents in queue_agents.items()}
         self._build_lines(config)
         self._token = 0
         self._call_token: dict[str, int] = {}

@@ -22,7 +22,12 @@ import sys
 from functools import partial
 from typing import Any
 
+import h11
 import hypercorn.config
+import hypercorn.events
+import hypercorn.protocol
+import hypercorn.protocol.events
+import hypercorn.protocol.h11
 import hypercorn.trio
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
@@ -125,11 +130,13 @@ class _IdleDeadline:
 
 
 class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
-    """Hypercorn's connection handler with a cheaper keep-alive timer and send lock.
+    """Hypercorn's connection handler with a cheaper keep-alive timer, send lock and read loop.
 
-    The send lock serialises the 2-3 socket writes of each response (and each event-stream
+    The send lock serialises the socket writes of each response (and each event-stream
     chunk); it is free nearly always, and `trio.Lock` yields to the scheduler even then.
     `QuickLock` is the same lock without that schedule point (the socket write has its own).
+    The read loop opens no cancel scope per read when there is no read timeout (the node sets
+    none: a PBX's connection may stay quiet between calls; the keep-alive timer closes it).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -137,21 +144,78 @@ class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
         self.idle_task = _IdleDeadline(self)  # type: ignore[assignment]
         self.send_lock = QuickLock()  # type: ignore[assignment]
 
+    async def _read_data(self) -> None:
+        if self.config.read_timeout is not None:
+            return await super()._read_data()
+        receive, handle = self.stream.receive_some, self.protocol.handle
+        while True:
+            try:
+                data = await receive(hypercorn.trio.tcp_server.MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await handle(hypercorn.events.RawData(bytes(data)))
+            if not data:
+                break
+        await handle(hypercorn.events.Closed())
+
     async def _close(self) -> None:
         self.idle_task.close()  # type: ignore[attr-defined]
         await super()._close()
 
 
+class _H11Protocol(hypercorn.protocol.h11.H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol writing each response in one socket write.
+
+    Hypercorn writes a response as three writes: the head, the body, and the end of the
+    message (empty for a response with a Content-Length). Each write takes the connection's
+    send lock and yields to the scheduler twice. Here the head waits for the first body bytes
+    or the end of the message (an ASGI app sends them right after; the node's event streams
+    send their opening lines at once) and an empty write is no write, so a response is one
+    write and an event-stream chunk stays one write.
+    """
+
+    _head = b""
+
+    async def _send_h11_event(self, event: Any) -> None:
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return
+        if type(event) is h11.Response:
+            self._head += data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        if data:
+            await self.send(hypercorn.events.RawData(data=data))
+
+    async def stream_send(self, event: Any) -> None:
+        if self._head and isinstance(event, hypercorn.protocol.events.StreamClosed):
+            # A stream that ends without its body (the app failed after starting the
+            # response): the client gets the head it would have had from Hypercorn.
+            head, self._head = self._head, b""
+            await self.send(hypercorn.events.RawData(data=head))
+        await super().stream_send(event)
+
+
 def _use_moving_idle_deadline() -> None:
-    """Make Hypercorn's Trio worker serve connections with `_TCPServer` (idempotent).
+    """Make Hypercorn's Trio worker serve connections with `_TCPServer` and `_H11Protocol`
+    (idempotent).
 
     Only where Hypercorn is built as this expects (tested with 0.18: the worker looks its
     connection class up in `hypercorn.trio.run`, which keeps its timer in `idle_task` and closes
-    with `_initiate_server_close`); any other version serves with its own, unchanged.
+    with `_initiate_server_close`; the protocol wrapper looks the HTTP/1.1 protocol up in
+    `hypercorn.protocol`, which writes through `_send_h11_event`); any other version serves
+    with its own classes, unchanged.
     """
     base = hypercorn.trio.tcp_server.TCPServer
     if getattr(hypercorn.trio.run, "TCPServer", None) in (base, _TCPServer) and hasattr(base, "_initiate_server_close"):
         hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[misc]
+    h11_base = hypercorn.protocol.h11.H11Protocol
+    if getattr(hypercorn.protocol, "H11Protocol", None) in (h11_base, _H11Protocol) and hasattr(h11_base, "_send_h11_event"):
+        hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[misc]
 
 
 def _check_bind(config: hypercorn.config.Config) -> None:
