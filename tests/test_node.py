@@ -112,6 +112,7 @@ def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
                 assert isinstance(await node.submit(arrive(number)), Accepted)
                 if number % 3 == 0:
                     assert isinstance(await node.submit(c.Abandon(call=f"call-{number}")), Accepted)
+            await node.snapshot_settled()
             statistics = node.store.statistics()
             assert statistics.snapshot_lsn > 0
             assert statistics.first_lsn > 1  # retention pruned the head of the log
@@ -127,6 +128,48 @@ def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
     report = verify(settings, "a")
     assert report.ok and not report.full_replay
     assert report.state_hash == digest["hash"]
+
+
+def test_a_snapshot_is_written_in_the_background_while_commits_go_on(tmp_path: Path) -> None:
+    import threading
+
+    settings = write_settings(tmp_path, store={"snapshot_every_records": 10})
+    digest: dict[str, object] = {}
+
+    async def write() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            release = threading.Event()
+            original = node._write_snapshot
+            taken: list[int] = []
+
+            def held_write(lsn: int, epoch: int, at: float, state: bytes) -> int:
+                taken.append(lsn)
+                release.wait(10)  # the disk is slow: the write's worker thread waits here
+                return original(lsn, epoch, at, state)
+
+            node._write_snapshot = held_write  # type: ignore[method-assign]
+            number = 0
+            while not taken:
+                assert isinstance(await node.submit(arrive(number)), Accepted)
+                number += 1
+                await trio.sleep(0)
+            with trio.fail_after(5):  # with the write held, commits still go on
+                for more in range(number, number + 25):
+                    assert isinstance(await node.submit(arrive(more)), Accepted)
+            assert taken == [taken[0]] and node.store.statistics().snapshot_lsn < taken[0]  # one at a time, not written yet
+            release.set()
+            await node.snapshot_settled()
+            assert node.store.statistics().snapshot_lsn >= taken[0]
+            assert node.store.latest_snapshot() is not None
+            digest.update(lsn=node.lsn, hash=node.center.state_hash())
+
+    trio.run(write)
+    node = Node(settings, "a")
+    try:
+        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
+    finally:
+        node.close()
 
 
 def _full_store_settings(tmp_path: Path) -> Settings:

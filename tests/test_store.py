@@ -455,6 +455,161 @@ def test_install_snapshot_refuses_a_damaged_snapshot(store: Store) -> None:
     assert store.last_lsn() == 0
 
 
+# ------------------------------------------------------ snapshots in parts
+
+
+def _parts(where: Path | Store) -> list[tuple[int, int]]:
+    """(LSN, part index) of every snapshot part in a closed store (or an open one), read
+    behind its back."""
+    if isinstance(where, Store):
+        env = where._require_env()
+        with env.begin() as txn:
+            return [(int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _ in txn.cursor(where._snapshot_parts)]
+    env = lmdb.open(str(where), max_dbs=8, readonly=True)
+    try:
+        with env.begin() as txn:
+            db = env.open_db(b"snapshot_parts", txn=txn, create=False)
+            return [(int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _ in txn.cursor(db)]
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    import acd.store.lmdb_store
+
+    monkeypatch.setattr(acd.store.lmdb_store, "SNAPSHOT_PART_BYTES", 64)
+    return 64
+
+
+def test_a_large_snapshot_is_stored_in_parts_and_reads_back_whole(store_path: Path, small_parts: int) -> None:
+    state = bytes(range(256)) * 3  # several parts of 64 bytes
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 6))
+        s.save_snapshot(lsn=5, epoch=1, at=2.0, state=state)
+        assert s.latest_snapshot() == Snapshot.make(lsn=5, epoch=1, at=2.0, state=state)
+    parts = _parts(store_path)
+    assert len(parts) > len(state) // small_parts and parts == [(5, i) for i in range(len(parts))]
+    with open_store(store_path) as s:  # and the next start recovers from it
+        assert s.latest_snapshot() == Snapshot.make(lsn=5, epoch=1, at=2.0, state=state)
+        assert s.statistics().snapshot_lsn == 5
+
+
+def test_the_parts_of_snapshots_no_longer_kept_are_deleted(store_path: Path, small_parts: int) -> None:
+    with open_store(store_path, snapshots_kept=2) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 10))
+        for lsn in (2, 4, 6):
+            s.save_snapshot(lsn=lsn, epoch=1, at=1.0, state=b"%d" % lsn * 200)
+        s.save_snapshot(lsn=8, epoch=1, at=1.0, state=b"small")  # one piece: no parts
+        assert s.latest_snapshot() == Snapshot.make(lsn=8, epoch=1, at=1.0, state=b"small")
+    assert {lsn for lsn, _ in _parts(store_path)} == {6}
+
+
+def test_a_missing_part_refuses_the_start_naming_the_snapshot(store_path: Path, small_parts: int) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 5))
+        s.save_snapshot(lsn=4, epoch=1, at=1.0, state=b"x" * 300)
+    env = lmdb.open(str(store_path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        assert txn.delete((4).to_bytes(8, "big") + (1).to_bytes(4, "big"), db=env.open_db(b"snapshot_parts", txn=txn, create=False))
+    env.close()
+    with pytest.raises(CorruptRecord, match="snapshot at LSN 4 is missing part 2 of"):
+        open_store(store_path)
+
+
+def test_a_damaged_part_fails_the_snapshot_checksum(store_path: Path, small_parts: int) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 5))
+        s.save_snapshot(lsn=4, epoch=1, at=1.0, state=b"x" * 300)
+    raw_put(store_path, b"snapshot_parts", (4).to_bytes(8, "big") + (2).to_bytes(4, "big"), b"y" * 64)
+    with pytest.raises(CorruptRecord, match="LSN 4"):
+        open_store(store_path)
+
+
+def test_parts_of_a_snapshot_cut_short_are_not_a_snapshot_and_go_with_the_next(
+    store_path: Path, small_parts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 8))
+        s.save_snapshot(lsn=2, epoch=1, at=1.0, state=b"two")
+        original = Store._write
+        calls = [0]
+
+        def crash_after_two_parts(self: Store, work: object) -> object:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise OSError("power lost")
+            return original(self, work)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Store, "_write", crash_after_two_parts)
+        with pytest.raises(OSError):
+            s.save_snapshot(lsn=6, epoch=1, at=1.0, state=b"z" * 300)
+        monkeypatch.setattr(Store, "_write", original)
+        assert _parts(s) == [(6, 0), (6, 1)]  # two parts, no header
+        assert s.latest_snapshot() == Snapshot.make(lsn=2, epoch=1, at=1.0, state=b"two")
+    with open_store(store_path) as s:
+        assert s.latest_snapshot() == Snapshot.make(lsn=2, epoch=1, at=1.0, state=b"two")
+        s.save_snapshot(lsn=7, epoch=1, at=1.0, state=b"seven")
+    assert _parts(store_path) == []
+
+
+def test_the_store_lock_is_let_go_between_the_parts_of_a_snapshot(store_path: Path, small_parts: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends (the pipeline's commits, from another thread) take the same lock: between two
+    parts they get their turn, so a commit waits for one part, not for the whole snapshot."""
+    import threading
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.lock = threading.RLock()
+            self.depth = 0
+            self.turns = 0  # how many times the lock was taken from free
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            self.depth += 1
+            self.turns += self.depth == 1
+
+        def __exit__(self, *exc: object) -> None:
+            self.depth -= 1
+            self.lock.release()
+
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 4))
+        lock = CountingLock()
+        s._lock = lock  # type: ignore[assignment]
+        original = Store._write
+        turns: list[int] = []
+
+        def recording_write(self: Store, work: object) -> object:
+            turns.append(lock.turns)
+            return original(self, work)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Store, "_write", recording_write)
+        s.save_snapshot(lsn=4, epoch=1, at=1.0, state=b"q" * 300)
+        monkeypatch.setattr(Store, "_write", original)
+        assert len(turns) >= 5 and turns == sorted(set(turns))  # every part and the header in a turn of its own
+        assert s.latest_snapshot() == Snapshot.make(lsn=4, epoch=1, at=1.0, state=b"q" * 300)
+
+
+def test_truncating_the_tail_and_installing_a_snapshot_remove_parts(store_path: Path, small_parts: int) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 8))
+        s.save_snapshot(lsn=3, epoch=1, at=1.0, state=b"3" * 200)
+        s.save_snapshot(lsn=6, epoch=1, at=1.0, state=b"6" * 200)
+        s.truncate_tail(4)  # the snapshot at 6 goes, and its parts
+        assert {lsn for lsn, _ in _parts(s)} == {3}
+        assert s.latest_snapshot() == Snapshot.make(lsn=3, epoch=1, at=1.0, state=b"3" * 200)
+        s.install_snapshot(Snapshot.make(lsn=20, epoch=1, at=1.0, state=b"from the primary"))
+        assert _parts(s) == []
+
+
 # -------------------------------------------------------------- truncate_tail
 
 

@@ -160,6 +160,9 @@ class Node:
         self.lsn = 0
         self._last_at = 0.0
         self._since_snapshot = 0
+        self._snapshot_writing = False  # a snapshot is being written in the background
+        self._snapshot_done = trio.Event()
+        self._background: trio.Nursery | None = None  # the pipeline's, for snapshot writes
         self._send, self._receive = trio.open_memory_channel[_Submission](settings.store.batch_records_max * 4)
         self.batch_lock = QuickLock()  # held while a batch is applied but not yet durable
         self._closed = False
@@ -231,7 +234,7 @@ class Node:
         for record in records:
             self._apply_record(record)
         self._since_snapshot += len(records)
-        self._maybe_snapshot()
+        self._snapshot_when_due()
 
     def reload(self, *, publish: bool = True) -> None:
         """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
@@ -267,26 +270,29 @@ class Node:
 
     async def run_pipeline(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         batch_max = self.settings.store.batch_records_max
-        task_status.started()
         try:
-            while True:
-                await buggify.point("node.pipeline", self.name)  # simulator only: a paused process waits here
-                deadline = self.center.next_deadline() if self.role == "primary" else None
-                batch: list[_Submission] = []
-                if deadline is None:
-                    batch.append(await self._receive.receive())
-                else:
-                    delay = max(0.0, deadline - self.clock())
-                    with trio.move_on_after(delay):
+            async with trio.open_nursery() as background:
+                self._background = background
+                task_status.started()
+                while True:
+                    await buggify.point("node.pipeline", self.name)  # simulator only: a paused process waits here
+                    deadline = self.center.next_deadline() if self.role == "primary" else None
+                    batch: list[_Submission] = []
+                    if deadline is None:
                         batch.append(await self._receive.receive())
-                while len(batch) < batch_max:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                async with self.batch_lock:
-                    await self._process(batch)
+                    else:
+                        delay = max(0.0, deadline - self.clock())
+                        with trio.move_on_after(delay):
+                            batch.append(await self._receive.receive())
+                    while len(batch) < batch_max:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    async with self.batch_lock:
+                        await self._process(batch)
         finally:
+            self._background = None
             self._closed = True
             error = NodeClosed("node is shutting down")
             while True:
@@ -382,7 +388,7 @@ class Node:
         for (kind, outcome), count in outcomes.items():  # one labelled update per kind and batch
             self.metrics.command_counter(kind, outcome).inc(count)
         self.metrics.lsn.set(self.lsn)
-        await self._snapshot_if_due()
+        self._snapshot_when_due()
 
     def _fail(self, batch: list[_Submission], error: NodeError) -> None:
         for submission in batch:
@@ -391,35 +397,52 @@ class Node:
             self.metrics.command_counter(type(submission.command).__name__, type(error).__name__).inc()
             submission.done.set()
 
-    def _maybe_snapshot(self) -> None:
-        every = self.settings.store.snapshot_every_records
-        if self._since_snapshot < every:
-            return
-        try:
-            self.save_snapshot()
-        except StorageFull as error:
-            self._snapshot_refused(error)
+    def _snapshot_when_due(self) -> None:
+        """Take the periodic snapshot once enough records came since the last one.
 
-    async def _snapshot_if_due(self) -> None:
-        """The pipeline's periodic snapshot, taken between two batches.
-
-        The state is encoded here (it must not change meanwhile) and written in a worker thread,
-        so that a snapshot of tens of megabytes does not stall reads and HTTP for its write and
-        fsync; the next batch waits, since the pipeline awaits this.
+        Called between two batches (primary) or two shipments (standby), where the state
+        equals the durable log. The state is encoded here (it must not change meanwhile);
+        with a worker thread for the store it is written in the background while batches go on
+        (the store writes a large snapshot in parts, so a commit waits for one part at most).
+        One snapshot at a time; without a worker thread (the simulator) it is written here.
         """
         every = self.settings.store.snapshot_every_records
-        if self._since_snapshot < every:
+        if self._since_snapshot < every or self._snapshot_writing:
             return
-        if not self.append_in_thread:
-            self._maybe_snapshot()
+        background = self._background
+        if not self.append_in_thread or background is None:
+            try:
+                self.save_snapshot()
+            except StorageFull as error:
+                self._snapshot_refused(error)
             return
         lsn, epoch, at, state = self.lsn, self.store.epoch(), self._last_at, self.center.snapshot()
+        self._since_snapshot = 0
+        self._snapshot_writing = True
+        self._snapshot_done = trio.Event()
+        background.start_soon(self._write_snapshot_in_background, lsn, epoch, at, state)
+
+    async def _write_snapshot_in_background(self, lsn: int, epoch: int, at: float, state: bytes) -> None:
+        started = time.perf_counter()
         try:
             removed = await trio.to_thread.run_sync(self._write_snapshot, lsn, epoch, at, state)
         except StorageFull as error:
             self._snapshot_refused(error)
-            return
-        self._snapshot_written(removed)
+        except StoreError as error:
+            # The log moved meanwhile (a standby's tail withdrawn, a snapshot installed from the
+            # primary): this one no longer fits it. The log keeps everything; the next will do.
+            log.warning("snapshot skipped node=%s lsn=%d: %s", self.name, lsn, error)
+        else:
+            self._snapshot_written(removed)
+            log.debug("snapshot written node=%s lsn=%d bytes=%d seconds=%.3f", self.name, lsn, len(state), time.perf_counter() - started)
+        finally:
+            self._snapshot_writing = False
+            self._snapshot_done.set()
+
+    async def snapshot_settled(self) -> None:
+        """Wait until no snapshot is being written in the background."""
+        if self._snapshot_writing:
+            await self._snapshot_done.wait()
 
     def _snapshot_refused(self, error: StorageFull) -> None:
         # The log still holds everything, so a missing snapshot costs only replay time at the
@@ -434,6 +457,7 @@ class Node:
 
     def save_snapshot(self) -> None:
         removed = self._write_snapshot(self.lsn, self.store.epoch(), self._last_at, self.center.snapshot())
+        self._since_snapshot = 0
         self._snapshot_written(removed)
 
     def _write_snapshot(self, lsn: int, epoch: int, at: float, state: bytes) -> int:
@@ -443,7 +467,6 @@ class Node:
         return self.store.truncate_log(max(1, lsn - retention + 1)) if retention else 0
 
     def _snapshot_written(self, removed: int) -> None:
-        self._since_snapshot = 0
         if removed:
             log.info("log truncated node=%s removed=%d first_lsn=%d", self.name, removed, self.store.first_lsn())
 
