@@ -364,6 +364,35 @@ def limiting_process(figure: dict[str, Any]) -> str:
     return text
 
 
+def judge_ramp(rows: list[dict[str, Any]]) -> tuple[dict[float, list[dict[str, Any]]], dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The ramp's steps (judged: `holds`, `reasons`) grouped by rate; the step that sets the
+    breaking point, the run of the first rate that does not hold, and the step of the highest
+    rate carried with only the latency limit missed (None where there is none).
+
+    A rate holds when one of its runs holds: the ramp runs a step that missed the p99 limit
+    once more at the same rate, and a limit of the pair misses in both.
+    """
+    runs: dict[float, list[dict[str, Any]]] = {}
+    for row in rows:
+        runs.setdefault(row["rate"], []).append(row)
+    breaking = first_failure = None
+    for rate_runs in runs.values():
+        held = next((row for row in rate_runs if row["holds"]), None)
+        if held is None:
+            first_failure = rate_runs[-1]
+            break
+        breaking = held
+    # The same ramp judged without the latency limit: the rate the pair still carried with
+    # its service level and error budget, however slowly each request was answered.
+    capacity = None
+    for rate_runs in runs.values():
+        carried = [row for row in rate_runs if row["holds"] or (len(row["reasons"]) == 1 and row["reasons"][0].startswith("p99"))]
+        if not carried:
+            break
+        capacity = carried[0]
+    return runs, breaking, first_failure, capacity
+
+
 def _stress(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | None) -> list[Result]:
     journal = run.journal
     assert journal is not None
@@ -377,30 +406,18 @@ def _stress(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | N
             continue
         steps.append(step)
     rows = [step_figures(run, step, excluded) for step in steps]
-    breaking = None
-    first_failure = None
-    for row in rows:
+    for row, step in zip(rows, steps, strict=True):
         row["reasons"] = _step_holds(row, run)
         row["holds"] = not row["reasons"]
-        if row["holds"] and first_failure is None:
-            breaking = row
-        elif not row["holds"] and first_failure is None:
-            first_failure = row
+        row["again"] = bool(step.get("again"))
+    runs, breaking, first_failure, capacity = judge_ramp(rows)
     figures["steps"] = rows
-    # The same ramp judged without the latency limit: the rate the pair still carried with
-    # its service level and error budget, however slowly each request was answered.
-    capacity = None
-    for row in rows:
-        only_latency = len(row["reasons"]) == 1 and row["reasons"][0].startswith("p99")
-        if row["holds"] or only_latency:
-            capacity = row
-        else:
-            break
     figures["capacity_without_latency_limit"] = capacity["rate"] if capacity else 0.0
     figures["breaking_point"] = breaking["rate"] if breaking else 0.0
     figures["breaking_point_p99_ms"] = breaking["p99_ms"] if breaking else None
     figures["limit"] = (
-        f"at {first_failure['rate']:g} calls/s: {', '.join(first_failure['reasons'])}; busiest: {limiting_process(first_failure)}"
+        f"at {first_failure['rate']:g} calls/s{' (in both runs)' if len(runs[first_failure['rate']]) > 1 else ''}: "
+        f"{', '.join(first_failure['reasons'])}; busiest: {limiting_process(first_failure)}"
         if first_failure else "no step failed: raise the ramp (--rates) to find the limit"
     )
     if breaking is not None:

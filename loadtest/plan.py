@@ -211,8 +211,12 @@ def ramp_steps(minutes: float, rates: list[float] | None, step_seconds: float | 
 def rate_plan(
     *, shape: str, steps: list[list[float]], agents: list[str], topics: dict[str, float], seed: int,
     talk_seconds: float, threshold_seconds: float, target_service_level: float, drain_seconds: float,
+    p99_ms: float | None = None, step_repeats_max: int = 0,
 ) -> dict[str, Any]:
-    """A plan of steady Poisson arrivals per step (the Locust process draws them from `seed`)."""
+    """A plan of steady Poisson arrivals per step (the Locust process draws them from `seed`).
+
+    `p99_ms` and `step_repeats_max`: a step whose p99 misses `p99_ms` runs once more at the
+    same rate, up to `step_repeats_max` times a run (loadtest/locustfile_acd.py, `ramp`)."""
     return {
         "shape": shape, "factor": 1.0, "duration": sum(seconds for _rate, seconds in steps), "drain": drain_seconds,
         "seed": seed, "stream": "center", "agents": agents, "breaks": {}, "steps": steps, "topics": topics,
@@ -220,4 +224,5 @@ def rate_plan(
         "supervisor_every": 2.0, "target_service_level": target_service_level, "threshold_seconds": threshold_seconds,
         # Stop the ramp once callers pile up: this many seconds of arrivals unanswered.
         "backlog_seconds": 5.0,
+        "p99_ms": p99_ms, "step_repeats_max": step_repeats_max,
     }

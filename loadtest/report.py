@@ -63,7 +63,7 @@ def _steps_table(rows: list[dict[str, Any]]) -> list[str]:
         pipeline = row.get("pipeline", {})
         level = "-" if row["service_level"] is None else f"{row['service_level'] * 100:.1f} %"
         lines.append(
-            f"| {row['rate']:g} | {row['achieved']:.1f} | {row['achieved'] * 86400:,.0f} | {level} | {number(row['p50_ms'], 0, ' ms')} "
+            f"| {row['rate']:g}{' (again)' if row.get('again') else ''} | {row['achieved']:.1f} | {row['achieved'] * 86400:,.0f} | {level} | {number(row['p50_ms'], 0, ' ms')} "
             f"| {number(row['p99_ms'], 0, ' ms')} | {percent(row.get('slow_share'))} · {percent(pipeline.get('slow_share'))} "
             f"| {row['error_ratio'] * 100:.2f} % | {row['requests_per_second']:.0f} "
             f"| {number(cpu.get(primary or ''), 1)} · {number(cpu.get(standby or ''), 1)} · {number(cpu.get('locust'), 1)} "

@@ -43,6 +43,8 @@ REPO = plans.REPO
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile_acd.py"
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy.cfg"
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
+# stress: how many steps of a run may be run a second time after missing the p99 limit
+STEP_REPEATS_MAX = 3
 
 
 @dataclass
@@ -292,6 +294,7 @@ class Runner:
                 shape=options.shape, steps=steps, agents=names, topics=plans.voice_topics(text), seed=options.seed,
                 talk_seconds=options.talk, threshold_seconds=options.threshold, target_service_level=0.8,
                 drain_seconds=options.drain if options.drain is not None else 15.0,
+                p99_ms=options.p99_ms, step_repeats_max=STEP_REPEATS_MAX if options.shape == "stress" else 0,
             )
             self.say(f"{options.shape}: {len(names)} agents answering at once, talking {options.talk:g} s; "
                      f"rates {', '.join(f'{rate:g}' for rate, _ in steps)} calls/s, {steps[0][1]:g} s each")
@@ -332,7 +335,8 @@ class Runner:
             if options.failover_at is not None:
                 failover = threading.Thread(target=self.fail_over, args=(run,), daemon=True)
                 failover.start()
-            limit = plan["duration"] + plan["drain"] + 240
+            repeats = plan.get("step_repeats_max", 0) * max((seconds for _rate, seconds in plan.get("steps", [])), default=0)
+            limit = plan["duration"] + repeats + plan["drain"] + 240
             assert self.locust is not None
             try:
                 run.locust_exit = self.locust.wait(timeout=limit)

@@ -76,32 +76,64 @@ def test_stress_center_has_the_generated_agents_on_every_voice_topic(tmp_path: P
 
 
 @pytest.mark.slow
-def test_short_stress_ramp_reports_each_step_and_pins_the_primary(tmp_path: Path) -> None:
-    # The `stress` shape end to end, short: two steps, a small generated center. The limits are
-    # loose (this is not a speed test); what is checked is that every step is measured and
-    # judged, nothing is lost or stranded, and the primary got a core of its own.
+def test_short_stress_ramp_reports_each_step_runs_a_missed_step_again_and_pins_the_primary(tmp_path: Path) -> None:
+    # The `stress` shape end to end, short: two rates, a small generated center, and a p99
+    # limit no request can meet (1 ms). What is checked is that every step is measured and
+    # judged, that a step that misses the limit runs once more at the same rate and, missed
+    # again, sets the breaking point (no more repeats after it), that nothing is lost or
+    # stranded, and that the primary got a core of its own.
     out = tmp_path / "run"
     completed = subprocess.run(
         [
             sys.executable, "-m", "loadtest", "run", "stress", "--rates", "4,8", "--step-seconds", "8",
-            "--agents", "40", "--pin", "yes", "--out", str(out), "--p99-ms", "5000", "--target-rate", "4",
+            "--agents", "40", "--pin", "yes", "--out", str(out), "--p99-ms", "1", "--target-rate", "4",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
-    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
+    assert completed.returncode == 1, completed.stdout[-6000:] + completed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    failed = [check["name"] for check in summary["checks"] if check["passed"] is False]
+    assert failed == ["stress: highest sustained call rate"], completed.stdout[-6000:]
     figures = summary["figures"]
-    assert [step["rate"] for step in figures["steps"]] == [4.0, 8.0]
+    assert [(step["rate"], step["again"]) for step in figures["steps"]] == [(4.0, False), (4.0, True), (8.0, False)]
     for step in figures["steps"]:
         assert step["created"] > 0 and step["p99_ms"] is not None and step["cpu_ms_per_call"]
         assert step["slow_share"] is not None and step["pipeline"]["command_ms"] is not None
-    assert figures["breaking_point"] >= 4.0
+        assert step["reasons"] == [f"p99 {step['p99_ms']:.0f} ms"]
+    assert figures["breaking_point"] == 0.0 and figures["limit"].startswith("at 4 calls/s (in both runs): p99")
+    assert figures["capacity_without_latency_limit"] == 8.0
+    assert "| 4 (again) |" in completed.stdout
     assert figures["lost"] == 0 and figures["stranded"] == 0
     assert figures["counts"]["acd"] == figures["counts"]["locust"]
     if len(os.sched_getaffinity(0)) >= 2:
         assert "pinned: primary" in completed.stdout
     else:
         assert "one core only; not pinned" in completed.stdout
+
+
+def _step(rate: float, *reasons: str) -> dict[str, object]:
+    return {"rate": rate, "reasons": list(reasons), "holds": not reasons}
+
+
+def test_a_rate_holds_when_one_of_its_runs_holds_and_the_breaking_point_needs_both_to_miss() -> None:
+    from loadtest.checks import judge_ramp
+
+    # 25 missed once (a disk stall) and held when run again; 125 missed twice.
+    rows = [_step(10), _step(25, "p99 53 ms"), _step(25), _step(100), _step(125, "p99 75 ms"), _step(125, "p99 61 ms"), _step(150, "p99 91 ms")]
+    runs, breaking, first_failure, capacity = judge_ramp(rows)
+    assert list(runs) == [10, 25, 100, 125, 150] and len(runs[25]) == 2
+    assert breaking is rows[3] and first_failure is rows[5]
+    assert capacity is rows[6]  # only the latency limit missed all the way up
+
+    # A step that misses something other than latency ends the capacity figure too.
+    rows = [_step(10), _step(25, "service level 60.0 %"), _step(50)]
+    _runs, breaking, first_failure, capacity = judge_ramp(rows)
+    assert (breaking, first_failure, capacity) == (rows[0], rows[1], rows[0])
+
+    # Every step held: the breaking point is the last one, no failure.
+    rows = [_step(10), _step(25)]
+    assert judge_ramp(rows)[1:] == (rows[1], None, rows[1])
+    assert judge_ramp([]) == ({}, None, None, None)
 
 
 def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histogram() -> None:
