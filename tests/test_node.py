@@ -101,6 +101,15 @@ def test_acknowledged_writes_survive_a_restart_with_the_same_state(tmp_path: Pat
     assert report.full_replay and report.state_hash == digest["hash"]
 
 
+def _assert_restart_recovers(settings: Settings, digest: dict[str, object]) -> None:
+    """A node started again on the data directory has the LSN and state hash in `digest`."""
+    node = Node(settings, "a")
+    try:
+        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
+    finally:
+        node.close()
+
+
 def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
     settings = write_settings(tmp_path, store={"snapshot_every_records": 10, "retention_records": 15})
     digest: dict[str, object] = {}
@@ -120,11 +129,7 @@ def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
             digest.update(lsn=node.lsn, hash=node.center.state_hash())
 
     trio.run(write)
-    node = Node(settings, "a")
-    try:
-        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
-    finally:
-        node.close()
+    _assert_restart_recovers(settings, digest)
     report = verify(settings, "a")
     assert report.ok and not report.full_replay
     assert report.state_hash == digest["hash"]
@@ -165,11 +170,7 @@ def test_a_snapshot_is_written_in_the_background_while_commits_go_on(tmp_path: P
             digest.update(lsn=node.lsn, hash=node.center.state_hash())
 
     trio.run(write)
-    node = Node(settings, "a")
-    try:
-        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
-    finally:
-        node.close()
+    _assert_restart_recovers(settings, digest)
 
 
 def _full_store_settings(tmp_path: Path) -> Settings:
