@@ -173,6 +173,55 @@ def test_a_snapshot_is_written_in_the_background_while_commits_go_on(tmp_path: P
     _assert_restart_recovers(settings, digest)
 
 
+def test_the_periodic_snapshot_is_encoded_by_a_forked_child_and_a_failed_child_skips_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    from acd.node import snapshots
+
+    settings = write_settings(tmp_path, store={"snapshot_every_records": 10})
+    forked: list[int] = []
+    real_fork_encoder = snapshots.fork_encoder
+
+    def recording_fork_encoder(center: object) -> snapshots.EncodingChild:
+        child = real_fork_encoder(center)  # type: ignore[arg-type]
+        forked.append(child.pid)
+        return child
+
+    monkeypatch.setattr(snapshots, "fork_encoder", recording_fork_encoder)
+    real_encode = snapshots._encode_and_exit
+    monkeypatch.setattr(snapshots, "_encode_and_exit", lambda center, read_fd, write_fd: os._exit(3))  # the child fails
+    digest: dict[str, object] = {}
+
+    async def write() -> None:
+        async with running_node(settings) as running:
+            node = running.node
+            assert node.snapshot_fork == snapshots.CAN_FORK
+            number = 0
+            while not forked:
+                assert isinstance(await node.submit(arrive(number)), Accepted)
+                number += 1
+            await node.snapshot_settled()
+            assert node.store.latest_snapshot() is None  # skipped, and the node goes on
+            assert "ended with exit code 3" in caplog.text
+            monkeypatch.setattr(snapshots, "_encode_and_exit", real_encode)
+            while len(forked) < 2:
+                assert isinstance(await node.submit(arrive(number)), Accepted)
+                number += 1
+            await node.snapshot_settled()
+            snapshot = node.store.latest_snapshot()
+            assert snapshot is not None and snapshot.lsn > 10
+            digest.update(lsn=node.lsn, hash=node.center.state_hash())
+
+    if not snapshots.CAN_FORK:
+        pytest.skip("this platform cannot fork")
+    trio.run(write)
+    _assert_restart_recovers(settings, digest)  # the child's snapshot plus the log = the state
+    report = verify(settings, "a")
+    assert report.ok and report.state_hash == digest["hash"]
+
+
 def _full_store_settings(tmp_path: Path) -> Settings:
     # The smallest map the config allows, and a snapshot interval too long to matter.
     return write_settings(tmp_path, store={"map_size_bytes": 2**20, "map_size_max_bytes": 2**20, "snapshot_every_records": 100_000})

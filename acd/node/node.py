@@ -45,6 +45,7 @@ from acd.node.locks import QuickLock
 from acd.settings import Settings
 from acd.store import Record, StorageFull, Store, StoreError
 
+from . import snapshots
 from .broker import Broker
 from .metrics import NodeMetrics
 
@@ -146,6 +147,9 @@ class Node:
         # The simulator appends inline: on a mock clock, waiting for a worker thread would
         # let virtual time jump while the commit runs.
         self.append_in_thread = append_in_thread
+        # Encode the periodic snapshot in a forked child (acd.node.snapshots) rather than in
+        # the event loop; only with the store in a worker thread (not in the simulator).
+        self.snapshot_fork = append_in_thread and snapshots.CAN_FORK
         self.section = settings.node(name)
         self.store = store or Store(
             settings.data_dir(name), cluster=settings.cluster.name, node=name,
@@ -401,10 +405,12 @@ class Node:
         """Take the periodic snapshot once enough records came since the last one.
 
         Called between two batches (primary) or two shipments (standby), where the state
-        equals the durable log. The state is encoded here (it must not change meanwhile);
-        with a worker thread for the store it is written in the background while batches go on
-        (the store writes a large snapshot in parts, so a commit waits for one part at most).
-        One snapshot at a time; without a worker thread (the simulator) it is written here.
+        equals the durable log, and taken right here: a forked child gets the state as it is
+        now and encodes it (acd.node.snapshots; where fork is not possible it is encoded here).
+        With a worker thread for the store it is written in the background while batches go
+        on (the store writes a large snapshot in parts, so a commit waits for one part at
+        most). One snapshot at a time; without a worker thread (the simulator) it is encoded
+        and written here.
         """
         every = self.settings.store.snapshot_every_records
         if self._since_snapshot < every or self._snapshot_writing:
@@ -416,18 +422,31 @@ class Node:
             except StorageFull as error:
                 self._snapshot_refused(error)
             return
-        lsn, epoch, at, state = self.lsn, self.store.epoch(), self._last_at, self.center.snapshot()
+        lsn, epoch, at = self.lsn, self.store.epoch(), self._last_at
+        source: bytes | snapshots.EncodingChild
+        if self.snapshot_fork:
+            try:
+                source = snapshots.fork_encoder(self.center)
+            except OSError as error:
+                log.warning("cannot fork to encode the snapshot, encoding it here node=%s: %s", self.name, error)
+                source = self.center.snapshot()
+        else:
+            source = self.center.snapshot()
         self._since_snapshot = 0
         self._snapshot_writing = True
         self._snapshot_done = trio.Event()
-        background.start_soon(self._write_snapshot_in_background, lsn, epoch, at, state)
+        background.start_soon(self._write_snapshot_in_background, lsn, epoch, at, source)
 
-    async def _write_snapshot_in_background(self, lsn: int, epoch: int, at: float, state: bytes) -> None:
+    async def _write_snapshot_in_background(self, lsn: int, epoch: int, at: float, source: bytes | snapshots.EncodingChild) -> None:
         started = time.perf_counter()
         try:
+            state = source if isinstance(source, bytes) else await trio.to_thread.run_sync(source.collect)
             removed = await trio.to_thread.run_sync(self._write_snapshot, lsn, epoch, at, state)
         except StorageFull as error:
             self._snapshot_refused(error)
+        except snapshots.ChildFailed as error:
+            self._since_snapshot = self.settings.store.snapshot_every_records // 2
+            log.warning("snapshot skipped node=%s lsn=%d: %s", self.name, lsn, error)
         except StoreError as error:
             # The log moved meanwhile (a standby's tail withdrawn, a snapshot installed from the
             # primary): this one no longer fits it. The log keeps everything; the next will do.

@@ -212,10 +212,10 @@ def _use_moving_idle_deadline() -> None:
     """
     base = hypercorn.trio.tcp_server.TCPServer
     if getattr(hypercorn.trio.run, "TCPServer", None) in (base, _TCPServer) and hasattr(base, "_initiate_server_close"):
-        hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[misc]
+        setattr(hypercorn.trio.run, "TCPServer", _TCPServer)  # noqa: B010 (not a public attribute)
     h11_base = hypercorn.protocol.h11.H11Protocol
     if getattr(hypercorn.protocol, "H11Protocol", None) in (h11_base, _H11Protocol) and hasattr(h11_base, "_send_h11_event"):
-        hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[misc]
+        setattr(hypercorn.protocol, "H11Protocol", _H11Protocol)  # noqa: B010 (not a public attribute)
 
 
 def _check_bind(config: hypercorn.config.Config) -> None:

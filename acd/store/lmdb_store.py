@@ -786,10 +786,14 @@ class Store:
                 self._parts_in_progress.add(lsn)
             try:
                 for index, start in enumerate(starts):
-                    part = view[start : start + SNAPSHOT_PART_BYTES]
+                    key, part = _part_key(lsn, index), view[start : start + SNAPSHOT_PART_BYTES]
+
+                    def put_part(txn: lmdb.Transaction[Any], key: bytes = key, part: memoryview = part) -> None:
+                        txn.put(key, part, db=self._snapshot_parts)
+
                     with self._lock:
                         self._require_env()
-                        self._write(lambda txn, index=index, part=part: txn.put(_part_key(lsn, index), part, db=self._snapshot_parts))
+                        self._write(put_part)
             except BaseException:
                 with self._lock:
                     self._parts_in_progress.discard(lsn)
