@@ -834,6 +834,9 @@ class Member:
         self._ship_serial += 1
         serial = self._ship_serial
         async with self._ship_apply_lock:  # an older connection's message in progress ends first
+            # A snapshot still being written in the background would change what this Sync
+            # reports (its LSN decides between a Truncate and a snapshot from the primary).
+            await self.node.snapshot_settled()
             last_epoch, last_lsn = self._last_position()
             snapshot = store.latest_snapshot()
             sync = Sync(
@@ -872,6 +875,8 @@ class Member:
                 # We stood for (or won) a newer epoch while waiting for the lock.
                 await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
                 return False
+            if isinstance(message, Truncate | InstallSnapshot):
+                await self.node.snapshot_settled()  # the store's snapshots as the Sync said
             if isinstance(message, Truncate):
                 removed = store.truncate_tail(message.after_lsn)
                 log.warning("discarded unacknowledged tail node=%s after_lsn=%d records=%d", self.name, message.after_lsn, removed)
