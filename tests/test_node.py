@@ -148,10 +148,10 @@ def test_a_snapshot_is_written_in_the_background_while_commits_go_on(tmp_path: P
             original = node._write_snapshot
             taken: list[int] = []
 
-            def held_write(lsn: int, epoch: int, at: float, state: bytes) -> int:
+            def held_write(lsn: int, epoch: int, at: float, state: bytes | None, encoded: memoryview | None = None) -> int:
                 taken.append(lsn)
                 release.wait(10)  # the disk is slow: the write's worker thread waits here
-                return original(lsn, epoch, at, state)
+                return original(lsn, epoch, at, state, encoded)
 
             node._write_snapshot = held_write  # type: ignore[method-assign]
             number = 0
@@ -184,14 +184,14 @@ def test_the_periodic_snapshot_is_encoded_by_a_forked_child_and_a_failed_child_s
     forked: list[int] = []
     real_fork_encoder = snapshots.fork_encoder
 
-    def recording_fork_encoder(center: object) -> snapshots.EncodingChild:
-        child = real_fork_encoder(center)  # type: ignore[arg-type]
+    def recording_fork_encoder(center: object, **position: object) -> snapshots.EncodingChild:
+        child = real_fork_encoder(center, **position)  # type: ignore[arg-type]
         forked.append(child.pid)
         return child
 
     monkeypatch.setattr(snapshots, "fork_encoder", recording_fork_encoder)
     real_encode = snapshots._encode_and_exit
-    monkeypatch.setattr(snapshots, "_encode_and_exit", lambda center, read_fd, write_fd: os._exit(3))  # the child fails
+    monkeypatch.setattr(snapshots, "_encode_and_exit", lambda center, read_fd, write_fd, **position: os._exit(3))  # the child fails
     digest: dict[str, object] = {}
 
     async def write() -> None:

@@ -496,6 +496,24 @@ def test_a_large_snapshot_is_stored_in_parts_and_reads_back_whole(store_path: Pa
         assert s.statistics().snapshot_lsn == 5
 
 
+def test_a_snapshot_encoded_elsewhere_is_stored_from_any_buffer(store_path: Path, small_parts: int) -> None:
+    import mmap
+
+    from acd.store.records import encode
+
+    snapshot = Snapshot.make(lsn=5, epoch=1, at=2.0, state=bytes(range(256)) * 2)
+    encoded = encode(snapshot)
+    buffer = mmap.mmap(-1, len(encoded))  # what the node's forked encoder hands over
+    buffer[:] = encoded
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 6))
+        s.save_encoded_snapshot(lsn=5, epoch=1, encoded=memoryview(buffer))
+        assert s.latest_snapshot() == snapshot and len(_parts(s)) > 1
+        with pytest.raises(StoreError, match="ends at LSN 6"):
+            s.save_encoded_snapshot(lsn=7, epoch=1, encoded=encoded)  # the same checks as save_snapshot
+
+
 def test_the_parts_of_snapshots_no_longer_kept_are_deleted(store_path: Path, small_parts: int) -> None:
     with open_store(store_path, snapshots_kept=2) as s:
         s.set_epoch(1, 1)

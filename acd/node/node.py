@@ -426,7 +426,7 @@ class Node:
         source: bytes | snapshots.EncodingChild
         if self.snapshot_fork:
             try:
-                source = snapshots.fork_encoder(self.center)
+                source = snapshots.fork_encoder(self.center, lsn=lsn, epoch=epoch, at=at)
             except OSError as error:
                 log.warning("cannot fork to encode the snapshot, encoding it here node=%s: %s", self.name, error)
                 source = self.center.snapshot()
@@ -440,8 +440,11 @@ class Node:
     async def _write_snapshot_in_background(self, lsn: int, epoch: int, at: float, source: bytes | snapshots.EncodingChild) -> None:
         started = time.perf_counter()
         try:
-            state = source if isinstance(source, bytes) else await trio.to_thread.run_sync(source.collect)
-            removed = await trio.to_thread.run_sync(self._write_snapshot, lsn, epoch, at, state)
+            if isinstance(source, bytes):
+                state, encoded = source, None
+            else:
+                state, encoded = None, await trio.to_thread.run_sync(source.collect)
+            removed = await trio.to_thread.run_sync(self._write_snapshot, lsn, epoch, at, state, encoded)
         except StorageFull as error:
             self._snapshot_refused(error)
         except snapshots.ChildFailed as error:
@@ -453,7 +456,7 @@ class Node:
             log.warning("snapshot skipped node=%s lsn=%d: %s", self.name, lsn, error)
         else:
             self._snapshot_written(removed)
-            log.debug("snapshot written node=%s lsn=%d bytes=%d seconds=%.3f", self.name, lsn, len(state), time.perf_counter() - started)
+            log.debug("snapshot written node=%s lsn=%d bytes=%d seconds=%.3f", self.name, lsn, len(encoded if encoded is not None else state or b""), time.perf_counter() - started)
         finally:
             self._snapshot_writing = False
             self._snapshot_done.set()
@@ -479,9 +482,14 @@ class Node:
         self._since_snapshot = 0
         self._snapshot_written(removed)
 
-    def _write_snapshot(self, lsn: int, epoch: int, at: float, state: bytes) -> int:
-        """Store a snapshot and apply log retention; how many records retention removed."""
-        self.store.save_snapshot(lsn=lsn, epoch=epoch, at=at, state=state)
+    def _write_snapshot(self, lsn: int, epoch: int, at: float, state: bytes | None, encoded: memoryview | None = None) -> int:
+        """Store a snapshot (its state, or as the child encoded it for the store) and apply log
+        retention; how many records retention removed."""
+        if encoded is not None:
+            self.store.save_encoded_snapshot(lsn=lsn, epoch=epoch, encoded=encoded)
+        else:
+            assert state is not None
+            self.store.save_snapshot(lsn=lsn, epoch=epoch, at=at, state=state)
         retention = self.settings.store.retention_records
         return self.store.truncate_log(max(1, lsn - retention + 1)) if retention else 0
 

@@ -775,8 +775,16 @@ class Store:
             self._check_snapshot(lsn, epoch)
             if lsn == self._snapshot_lsn and self._has_snapshot(lsn):
                 return  # the state at an LSN is always the same: this one is stored already
-        snapshot = Snapshot.make(lsn=lsn, epoch=epoch, at=at, state=state)
-        encoded = encode(snapshot)
+        self.save_encoded_snapshot(lsn=lsn, epoch=epoch, encoded=encode(Snapshot.make(lsn=lsn, epoch=epoch, at=at, state=state)))
+
+    def save_encoded_snapshot(self, *, lsn: int, epoch: int, encoded: bytes | memoryview) -> None:
+        """`save_snapshot` for a snapshot already built and encoded for the store
+        (`records.encode(Snapshot.make(...))` with this `lsn` and `epoch`: the node's forked
+        child does that, so the event loop's process never copies the state to build it)."""
+        with self._lock:
+            self._check_snapshot(lsn, epoch)
+            if lsn == self._snapshot_lsn and self._has_snapshot(lsn):
+                return
         header = None
         if len(encoded) > SNAPSHOT_PART_BYTES:
             starts = range(0, len(encoded), SNAPSHOT_PART_BYTES)
