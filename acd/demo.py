@@ -40,9 +40,10 @@ TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 @dataclass
 class Tally:
     created: dict[str, str] = field(default_factory=dict)   # id -> state at creation
-    answered: int = 0
+    answered: int = 0            # calls the API created, answered by an agent
     abandoned: int = 0
-    callbacks: int = 0
+    callbacks: int = 0           # call-backs requested by waiting callers
+    callbacks_answered: int = 0  # call-back interactions (`<id>:cbN`) answered by an agent
     wrapped: int = 0
     offers: int = 0
     events: int = 0
@@ -133,7 +134,10 @@ class Demo:
             answered = await router.request("POST", f"/v1/calls/{call_id}/answer", {"agent": name})
             if answered.status_code != 200:
                 continue
-            self.tally.answered += 1
+            if ":cb" in call_id:
+                self.tally.callbacks_answered += 1
+            else:
+                self.tally.answered += 1
             talk = (spec.talk if spec else 180.0) / speed
             await trio.sleep(talk)
             await router.request("POST", f"/v1/calls/{call_id}/hangup", {})
@@ -280,7 +284,7 @@ class Demo:
         center.add_row(
             f"phase: [bold]{self.phase}[/bold]",
             f"created {len(self.tally.created)}", f"answered {self.tally.answered}",
-            f"abandoned {self.tally.abandoned}", f"call-backs {self.tally.callbacks}",
+            f"abandoned {self.tally.abandoned}", f"call-backs {self.tally.callbacks} asked, {self.tally.callbacks_answered} answered",
             f"service level {level:.0%}" if isinstance(level, int | float) else "service level -",
             "agents " + ", ".join(f"{state} {count}" for state, count in sorted(self.agents_by_state.items())),
         )
@@ -387,7 +391,8 @@ class Demo:
         stats = self.stats.get("kpis", self.stats) if isinstance(self.stats, dict) else {}
         report = {
             "workdir": str(self.workdir), "calls_acknowledged": len(self.tally.created), "answered": self.tally.answered,
-            "abandoned": self.tally.abandoned, "callbacks": self.tally.callbacks, "killed": self.killed,
+            "abandoned": self.tally.abandoned, "callbacks": self.tally.callbacks,
+            "callbacks_answered": self.tally.callbacks_answered, "killed": self.killed,
             "failover_seconds": self.failover_seconds, "rejoin_seconds": self.rejoin_seconds,
             "lost_calls": lost, "stranded_calls": stranded, "per_node": result, "stats": stats,
             "event_stream_reconnects": self.tally.stream_reconnects,
@@ -396,7 +401,8 @@ class Demo:
         lines = [
             "# ACD demo report", "",
             f"- calls acknowledged by the API: {len(self.tally.created)}",
-            f"- answered by agents: {self.tally.answered}, abandoned: {self.tally.abandoned}, call-backs requested: {self.tally.callbacks}",
+            f"- answered by agents: {self.tally.answered}, abandoned: {self.tally.abandoned}, call-backs requested by waiting callers: {self.tally.callbacks}",
+            f"- call-back interactions answered (asked by callers or set at wrap-up): {self.tally.callbacks_answered}",
             f"- primary killed: node {self.killed}" if self.killed else "- no fault injected",
             f"- failover (kill to first acknowledged write on the new primary): {self.failover_seconds:.2f} s" if self.failover_seconds else "",
             f"- old primary rejoined and caught up in: {self.rejoin_seconds:.1f} s" if self.rejoin_seconds else "",
@@ -409,7 +415,9 @@ class Demo:
         print()
         print("=" * 72)
         print(f" ACD demo: {'PASS' if ok else 'FAIL'}")
-        print(f"   calls acknowledged      {len(self.tally.created)}  (answered {self.tally.answered}, abandoned {self.tally.abandoned})")
+        print(f"   calls acknowledged      {len(self.tally.created)}  (answered {self.tally.answered}, abandoned {self.tally.abandoned}, "
+              f"call-back asked {self.tally.callbacks})")
+        print(f"   call-backs answered     {self.tally.callbacks_answered}")
         if self.failover_seconds is not None:
             print(f"   failover                node {self.killed} killed; first acknowledged write {self.failover_seconds:.2f} s later")
         if self.rejoin_seconds is not None:
