@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working"
 	@echo "make test            install what is needed into .venv and run the whole suite"
-	@echo "make lint            ruff, and mypy on acd/core"
+	@echo "make lint            ruff, and mypy on the acd and replication packages"
 	@echo "make bench           routing-core benchmark (commands/s, cost per command at scale)"
 	@echo "make bench-api       HTTP write throughput and latency against a bare Hypercorn endpoint"
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
@@ -36,7 +36,7 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check acd replication sim loadtest tests
-	$(BIN)/mypy acd/core
+	$(BIN)/mypy -p acd -p replication
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.core

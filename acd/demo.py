@@ -369,7 +369,7 @@ class Demo:
         for node in cluster.settings.nodes:
             if not cluster.alive(node.name):
                 continue
-            missing, states = 0, {}
+            missing, states = 0, dict[str, int]()
             for call_id in self.tally.created:
                 try:
                     response = await router.client.get(f"http://{node.api}/v1/calls/{call_id}", timeout=2.0)

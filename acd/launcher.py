@@ -8,6 +8,7 @@ nodes as `python -m acd ...` subprocesses with their logs in `logs/`. It can kil
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -143,12 +144,12 @@ class LocalCluster:
         else:
             self.start_node(name)
 
-    def start(self, wait: float = 20.0) -> str | None:
+    def start(self, wait: float = 20.0) -> str:
         self.start_witness()
         for node in self.settings.nodes:
             self.start_node(node.name)
         for node in self.settings.nodes:
-            wait_for(lambda n=node.api: self.healthy(n), wait, what=f"node at {node.api} to answer /healthz")
+            wait_for(functools.partial(self.healthy, node.api), wait, what=f"node at {node.api} to answer /healthz")
         primary = self.wait_primary(wait)
         wait_for(lambda: self.configured(primary), wait, what="the first primary to apply the center's configuration")
         return primary

@@ -38,7 +38,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class Hello(Message, tag="hello"):
+class Hello(Message, tag="hello", frozen=True):
     """First frame on every connection, both ways: who I am and my nonce."""
 
     node: str
@@ -47,7 +47,7 @@ class Hello(Message, tag="hello"):
     purpose: str = ""     # "ship" (primary to standby), "vote", "witness", "status"
 
 
-class VoteRequest(Message, tag="vote"):
+class VoteRequest(Message, tag="vote", frozen=True):
     """A candidate asks for the lease of `epoch`; a primary renews it (renew=True)."""
 
     epoch: int
@@ -60,7 +60,7 @@ class VoteRequest(Message, tag="vote"):
     pre: bool = False       # a pre-vote: would you grant `epoch`? Nothing is recorded either way
 
 
-class VoteReply(Message, tag="vote_reply"):
+class VoteReply(Message, tag="vote_reply", frozen=True):
     epoch: int
     granted: bool
     reason: str = ""
@@ -69,7 +69,7 @@ class VoteReply(Message, tag="vote_reply"):
     leader: str = ""
 
 
-class RecordBehind(Message, tag="record_behind"):
+class RecordBehind(Message, tag="record_behind", frozen=True):
     """Sync mode: the primary goes on alone; the witness records the standby as behind."""
 
     epoch: int
@@ -78,7 +78,7 @@ class RecordBehind(Message, tag="record_behind"):
     lsn: int
 
 
-class ClearBehind(Message, tag="clear_behind"):
+class ClearBehind(Message, tag="clear_behind", frozen=True):
     """The standby caught up: it may be promoted again."""
 
     epoch: int
@@ -86,24 +86,24 @@ class ClearBehind(Message, tag="clear_behind"):
     standby: str
 
 
-class Release(Message, tag="release"):
+class Release(Message, tag="release", frozen=True):
     """Switchover: the primary gives up its lease early so the standby may be elected now."""
 
     epoch: int
     node: str
 
 
-class Ack(Message, tag="ack"):
+class Ack(Message, tag="ack", frozen=True):
     ok: bool
     reason: str = ""
     epoch: int = 0
 
 
-class StatusRequest(Message, tag="status"):
+class StatusRequest(Message, tag="status", frozen=True):
     pass
 
 
-class WitnessStatus(Message, tag="witness_status"):
+class WitnessStatus(Message, tag="witness_status", frozen=True):
     cluster: str
     promised_epoch: int
     leader: str
@@ -112,7 +112,7 @@ class WitnessStatus(Message, tag="witness_status"):
     behind_since_epoch: int
 
 
-class Sync(Message, tag="sync"):
+class Sync(Message, tag="sync", frozen=True):
     """Standby to primary after Hello: where my log ends and how it got there."""
 
     last_lsn: int
@@ -122,14 +122,14 @@ class Sync(Message, tag="sync"):
     snapshot_lsn: int
 
 
-class Truncate(Message, tag="truncate"):
+class Truncate(Message, tag="truncate", frozen=True):
     """Primary to standby: drop records after `after_lsn` (a tail never acknowledged)."""
 
     epoch: int
     after_lsn: int
 
 
-class Append(Message, tag="append"):
+class Append(Message, tag="append", frozen=True):
     """Primary to standby: records (possibly none: a heartbeat that also renews the lease)."""
 
     epoch: int
@@ -143,7 +143,7 @@ class Append(Message, tag="append"):
     prev_epoch: int = -1
 
 
-class AppendReply(Message, tag="append_reply"):
+class AppendReply(Message, tag="append_reply", frozen=True):
     epoch: int
     ok: bool
     last_lsn: int
@@ -151,12 +151,12 @@ class AppendReply(Message, tag="append_reply"):
     reason: str = ""
 
 
-class InstallSnapshot(Message, tag="snapshot"):
+class InstallSnapshot(Message, tag="snapshot", frozen=True):
     epoch: int
     snapshot: Snapshot
 
 
-class Handover(Message, tag="handover"):
+class Handover(Message, tag="handover", frozen=True):
     """Switchover: the primary stopped writing at `lsn`; the standby should stand for election."""
 
     epoch: int

@@ -238,9 +238,9 @@ class Witness:
             if first.startswith(b"GET "):
                 # Plain HTTP on the same port (a frame never starts with "GET "): Prometheus
                 # scrapes the witness here, and `curl` shows its state.
-                await self._http(stream, first)
+                await self._http(stream, bytes(first))
                 return
-            channel.feed(first)
+            channel.feed(bytes(first))
             await handshake(channel, node="witness", role="witness", purpose="witness", initiator=False)
             while True:
                 message = await channel.receive()

@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -124,7 +124,7 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             sigma = math.sqrt(math.log1p((sd / mean) ** 2))
             mu = math.log(mean) - sigma * sigma / 2
             exp = math.exp
-            magic = random.NV_MAGICCONST
+            magic = 4 * math.exp(-0.5) / math.sqrt(2.0)  # random.NV_MAGICCONST
 
             def lognormal() -> float:
                 # random.Random.normalvariate (Kinderman and Monahan), then exp.
@@ -297,7 +297,8 @@ class DurationsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     def pick(self, channel: str, which: str) -> Distribution | None:
         override = self.channels.get(channel)
         value = getattr(override, which) if override is not None else None
-        return value if value is not None else getattr(self, which)
+        chosen: Distribution | None = value if value is not None else getattr(self, which)
+        return chosen
 
 
 class BreakSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -492,7 +493,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.weights_of(day)
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -127,4 +127,5 @@ def encode_command(command: Command) -> bytes:
 
 
 def decode_command(data: bytes) -> Command:
-    return _decoder.decode(data)  # type: ignore[no-any-return]
+    command: Command = _decoder.decode(data)
+    return command
