@@ -44,6 +44,8 @@ class Tally:
     abandoned: int = 0
     callbacks: int = 0           # call-backs requested by waiting callers
     callbacks_answered: int = 0  # call-back interactions (`<id>:cbN`) answered by an agent
+    answered_ids: set[str] = field(default_factory=set)
+    offers_again: int = 0        # offers of a call this desk had answered already, skipped
     wrapped: int = 0
     offers: int = 0
     events: int = 0
@@ -131,9 +133,15 @@ class Demo:
         async for call_id in receive:
             spec = specs.get(call_id.split(":cb")[0])
             await trio.sleep(self.rng.uniform(0.1, 0.4))  # the phone rings
+            if call_id in self.tally.answered_ids:
+                self.tally.offers_again += 1
+                # This desk answered the call already: a caller who asks for a call-back while
+                # ringing here is offered again at once, and both offers sit in the desk's queue.
+                continue
             answered = await router.request("POST", f"/v1/calls/{call_id}/answer", {"agent": name})
             if answered.status_code != 200:
                 continue
+            self.tally.answered_ids.add(call_id)
             if ":cb" in call_id:
                 self.tally.callbacks_answered += 1
             else:
@@ -359,7 +367,8 @@ class Demo:
         for call_id in list(self.tally.created):
             current = await router.request("GET", f"/v1/calls/{call_id}")
             if current.status_code == 200 and current.json()["state"] in ("waiting", "offered", "scheduled"):
-                await router.request("POST", f"/v1/calls/{call_id}/abandon", {})
+                if (await router.request("POST", f"/v1/calls/{call_id}/abandon", {})).status_code == 200:
+                    self.tally.abandoned += 1
 
     async def verify(self, cluster: LocalCluster, router: Router) -> dict[str, Any]:
         """Every acknowledged call is on every running node, each in one terminal state."""
@@ -392,7 +401,7 @@ class Demo:
         report = {
             "workdir": str(self.workdir), "calls_acknowledged": len(self.tally.created), "answered": self.tally.answered,
             "abandoned": self.tally.abandoned, "callbacks": self.tally.callbacks,
-            "callbacks_answered": self.tally.callbacks_answered, "killed": self.killed,
+            "callbacks_answered": self.tally.callbacks_answered, "offers_again": self.tally.offers_again, "killed": self.killed,
             "failover_seconds": self.failover_seconds, "rejoin_seconds": self.rejoin_seconds,
             "lost_calls": lost, "stranded_calls": stranded, "per_node": result, "stats": stats,
             "event_stream_reconnects": self.tally.stream_reconnects,
