@@ -40,17 +40,29 @@ TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 @dataclass
 class Tally:
     created: dict[str, str] = field(default_factory=dict)   # id -> state at creation
-    answered: int = 0            # calls the API created, answered by an agent
+    answered_ids: set[str] = field(default_factory=set)   # calls and call-backs (`<id>:cbN`) answered
     abandoned: int = 0
     callbacks: int = 0           # call-backs requested by waiting callers
-    callbacks_answered: int = 0  # call-back interactions (`<id>:cbN`) answered by an agent
-    answered_ids: set[str] = field(default_factory=set)
-    offers_again: int = 0        # offers of a call this desk had answered already, skipped
+    offers_again: int = 0        # offers of a call answered already, skipped
     wrapped: int = 0
     offers: int = 0
     events: int = 0
     last_lsn: int = 0
     stream_reconnects: int = 0
+
+    @property
+    def answered(self) -> int:
+        """Calls the API created, answered by an agent."""
+        return len(self.answered_ids) - self.callbacks_answered
+
+    @property
+    def callbacks_answered(self) -> int:
+        return sum(1 for call_id in self.answered_ids if _is_callback(call_id))
+
+
+def _is_callback(call_id: str) -> bool:
+    """A call-back the ACD made of a call (`<id>:cbN`)."""
+    return ":cb" in call_id
 
 
 class Demo:
@@ -135,17 +147,13 @@ class Demo:
             await trio.sleep(self.rng.uniform(0.1, 0.4))  # the phone rings
             if call_id in self.tally.answered_ids:
                 self.tally.offers_again += 1
-                # This desk answered the call already: a caller who asks for a call-back while
-                # ringing here is offered again at once, and both offers sit in the desk's queue.
+                # Answered already: a caller who asks for a call-back while ringing at this desk
+                # is offered to it again at once, and both offers sit in the desk's queue.
                 continue
             answered = await router.request("POST", f"/v1/calls/{call_id}/answer", {"agent": name})
             if answered.status_code != 200:
                 continue
             self.tally.answered_ids.add(call_id)
-            if ":cb" in call_id:
-                self.tally.callbacks_answered += 1
-            else:
-                self.tally.answered += 1
             talk = (spec.talk if spec else 180.0) / speed
             await trio.sleep(talk)
             await router.request("POST", f"/v1/calls/{call_id}/hangup", {})

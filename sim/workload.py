@@ -124,7 +124,7 @@ class Distribution(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             sigma = math.sqrt(math.log1p((sd / mean) ** 2))
             mu = math.log(mean) - sigma * sigma / 2
             exp = math.exp
-            magic = 4 * math.exp(-0.5) / math.sqrt(2.0)  # random.NV_MAGICCONST
+            magic = random.NV_MAGICCONST  # type: ignore[attr-defined]  # not in typeshed
 
             def lognormal() -> float:
                 # random.Random.normalvariate (Kinderman and Monahan), then exp.
