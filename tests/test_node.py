@@ -10,6 +10,7 @@ import trio
 from acd.core import Rejection
 from acd.core import commands as c
 from acd.node.node import Accepted, Node
+from acd.node.snapshots import CAN_FORK
 from acd.node.verify import verify
 from acd.settings import Settings
 from tests.helpers.inprocess import running_node, write_settings
@@ -337,3 +338,39 @@ def test_gc_pauses_are_timed_by_generation_while_installed() -> None:
     gc.collect(2)
     assert count("2") == before, "removed: no longer timed"
     assert pauses not in gc.callbacks
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="the snapshot child is forked where fork exists")
+def test_a_snapshot_child_lets_go_of_the_store_lock_before_it_slows_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node killed while its snapshot child runs must be able to start again at once: the
+    child closes the store's descriptors (and with them its share of the store's lock) before
+    it lowers its priority, which on a busy machine can keep it off the CPU for a long while."""
+    import os
+    import time
+
+    from acd.core import Center
+    from acd.node import snapshots
+    from acd.store import Store, StoreError
+
+    def slow_child() -> None:
+        time.sleep(3.0)  # a niced child starved of CPU
+
+    monkeypatch.setattr(snapshots, "_stay_out_of_the_way", slow_child)
+
+    path = tmp_path / "data"
+    store = Store(path, cluster="c", node="a")
+    child = snapshots.fork_encoder(Center(), lsn=1, epoch=1, at=0.0)
+    try:
+        time.sleep(0.3)  # the child is now in its slow part
+        store.close()    # the node is gone; only the child could still hold the lock
+        try:
+            again = Store(path, cluster="c", node="a")
+        except StoreError as error:
+            raise AssertionError(f"the snapshot child still holds the store: {error}") from None
+        again.close()
+        assert len(child.collect()) > 0  # and the child still delivers its snapshot
+    finally:
+        try:
+            os.kill(child.pid, 9)
+        except ProcessLookupError:
+            pass
