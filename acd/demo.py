@@ -30,8 +30,9 @@ from typing import Any
 import httpx
 import trio
 
+from acd.argtypes import non_negative, positive
 from acd.client import Router
-from acd.launcher import LocalCluster, prepare_config
+from acd.launcher import LocalCluster, config_problem, prepare_config
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
@@ -324,7 +325,7 @@ class Demo:
 
     async def run(self) -> int:
         args = self.args
-        config = prepare_config(REPO / args.config if not Path(args.config).is_absolute() else Path(args.config), self.workdir, always_open=True)
+        config = prepare_config(REPO / args.config, self.workdir, always_open=True)  # an absolute --config stays as it is
         cluster = LocalCluster(config, self.workdir)
         print(f"demo: a two-node cluster with a witness in {self.workdir}", flush=True)
         try:
@@ -456,12 +457,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--config", default="examples/busan-120.toml", help="cluster config to copy (default: %(default)s)")
     parser.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the workload (default: %(default)s)")
-    parser.add_argument("--window", type=float, default=90, help="minutes of the morning to replay, from 10:00 (default: %(default)s)")
-    parser.add_argument("--calls", type=int, default=0, help="at most this many calls (default: all in the window)")
-    parser.add_argument("--speed", type=float, default=90, help="compression factor of time (default: %(default)s)")
-    parser.add_argument("--kill-at", type=float, default=25, help="seconds into the run to kill the primary (default: %(default)s)")
-    parser.add_argument("--rejoin-after", type=float, default=8, help="seconds after the kill to restart the old primary (default: %(default)s)")
-    parser.add_argument("--drain", type=float, default=25, help="seconds to let agents finish after the last arrival (default: %(default)s)")
+    parser.add_argument("--window", type=positive(), default=90, help="minutes of the morning to replay, from 10:00 (default: %(default)s)")
+    parser.add_argument("--calls", type=non_negative(int), default=0, help="at most this many calls (default: all in the window)")
+    parser.add_argument("--speed", type=positive(), default=90, help="compression factor of time (default: %(default)s)")
+    parser.add_argument("--kill-at", type=non_negative(), default=25, help="seconds into the run to kill the primary (default: %(default)s)")
+    parser.add_argument("--rejoin-after", type=non_negative(), default=8, help="seconds after the kill to restart the old primary (default: %(default)s)")
+    parser.add_argument("--drain", type=non_negative(), default=25, help="seconds to let agents finish after the last arrival (default: %(default)s)")
     parser.add_argument("--no-kill", action="store_true", help="do not kill the primary")
     parser.add_argument("--seed", type=int, default=120, help="workload seed (default: %(default)s)")
     parser.add_argument("--out", default="", help="work folder (default: demo-run/<time>)")
@@ -469,6 +470,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from sim.workload import ScenarioError, load_scenario
+
+    problem = config_problem(REPO / args.config)  # a relative --config is in the repository
+    if problem is None:
+        try:
+            load_scenario(args.scenario)
+        except ScenarioError as error:
+            problem = f"--scenario: {error}"
+    if problem is not None:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 2
     try:
         return trio.run(Demo(args).run)
     except KeyboardInterrupt:

@@ -51,6 +51,22 @@ def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
+def config_problem(path: Path) -> str | None:
+    """Why the cluster config at `path` cannot be used, one problem a line (None: it can).
+
+    Checked before a local cluster is started, so a bad file stops a command with the key and
+    line at fault instead of a node failing to start later."""
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        settings_module.load(path)
+    except settings_module.SettingsError as error:
+        return str(error)
+    except (OSError, UnicodeDecodeError) as error:
+        return f"{path}: {error}"
+    return None
+
+
 def prepare_config(
     source: Path, workdir: Path, *, always_open: bool = False, overrides: dict[str, str] | None = None,
     proxied: bool = False,

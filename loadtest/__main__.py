@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from acd.argtypes import non_negative, positive
+
 from . import plan as plans
 
 EPILOG = """\
@@ -21,7 +23,10 @@ examples:
 
 
 def _rates(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
+    rates = [positive()(part.strip()) for part in text.split(",") if part.strip()]
+    if not rates:
+        raise argparse.ArgumentTypeError("give at least one rate, e.g. 25,50,100")
+    return rates
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,8 +38,8 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("shape", choices=("day", "stress", "soak"))
     run.add_argument("--cluster", type=Path, default=plans.DEFAULT_CONFIG, help="cluster config to copy (default: %(default)s)")
-    run.add_argument("--minutes", type=float, default=None, help="length of the load: the compressed day (10), the ramp (4), the soak (60)")
-    run.add_argument("--failover-at", type=float, default=None, metavar="S", help="SIGKILL the primary S seconds after the first arrival")
+    run.add_argument("--minutes", type=positive(), default=None, help="length of the load: the compressed day (10), the ramp (4), the soak (60)")
+    run.add_argument("--failover-at", type=non_negative(), default=None, metavar="S", help="SIGKILL the primary S seconds after the first arrival")
     run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
     run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
@@ -45,29 +50,42 @@ def parser() -> argparse.ArgumentParser:
                           "others, as separate machines would be (auto: for stress and soak on a machine with 2 or more "
                           "cores; default: %(default)s)")
     day = run.add_argument_group("day")
-    day.add_argument("--calls", type=int, default=2000, help="calls in the day (default: %(default)s)")
+    day.add_argument("--calls", type=positive(int), default=2000, help="calls in the day (default: %(default)s)")
     day.add_argument("--scenario", default="busan-weekday", help="simulator scenario for the day (default: %(default)s)")
     day.add_argument("--seed", type=int, default=120, help="workload seed (default: %(default)s)")
-    day.add_argument("--drain", type=float, default=None, help="seconds the agents get to empty the queues after the last arrival")
+    day.add_argument("--drain", type=non_negative(), default=None, help="seconds the agents get to empty the queues after the last arrival")
     rate = run.add_argument_group("stress and soak")
     rate.add_argument("--rates", type=_rates, default=None, help="ramp steps in calls/s, e.g. 25,50,100 (default: 10,25,50,...,250)")
-    rate.add_argument("--step-seconds", type=float, default=None, help="seconds per ramp step (default: --minutes split evenly)")
-    rate.add_argument("--rate", type=float, default=10.0, help="soak: calls per second (default: %(default)s)")
-    rate.add_argument("--agents", type=int, default=400, help="generated agents (default: %(default)s)")
-    rate.add_argument("--talk", type=float, default=1.0, help="seconds each generated call is talked (default: %(default)s)")
-    rate.add_argument("--threshold", type=float, default=1.0, help="service-level threshold in seconds (default: %(default)s)")
-    rate.add_argument("--target-rate", type=float, default=100.0, help="stress passes at this many calls/s (default: %(default)s)")
+    rate.add_argument("--step-seconds", type=positive(), default=None, help="seconds per ramp step (default: --minutes split evenly)")
+    rate.add_argument("--rate", type=positive(), default=10.0, help="soak: calls per second (default: %(default)s)")
+    rate.add_argument("--agents", type=positive(int), default=400, help="generated agents (default: %(default)s)")
+    rate.add_argument("--talk", type=non_negative(), default=1.0, help="seconds each generated call is talked (default: %(default)s)")
+    rate.add_argument("--threshold", type=positive(), default=1.0, help="service-level threshold in seconds (default: %(default)s)")
+    rate.add_argument("--target-rate", type=positive(), default=100.0, help="stress passes at this many calls/s (default: %(default)s)")
     limits = run.add_argument_group("limits")
-    limits.add_argument("--p99-ms", type=float, default=None, help="p99 latency limit outside the failover window (default: 100 for day and soak, 50 for stress)")
-    limits.add_argument("--max-error-ratio", type=float, default=0.001, help="failed requests outside the failover window (default: %(default)s)")
-    limits.add_argument("--max-outage", type=float, default=3.0, help="longest client-seen outage at failover, seconds (default: %(default)s)")
-    limits.add_argument("--max-bytes-per-call", type=float, default=16384.0, help="soak: primary memory growth per interaction (default: %(default)s)")
+    limits.add_argument("--p99-ms", type=positive(), default=None, help="p99 latency limit outside the failover window (default: 100 for day and soak, 50 for stress)")
+    limits.add_argument("--max-error-ratio", type=non_negative(), default=0.001, help="failed requests outside the failover window (default: %(default)s)")
+    limits.add_argument("--max-outage", type=positive(), default=3.0, help="longest client-seen outage at failover, seconds (default: %(default)s)")
+    limits.add_argument("--max-bytes-per-call", type=positive(), default=16384.0, help="soak: primary memory growth per interaction (default: %(default)s)")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from acd.launcher import config_problem
+    from sim.workload import ScenarioError, load_scenario
+
     from .runner import Options, run
+
+    problem = config_problem(args.cluster)
+    if problem is None and args.shape == "day":
+        try:
+            load_scenario(args.scenario)
+        except ScenarioError as error:
+            problem = f"--scenario: {error}"
+    if problem is not None:
+        print(f"loadtest: {problem}", file=sys.stderr)
+        return 2
 
     options = Options(
         shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, out=args.out,

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+
+from acd.argtypes import positive
 
 from . import engine, report
 from .workload import ScenarioError, load_scenario, shipped_scenarios
@@ -26,15 +27,6 @@ def _target(text: str) -> tuple[float, float]:
     return level, threshold
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        return value
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m sim",
@@ -43,12 +35,12 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     mmc = commands.add_parser("mmc", help="one queue, Poisson arrivals, exponential handling: compare with Erlang C / A")
-    mmc.add_argument("--arrivals-per-hour", type=_positive(float), required=True, metavar="L")
-    mmc.add_argument("--aht", type=_positive(float), required=True, metavar="SECONDS", help="mean handling time")
-    mmc.add_argument("--agents", type=_positive(int), required=True, metavar="N")
-    mmc.add_argument("--patience", type=_positive(float), metavar="SECONDS", help="mean patience (exponential): Erlang A")
+    mmc.add_argument("--arrivals-per-hour", type=positive(float), required=True, metavar="L")
+    mmc.add_argument("--aht", type=positive(float), required=True, metavar="SECONDS", help="mean handling time")
+    mmc.add_argument("--agents", type=positive(int), required=True, metavar="N")
+    mmc.add_argument("--patience", type=positive(float), metavar="SECONDS", help="mean patience (exponential): Erlang A")
     mmc.add_argument("--threshold", type=float, default=20.0, metavar="SECONDS", help="service-level threshold (default 20)")
-    mmc.add_argument("--hours", type=_positive(float), metavar="H", help="measured hours (default: 20,000 calls' worth)")
+    mmc.add_argument("--hours", type=positive(float), metavar="H", help="measured hours (default: 20,000 calls' worth)")
     mmc.add_argument("--warmup-hours", type=float, metavar="H", help="unmeasured start (default: max(1 h, 50 AHT))")
     mmc.add_argument("--batches", type=int, default=25, help="batches for the confidence intervals (default 25)")
     mmc.add_argument("--seed", type=int, default=1, metavar="K")
@@ -57,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     day = commands.add_parser("day", help="run a scenario's day(s); KPI table, report.json, CSV and charts")
     day.add_argument("scenario", metavar="SCENARIO", help=f"a TOML path or a shipped scenario ({', '.join(shipped_scenarios())})")
     day.add_argument("--seed", type=int, metavar="K", help="default: the scenario's seed")
-    day.add_argument("--days", type=_positive(int), metavar="N", help="default: the scenario's days")
+    day.add_argument("--days", type=positive(int), metavar="N", help="default: the scenario's days")
     day.add_argument("--start", metavar="YYYY-MM-DD", help="first date (default: the scenario's)")
     day.add_argument("--out", type=Path, metavar="DIR", help="default: out/<scenario>")
     day.add_argument("--no-charts", action="store_true")
@@ -66,8 +58,8 @@ def parser() -> argparse.ArgumentParser:
     staff.add_argument("scenario", metavar="SCENARIO")
     staff.add_argument("--target", type=_target, default=(0.8, 20.0), metavar="LEVEL/SECONDS", help="e.g. 0.8/20 (default)")
     staff.add_argument("--max-abandon", type=float, metavar="RATE", help="e.g. 0.05: also keep abandonment under this (Erlang A)")
-    staff.add_argument("--replications", type=_positive(int), default=10, help="simulated days per round (default 10)")
-    staff.add_argument("--rounds", type=_positive(int), default=8, help="most simulate-and-adjust rounds (default 8)")
+    staff.add_argument("--replications", type=positive(int), default=10, help="simulated days per round (default 10)")
+    staff.add_argument("--rounds", type=positive(int), default=8, help="most simulate-and-adjust rounds (default 8)")
     staff.add_argument("--seed", type=int, metavar="K")
     staff.add_argument("--date", metavar="YYYY-MM-DD", help="the day to staff (default: the scenario's first)")
     staff.add_argument("--after-hours", action="store_true",

@@ -49,3 +49,29 @@ def test_short_demo_fails_over_rejoins_and_loses_no_call(tmp_path: Path) -> None
     # the call rings at a desk is offered to it again at once, and the desk must not answer twice.
     assert report["callbacks"] >= 1
     assert (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speed", "0"], "argument --speed: '0' must be > 0"),
+        (["--calls", "-3"], "argument --calls: '-3' must be >= 0"),
+        (["--window", "x"], "argument --window: 'x' is not a number"),
+        (["--config", "/nonexistent/cluster.toml"], "demo: /nonexistent/cluster.toml: no such file"),
+        (["--scenario", "nope"], "demo: --scenario: 'nope' is neither a file nor a shipped scenario"),
+        (["--config", "{bad}"], "bad.toml:2: cluster.name: Expected `str`, got `int`"),
+    ],
+)
+def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nname = 3\n", encoding="utf-8")
+    out = tmp_path / "demo"
+    args = [str(bad) if arg == "{bad}" else arg for arg in args]
+    completed = subprocess.run(
+        [sys.executable, "-m", "acd", "demo", *args, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not out.exists(), "nothing is started for a refused command"

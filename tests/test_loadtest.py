@@ -172,3 +172,29 @@ def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histog
     assert abs(figures["slow_share"] - 10 / 400) < 1e-12  # type: ignore[operator]
     # A limit that is not one of the histogram's bounds gives no node-side share.
     assert pipeline_figures(scrapes, "a", 90.0, 120.0, slow_ms=40.0)["slow_share"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["day", "--minutes", "-1"], "argument --minutes: '-1' must be > 0"),
+        (["stress", "--rates", "10,,x"], "argument --rates: 'x' is not a number"),
+        (["stress", "--rates", ","], "argument --rates: give at least one rate"),
+        (["stress", "--cluster", "/nonexistent/cluster.toml"], "loadtest: /nonexistent/cluster.toml: no such file"),
+        (["day", "--scenario", "nope"], "loadtest: --scenario: 'nope' is neither a file nor a shipped scenario"),
+        (["day", "--cluster", "{bad}"], "bad.toml:2: cluster.name: Expected `str`, got `int`"),
+    ],
+)
+def test_runner_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nname = 3\n", encoding="utf-8")
+    out = tmp_path / "run"
+    args = [str(bad) if arg == "{bad}" else arg for arg in args]
+    completed = subprocess.run(
+        [sys.executable, "-m", "loadtest", "run", *args, "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not out.exists(), "nothing is started for a refused command"

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from acd.argtypes import positive
 from acd.buggify import KNOWN_BUGS
 
 from .scenarios import SCENARIOS
@@ -51,20 +52,13 @@ def _seed_range(text: str) -> tuple[int, int]:
     return low, high
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="swarm", choices=[*SCENARIOS, "all"],
                         help="which drill (default swarm); 'all' sweeps every named scenario")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--seed", type=int, help="run one seed (default 1)")
     which.add_argument("--seeds", type=_seed_range, metavar="A..B", help="sweep the seeds A to B (inclusive)")
-    parser.add_argument("--minutes", type=_positive, help="simulated minutes of faults per run (default 1)")
+    parser.add_argument("--minutes", type=positive(), help="simulated minutes of faults per run (default 1)")
     parser.add_argument("--json", action="store_true", help="print JSON for machines instead of text")
     parser.add_argument("--out", type=Path, metavar="DIR", help="write the event log and timeline chart (and a sweep's summary)")
     parser.add_argument("--jobs", type=int, help="worker processes for a sweep (default: one per core)")
