@@ -470,14 +470,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sim.workload import ScenarioError, load_scenario
-
-    problem = config_problem(REPO / args.config)  # a relative --config is in the repository
-    if problem is None:
-        try:
-            load_scenario(args.scenario)
-        except ScenarioError as error:
-            problem = f"--scenario: {error}"
+    problem = config_problem(REPO / args.config, args.scenario)  # a relative --config is in the repository
     if problem is not None:
         print(f"demo: {problem}", file=sys.stderr)
         return 2

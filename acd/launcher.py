@@ -51,8 +51,9 @@ def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
-def config_problem(path: Path) -> str | None:
-    """Why the cluster config at `path` cannot be used, one problem a line (None: it can).
+def config_problem(path: Path, scenario: str | None = None) -> str | None:
+    """Why the cluster config at `path` (and the simulator `scenario`, when one is named) cannot
+    be used, one problem a line; None when they can.
 
     Checked before a local cluster is started, so a bad file stops a command with the key and
     line at fault instead of a node failing to start later."""
@@ -64,6 +65,13 @@ def config_problem(path: Path) -> str | None:
         return str(error)
     except (OSError, UnicodeDecodeError) as error:
         return f"{path}: {error}"
+    if scenario is not None:
+        from sim.workload import ScenarioError, load_scenario
+
+        try:
+            load_scenario(scenario)
+        except ScenarioError as error:
+            return f"--scenario: {error}"
     return None
 
 

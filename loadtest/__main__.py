@@ -73,16 +73,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from acd.launcher import config_problem
-    from sim.workload import ScenarioError, load_scenario
 
     from .runner import Options, run
 
-    problem = config_problem(args.cluster)
-    if problem is None and args.shape == "day":
-        try:
-            load_scenario(args.scenario)
-        except ScenarioError as error:
-            problem = f"--scenario: {error}"
+    problem = config_problem(args.cluster, args.scenario if args.shape == "day" else None)
     if problem is not None:
         print(f"loadtest: {problem}", file=sys.stderr)
         return 2

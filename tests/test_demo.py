@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import assert_refused_before_start
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,15 +65,4 @@ def test_short_demo_fails_over_rejoins_and_loses_no_call(tmp_path: Path) -> None
     ],
 )
 def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[cluster]\nname = 3\n", encoding="utf-8")
-    out = tmp_path / "demo"
-    args = [str(bad) if arg == "{bad}" else arg for arg in args]
-    completed = subprocess.run(
-        [sys.executable, "-m", "acd", "demo", *args, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )
-    assert completed.returncode == 2
-    assert message in completed.stderr
-    assert "Traceback" not in completed.stderr
-    assert not out.exists(), "nothing is started for a refused command"
+    assert_refused_before_start([sys.executable, "-m", "acd", "demo", *args], tmp_path, message)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import assert_refused_before_start
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -186,15 +188,4 @@ def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histog
     ],
 )
 def test_runner_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[cluster]\nname = 3\n", encoding="utf-8")
-    out = tmp_path / "run"
-    args = [str(bad) if arg == "{bad}" else arg for arg in args]
-    completed = subprocess.run(
-        [sys.executable, "-m", "loadtest", "run", *args, "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )
-    assert completed.returncode == 2
-    assert message in completed.stderr
-    assert "Traceback" not in completed.stderr
-    assert not out.exists(), "nothing is started for a refused command"
+    assert_refused_before_start([sys.executable, "-m", "loadtest", "run", *args], tmp_path, message)

@@ -210,3 +210,17 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def assert_refused_before_start(command: list[str], tmp_path: Path, message: str) -> None:
+    """`command` (with `{bad}`: a config file with a wrong type at line 2, and its run folder
+    as `--out`) exits 2 with `message` on stderr, no traceback, and creates no run folder."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nname = 3\n", encoding="utf-8")
+    out = tmp_path / "out"
+    command = [str(bad) if arg == "{bad}" else arg for arg in command]
+    completed = subprocess.run([*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not out.exists(), "nothing is started for a refused command"
