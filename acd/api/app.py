@@ -39,7 +39,14 @@ from acd.core import Rejection
 from acd.core import commands as c
 from acd.core import events as e
 from acd.node.broker import Control
-from acd.node.node import Accepted, NodeClosed, NotPrimary, StorageFullError
+from acd.node.node import (
+    Accepted,
+    CommandFailed,
+    InvalidCommand,
+    NodeClosed,
+    NotPrimary,
+    StorageFullError,
+)
 
 from . import schemas, sse, views
 from .auth import ANONYMOUS, Authenticator, Principal
@@ -119,15 +126,28 @@ class Route:
         return tuple(self.path.strip("/").split("/"))
 
 
-def _integral(value: Any) -> Any:
+# Request bodies are flat (an object of scalars and one object of attributes); anything
+# nested deeper is refused before it is walked.
+_BODY_DEPTH_MAX = 8
+
+
+def _integral(value: Any, depth: int = 0) -> Any:
     """`value` (decoded JSON) with every float that is a whole number made an int."""
+    if depth > _BODY_DEPTH_MAX:
+        raise ApiError(400, "invalid", f"the body is nested deeper than {_BODY_DEPTH_MAX} levels")
     if type(value) is float:
         return int(value) if value.is_integer() else value
     if type(value) is dict:
-        return {key: _integral(item) for key, item in value.items()}
+        return {key: _integral(item, depth + 1) for key, item in value.items()}
     if type(value) is list:
-        return [_integral(item) for item in value]
+        return [_integral(item, depth + 1) for item in value]
     return value
+
+
+def _may_act_on_calls(request: Request, *roles: str) -> None:
+    """The principal's role allows the action (an agent's own calls are checked after the body)."""
+    if request.principal.role not in roles and request.principal.role != "agent":
+        request.principal.require(*roles)
 
 
 def _json(status: int, value: Any) -> Reply:
@@ -245,6 +265,10 @@ class Api:
                 raise ApiError(507, "storage_full", f"the store is full; nothing was written: {error}") from None
             except NodeClosed:
                 raise ApiError(503, "shutting_down", "the node is shutting down; retry on the primary") from None
+            except InvalidCommand as error:
+                raise ApiError(400, "invalid", str(error)) from None
+            except CommandFailed as error:
+                raise ApiError(422, "command_failed", str(error), error_id=error.error_id) from None
             except Exception:
                 log.exception("request failed method=%s path=%s", request.method, scope["path"])
                 raise ApiError(500, "internal", "internal error; the operator's log has the details") from None
@@ -256,7 +280,7 @@ class Api:
                 return
             reply = Reply(
                 error.status,
-                _encoder.encode(schemas.Error(error=error.code, message=error.message, field=error.field, primary=error.primary, problems=error.problems)),
+                _encoder.encode(schemas.Error(error=error.code, message=error.message, field=error.field, primary=error.primary, problems=error.problems, error_id=error.error_id)),
                 headers=tuple(error.headers),
             )
         if reply is not None:
@@ -318,7 +342,10 @@ class Api:
             raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
         return b"".join(chunks)
 
-    async def _body(self, request: Request, decoder: msgspec.json.Decoder[Any], empty_ok: bool = False) -> Any:
+    async def _body(self, request: Request, decoder: msgspec.json.Decoder[Any], empty_ok: bool = False, command: bool = True) -> Any:
+        if command and (self.node.role != "primary" or not self.node.replicator.can_accept()):
+            # A write goes to the primary: a standby refuses it before reading the body.
+            raise NotPrimary(f"node {self.node.name} is {self.node.role}", self.node.replicator.primary_api())
         raw = await self._read_body(request)
         if empty_ok and not raw.strip():
             raw = b"{}"
@@ -337,6 +364,8 @@ class Api:
             raise ApiError(400, "invalid", message, field=field) from None
         except msgspec.DecodeError as error:
             raise ApiError(400, "bad_json", f"the body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ApiError(400, "invalid", f"the body is nested deeper than {_BODY_DEPTH_MAX} levels") from None
 
     def _query(self, request: Request) -> dict[str, str]:
         from urllib.parse import parse_qsl
@@ -409,12 +438,14 @@ class Api:
         return self._call_reply(call_id)
 
     async def answer(self, request: Request) -> Reply:
+        _may_act_on_calls(request, "pbx", "admin")
         body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
         await self._submit(c.Answer(call=request.params[0], agent=body.agent))
         return self._call_reply(request.params[0])
 
     async def reject(self, request: Request) -> Reply:
+        _may_act_on_calls(request, "pbx", "admin")
         body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
         await self._submit(c.Reject(call=request.params[0], agent=body.agent))
@@ -445,6 +476,7 @@ class Api:
         return self._call_reply(request.params[0])
 
     async def wrapup(self, request: Request) -> Reply:
+        _may_act_on_calls(request, "pbx", "admin")
         body: schemas.WrapUpBody = await self._body(request, _decoders[schemas.WrapUpBody])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
         await self._submit(c.WrapUp(
@@ -622,8 +654,12 @@ class Api:
 
     def ready_now(self) -> bool:
         node = self.node
+        # Ready means configured: at a cluster's first start the config's center is applied
+        # through the log just after the first election; until then the primary has no queues
+        # and would refuse every call a load balancer sent it.
         return (
             node.role == "primary" and not node.closed and not self.shutting_down
+            and bool(node.center.state.config_version)
             and node.replicator.can_accept() and node.replicator.lease_valid()
         )
 
@@ -650,24 +686,26 @@ class Api:
 
     async def cluster_view(self, request: Request) -> Reply:
         request.principal.require("supervisor", "admin")
+        import os  # the pid lets `acd drill` signal this very process, never one found by name
+
         if self.cluster is not None:
-            return _json(200, self.cluster.view())
+            return _json(200, {**self.cluster.view(), "pid": os.getpid()})
         node = self.node
         return _json(200, schemas.ClusterView(
             name=node.name, cluster=self.settings.cluster.name, role=node.role, epoch=node.store.epoch(),
-            lsn=node.lsn, mode="standalone", peer=None, lag=None, witness=None,
+            lsn=node.lsn, mode="standalone", peer=None, lag=None, witness=None, pid=os.getpid(),
         ))
 
     async def switchover(self, request: Request) -> Reply:
         request.principal.require("admin")
-        body: schemas.SwitchoverBody = await self._body(request, _decoders[schemas.SwitchoverBody], empty_ok=True)
+        body: schemas.SwitchoverBody = await self._body(request, _decoders[schemas.SwitchoverBody], empty_ok=True, command=False)
         if self.cluster is None:
             raise ApiError(409, "not_clustered", "this node runs standalone: there is no standby to switch over to")
         return _json(200, await self._cluster_operation(self.cluster.switchover(body.to, actor=f"api:{request.principal.name}")))
 
     async def promote(self, request: Request) -> Reply:
         request.principal.require("admin")
-        body: schemas.PromoteBody = await self._body(request, _decoders[schemas.PromoteBody], empty_ok=True)
+        body: schemas.PromoteBody = await self._body(request, _decoders[schemas.PromoteBody], empty_ok=True, command=False)
         if self.cluster is None or not hasattr(self.cluster, "promote"):
             raise ApiError(409, "not_clustered", "this node runs standalone: it is always the primary")
         return _json(200, await self._cluster_operation(self.cluster.promote(body.force, actor=f"api:{request.principal.name}")))
@@ -687,7 +725,7 @@ class Api:
 
     async def reload(self, request: Request) -> Reply:
         request.principal.require("admin")
-        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True, command=False)
         return _json(200, await self.reload_config(actor=f"api:{request.principal.name}"))
 
     async def reload_config(self, actor: str, *, apply_center: bool = True) -> schemas.ConfigReloaded:
@@ -785,7 +823,7 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     )
 }
 
-_CALL_ERRORS = (400, 401, 403, 404, 408, 409, 413, 429, 503, 507)
+_CALL_ERRORS = (400, 401, 403, 404, 408, 409, 413, 422, 429, 503, 507)
 
 _wallboard_cache: dict[str, bytes] = {}
 _WALLBOARD_HEADERS = (

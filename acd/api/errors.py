@@ -18,7 +18,7 @@ class ApiError(Exception):
     def __init__(
         self, status: int, code: str, message: str, *, field: str | None = None,
         primary: str | None = None, problems: list[str] | None = None,
-        headers: list[tuple[bytes, bytes]] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None, error_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -27,6 +27,7 @@ class ApiError(Exception):
         self.field = field
         self.primary = primary
         self.problems = problems
+        self.error_id = error_id
         self.headers = headers or []
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from acd.core.commands import AttributeValue, Caller, Disposition, Priority, Score, Text
+from acd.core.commands import Attributes, Caller, Disposition, Priority, Score, Text
 from acd.core.config import Channel, Name
 
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=32503680000, description="Unix time in seconds")]
@@ -29,7 +29,7 @@ class CallArrival(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     caller: Caller
     channel: Channel = "voice"
     priority: Priority = 0
-    attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], AttributeValue] = {}
+    attributes: Attributes = {}
 
 
 class AgentAction(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +77,7 @@ class Error(msgspec.Struct, kw_only=True, omit_defaults=True):
     field: str | None = None
     primary: str | None = None
     problems: list[str] | None = None
+    error_id: str | None = None  # command_failed: the id of the operator's log line
 
 
 class StreamMessage(msgspec.Struct, kw_only=True):
@@ -104,6 +105,7 @@ class ClusterView(msgspec.Struct, kw_only=True):
     peer: dict[str, Any] | None
     lag: int | None
     witness: dict[str, Any] | None
+    pid: int | None = None  # the node's process id: a drill on its host signals this process only
 
 
 class ConfigReloaded(msgspec.Struct, kw_only=True):

@@ -19,7 +19,14 @@ Caller = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-
 Disposition = Literal["resolved", "transferred", "callback", "unresolved"]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
 Score = Annotated[int, msgspec.Meta(ge=1, le=5)]
-AttributeValue = bool | int | Annotated[str, msgspec.Meta(max_length=200)]
+# The bounds of what the core holds. An integer beyond 64 bits cannot be encoded into the log
+# (msgpack), so the edge refuses it; +-2**53 is also what every JSON reader keeps exactly.
+SAFE_INTEGER = 2**53
+AttributeValue = bool | Annotated[int, msgspec.Meta(ge=-SAFE_INTEGER, le=SAFE_INTEGER)] | Annotated[str, msgspec.Meta(max_length=200)]
+AttributeName = Annotated[str, msgspec.Meta(max_length=64)]
+Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=64)]
+# Unix time in seconds up to the year 3000; NaN and the infinities are outside every bound.
+Instant = Annotated[float, msgspec.Meta(ge=0, le=32503680000)]
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True):
@@ -41,7 +48,7 @@ class Arrive(Command, tag="call.arrive", frozen=True):
     caller: Caller
     channel: Channel = "voice"
     priority: Priority = 0
-    attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], AttributeValue] = {}
+    attributes: Attributes = {}
 
 
 class Answer(Command, tag="call.answer", frozen=True):
@@ -76,7 +83,7 @@ class WrapUp(Command, tag="call.wrapup", frozen=True):
     agent: Name
     disposition: Disposition
     abusive: bool = False
-    callback_at: float | None = None
+    callback_at: Instant | None = None
 
 
 class Survey(Command, tag="call.survey", frozen=True):
@@ -129,3 +136,20 @@ def encode_command(command: Command) -> bytes:
 def decode_command(data: bytes) -> Command:
     command: Command = _decoder.decode(data)
     return command
+
+
+
+def validate(command: Command) -> bytes:
+    """`command` encoded for the log, once checked against every bound its type declares.
+
+    A command built in Python (not decoded from JSON or from the log) skips msgspec's checks,
+    so a value the core cannot hold (an integer beyond 64 bits, NaN, a string past its
+    limit) would reach the core. The node passes every command through here before the
+    core sees it; raises msgspec.ValidationError naming the problem.
+    """
+    try:
+        payload = _encoder.encode(command)
+    except (OverflowError, TypeError, ValueError) as error:  # ValueError: lone surrogates
+        raise msgspec.ValidationError(f"{type(command).__name__} cannot be encoded: {error}") from None
+    _decoder.decode(payload)
+    return payload

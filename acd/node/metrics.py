@@ -41,6 +41,9 @@ class NodeMetrics:
         )
         self.lsn = Gauge("acd_lsn", "Last applied log sequence number", registry=r)
         self.storage_full = Counter("acd_storage_full", "Batches refused because the store was full", registry=r)
+        self.command_failures = Counter(
+            "acd_command_failures", "Commands that made the routing core raise (refused, state restored from the store)", registry=r,
+        )
         self.gc_pause_seconds = Histogram(
             "acd_gc_pause_seconds", "Pauses of Python's cyclic garbage collector (every request waits for them), by generation",
             ["generation"], buckets=GC_BUCKETS, registry=r,

@@ -28,7 +28,9 @@ the standby and holds the lease; a standby applies what the primary ships throug
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,12 @@ from .metrics import NodeMetrics
 
 log = logging.getLogger("acd.node")
 
+_TICK = c.encode_command(c.Tick())
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
 
 class NodeError(Exception):
     """Base of the node's own errors (translated to HTTP by the API layer)."""
@@ -70,6 +78,19 @@ class StorageFullError(NodeError):
 
 class NodeClosed(NodeError):
     """The node is shutting down."""
+
+
+class InvalidCommand(NodeError):
+    """The command holds a value the core cannot hold (checked before the core sees it)."""
+
+
+class CommandFailed(NodeError):
+    """Applying the command raised in the core: it was not recorded, the state was restored
+    from the store, and the same command is refused from now on. `error_id` is in the log."""
+
+    def __init__(self, message: str, error_id: str) -> None:
+        super().__init__(message)
+        self.error_id = error_id
 
 
 class ReplayMismatch(StoreError):
@@ -120,11 +141,16 @@ class Standalone:
         return True
 
 
-class _Submission:
-    __slots__ = ("command", "done", "result", "error", "started")
+# How many commands that made the core raise a node remembers (refused again on retry).
+_POISON_REMEMBERED = 1024
 
-    def __init__(self, command: c.Command) -> None:
+
+class _Submission:
+    __slots__ = ("command", "payload", "done", "result", "error", "started")
+
+    def __init__(self, command: c.Command, payload: bytes) -> None:
         self.command = command
+        self.payload = payload
         self.done = trio.Event()
         self.result: Accepted | Rejection | None = None
         self.error: NodeError | None = None
@@ -169,6 +195,9 @@ class Node:
         self._background: trio.Nursery | None = None  # the pipeline's, for snapshot writes
         self._send, self._receive = trio.open_memory_channel[_Submission](settings.store.batch_records_max * 4)
         self.batch_lock = QuickLock()  # held while a batch is applied but not yet durable
+        # Commands that made the core raise (by digest of their encoding), with their error
+        # ids: a retry is refused at once instead of being applied again.
+        self._poisoned: dict[bytes, str] = {}
         self._closed = False
         if settings.standalone and self.store.epoch() == 0:
             # A standalone node is the primary of epoch 1 from its first start: records carry
@@ -252,7 +281,14 @@ class Node:
             raise NodeClosed("node is shutting down")
         if self.role != "primary" or not self.replicator.can_accept():
             raise NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
-        submission = _Submission(command)
+        try:
+            payload = c.validate(command)
+        except msgspec.ValidationError as error:
+            raise InvalidCommand(str(error)) from None
+        error_id = self._poisoned.get(_digest(payload))
+        if error_id is not None:
+            raise CommandFailed(f"this command made the node fail before (error id {error_id}); it is refused", error_id)
+        submission = _Submission(command, payload)
         await self._send.send(submission)
         await submission.done.wait()
         if submission.error is not None:
@@ -316,10 +352,10 @@ class Node:
         published: list[tuple[int, list[Event]]] = []
         lsn = self.lsn
 
-        def log_command(command: c.Command, at: float, events: list[Event]) -> int:
+        def log_command(payload: bytes, at: float, events: list[Event]) -> int:
             nonlocal lsn
             lsn += 1
-            records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=c.encode_command(command)))
+            records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=payload))
             if events:
                 published.append((lsn, events))
             return lsn
@@ -327,17 +363,28 @@ class Node:
         def tick_if_due(at: float) -> None:
             deadline = self.center.next_deadline()
             if deadline is not None and deadline <= at:
-                log_command(c.Tick(), at, self.center.tick(at))
+                log_command(_TICK, at, self.center.tick(at))
 
-        tick_if_due(self.stamp())
-        for submission in batch:
-            at = self.stamp()
-            tick_if_due(at)
-            result = self.center.apply(submission.command, at)
-            if isinstance(result, Rejection):
-                submission.result = result
-                continue
-            submission.result = Accepted(log_command(submission.command, at, result), result)
+        applying: _Submission | None = None  # the command in the core, if one is
+        try:
+            tick_if_due(self.stamp())
+            for submission in batch:
+                at = self.stamp()
+                tick_if_due(at)
+                applying = submission
+                result = self.center.apply(submission.command, at)
+                if isinstance(result, Rejection):
+                    submission.result = result
+                else:
+                    submission.result = Accepted(log_command(submission.payload, at, result), result)
+                applying = None
+        except Exception as error:
+            # The core raised: a bug, or a value it cannot hold. Nothing of this batch was
+            # written or shipped, so the state is rebuilt from the store (the last committed
+            # LSN) and the batch goes again without the command at fault, which is refused
+            # from now on. One bad command never stops the node.
+            await self._poisoned_batch(batch, applying, error)
+            return
 
         if records:
             started = time.perf_counter()
@@ -393,6 +440,31 @@ class Node:
             self.metrics.command_counter(kind, outcome).inc(count)
         self.metrics.lsn.set(self.lsn)
         self._snapshot_when_due()
+
+    async def _poisoned_batch(self, batch: list[_Submission], culprit: _Submission | None, error: Exception) -> None:
+        error_id = secrets.token_hex(6)
+        kind = type(culprit.command).__name__ if culprit is not None else "Tick"
+        log.error(
+            "command failed in the core error_id=%s node=%s command=%s lsn=%d: %s: %s; state restored from the store, the command is refused",
+            error_id, self.name, kind, self.lsn, type(error).__name__, error, exc_info=error,
+        )
+        self.metrics.command_failures.inc()
+        self.reload(publish=False)
+        if culprit is None:
+            # A timer raised, not a command: nothing to refuse or to retry without it. The
+            # batch is refused; back off so that a timer that keeps failing does not spin.
+            self._fail(batch, CommandFailed(f"the node could not fire a timer (error id {error_id}); nothing was recorded", error_id))
+            await trio.sleep(0.5)
+            return
+        if len(self._poisoned) >= _POISON_REMEMBERED:
+            self._poisoned.pop(next(iter(self._poisoned)))
+        self._poisoned[_digest(culprit.payload)] = error_id
+        self._fail([culprit], CommandFailed(f"the node could not apply this command (error id {error_id}); nothing was recorded", error_id))
+        rest = [submission for submission in batch if submission is not culprit]
+        for submission in rest:
+            submission.result = None
+        if rest:
+            await self._process(rest)  # at most once per command of the batch
 
     def _fail(self, batch: list[_Submission], error: NodeError) -> None:
         for submission in batch:
