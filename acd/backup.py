@@ -250,6 +250,7 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("--config", required=True, metavar="FILE")
     parser.add_argument("--node", required=True, metavar="NAME")
     parser.add_argument("--to", required=True, metavar="PATH", help="an empty or new folder")
+    parser.add_argument("--token", default="", help="supervisor or admin token when authentication is on (default: $ACD_TOKEN)")
     parser.set_defaults(run=_backup)
 
     parser = subparsers.add_parser(
@@ -291,6 +292,14 @@ def _fail(message: str) -> int:
 def _backup(args: argparse.Namespace) -> int:
     settings = settings_module.load(args.config)
     settings.node(args.node)
+    # The node's address must answer as that node of this cluster (or not at all: a stopped
+    # node is backed up from its data directory, whose store names its cluster too).
+    from acd import identity
+
+    with identity.client(settings) as http:
+        answer = identity.ask(settings, http, args.node, args.token)
+    if answer.mismatch:
+        return _fail(f"backup: refused, nothing was copied: {answer.mismatch}")
     try:
         manifest = backup(settings, args.node, Path(args.to))
     except BackupError as error:

@@ -40,7 +40,8 @@ class Outage:
 class Router:
     """Sends each request to the primary; follows `not_primary` and retries across a failover."""
 
-    def __init__(self, addresses: list[str], client: httpx.AsyncClient, started: float | None = None) -> None:
+    def __init__(self, addresses: list[str], client: httpx.AsyncClient, started: float | None = None, scheme: str = "http") -> None:
+        self.scheme = scheme
         self.addresses = list(addresses)
         self.current = self.addresses[0]
         self.client = client
@@ -57,7 +58,7 @@ class Router:
         while True:
             self.requests += 1
             try:
-                response = await self.client.request(method, f"http://{self.current}{path}", json=body, timeout=2.0)
+                response = await self.client.request(method, f"{self.scheme}://{self.current}{path}", json=body, timeout=2.0)
             except httpx.HTTPError:
                 response = None
             if response is not None and response.status_code != 503:

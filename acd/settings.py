@@ -38,6 +38,9 @@ class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 1.5
     secret_file: str = ""
     production: bool = False
+    # The queue `acd drill` writes its calls to: a queue of its own, with no agents serving
+    # it, so drill calls never touch a real topic's queue or statistics. No drill without it.
+    drill_queue: str = ""
     # TLS for replication and witness traffic: the CA that signed every node's and the
     # witness's certificate. When set, nodes and the witness speak TLS to each other.
     tls_ca: str = ""
@@ -309,6 +312,16 @@ def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
                 problems.append((f"nodes[{index}].tls_cert", "cluster.tls_ca is set: every node needs tls_cert and tls_key"))
         if shape.witness is not None and not (shape.witness.tls_cert and shape.witness.tls_key):
             problems.append(("witness.tls_cert", "cluster.tls_ca is set: the witness needs tls_cert and tls_key"))
+    if shape.cluster.drill_queue:
+        queue = next((q for q in shape.queues if q.get("name") == shape.cluster.drill_queue), None)
+        if queue is None:
+            problems.append(("cluster.drill_queue", f"no [[queues]] entry named {shape.cluster.drill_queue!r}"))
+        elif queue.get("external") or "voice" not in queue.get("channels", ["voice"]):
+            problems.append(("cluster.drill_queue", "the drill queue must be an internal queue with the voice channel"))
+        elif queue.get("overflow") or any(q.get("overflow") == shape.cluster.drill_queue for q in shape.queues):
+            problems.append(("cluster.drill_queue", "the drill queue overflows nowhere and no queue overflows into it"))
+        elif not queue.get("skills") or any(set(queue["skills"]) <= set(agent.get("skills", {})) for agent in shape.agents):
+            problems.append(("cluster.drill_queue", "no agent may serve the drill queue: give it a skill no agent has"))
     agents = {agent.get("name") for agent in shape.agents}
     for index, token in enumerate(shape.tokens):
         if token.role == "agent" and token.agent not in agents:

@@ -1,4 +1,8 @@
-"""Cluster subcommands of `acd`: witness, status, switchover, promote."""
+"""Cluster subcommands of `acd`: witness, status, switchover, promote.
+
+`status`, `switchover` and `promote` check first that every configured address answers as the
+node and cluster the config names (`acd.identity`); a mismatch is an error naming both.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ from typing import Any
 import httpx
 import trio
 
+from acd import identity
 from acd import settings as settings_module
+from acd.argtypes import non_negative
+from acd.logs import LEVELS
 
-from .network import TcpNetwork
-from .protocol import Channel, StatusRequest, WitnessStatus, handshake
+from .network import TcpNetwork, witness_limits
+from .protocol import Channel, FrameError, StatusRequest, WitnessStatus, handshake
 from .witness import FileStateStore, Witness
 
 
@@ -24,41 +31,57 @@ def register(subparsers: Any) -> None:
         "promised, the current leader and whether a node is recorded behind; it serves /metrics over HTTP on the same port.",
         epilog="example: acd witness --config examples/busan-120.toml",
     )
-    witness.add_argument("--config", required=True, metavar="FILE")
-    witness.add_argument("--log-level", default="info")
+    witness.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    witness.add_argument("--log-level", default="info", choices=LEVELS, help="default: info")
     witness.set_defaults(run=_witness)
 
     status = subparsers.add_parser(
         "status", help="every node's role, epoch, LSNs, lag, mode, lease and the witness",
-        description="Ask every node of the cluster (and the witness) how it is and print a table.",
+        description=(
+            "Ask every node of the cluster (GET /v1/cluster) and the witness how they are and print a table.\n"
+            "Every address must answer as the node and cluster the config names; a mismatch is reported\n"
+            "with both names and nothing it answered is shown as this cluster's.\n\n"
+            "exit status:\n"
+            "  0  healthy: one primary, its standby connected, the witness up, lag within the limits\n"
+            "  1  degraded: no connected standby, a node or the witness down, or lag past a limit\n"
+            "  2  unreachable or mismatch: no node answers, no single primary, or an address answers\n"
+            "     for another cluster or node"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: acd status --config examples/busan-120.toml --json",
     )
-    status.add_argument("--config", required=True, metavar="FILE")
+    status.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--token", default="", help="admin token when authentication is on")
+    status.add_argument("--token", default="", help="supervisor or admin token when authentication is on (default: $ACD_TOKEN)")
+    status.add_argument("--max-lag", type=non_negative(int), default=1000, metavar="RECORDS",
+                        help="standby lag in records past which the cluster counts as degraded (default: %(default)s)")
+    status.add_argument("--max-lag-seconds", type=non_negative(float), default=5.0, metavar="SECONDS",
+                        help="standby lag in seconds past which the cluster counts as degraded (default: %(default)s)")
     status.set_defaults(run=_status)
 
     switchover = subparsers.add_parser(
         "switchover", help="planned role swap with no lost writes",
         description="Ask the primary to hand over to the standby: it stops writing, waits until the standby has every record, "
-        "releases its lease and steps down; the standby is elected at once.",
+        "releases its lease and steps down; the standby is elected at once. Refused before anything is sent when an "
+        "address answers for another cluster or node.",
         epilog="example: acd switchover --config examples/busan-120.toml --to b",
     )
-    switchover.add_argument("--config", required=True, metavar="FILE")
-    switchover.add_argument("--to", default=None, metavar="NAME")
-    switchover.add_argument("--token", default="")
+    switchover.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    switchover.add_argument("--to", default=None, metavar="NAME", help="the node to hand over to (default: the standby)")
+    switchover.add_argument("--token", default="", help="admin token when authentication is on (default: $ACD_TOKEN)")
     switchover.set_defaults(run=_switchover)
 
     promote = subparsers.add_parser(
         "promote", help="promote a standby by hand (when the witness is gone)",
         description="Promote NAME to primary. Refused when the node may lack acknowledged writes (it was not in sync with the "
-        "last primary) or when no vote can be had, unless --force: then the operator vouches that the old primary is dead.",
+        "last primary) or when no vote can be had, unless --force: then the operator vouches that the old primary is dead. "
+        "Refused before anything is sent when an address answers for another cluster or node.",
         epilog="example: acd promote --config examples/busan-120.toml --node b",
     )
-    promote.add_argument("--config", required=True, metavar="FILE")
-    promote.add_argument("--node", required=True, metavar="NAME")
+    promote.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    promote.add_argument("--node", required=True, metavar="NAME", help="the standby to promote")
     promote.add_argument("--force", action="store_true", help="promote even if acknowledged writes could be lost")
-    promote.add_argument("--token", default="")
+    promote.add_argument("--token", default="", help="admin token when authentication is on (default: $ACD_TOKEN)")
     promote.set_defaults(run=_promote)
 
 
@@ -91,7 +114,8 @@ def _witness(args: argparse.Namespace) -> int:
     async def serve() -> None:
         witness = Witness(cluster=settings.cluster.name, address=section.address, store=store,
                           lease_seconds=settings.cluster.failover_timeout, secret=secret,
-                          network=TcpNetwork(server_tls, client_tls))  # type: ignore[arg-type]
+                          network=TcpNetwork(server_tls, client_tls, limits=witness_limits(settings)),  # type: ignore[arg-type]
+                          nodes=[node.name for node in settings.nodes])
         await witness.run()
 
     try:
@@ -104,92 +128,160 @@ def _witness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+HEALTHY, DEGRADED, UNREACHABLE = 0, 1, 2
 
 
-def _url(address: str) -> str:
-    return f"http://{address}"
-
-
-def cluster_status(settings: settings_module.Settings, token: str = "") -> dict[str, Any]:
+def cluster_status(settings: settings_module.Settings, token: str = "", *, max_lag: int = 1000,
+                   max_lag_seconds: float = 5.0) -> dict[str, Any]:
+    """Every node's and the witness's answer, checked against the config, with a verdict and its reasons."""
+    answers = identity.ask_all(settings, token)
     nodes = []
-    for node in settings.nodes:
-        try:
-            response = httpx.get(_url(node.api) + "/v1/cluster", headers=_headers(token), timeout=2.0)
-            view = response.json() if response.status_code == 200 else {"error": response.text[:200]}
-        except httpx.HTTPError as error:
-            view = {"error": f"unreachable: {error.__class__.__name__}"}
-        nodes.append({"node": node.name, "api": node.api, **view})
+    unreachable: list[str] = []
+    mismatches: list[str] = []
+    degraded: list[str] = []
+    for answer in answers:
+        row: dict[str, Any] = {"node": answer.node, "api": answer.address}
+        if answer.mismatch:
+            assert answer.view is not None
+            mismatches.append(answer.mismatch)
+            row.update(error=answer.mismatch, answered_as={"cluster": answer.view.get("cluster"), "node": answer.view.get("name")})
+        elif answer.view is None:
+            unreachable.append(answer.problem)
+            row["error"] = answer.problem
+        else:
+            row.update(answer.view)
+            row["node"], row["api"] = answer.node, answer.address
+        nodes.append(row)
     witness: dict[str, Any] | None = None
     if settings.witness is not None:
-        witness = trio.run(_witness_status, settings)
-    return {"cluster": settings.cluster.name, "mode": settings.cluster.mode, "nodes": nodes, "witness": witness}
+        witness = trio.run(witness_status, settings)
+        if "error" in witness:
+            (mismatches if witness.get("mismatch") else degraded).append(f"witness {witness['error']}")
+    good = [row for row in nodes if "error" not in row]
+    primaries = [row for row in good if row.get("role") == "primary"]
+    reasons = mismatches + [f"node {row['node']} unreachable: {row['error']}" for row in nodes if row.get("error") and "answered_as" not in row]
+    if mismatches or not good:
+        verdict = "mismatch" if mismatches else "unreachable"
+        code = UNREACHABLE
+    elif len(primaries) != 1:
+        verdict, code = "unreachable", UNREACHABLE
+        reasons.append("no writable primary" if not primaries else f"{len(primaries)} nodes claim to be primary")
+    else:
+        primary = primaries[0]
+        if len(settings.nodes) > 1:
+            if not primary.get("peer_connected"):
+                degraded.append(f"no standby connected to the primary {primary['node']}")
+            lag = primary.get("lag_records") or 0
+            if lag > max_lag:
+                degraded.append(f"the standby is {lag} records behind (limit {max_lag})")
+            lag_seconds = primary.get("lag_seconds") or 0.0
+            if lag_seconds > max_lag_seconds:
+                degraded.append(f"the standby is {lag_seconds:.1f} s behind (limit {max_lag_seconds:g} s)")
+        reasons += degraded
+        verdict, code = ("degraded", DEGRADED) if reasons else ("healthy", HEALTHY)
+    return {"cluster": settings.cluster.name, "mode": settings.cluster.mode, "health": verdict, "exit": code,
+            "reasons": reasons, "nodes": nodes, "witness": witness}
 
 
-async def _witness_status(settings: settings_module.Settings) -> dict[str, Any]:
+async def witness_status(settings: settings_module.Settings) -> dict[str, Any]:
+    """The witness's status over its protocol; `error` (and `mismatch`) when it does not answer for this cluster."""
     assert settings.witness is not None
+    address = settings.witness.address
     try:
         with trio.fail_after(2):
             _server, client_tls = settings.replication_tls("", "")
-            stream = await TcpNetwork(None, client_tls).connect(settings.witness.address)  # type: ignore[arg-type]
+            stream = await TcpNetwork(None, client_tls).connect(address)  # type: ignore[arg-type]
             channel = Channel(stream, cluster=settings.cluster.name, secret=settings.secret())
-            await handshake(channel, node="status", role="client", purpose="status", initiator=True)
-            await channel.send(StatusRequest())
-            reply = await channel.receive()
-            await channel.aclose()
-    except (OSError, trio.TooSlowError, trio.EndOfChannel, trio.BrokenResourceError) as error:
-        return {"address": settings.witness.address, "error": f"unreachable: {error.__class__.__name__}"}
+            try:
+                await handshake(channel, node="status", role="client", purpose="status", initiator=True)
+                await channel.send(StatusRequest())
+                reply = await channel.receive()
+            finally:
+                await channel.aclose()
+    except trio.TooSlowError:
+        return {"address": address, "error": f"{address}: no answer in time (host down, or the process is stopped)"}
+    except FrameError as error:
+        return {"address": address, "mismatch": True, "error": f"{address} answers for another cluster or with another secret ({error})"}
+    except (trio.EndOfChannel, trio.BrokenResourceError):
+        return {"address": address, "error": f"{address}: closed the connection (a witness of another cluster, another "
+                                            f"cluster secret, or not a witness at all)"}
+    except OSError as error:
+        return {"address": address, "error": identity.reason(error, address)}
     if not isinstance(reply, WitnessStatus):
-        return {"address": settings.witness.address, "error": "unexpected reply"}
-    return {"address": settings.witness.address, "epoch": reply.promised_epoch, "leader": reply.leader,
+        return {"address": address, "error": f"{address}: unexpected reply"}
+    if reply.cluster != settings.cluster.name:
+        return {"address": address, "mismatch": True,
+                "error": f"{address} answers as the witness of cluster {reply.cluster!r}, but {settings.path} names cluster "
+                         f"{settings.cluster.name!r}"}
+    return {"address": address, "cluster": reply.cluster, "epoch": reply.promised_epoch, "leader": reply.leader,
             "lease_remaining": round(reply.lease_remaining, 3), "behind": reply.behind or None}
 
 
 def _status(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    status = cluster_status(settings, args.token)
+    status = cluster_status(settings, args.token, max_lag=args.max_lag, max_lag_seconds=args.max_lag_seconds)
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    print(f"cluster {status['cluster']} (mode {status['mode']})")
+        return int(status["exit"])
+    print(f"cluster {status['cluster']} (mode {status['mode']}): {status['health']}")
     columns = ("node", "role", "epoch", "lsn", "applied_lsn", "lag_records", "peer_connected", "lease_remaining", "api")
-    rows = [[str(node.get(column, node.get("error", "-") if column == "role" else "-")) for column in columns] for node in status["nodes"]]
+    rows = []
+    for node in status["nodes"]:
+        if "error" in node:
+            role = "MISMATCH" if "answered_as" in node else "unreachable"
+            rows.append([node["node"], role, *(["-"] * (len(columns) - 3)), node["api"]])
+        else:
+            rows.append([str(node.get(column, "-")) for column in columns])
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     witness = status["witness"]
-    if witness is not None:
-        if "error" in witness:
-            print(f"witness {witness['address']}: {witness['error']}")
-        else:
-            print(f"witness {witness['address']}: epoch {witness['epoch']}, leader {witness['leader'] or '-'}, "
-                  f"lease {witness['lease_remaining']} s, behind {witness['behind'] or '-'}")
-    primaries = [node for node in status["nodes"] if node.get("role") == "primary"]
-    return 0 if len(primaries) == 1 else 1
+    if witness is not None and "error" not in witness:
+        print(f"witness {witness['address']}: epoch {witness['epoch']}, leader {witness['leader'] or '-'}, "
+              f"lease {witness['lease_remaining']} s, behind {witness['behind'] or '-'}")
+    for reason in status["reasons"]:
+        print(f"  {reason}")
+    return int(status["exit"])
+
+
+def _checked(settings: settings_module.Settings, token: str) -> list[identity.Answer] | None:
+    try:
+        return identity.require(settings, token)
+    except identity.IdentityError as error:
+        print(f"acd: refused, nothing was sent: {error}", file=sys.stderr)
+        return None
 
 
 def _post(settings: settings_module.Settings, path: str, body: dict[str, Any], token: str, prefer: str | None = None) -> int:
+    answers = _checked(settings, token)
+    if answers is None:
+        return 2
     nodes = sorted(settings.nodes, key=lambda node: node.name != prefer)
-    last_error = "no node answered"
-    for node in nodes:
-        try:
-            response = httpx.post(_url(node.api) + path, json=body, headers=_headers(token), timeout=10.0)
-        except httpx.HTTPError as error:
-            last_error = f"{node.name}: unreachable ({error.__class__.__name__})"
-            continue
-        if response.status_code == 503 and prefer is None:
-            last_error = f"{node.name}: {response.text}"
-            continue
-        print(json.dumps(response.json(), indent=2))
-        return 0 if response.status_code < 300 else 1
-    print(last_error, file=sys.stderr)
+    last_error = "no node answered: " + "; ".join(answer.problem for answer in answers if answer.problem)
+    with identity.client(settings, timeout=10.0) as http:
+        for node in nodes:
+            try:
+                response = http.post(identity.base_url(settings, node.api) + path, json=body, headers=identity.headers(token))
+            except httpx.HTTPError as error:
+                last_error = f"node {node.name}: {identity.reason(error, node.api, settings)}"
+                continue
+            if response.status_code == 503 and prefer is None:
+                last_error = f"node {node.name}: {response.text}"
+                continue
+            try:
+                print(json.dumps(response.json(), indent=2))
+            except ValueError:
+                print(response.text)
+            return 0 if response.status_code < 300 else 1
+    print(f"acd: {last_error}", file=sys.stderr)
     return 1
 
 
 def _switchover(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    if args.to is not None:
+        settings.node(args.to)
     return _post(settings, "/v1/cluster/switchover", {"to": args.to} if args.to else {}, args.token)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from acd import settings as settings_module
-from acd.drill import HostProcesses
+from acd.identity import listening_pids
 from acd.launcher import LocalCluster, prepare_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +61,13 @@ def test_every_runbook_command_works_against_a_live_cluster(tmp_path: Path) -> N
                 assert "LSN" in output
     finally:
         cluster.close()
-        # Processes a drill restarted belong to the drill, not to the launcher: stop them too.
+        # Processes a drill restarted belong to the drill, not to the launcher: stop them too
+        # (the processes holding this test's own listening ports).
         settings = settings_module.load(config)
-        for pid, _argv, _cwd in HostProcesses(settings, tmp_path / "logs").found.values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        addresses = [node.api for node in settings.nodes] + ([settings.witness.address] if settings.witness else [])
+        for address in addresses:
+            for pid in listening_pids(address):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

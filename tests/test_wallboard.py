@@ -233,7 +233,7 @@ def test_wallboard_figures_follow_calls_and_agents_live(tmp_path: Path, chromium
         )
         assert before["figures"]["agents-ready"] == "2" and before["figures"]["agents-not_ready"] == "1"
         assert before["figures"]["agents-logged_out"] == "25"
-        assert len(before["queues"]) == 11 and "district" not in before["queues"]  # external queues left out
+        assert len(before["queues"]) == 12 and "district" not in before["queues"]  # external queues left out (the drill queue is shown)
         first = page.screenshot(tmp_path / "wallboard-before.png")
 
         # Calls arrive: two ring at the ready agents, three wait; kim answers.
