@@ -44,6 +44,13 @@ class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # TLS for replication and witness traffic: the CA that signed every node's and the
     # witness's certificate. When set, nodes and the witness speak TLS to each other.
     tls_ca: str = ""
+    # A node's replication port: connections at once, in total and from one source address
+    # (the oldest still in its handshake makes room for a newcomer; see replication/network.py).
+    replication_connections_max: Annotated[int, msgspec.Meta(ge=4, le=65536)] = 64
+    replication_connections_per_address_max: Annotated[int, msgspec.Meta(ge=2, le=65536)] = 16
+    # IP addresses or networks (CIDR) allowed to connect to the replication ports and the
+    # witness; empty: any address.
+    replication_allow_from: list[str] = []
 
 
 class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +70,10 @@ class WitnessSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     data_dir: str = "data/witness"
     tls_cert: str = ""
     tls_key: str = ""
+    # Connections at once, in total and from one source address (both kept below the
+    # process's descriptor limit).
+    connections_max: Annotated[int, msgspec.Meta(ge=4, le=65536)] = 256
+    connections_per_address_max: Annotated[int, msgspec.Meta(ge=2, le=65536)] = 64
 
 
 class StoreSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -322,6 +333,11 @@ def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
             problems.append(("cluster.drill_queue", "the drill queue overflows nowhere and no queue overflows into it"))
         elif not queue.get("skills") or any(set(queue["skills"]) <= set(agent.get("skills", {})) for agent in shape.agents):
             problems.append(("cluster.drill_queue", "no agent may serve the drill queue: give it a skill no agent has"))
+    for index, entry in enumerate(shape.cluster.replication_allow_from):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append((f"cluster.replication_allow_from[{index}]", f"not an IP address or network: {entry!r}"))
     agents = {agent.get("name") for agent in shape.agents}
     for index, token in enumerate(shape.tokens):
         if token.role == "agent" and token.agent not in agents:

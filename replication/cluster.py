@@ -36,7 +36,7 @@ from acd.node.node import Node, NotPrimary
 from acd.settings import Settings
 from acd.store import Record, StoreError
 
-from .network import Network, TcpNetwork
+from .network import Network, TcpNetwork, replication_limits
 from .protocol import (
     Ack,
     Append,
@@ -128,7 +128,7 @@ class Member:
         self.cluster = settings.cluster.name
         if network is None:
             server_tls, client_tls = settings.replication_tls(node.section.tls_cert, node.section.tls_key)
-            network = TcpNetwork(server_tls, client_tls)  # type: ignore[arg-type]
+            network = TcpNetwork(server_tls, client_tls, limits=replication_limits(settings))  # type: ignore[arg-type]
         self.network: Network = network
         self.clock = clock
         self.secret = secret if secret is not None else settings.secret()

@@ -44,6 +44,17 @@ class ReplicationCollector:
         counter = CounterMetricFamily("acd_replication_frames_refused", "Replication frames refused (bad HMAC, garbage, other cluster)")
         counter.add_metric([], member.frames_refused)
         yield counter
+        gate = getattr(member.network, "gate", None)
+        if gate is not None:  # the replication port's guard (replication/network.py): TCP only
+            yield gauge("acd_replication_connections", "Connections open on the replication port", gate.open)
+            counter = CounterMetricFamily("acd_replication_handshakes_failed", "Replication connections closed before a verified Hello, by reason", labels=["reason"])
+            for reason, count in sorted(gate.handshakes_failed.items()):
+                counter.add_metric([reason], count)
+            yield counter
+            counter = CounterMetricFamily("acd_replication_connections_refused", "Replication connections refused at accept, by reason", labels=["reason"])
+            for reason, count in sorted(gate.connections_refused.items()):
+                counter.add_metric([reason], count)
+            yield counter
         counter = CounterMetricFamily("acd_stale_epoch_messages_dropped", "Messages of a stale epoch dropped")
         counter.add_metric([], member.stale_dropped)
         yield counter

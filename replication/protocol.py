@@ -10,14 +10,27 @@ captured frame cannot be replayed on another connection or twice on the same one
 Anything that does not decode, is too large, is signed wrongly, is out of sequence or comes
 from another cluster raises `FrameError`; the receiver logs the reason and closes the
 connection.
+
+Until the peer's `Hello` is verified a connection accepts frames of at most
+`PREAUTH_FRAME_BYTES_MAX` bytes (a Hello is a few dozen), and reads no more than that at a
+time: an unauthenticated peer cannot make the receiver buffer more. After it, frames of up to
+`FRAME_BYTES_MAX`. A snapshot larger than `SNAPSHOT_PART_BYTES` travels as a series of
+`SnapshotPart` frames, which the receiving `Channel` puts back together: `receive()` returns
+the whole `InstallSnapshot`, so neither side's code sees the parts.
+
+On a listening side (`network.TcpNetwork.serve`) the connection's task carries an
+`Admission` (`admission` context variable): the handshake tells it when the Hello is
+verified (which lifts the handshake deadline) or why it failed.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import struct
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -25,13 +38,29 @@ import trio
 from acd.node.locks import QuickLock
 from acd.store import Record, Snapshot
 
-FRAME_BYTES_MAX = 64 * 2**20
+# After the handshake. The largest ordinary frame is an `Append` of 256 records of at most
+# a request body each (64 KiB by default); snapshots travel in parts (SNAPSHOT_PART_BYTES).
+FRAME_BYTES_MAX = 32 * 2**20
+PREAUTH_FRAME_BYTES_MAX = 4096      # until the peer's Hello is verified
+SNAPSHOT_PART_BYTES = 2**20         # a snapshot larger than this is sent in parts of this size
+SNAPSHOT_BYTES_MAX = 64 * 2**30     # a snapshot put back together from parts, at most
 MAC_BYTES = 32
 _LENGTH = struct.Struct(">I")  # each frame: its body's length, then the body
 
 
+log = logging.getLogger("acd.replication")
+
+
 class FrameError(Exception):
     """A frame that must not be processed; the connection is closed."""
+
+
+class HandshakeError(FrameError):
+    """The peer's Hello did not arrive, decode or verify; the connection is closed."""
+
+
+class PeerSilent(trio.EndOfChannel):
+    """An authenticated peer sent nothing for the channel's `idle_timeout`: taken as gone."""
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -156,6 +185,15 @@ class InstallSnapshot(Message, tag="snapshot", frozen=True):
     snapshot: Snapshot
 
 
+class SnapshotPart(Message, tag="snapshot_part", frozen=True):
+    """One piece of a large `InstallSnapshot`: the msgpack encoding of its snapshot, cut in
+    order; the piece with `last` completes it (see `Channel.send`)."""
+
+    epoch: int
+    data: bytes
+    last: bool = False
+
+
 class Handover(Message, tag="handover", frozen=True):
     """Switchover: the primary stopped writing at `lsn`; the standby should stand for election."""
 
@@ -165,7 +203,7 @@ class Handover(Message, tag="handover", frozen=True):
 
 AnyMessage = (
     Hello | VoteRequest | VoteReply | RecordBehind | ClearBehind | Release | Ack | StatusRequest
-    | WitnessStatus | Sync | Truncate | Append | AppendReply | InstallSnapshot | Handover
+    | WitnessStatus | Sync | Truncate | Append | AppendReply | InstallSnapshot | SnapshotPart | Handover
 )
 
 
@@ -177,6 +215,24 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
+_snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+class Admission(Protocol):
+    """The listening side's watch over one accepted connection (see `network.TcpNetwork`)."""
+
+    peer: str  # the peer's address, for log lines
+
+    def authenticated(self, channel: Channel, hello: Hello) -> None:
+        """The peer's Hello is verified: lift the handshake deadline, count it as a peer."""
+
+    def refused(self, reason: str) -> None:
+        """The handshake failed for `reason` (the caller logs it and closes the connection)."""
+
+
+# Set by the listening side for each accepted connection's task; None on connections this
+# process opens and in the simulator.
+admission: ContextVar[Admission | None] = ContextVar("replication_admission", default=None)
 
 
 def new_nonce() -> bytes:
@@ -197,6 +253,11 @@ class Channel:
         self._receive_key = b""
         self._send_lock = QuickLock()
         self.peer: Hello | None = None
+        self.frame_limit = PREAUTH_FRAME_BYTES_MAX  # raised once the nonces are bound
+        # Seconds an authenticated peer may stay silent before `receive` gives up on it
+        # (PeerSilent); None: no limit. Set on shipping connections, which carry heartbeats.
+        self.idle_timeout: float | None = None
+        self._parts: bytearray | None = None  # a snapshot arriving in parts
 
     def feed(self, data: bytes) -> None:
         """Bytes already read from the stream (e.g. while sniffing the protocol)."""
@@ -206,10 +267,13 @@ class Channel:
         """After the Hello exchange: frames are signed with both nonces, in each direction."""
         self._send_key = mine + theirs
         self._receive_key = theirs + mine
+        self.frame_limit = FRAME_BYTES_MAX
 
-    def encode(self, message: Message) -> bytes:
-        self._send_sequence += 1
-        body = _encoder.encode(Envelope(cluster=self.cluster, sequence=self._send_sequence, message=message))  # type: ignore[arg-type]
+    def encode(self, message: Message, sequence: int | None = None) -> bytes:
+        if sequence is None:
+            self._send_sequence += 1
+            sequence = self._send_sequence
+        body = _encoder.encode(Envelope(cluster=self.cluster, sequence=sequence, message=message))  # type: ignore[arg-type]
         if self.secret is not None:
             body += hmac.digest(self.secret, self._send_key + body, "sha256")  # one-shot: no HMAC object
         if len(body) > FRAME_BYTES_MAX:
@@ -224,25 +288,75 @@ class Channel:
         return self._receive_sequence
 
     async def send(self, message: Message) -> None:
+        if isinstance(message, InstallSnapshot):
+            encoded = msgspec.msgpack.encode(message.snapshot)
+            if len(encoded) > SNAPSHOT_PART_BYTES:
+                await self._send_parts(message.epoch, encoded)
+                return
         data = self.encode(message)
         async with self._send_lock:
             await self.stream.send_all(data)
 
+    async def _send_parts(self, epoch: int, encoded: bytes) -> None:
+        view = memoryview(encoded)
+        starts = range(0, len(view), SNAPSHOT_PART_BYTES)
+        # The parts' sequence numbers are taken now, as one frame's would be: a message sent
+        # meanwhile by another task waits for the lock and follows the last part.
+        first = self._send_sequence + 1
+        self._send_sequence += len(starts)
+        async with self._send_lock:  # the parts go out back to back, nothing in between
+            for index, start in enumerate(starts):
+                end = start + SNAPSHOT_PART_BYTES
+                part = SnapshotPart(epoch=epoch, data=bytes(view[start:end]), last=end >= len(view))
+                await self.stream.send_all(self.encode(part, first + index))
+
     async def receive(self) -> Message:
+        """The next message; a snapshot sent in parts comes back whole, as `InstallSnapshot`."""
+        while True:
+            message = await self._receive_frame()
+            if not isinstance(message, SnapshotPart):
+                if self._parts is not None:
+                    raise FrameError(f"{type(message).__name__} in the middle of a snapshot's parts")
+                return message
+            parts = self._parts if self._parts is not None else bytearray()
+            if len(parts) + len(message.data) > SNAPSHOT_BYTES_MAX:
+                raise FrameError(f"snapshot larger than {SNAPSHOT_BYTES_MAX} bytes")
+            parts += message.data
+            self._parts = parts
+            if message.last:
+                self._parts = None
+                try:
+                    snapshot = _snapshot_decoder.decode(parts)
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    raise FrameError(f"snapshot parts do not decode: {error}") from None
+                return InstallSnapshot(epoch=message.epoch, snapshot=snapshot)
+
+    async def _receive_frame(self) -> Message:
         buffer = self._buffer
         while True:
+            limit = self.frame_limit
             if len(buffer) >= 4:
                 (length,) = _LENGTH.unpack_from(buffer)
-                if length > FRAME_BYTES_MAX or length == 0:
-                    raise FrameError(f"frame length {length} out of range")
+                if length > limit or length == 0:
+                    raise FrameError(f"frame length {length} out of range (at most {limit} here)")
                 if len(buffer) >= 4 + length:
                     body = bytes(buffer[4 : 4 + length])
                     del buffer[: 4 + length]
                     return self.decode(body)
-            chunk = await self.stream.receive_some(65536)
+            # Before the Hello is verified, read no more than one largest allowed frame.
+            size = 65536 if limit > PREAUTH_FRAME_BYTES_MAX else 4 + limit
+            chunk: bytes | bytearray | None = None
+            if self.idle_timeout is None:
+                chunk = await self.stream.receive_some(size)
+            else:
+                with trio.move_on_after(self.idle_timeout):
+                    chunk = await self.stream.receive_some(size)
+                if chunk is None:
+                    log.info("closing a connection silent for %.1f s peer=%s", self.idle_timeout, self.peer.node if self.peer else "-")
+                    raise PeerSilent
             if not chunk:
                 raise trio.EndOfChannel
-            if not buffer and len(chunk) > 4 and 0 < _LENGTH.unpack_from(chunk)[0] == len(chunk) - 4 <= FRAME_BYTES_MAX:
+            if not buffer and len(chunk) > 4 and 0 < _LENGTH.unpack_from(chunk)[0] == len(chunk) - 4 <= limit:
                 return self.decode(bytes(chunk[4:]))  # the usual case: one whole frame in one read
             buffer += chunk
 
@@ -271,17 +385,32 @@ def decode_frame(body: bytes, *, cluster: str, secret: bytes | None, key: bytes,
 
 
 async def handshake(channel: Channel, *, node: str, role: str, purpose: str, initiator: bool) -> Hello:
-    """Exchange Hello frames (unsigned by nonce yet, but signed by the secret) and bind nonces."""
+    """Exchange Hello frames (unsigned by nonce yet, but signed by the secret) and bind nonces.
+
+    On the listening side, a failure raises `HandshakeError` naming the peer's address, and the
+    connection's `Admission` hears of the outcome either way.
+    """
+    watch = None if initiator else admission.get()
     mine = new_nonce()
     hello = Hello(node=node, role=role, nonce=mine, purpose=purpose)
-    if initiator:
-        await channel.send(hello)
-        theirs = await channel.receive()
-    else:
-        theirs = await channel.receive()
-        await channel.send(hello)
-    if not isinstance(theirs, Hello) or len(theirs.nonce) != 16:
-        raise FrameError("expected a Hello frame first")
+    try:
+        if initiator:
+            await channel.send(hello)
+            theirs = await channel.receive()
+        else:
+            theirs = await channel.receive()
+        if not isinstance(theirs, Hello) or len(theirs.nonce) != 16:
+            raise FrameError("expected a Hello frame first")
+    except FrameError as error:
+        if watch is None:
+            raise
+        reason = str(error)
+        watch.refused(reason)
+        raise HandshakeError(f"handshake failed: {reason} peer={watch.peer}") from None
+    if not initiator:
+        await channel.send(hello)  # signed before the nonces are bound, as the peer's was
     channel.bind_nonces(mine, theirs.nonce)
     channel.peer = theirs
+    if watch is not None:
+        watch.authenticated(channel, theirs)
     return theirs

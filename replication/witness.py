@@ -13,24 +13,32 @@ Rules (`WitnessCore.handle`):
   (`lease_held`) or the candidate is recorded behind (`behind`, unless forced);
 - a pre-vote (`pre=True`) gets the answer that election would get and changes nothing;
 - `RecordBehind`/`ClearBehind`/`Release` are accepted only from the current leader for the
-  promised epoch while its lease runs.
+  promised epoch while its lease runs;
+- a message that names a node not in the cluster's `[[nodes]]` (as candidate, leader, or node
+  to record behind) is refused and changes nothing (`unknown_node`): whoever holds the secret,
+  or reaches a witness without one, cannot make it promise an epoch to a stranger.
+
+On the network a connection must say who it is in its Hello: a configured node, or `status`
+for `acd status` (which may only ask for the status); a node may speak only for itself.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import msgspec
 import trio
 
 from .protocol import (
+    PREAUTH_FRAME_BYTES_MAX,
     Ack,
     Channel,
     ClearBehind,
     FrameError,
+    HandshakeError,
     Message,
     RecordBehind,
     Release,
@@ -55,9 +63,11 @@ class WitnessState(msgspec.Struct, kw_only=True):
 class WitnessCore:
     """The witness's decisions, free of I/O: `handle(message, now)` -> reply, state changed."""
 
-    def __init__(self, state: WitnessState, *, lease_seconds: float, now: float) -> None:
+    def __init__(self, state: WitnessState, *, lease_seconds: float, now: float, nodes: Collection[str] | None = None) -> None:
         self.state = state
         self.lease_seconds = lease_seconds
+        # The cluster's [[nodes]] names; None: any name (the simulator and unit tests).
+        self.nodes = frozenset(nodes) if nodes is not None else None
         # After a (re)start, honour any lease granted before for a whole period.
         self.lease_until = now + lease_seconds if state.leader else 0.0
         self.votes = 0
@@ -66,6 +76,12 @@ class WitnessCore:
     def handle(self, message: Message, now: float) -> tuple[Message, bool]:
         """The reply, and whether the durable state changed (must be saved before replying)."""
         state = self.state
+        unknown = self._unknown_node(message)
+        if unknown is not None:
+            log.warning("witness refused %s naming unknown node %r", type(message).__name__, unknown)
+            if isinstance(message, VoteRequest):
+                return self._refuse(message, "unknown_node"), False
+            return Ack(ok=False, reason="unknown_node", epoch=state.promised_epoch), False
         if isinstance(message, VoteRequest):
             if message.epoch < state.promised_epoch:
                 return self._refuse(message, "stale_epoch"), False
@@ -117,6 +133,23 @@ class WitnessCore:
         if isinstance(message, StatusRequest):
             return self.status(now), False
         return Ack(ok=False, reason="unexpected_message"), False
+
+    def _unknown_node(self, message: Message) -> str | None:
+        """A node name in `message` that is not one of the cluster's nodes, if any."""
+        if self.nodes is None:
+            return None
+        if isinstance(message, VoteRequest):
+            names = (message.candidate, message.peer_behind)
+        elif isinstance(message, RecordBehind | ClearBehind):
+            names = (message.primary, message.standby)
+        elif isinstance(message, Release):
+            names = (message.node, "")
+        else:
+            return None
+        speaker, other = names  # the other may be empty (no peer named)
+        if speaker not in self.nodes:
+            return speaker
+        return other if other and other not in self.nodes else None
 
     def status(self, now: float) -> WitnessStatus:
         return WitnessStatus(
@@ -187,14 +220,14 @@ class Witness:
 
     def __init__(self, *, cluster: str, address: str, store: FileStateStore | MemoryStateStore,
                  lease_seconds: float, secret: bytes | None, network: object,
-                 clock: Callable[[], float] = trio.current_time) -> None:
+                 clock: Callable[[], float] = trio.current_time, nodes: Collection[str] | None = None) -> None:
         self.cluster = cluster
         self.address = address
         self.store = store
         self.secret = secret
         self.network = network
         self.clock = clock
-        self.core = WitnessCore(store.load(), lease_seconds=lease_seconds, now=clock())
+        self.core = WitnessCore(store.load(), lease_seconds=lease_seconds, now=clock(), nodes=nodes)
         self.frames_refused = 0
         self.requests = 0
 
@@ -218,6 +251,20 @@ class Witness:
                 "# HELP acd_witness_frames_refused_total Frames refused (bad HMAC, garbage, other cluster).",
                 "# TYPE acd_witness_frames_refused_total counter", f"acd_witness_frames_refused_total {self.frames_refused}",
             ]
+            gate = getattr(self.network, "gate", None)
+            if gate is not None:  # the port's guard (replication/network.py): TCP only
+                lines += [
+                    "# HELP acd_witness_connections Connections open on the witness's port.", "# TYPE acd_witness_connections gauge",
+                    f"acd_witness_connections {gate.open}",
+                    "# HELP acd_witness_connections_max Connections the witness's port takes at once.",
+                    "# TYPE acd_witness_connections_max gauge", f"acd_witness_connections_max {gate.connections_max}",
+                    "# HELP acd_witness_handshakes_failed_total Connections closed before a verified Hello, by reason.",
+                    "# TYPE acd_witness_handshakes_failed_total counter",
+                    *(f'acd_witness_handshakes_failed_total{{reason="{reason}"}} {count}' for reason, count in sorted(gate.handshakes_failed.items())),
+                    "# HELP acd_witness_connections_refused_total Connections refused at accept, by reason.",
+                    "# TYPE acd_witness_connections_refused_total counter",
+                    *(f'acd_witness_connections_refused_total{{reason="{reason}"}} {count}' for reason, count in sorted(gate.connections_refused.items())),
+                ]
             body = ("\n".join(lines) + "\n").encode()
             content_type = b"text/plain; version=0.0.4"
         else:
@@ -234,21 +281,33 @@ class Witness:
     async def _connection(self, stream: trio.abc.Stream) -> None:
         channel = Channel(stream, cluster=self.cluster, secret=self.secret)
         try:
-            first = await stream.receive_some(65536)
+            # No more than a Hello's worth before the peer is known (protocol.PREAUTH_FRAME_BYTES_MAX).
+            first = await stream.receive_some(4 + PREAUTH_FRAME_BYTES_MAX)
             if first.startswith(b"GET "):
                 # Plain HTTP on the same port (a frame never starts with "GET "): Prometheus
                 # scrapes the witness here, and `curl` shows its state.
                 await self._http(stream, bytes(first))
                 return
             channel.feed(bytes(first))
-            await handshake(channel, node="witness", role="witness", purpose="witness", initiator=False)
+            hello = await handshake(channel, node="witness", role="witness", purpose="witness", initiator=False)
+            nodes = self.core.nodes
+            if nodes is not None and hello.node not in nodes and not (hello.node == "status" and hello.purpose == "status"):
+                raise FrameError(f"a Hello from {hello.node!r}, not a node of this cluster")
             while True:
                 message = await channel.receive()
                 self.requests += 1
+                if nodes is not None and not self._may_send(hello.node, message):
+                    reply: Message = Ack(ok=False, reason="not_yours", epoch=self.core.state.promised_epoch)
+                    log.warning("witness refused %s from %r: it speaks for another node or is not a status request",
+                                type(message).__name__, hello.node)
+                    await channel.send(reply)
+                    continue
                 reply, changed = self.core.handle(message, self.clock())
                 if changed:
                     self.store.save(self.core.state)
                 await channel.send(reply)
+        except HandshakeError:
+            self.frames_refused += 1  # the port's guard logged it, with the peer's address
         except FrameError as error:
             self.frames_refused += 1
             log.warning("witness refused a frame and closed the connection: %s", error)
@@ -257,3 +316,16 @@ class Witness:
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+    @staticmethod
+    def _may_send(speaker: str, message: Message) -> bool:
+        """A node asks only for itself; `acd status` only for the status."""
+        if isinstance(message, StatusRequest):
+            return True
+        if isinstance(message, VoteRequest):
+            return message.candidate == speaker
+        if isinstance(message, RecordBehind | ClearBehind):
+            return message.primary == speaker
+        if isinstance(message, Release):
+            return message.node == speaker
+        return True  # answered "unexpected_message" by the core
