@@ -8,7 +8,7 @@ Messages written the project's way (`log.info("recovered node=%s lsn=%d", ...)`)
 key=value tail as fields; any other message is quoted whole as `msg="..."`. Fields passed as
 `extra={"fields": {...}}` are appended. Timestamps are local time with their offset.
 
-Caller numbers are personal data (DOMAIN.md's centers are public services): the core keeps
+Caller numbers are personal data (docs/domain.md's centers are public services): the core keeps
 them only hashed or masked, and the final line passes through `mask_numbers`, which masks any
 phone-like run of digits left in free text (a repr in a traceback, a foreign library's
 message) down to its last four digits. Values of numeric fields written `key=123` are left

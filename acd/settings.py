@@ -1,4 +1,4 @@
-"""The one TOML file that every process of a cluster reads (DESIGN.md, "Processes and configuration").
+"""The one TOML file that every process of a cluster reads (docs/design.md, "Processes and configuration").
 
 Shape:
 

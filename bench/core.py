@@ -6,7 +6,7 @@ timing; the targets below are what the figures are read against.
 Three runs, each a synthetic workload driven through the core the way the node drives it
 (the pipeline ticks at `next_deadline()`; every other input is a command with a timestamp):
 
-1. A busy day at 30 agents (DOMAIN.md: Busan 120 has 28 agents on 30 seats): callers arrive
+1. A busy day at 30 agents (docs/domain.md: Busan 120 has 28 agents on 30 seats): callers arrive
    from 08:30 to 18:30 at about 95 % of what the agents can handle, so a queue forms and
    drains; they are answered, talk, hang up and wrap up; some give up; agents take breaks
    and now and then miss an offer. Figure: commands per second (target >= 50,000).
@@ -52,7 +52,7 @@ from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 DAY_START = dt.datetime(2024, 3, 4, 8, 30, tzinfo=SEOUL).timestamp()  # a Monday, opening time
 TOPICS = ("transport", "culture", "welfare", "passport", "tax", "water", "parking", "complaints")
-TOPIC_SHARE = (0.387, 0.12, 0.12, 0.08, 0.09, 0.08, 0.07, 0.053)  # transport 38.7 % (DOMAIN.md)
+TOPIC_SHARE = (0.387, 0.12, 0.12, 0.08, 0.09, 0.08, 0.07, 0.053)  # transport 38.7 % (docs/domain.md)
 STRATEGIES = ("longest-idle", "fewest-handled", "best-skill-level", "round-robin")
 TALK_MEAN_SECONDS = 170.0
 WRAP_MEAN_SECONDS = 30.0
@@ -75,7 +75,7 @@ def center_config(agents: int, rng: random.Random) -> CenterConfig:
         skills = {topic: rng.randint(1, 5) for topic in known}
         capacity = Capacity(voice=1, chat=3, sms=3) if index % 5 == 0 else Capacity(voice=1)
         people.append(Agent(name=f"agent{index:05d}", skills=skills, capacity=capacity))
-    # Gwangju 120's hours (DOMAIN.md), so that every arrival consults a calendar.
+    # Gwangju 120's hours (docs/domain.md), so that every arrival consults a calendar.
     hours = {**{day: ["08:00-22:00"] for day in ("mon", "tue", "wed", "thu", "fri")}, "sat": ["09:00-18:00"], "sun": ["09:00-18:00"]}
     office = Calendar(name="office", hours=hours, closed_action="callback")
     return CenterConfig(name="bench", calendars=[office], queues=queues, agents=people, abuse=Abuse(hash_key="bench"))

@@ -11,7 +11,7 @@ Theory of operation
 -------------------
 * `Pbx` (one user) paces the arrivals itself from the plan: a greenlet per caller sleeps until
   its arrival time, creates the interaction (voice, chat or SMS, with its topic's queue and
-  `vulnerable` for elderly and disabled callers, DOMAIN.md) and waits for an agent. When the
+  `vulnerable` for elderly and disabled callers, docs/domain.md) and waits for an agent. When the
   caller's patience runs out first it abandons; a caller who asks for a call-back first does
   so (and keeps the place). After the last arrival the PBX lets the agents drain the queues,
   then closes the day: callers still waiting hang up, unreached call-backs are dropped, agents
@@ -30,7 +30,7 @@ Theory of operation
 Every request goes through `AcdClient`, which finds the primary by itself: on a refused
 connection, a `503 not_primary` (it follows the address the node names) or `shutting_down`,
 it switches node and repeats the same request until a deadline; commands are idempotent, so a
-repeat of one that took effect succeeds again (DESIGN.md). It also measures the outage each
+repeat of one that took effect succeeds again (docs/design.md). It also measures the outage each
 client sees (first failed write to next success).
 
 Records, in `LOADTEST_OUT`: `journal-<pid>.jsonl` (every interaction this process created, and

@@ -110,7 +110,7 @@ def agent_names(text: str) -> list[str]:
 
 
 def voice_topics(text: str) -> dict[str, float]:
-    """Topic weights of DOMAIN.md for the voice queues the config has (transport 38.7 %, ...)."""
+    """Topic weights of docs/domain.md for the voice queues the config has (transport 38.7 %, ...)."""
     weights = {
         "transport": 0.387, "culture": 0.118, "welfare": 0.105, "passport": 0.092, "tax": 0.082,
         "water": 0.071, "parking": 0.060, "events": 0.047, "complaints": 0.038,

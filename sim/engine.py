@@ -499,7 +499,7 @@ class Simulation:
     def _on_scheduled(self, event: e.CallScheduled) -> None:
         call = self.live.get(event.call)
         if call is not None and call.answered_at is None and not call.callback:
-            # Arrived while closed: the caller left a number for a call-back (DOMAIN.md).
+            # Arrived while closed: the caller left a number for a call-back (docs/domain.md).
             call.callback = True
             call.after_hours = True
 

@@ -11,7 +11,7 @@ structs and turns it into what the engine needs:
 * the agents' day plan: shifts, breaks (not ready) and the desk behaviour (ring delay, missed
   offers, rest when occupancy runs high).
 
-Facts the defaults come from (DOMAIN.md): about 2,000 calls a day at a 28-agent center,
+Facts the defaults come from (docs/domain.md): about 2,000 calls a day at a 28-agent center,
 weekends at 8-10 % of a weekday (Gwangju: 117-147 a day), transport the largest topic at
 38.7 %, first-contact resolution 78 %, satisfaction around 94 / 100, voice plus SMS and chat.
 The day profile (morning peak 10-11, lunch dip, afternoon peak) is a typical city-hall call
@@ -237,7 +237,7 @@ class VolumeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Calls per day by day type; `scale` multiplies all (a storm day is scale = 3)."""
 
     weekday: NonNegative = 2000.0
-    weekend: NonNegative = 180.0     # DOMAIN.md: weekends carry about 8-10 % of a weekday
+    weekend: NonNegative = 180.0     # docs/domain.md: weekends carry about 8-10 % of a weekday
     holiday: NonNegative = 180.0
     scale: NonNegative = 1.0
     after_holiday: NonNegative = 1.0  # the first weekday after days off that include a holiday, e.g. 1.3
@@ -256,7 +256,7 @@ class ProfileSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class MixSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What the calls are: topics, channels and the callers' and agents' choices."""
 
-    # DOMAIN.md: transport 38.7 %, the largest; the others in the order DOMAIN.md lists them.
+    # docs/domain.md: transport 38.7 %, the largest; the others in the order docs/domain.md lists them.
     topics: dict[str, NonNegative] = msgspec.field(default_factory=lambda: {
         "transport": 0.387, "culture": 0.118, "welfare": 0.105, "passport": 0.092, "tax": 0.082,
         "water": 0.071, "parking": 0.060, "events": 0.047, "complaints": 0.038,
@@ -264,7 +264,7 @@ class MixSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     topic_queues: dict[str, str] = {}          # topic -> queue (default: the queue named after it)
     channels: dict[str, NonNegative] = msgspec.field(default_factory=lambda: {"voice": 0.92, "chat": 0.05, "sms": 0.03})
     channel_queues: dict[str, str] = msgspec.field(default_factory=lambda: {"chat": "text", "sms": "text"})  # channels with their own queue
-    vulnerable: Share = 0.08                    # elderly, disabled: served first (DOMAIN.md)
+    vulnerable: Share = 0.08                    # elderly, disabled: served first (docs/domain.md)
     callback_request: Share = 0.10              # share of callers who ask for a call-back if kept waiting
     callback_request_after: Distribution = exponential(90.0)
     transfer: Share = 0.05                      # share of answered voice calls the agent transfers

@@ -1,4 +1,4 @@
-"""The HTTP API over real sockets: a subprocess node, httpx clients (DESIGN.md, "HTTP API")."""
+"""The HTTP API over real sockets: a subprocess node, httpx clients (docs/design.md, "HTTP API")."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 
 
 def office_hours(closed_action: str = "reject", **options: object) -> Calendar:
-    """Busan 120's hours (DOMAIN.md): weekdays 08:30-18:30, in Seoul time by default."""
+    """Busan 120's hours (docs/domain.md): weekdays 08:30-18:30, in Seoul time by default."""
     return Calendar(name="office", hours={day: ["08:30-18:30"] for day in WEEKDAYS}, closed_action=closed_action, **options)  # type: ignore[arg-type]
 
 

@@ -6,7 +6,7 @@ failover to a node whose clock lags), and a `Tick` is logged before any command 
 timestamp has passed `next_deadline()`. Only accepted commands go into the log, as in the
 real one. After every step it checks
 
-- `check_invariants()`: DESIGN.md invariants 3, 4, 5 and 8, over the whole state;
+- `check_invariants()`: docs/design.md invariants 3, 4, 5 and 8, over the whole state;
 - invariant 6 from the outside: when an interaction is offered, no interaction of the same
   queue, channel and priority with an earlier place in line was waiting for that agent;
 - that a refused command left the state byte-for-byte unchanged (its hash);

@@ -2,7 +2,7 @@
 
 Each test starts a cluster with `LocalCluster`, runs a drill (`acd.drill.Drill`: its own
 writes, one fault, heal, convergence check, every acknowledged write read back from both
-nodes) and asserts on the drill's report. DESIGN.md invariants 1 (no acknowledged write
+nodes) and asserts on the drill's report. docs/design.md invariants 1 (no acknowledged write
 lost) and 2 (no split brain) are what these check on real processes.
 """
 

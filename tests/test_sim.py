@@ -154,7 +154,7 @@ def test_interval_rows_add_up_to_the_day(weekday: engine.DayRun) -> None:
     assert sum(r["offered"] for r in rows) == day["offered"] == 2000
     assert sum(r["answered"] for r in rows) == day["answered"]
     busiest = max(rows, key=lambda r: r["offered"])
-    assert "09:30" <= busiest["start"] <= "11:30"  # the morning peak (DOMAIN.md's 120 pattern)
+    assert "09:30" <= busiest["start"] <= "11:30"  # the morning peak (docs/domain.md's 120 pattern)
     lunch = [r["offered"] for r in rows if "12:00" <= r["start"] < "13:00"]
     assert max(lunch) < busiest["offered"] * 0.7
     assert max(r["agents_logged_in"] for r in rows) == pytest.approx(28, abs=0.01)
@@ -174,7 +174,7 @@ def test_the_weekend_scenario_opens_on_saturday_with_a_small_load() -> None:
     scenario = load_scenario("weekend")
     day = scenario.dates()[0]
     assert scenario.day_type(day) == "weekend"
-    assert 0.08 <= scenario.volume_of(day) / scenario.volume.weekday <= 0.10  # DOMAIN.md
+    assert 0.08 <= scenario.volume_of(day) / scenario.volume.weekday <= 0.10  # docs/domain.md
     run = engine.simulate_days(scenario)
     answered = [r for r in run.records if r.outcome == "answered" and not r.after_hours]
     assert len(answered) > 100
@@ -240,7 +240,7 @@ def test_the_mix_follows_the_scenario() -> None:
     factory = CallFactory(scenario, random.Random(4))
     calls = [call for _ in range(3) for call in factory.day(dt.date(2026, 11, 23))]
     share = sum(call.topic == "transport" for call in calls) / len(calls)
-    assert share == pytest.approx(0.387, abs=0.02)  # DOMAIN.md: transport 38.7 %
+    assert share == pytest.approx(0.387, abs=0.02)  # docs/domain.md: transport 38.7 %
     assert all(call.queue == "text" for call in calls if call.channel != "voice")
     assert sum(call.vulnerable for call in calls) / len(calls) == pytest.approx(0.08, abs=0.01)
 

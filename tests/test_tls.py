@@ -36,7 +36,7 @@ def test_a_cluster_with_tls_everywhere_fails_over_and_replicates(tmp_path: Path)
             created = client.post(f"{cluster.api(primary)}/v1/calls", json={"id": "tls-1", "queue": "transport", "caller": "01012345678"})
             assert created.status_code == 201
             # Replicated over TLS: the standby has it. A primary elected with the witness's vote
-            # acknowledges alone until the standby has caught up (DESIGN.md, Consistency), and
+            # acknowledges alone until the standby has caught up (docs/design.md, Consistency), and
             # the cluster has just started, so the standby may get it a moment after the reply.
             wait_for(lambda: client.get(f"{cluster.api(standby)}/v1/calls/tls-1").status_code == 200, 10, what="tls-1 on the standby")
             assert client.get(f"{cluster.api(standby)}/v1/calls/tls-1").status_code == 200

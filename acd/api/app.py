@@ -1,4 +1,4 @@
-"""The HTTP API: a plain ASGI application over one node (DESIGN.md, "HTTP API").
+"""The HTTP API: a plain ASGI application over one node (docs/design.md, "HTTP API").
 
 Theory of operation
 -------------------
@@ -9,12 +9,12 @@ core command and waits in `node.submit()` until it is durable, then the reply sh
 current view of the call or agent (`acd.api.views`). Reads never touch the pipeline: they read
 the core's state between two batches, so they keep working while the store is full.
 
-Errors are translated once, here, into DESIGN.md's contract: `{"error", "message"}` plus
+Errors are translated once, here, into docs/design.md's contract: `{"error", "message"}` plus
 `"field"` for validation errors and `"primary"` for `not_primary`. Bad input never reaches the
 last-resort handler (a logged 500 `internal`); the API tests send Hypothesis-generated
 requests to prove it.
 
-Retries are safe (DESIGN.md, "safe retry across failover"): the core accepts a command that
+Retries are safe (docs/design.md, "safe retry across failover"): the core accepts a command that
 already took effect as a no-op, so a repeat gets 2xx with the current state. A repeated create
 with the same body gets 201 with the call's current state, position and EWT (identical to the
 first reply while the call has not moved); the same id with another body is a 409

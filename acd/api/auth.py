@@ -3,7 +3,7 @@
 Tokens live in the config file as `[[tokens]]` entries holding only a SHA-256 hash (`acd token
 hash` prints it), so the file can be shared with every process of the cluster without giving
 the tokens away. A request presents `Authorization: Bearer <token>`; the token is hashed and
-looked up. The roles (DESIGN.md, issue "Durable node"):
+looked up. The roles (docs/design.md, issue "Durable node"):
 
 | role       | may                                                                          |
 |------------|------------------------------------------------------------------------------|

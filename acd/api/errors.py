@@ -1,4 +1,4 @@
-"""The API's own error: an HTTP status, a stable code and a message (DESIGN.md's error contract).
+"""The API's own error: an HTTP status, a stable code and a message (docs/design.md's error contract).
 
 Foreign errors (msgspec's, the node's, the core's rejections) are translated into `ApiError`
 once, in `acd.api.app`, and nowhere else.

@@ -5,7 +5,7 @@ collector adds, at scrape time, what the core knows (queues, agents, today's KPI
 the node and its store know (role, epoch, store size, stream readers). Names follow the
 Prometheus conventions: base units in the name (`_seconds`, `_bytes`, `_ratio`), `_total` only
 on counters. Today's KPIs are gauges, not counters: they restart at the center's local
-midnight, as the centers' own daily reports do (DOMAIN.md).
+midnight, as the centers' own daily reports do (docs/domain.md).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class PromoteBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 class Error(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Every error reply (DESIGN.md, HTTP API contract)."""
+    """Every error reply (docs/design.md, HTTP API contract)."""
 
     error: str
     message: str

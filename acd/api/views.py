@@ -4,7 +4,7 @@ Every function here reads a `Center` (and the instant `now` at which the view is
 returns msgspec structs; nothing here mutates the center, touches the clock or does I/O, so
 the simulator can call the same functions on its virtual clock.
 
-KPI definitions (DOMAIN.md's centers report these per day):
+KPI definitions (docs/domain.md's centers report these per day):
 - service level, answered basis: answered within the threshold / answered.
 - service level, offered basis: answered within the threshold / (answered + abandoned - short
   abandons): callers who hung up within `short_abandon_seconds` are not counted against it.

@@ -1,4 +1,4 @@
-"""`acd verify`: check that a stopped node's state equals a replay of its log (DESIGN.md invariant 7).
+"""`acd verify`: check that a stopped node's state equals a replay of its log (docs/design.md invariant 7).
 
 Start-up rebuilds the state from the newest snapshot and the log after it. This check rebuilds
 it that way too and, when the log still starts at LSN 1 (no retention has pruned it), once
