@@ -24,10 +24,31 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from acd.launcher import LocalCluster, prepare_config, wait_for
-from replication.network import TcpNetwork
-from replication.protocol import Channel, Message, StatusRequest, VoteReply, VoteRequest, handshake
+from acd.store import Snapshot
+from replication.network import Gate, PortLimits, TcpNetwork
+from replication.protocol import (
+    FRAME_BYTES_MAX,
+    PREAUTH_FRAME_BYTES_MAX,
+    SNAPSHOT_PART_BYTES,
+    Ack,
+    Channel,
+    ClearBehind,
+    FrameError,
+    InstallSnapshot,
+    Message,
+    PeerSilent,
+    RecordBehind,
+    Release,
+    StatusRequest,
+    Truncate,
+    VoteReply,
+    VoteRequest,
+    handshake,
+)
+from replication.witness import MemoryStateStore, Witness, WitnessCore, WitnessState
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "busan-120.toml"
@@ -96,9 +117,11 @@ def test_an_idle_connection_flood_does_not_stop_a_failover(tmp_path: Path) -> No
         witness = cluster.settings.witness
         assert witness is not None
         targets = [witness.address, *(node.replication for node in cluster.settings.nodes)]
-        # More idle connections to each port than the witness has descriptors.
+        # More idle connections to each port than the witness has descriptors, from the nodes'
+        # own address and seven others.
         flood = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.flood", "--seconds", "30", "--connections", str(WITNESS_DESCRIPTORS + 150), *targets],
+            [sys.executable, "-m", "tests.helpers.flood", "--seconds", "30", "--connections", str(WITNESS_DESCRIPTORS + 150),
+             "--sources", "8", *targets],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert flood.stdout is not None
@@ -115,7 +138,12 @@ def test_an_idle_connection_flood_does_not_stop_a_failover(tmp_path: Path) -> No
         metrics = _witness_metrics(witness.address)
         failed = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("acd_witness_handshakes_failed_total{"))
         assert failed > 0, metrics
-        print([line for line in metrics.splitlines() if "handshakes_failed" in line or "connections" in line and not line.startswith("#")])
+        print([line for line in metrics.splitlines() if not line.startswith("#") and ("handshakes_failed" in line or "connections" in line)])
+        # So did the new primary's replication port, and its metrics say so.
+        node_metrics = httpx.get(cluster.api(standby) + "/metrics", timeout=5).text
+        lines = [line for line in node_metrics.splitlines() if line.startswith(("acd_replication_handshakes_failed_total{", "acd_replication_connections "))]
+        print(lines)
+        assert any(line.startswith("acd_replication_handshakes_failed_total{") and float(line.split()[-1]) > 0 for line in lines), lines
     finally:
         if flood is not None:
             flood.send_signal(signal.SIGTERM)
@@ -204,3 +232,212 @@ def test_the_witness_refuses_a_candidate_that_is_not_a_node_and_saves_nothing(wi
     assert json.loads(state_file.read_text())["leader"] == "a"
     status = trio.run(_ask, witness_only, "status", StatusRequest(), "status")
     assert status is not None and getattr(status, "leader", None) == "a"
+
+
+# ---------------------------------------------------------------------- the gate, in process
+
+
+async def _serve_witness(limits: PortLimits, nursery: trio.Nursery, nodes: list[str] | None = None) -> tuple[Witness, str]:
+    """A witness on a free loopback port of this process, guarded by `limits`."""
+    from acd.launcher import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    witness = Witness(cluster="c", address=address, store=MemoryStateStore("c"), lease_seconds=1.0, secret=b"s",
+                      network=TcpNetwork(limits=limits), nodes=nodes)
+    await nursery.start(witness.run)
+    return witness, address
+
+
+async def _closed(stream: trio.abc.Stream) -> bool:
+    try:
+        return await stream.receive_some(100) == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+async def _vote_as(address: str, node: str, epoch: int) -> Message:
+    stream = await TcpNetwork().connect(address)
+    channel = Channel(stream, cluster="c", secret=b"s")
+    await handshake(channel, node=node, role="standby", purpose="witness", initiator=True)
+    await channel.send(VoteRequest(epoch=epoch, candidate=node, last_epoch=0, last_lsn=0))
+    reply = await channel.receive()
+    await channel.aclose()
+    return reply
+
+
+def test_a_connection_without_a_hello_is_closed_at_the_handshake_deadline_and_counted() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            witness, address = await _serve_witness(PortLimits(name="witness", handshake_seconds=0.3), nursery)
+            gate = witness.network.gate  # type: ignore[attr-defined]
+            host, _, port = address.rpartition(":")
+            idle = await trio.open_tcp_stream(host, int(port))
+            half = await trio.open_tcp_stream(host, int(port))
+            await half.send_all(struct.pack(">I", 100) + b"x" * 10)  # a frame begun, never finished
+            started = trio.current_time()
+            with trio.fail_after(3):
+                assert await _closed(idle) and await _closed(half)
+            assert 0.25 < trio.current_time() - started < 1.5
+            assert gate.handshakes_failed["timeout"] == 2
+            await idle.aclose()
+            await half.aclose()
+            # A peer that says Hello in time is served, and its connection outlives the deadline.
+            stream = await TcpNetwork().connect(address)
+            channel = Channel(stream, cluster="c", secret=b"s")
+            await handshake(channel, node="a", role="standby", purpose="witness", initiator=True)
+            await trio.sleep(0.5)
+            await channel.send(VoteRequest(epoch=1, candidate="a", last_epoch=0, last_lsn=0))
+            reply = await channel.receive()
+            assert isinstance(reply, VoteReply) and reply.granted
+            await channel.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_full_port_makes_room_for_a_newcomer_by_closing_the_oldest_connection_still_in_its_handshake() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            limits = PortLimits(name="witness", handshake_seconds=30, connections_max=8, connections_per_address_max=4)
+            witness, address = await _serve_witness(limits, nursery)
+            gate = witness.network.gate  # type: ignore[attr-defined]
+            host, _, port = address.rpartition(":")
+            # An authenticated peer first: never closed to make room.
+            stream = await TcpNetwork().connect(address)
+            peer = Channel(stream, cluster="c", secret=b"s")
+            await handshake(peer, node="a", role="primary", purpose="witness", initiator=True)
+            idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(10)]
+            with trio.fail_after(3):
+                while gate.open > 4:  # one address: at most 4 at once
+                    await trio.sleep(0.01)
+                for stream in idle[:7]:  # the oldest went first
+                    assert await _closed(stream)
+            assert gate.evictions >= 7
+            await peer.send(VoteRequest(epoch=1, candidate="a", last_epoch=0, last_lsn=0))
+            assert isinstance(await peer.receive(), VoteReply)
+            assert isinstance(await _vote_as(address, "b", 1), VoteReply)  # a newcomer still gets in
+            for stream in idle:
+                await stream.aclose()
+            await peer.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_addresses_outside_the_allow_list_are_refused_at_accept() -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            witness, address = await _serve_witness(PortLimits(name="witness", allow_from=("10.0.0.0/8",)), nursery)
+            host, _, port = address.rpartition(":")
+            stream = await trio.open_tcp_stream(host, int(port))
+            with trio.fail_after(3):
+                assert await _closed(stream)
+            assert witness.network.gate.connections_refused["not_allowed"] == 1  # type: ignore[attr-defined]
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        gate = Gate(PortLimits(allow_from=("127.0.0.1", "2001:db8::/32")))
+        assert gate.allowed("127.0.0.1") and gate.allowed("::ffff:127.0.0.1") and gate.allowed("2001:db8::5")
+        assert not gate.allowed("127.0.0.2") and not gate.allowed("not an address")
+
+    trio.run(main)
+
+
+def test_before_the_hello_a_frame_may_not_exceed_a_few_kib_and_the_read_is_bounded() -> None:
+    class Reads(trio.abc.Stream):
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+            self.largest_read = 0
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            await trio.lowlevel.checkpoint()
+            assert max_bytes is not None
+            self.largest_read = max(self.largest_read, max_bytes)
+            chunk, self.data = self.data[:max_bytes], self.data[max_bytes:]
+            return chunk
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            pass
+
+        async def wait_send_all_might_not_block(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            pass
+
+    stream = Reads(struct.pack(">I", 64 * 2**20) + b"\0" * 100_000)
+    channel = Channel(stream, cluster="c", secret=b"s")
+    with pytest.raises(FrameError, match="out of range"):
+        trio.run(channel.receive)
+    assert stream.largest_read <= 4 + PREAUTH_FRAME_BYTES_MAX
+    channel.bind_nonces(b"m" * 16, b"t" * 16)
+    assert channel.frame_limit == FRAME_BYTES_MAX
+
+
+def test_a_large_snapshot_travels_in_parts_and_arrives_whole_between_other_messages() -> None:
+    async def main() -> None:
+        left, right = trio.testing.memory_stream_pair()
+        sender = Channel(left, cluster="c", secret=b"s")
+        receiver = Channel(right, cluster="c", secret=b"s")
+        sender.bind_nonces(b"m" * 16, b"t" * 16)
+        receiver.bind_nonces(b"t" * 16, b"m" * 16)
+        snapshot = Snapshot.make(lsn=10, epoch=2, at=1.0, state=os.urandom(3 * SNAPSHOT_PART_BYTES + 12345))
+        frames: list[int] = []
+        original = right.receive_some
+
+        async def counting(max_bytes: int | None = None) -> bytes | bytearray:
+            data = await original(max_bytes)
+            frames.append(len(data))
+            return data
+
+        right.receive_some = counting  # type: ignore[method-assign]
+        received: list[Message] = []
+
+        async def receive_three() -> None:
+            for _ in range(3):
+                received.append(await receiver.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive_three)
+            await sender.send(Truncate(epoch=2, after_lsn=1))
+            # Another task's message sent while the parts go out follows them, in sequence.
+            async with trio.open_nursery() as senders:
+                senders.start_soon(sender.send, InstallSnapshot(epoch=2, snapshot=snapshot))
+                await trio.sleep(0)
+                senders.start_soon(sender.send, Truncate(epoch=2, after_lsn=3))
+        assert isinstance(received[0], Truncate) and received[0].after_lsn == 1
+        assert isinstance(received[1], InstallSnapshot) and received[1].snapshot == snapshot
+        assert isinstance(received[2], Truncate) and received[2].after_lsn == 3
+        assert max(frames) <= FRAME_BYTES_MAX
+
+    trio.run(main)
+
+
+def test_a_silent_shipping_connection_is_given_up() -> None:
+    async def main() -> None:
+        left, right = trio.testing.memory_stream_pair()
+        receiver = Channel(right, cluster="c", secret=b"s")
+        receiver.idle_timeout = 5.0
+        started = trio.current_time()
+        with pytest.raises(PeerSilent):
+            await receiver.receive()
+        assert trio.current_time() - started == pytest.approx(5.0)
+        await left.aclose()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_witness_core_refuses_every_message_naming_a_stranger() -> None:
+    core = WitnessCore(WitnessState(cluster="c"), lease_seconds=1.0, now=0.0, nodes=["a", "b"])
+    for message in (
+        VoteRequest(epoch=10**12, candidate="mallory", last_epoch=0, last_lsn=0),
+        VoteRequest(epoch=10**12, candidate="mallory", last_epoch=0, last_lsn=0, pre=True),
+        VoteRequest(epoch=5, candidate="a", last_epoch=0, last_lsn=0, peer_behind="mallory"),
+    ):
+        reply, changed = core.handle(message, 0.0)
+        assert isinstance(reply, VoteReply) and not reply.granted and reply.reason == "unknown_node" and not changed
+    assert core.handle(VoteRequest(epoch=1, candidate="a", last_epoch=0, last_lsn=0, peer_behind="b"), 0.0)[0].granted  # type: ignore[union-attr]
+    for other in (RecordBehind(epoch=1, primary="a", standby="mallory", lsn=1), ClearBehind(epoch=1, primary="mallory", standby="b"),
+                  Release(epoch=1, node="mallory")):
+        reply, changed = core.handle(other, 0.1)
+        assert reply == Ack(ok=False, reason="unknown_node", epoch=1) and not changed
+    assert core.state.promised_epoch == 1 and core.state.leader == "a" and core.state.behind == "b"

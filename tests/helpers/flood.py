@@ -3,7 +3,8 @@
     python -m tests.helpers.flood --seconds 20 --connections 400 127.0.0.1:9129 127.0.0.1:9120
 
 Keeps up to `--connections` idle TCP connections open to every target (they never send a
-byte) and opens a new one for each the server closes, as an attacker would; prints `ready`
+byte) and opens a new one for each the server closes, as an attacker would, from `--sources`
+loopback addresses in turn (127.0.0.1, 127.0.0.2, ...); prints `ready`
 once every target has had that many connections opened, and a summary line when it ends,
 after `--seconds` at most.
 """
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=400)
     parser.add_argument("--pause", type=float, default=0.005, help="seconds between rounds of (re)opening")
+    parser.add_argument("--sources", type=int, default=1, help="loopback source addresses to connect from")
     parser.add_argument("targets", nargs="+")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -41,6 +43,7 @@ def main() -> int:
             while open_now[target] < args.connections:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
+                sock.bind((f"127.0.0.{1 + opened[target] % args.sources}", 0))
                 code = sock.connect_ex(target)
                 if code not in (0, errno.EINPROGRESS):
                     sock.close()
