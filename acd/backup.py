@@ -40,6 +40,7 @@ from acd import settings as settings_module
 from acd.core.calendar import load_zone
 from acd.core.state import CallState
 from acd.store import Store, StoreError
+from acd.store.lmdb_store import private_files
 
 MANIFEST = "manifest.json"
 
@@ -72,7 +73,7 @@ def copy_store(data_dir: Path, target: Path) -> None:
     """A consistent, compacted copy of the LMDB environment in `data_dir` (node may be running)."""
     if not (data_dir / "data.mdb").exists():
         raise BackupError(f"{data_dir}: no store here (no data.mdb)")
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(target.iterdir()):
         raise BackupError(f"{target}: the backup folder must be empty")
     try:
@@ -83,6 +84,7 @@ def copy_store(data_dir: Path, target: Path) -> None:
         env.copy(str(target), compact=True)
     finally:
         env.close()
+    private_files(target)
 
 
 def backup(settings: settings_module.Settings, node: str, target: Path) -> Manifest:
@@ -107,6 +109,7 @@ def backup(settings: settings_module.Settings, node: str, target: Path) -> Manif
     (target / "lock.mdb").unlink(missing_ok=True)
     manifest.sha256 = _sha256(target / "data.mdb")
     (target / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+    os.chmod(target / MANIFEST, 0o600)
     return manifest
 
 
@@ -333,7 +336,9 @@ def _export(args: argparse.Namespace) -> int:
         if args.output == "-":
             count = export(settings, node, args.first, args.last, args.format, sys.stdout, unmask=args.unmask)
         else:
-            with open(args.output, "w", newline="", encoding="utf-8") as out:
+            # Created readable by its owner only: an export holds interactions of citizens.
+            descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(descriptor, "w", newline="", encoding="utf-8") as out:
                 count = export(settings, node, args.first, args.last, args.format, out, unmask=args.unmask)
     except (BackupError, StoreError) as error:
         return _fail(f"export: {error}")

@@ -142,6 +142,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limits: LimitsSection
     tokens: list[TokenSection]
     center: Center
+    hash_key_file: str = ""  # [abuse] hash_key_file: the key of caller hashes, kept out of the log
+    inline_hash_key: str = ""  # [abuse] hash_key, taken out of the center so the log never holds it
+
+    def caller_hash_key(self) -> bytes:
+        """The key of the caller hash and fingerprint, which the log never holds.
+
+        From `abuse.hash_key_file` if set; else derived from the cluster's `secret_file`; else
+        the config file's own `abuse.hash_key` (a sample or a lab: anyone holding the config
+        can then reverse a caller hash by trying every number). Both nodes must agree.
+        """
+        if self.hash_key_file:
+            return self.resolve(self.hash_key_file).read_bytes().strip()
+        secret = self.secret()
+        if secret:
+            return hashlib.sha256(b"acd caller hash\0" + secret).digest()
+        return self.inline_hash_key.encode()
 
     def node(self, name: str) -> NodeSection:
         for node in self.nodes:
@@ -257,7 +273,12 @@ def loads(text: str, file: str = "<config>") -> Settings:
         key, message = _msgspec_path(error)
         raise SettingsError([_with_line(text, file, key, message)]) from None
     center_raw = dict(shape.center)
-    center_raw["abuse"] = shape.abuse
+    # The key of caller hashes is the node's, not the center's: kept out of the Configure
+    # command, and so out of the log, the snapshots and every backup.
+    abuse = dict(shape.abuse)
+    hash_key_file = abuse.pop("hash_key_file", "")
+    inline_hash_key = abuse.pop("hash_key", "")
+    center_raw["abuse"] = abuse
     center_raw["calendars"] = shape.calendars
     center_raw["queues"] = shape.queues
     center_raw["agents"] = shape.agents
@@ -272,12 +293,22 @@ def loads(text: str, file: str = "<config>") -> Settings:
             key = f"center.{key}"
         raise SettingsError([_with_line(text, file, key, message)]) from None
     problems = [_with_line(text, file, p.key.replace("center.abuse", "abuse"), p.message) for p in validate_center(center)]
+    if not isinstance(hash_key_file, str) or not isinstance(inline_hash_key, str):
+        problems.append(_with_line(text, file, "abuse.hash_key_file" if not isinstance(hash_key_file, str) else "abuse.hash_key", "Expected `str`"))
+    elif hash_key_file:
+        key_path = Path(hash_key_file) if Path(hash_key_file).is_absolute() else Path(file).parent / hash_key_file
+        try:
+            if not key_path.read_bytes().strip():
+                problems.append(_with_line(text, file, "abuse.hash_key_file", f"{key_path} is empty"))
+        except OSError as error:
+            problems.append(_with_line(text, file, "abuse.hash_key_file", f"cannot read {key_path}: {error.strerror or error}"))
     problems += [_with_line(text, file, key, message) for key, message in _check_cluster(shape)]
     if problems:
         raise SettingsError(problems)
     return Settings(
         path=file, cluster=shape.cluster, nodes=shape.nodes, witness=shape.witness, store=shape.store,
         limits=shape.limits, tokens=shape.tokens, center=center,
+        hash_key_file=hash_key_file, inline_hash_key=inline_hash_key,
     )
 
 

@@ -739,7 +739,7 @@ class Member:
                 snapshot = store.latest_snapshot()
             assert snapshot is not None
             log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
-            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot))
+            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets()))
             start = snapshot.lsn
         return start
 
@@ -885,7 +885,7 @@ class Member:
             if isinstance(message, InstallSnapshot):
                 if message.snapshot.epoch > store.epoch():
                     store.set_epoch(message.snapshot.epoch, message.snapshot.lsn + 1)
-                store.install_snapshot(message.snapshot)
+                store.install_snapshot(message.snapshot, secrets=message.secrets)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()
                 return True

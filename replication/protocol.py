@@ -183,6 +183,8 @@ class AppendReply(Message, tag="append_reply", frozen=True):
 class InstallSnapshot(Message, tag="snapshot", frozen=True):
     epoch: int
     snapshot: Snapshot
+    # The keys that seal caller numbers of live interactions: {key id: (LSN, key)}.
+    secrets: dict[str, tuple[int, bytes]] = {}
 
 
 class SnapshotPart(Message, tag="snapshot_part", frozen=True):

@@ -131,6 +131,9 @@ class Center:
         self._events: list[e.Event] = []
         self._touched_calls: set[str] = set()
         self._touched_agents: set[str] = set()
+        # Ids of the keys that sealed caller numbers of interactions now over: the node
+        # destroys them in the store (`take_released_keys`). Not part of the state.
+        self._released_keys: list[str] = []
         self._rebuild_indices()
         if config is not None and state is None:
             result = self.apply(c.Configure(center=config), 0.0)
@@ -138,6 +141,11 @@ class Center:
                 raise ConfigError(result.field or "center", result.message)
 
     # ------------------------------------------------------------------ public interface
+
+    def take_released_keys(self) -> list[str]:
+        """The ids of the sealing keys that no interaction needs any more, since the last call."""
+        released, self._released_keys = self._released_keys, []
+        return released
 
     @property
     def config(self) -> CenterConfig:
@@ -211,7 +219,7 @@ class Center:
             elif call_state is _WAITING:
                 if call.agent is None:
                     continue
-            elif call.caller is None:
+            elif call.caller is None and call.caller_key is None:
                 continue
             self._check_call(call)
         deferred: list[AgentRecord] | None = None
@@ -1238,9 +1246,14 @@ class Center:
             call.preferred_until = None
         if call.callback:
             self._forget_callback(call)
-        # The clear number was kept only for the call-back; it goes with it (privacy).
+        # The clear number was kept only for the call-back; it goes with it (privacy), and
+        # so does the key of the sealed one: the log's copy can no longer be opened.
         if call.caller is not None:
             call.caller = None
+        if call.caller_key is not None:
+            self._released_keys.append(call.caller_key)
+            call.caller_key = None
+            call.caller_sealed = None
         heapq.heappush(self._terminal, (now, call.id))
         del self._live[call.id]
         self._touched_calls.add(call.id)
@@ -1314,12 +1327,19 @@ class Center:
 
     def _arrive(self, command: c.Arrive, now: float) -> Rejection | None:
         existing = self.state.interactions.get(command.id)
-        # Keyed like the caller hash: the command holds the caller's number, and an unkeyed
-        # digest of a phone number is reversed by trying every number (privacy).
-        fingerprint_hash = self._fingerprint_hash.copy()
-        fingerprint_hash.update(_encode_command(command))
-        fingerprint = fingerprint_hash.hexdigest()
+        sealed = command.caller_key != ""
+        if sealed:
+            # Sealed at the edge (acd.node.privacy): hash, mask and fingerprint come with it.
+            fingerprint = command.fingerprint
+        else:
+            # Keyed like the caller hash: the command holds the caller's number, and an
+            # unkeyed digest of a phone number is reversed by trying every number (privacy).
+            fingerprint_hash = self._fingerprint_hash.copy()
+            fingerprint_hash.update(_encode_command(command))
+            fingerprint = fingerprint_hash.hexdigest()
         if existing is not None and existing.fingerprint == fingerprint:
+            if sealed:
+                self._released_keys.append(command.caller_key)  # this copy's key seals nothing kept
             return None  # the same create again: it already took effect
         queue = self._queues.get(command.queue)
         if queue is None:
@@ -1331,7 +1351,10 @@ class Center:
         state = self.state
         config = state.config
         caller = command.caller
-        caller_hash = self._caller_hash(caller)
+        if sealed:
+            caller_hash, caller_masked = command.caller_hash, command.caller_masked
+        else:
+            caller_hash, caller_masked = self._caller_hash(caller), mask_caller(caller)
         priority = command.priority
         attributes = command.attributes
         if attributes and any(attributes.get(name) for name in VULNERABLE_ATTRIBUTES):
@@ -1350,10 +1373,14 @@ class Center:
         call_id = command.id
         call = Interaction(
             id=call_id, queue=queue.name, channel=command.channel, caller_hash=caller_hash,
-            caller_masked="*" * max(0, len(caller) - 4) + caller[-4:], priority=priority,  # mask_caller
+            caller_masked=caller_masked, priority=priority,
             attributes=dict(attributes), fingerprint=fingerprint, order=order,
             arrived_at=now, place_at=now, queued_at=now, warning=warning,
         )
+        if sealed:
+            # The sealed number stays with the interaction while it lives; its key goes with it.
+            call.caller_sealed = command.caller_sealed
+            call.caller_key = command.caller_key
         state.interactions[call_id] = call
         self._live[call_id] = None
         call.center_stats_key = key = self._day_clock.locate(now)
@@ -1373,7 +1400,8 @@ class Center:
                 self._finish(call, _CLOSED, now, "closed")
                 self._emit(e.CallClosed(at=now, call=call.id, queue=call.queue, reason="closed", message=calendar.closed_message))
                 return None
-            call.caller = command.caller
+            if not sealed:
+                call.caller = command.caller
             call.callback = True
             # Scheduled before the merge check: the new interaction never waited in line,
             # so a merge must not take it out of the queue's count.
@@ -2065,7 +2093,7 @@ class Center:
         elif state is _WAITING:
             if call.agent is not None:
                 invariant(False, f"{call.id} waiting yet assigned to {call.agent}")
-        elif state in _TERMINAL and call.caller is not None:
+        elif state in _TERMINAL and (call.caller is not None or call.caller_key is not None):
             invariant(False, f"{call.id} ended but keeps the caller's number")
 
     def _check_agent(self, agent: AgentRecord) -> None:

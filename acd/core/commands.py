@@ -16,6 +16,7 @@ from .config import Center, Channel, Name
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]
 Caller = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9+*#-]+$")]
+SealedCaller = Annotated[str, msgspec.Meta(max_length=32, pattern=r"^[0-9+*#-]*$")]  # empty: sealed
 Disposition = Literal["resolved", "transferred", "callback", "unresolved"]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
 Score = Annotated[int, msgspec.Meta(ge=1, le=5)]
@@ -40,15 +41,28 @@ class Configure(Command, tag="configure", frozen=True):
     actor: str = ""
 
 
-class Arrive(Command, tag="call.arrive", frozen=True):
-    """An interaction arrived from the PBX or a chat/SMS gateway."""
+class Arrive(Command, tag="call.arrive", frozen=True, omit_defaults=True):
+    """An interaction arrived from the PBX or a chat/SMS gateway.
+
+    As the node logs it, the caller's number is sealed: `caller` is empty and the number is
+    in `caller_sealed` (AES-GCM under the key `caller_key`, which the store keeps apart from
+    the log and destroys once the interaction is over), with the keyed hash, the masked form
+    and the fingerprint computed at the edge with a key the log never holds
+    (`acd.node.privacy`). An arrival with `caller` in clear (older logs, the simulator) has
+    them computed by the core with the center's `abuse.hash_key`.
+    """
 
     id: Name
     queue: Name
-    caller: Caller
+    caller: SealedCaller
     channel: Channel = "voice"
     priority: Priority = 0
     attributes: Attributes = {}
+    caller_hash: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    caller_masked: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    caller_sealed: Annotated[bytes, msgspec.Meta(max_length=128)] = b""
+    caller_key: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    fingerprint: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class Answer(Command, tag="call.answer", frozen=True):

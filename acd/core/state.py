@@ -69,7 +69,9 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     channel: str
     caller_hash: str
     caller_masked: str
-    caller: str | None = None        # kept in clear only while a call-back is pending
+    caller: str | None = None        # kept in clear only while a call-back is pending (unsealed arrivals)
+    caller_sealed: bytes | None = None  # the number sealed at the edge, while the interaction lives
+    caller_key: str | None = None    # the id of the key that opens it (the store's, not the log's)
     priority: int = 0
     attributes: dict[str, bool | int | str] = {}
     fingerprint: str = ""

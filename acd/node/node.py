@@ -28,8 +28,10 @@ the standby and holds the lease; a standby applies what the primary ships throug
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +52,7 @@ from acd.store import Record, StorageFull, Store, StoreError
 from . import snapshots
 from .broker import Broker
 from .metrics import NodeMetrics
+from .privacy import Sealer
 
 log = logging.getLogger("acd.node")
 
@@ -146,11 +149,13 @@ _POISON_REMEMBERED = 1024
 
 
 class _Submission:
-    __slots__ = ("command", "payload", "done", "result", "error", "started")
+    __slots__ = ("command", "payload", "secret", "digest", "done", "result", "error", "started")
 
-    def __init__(self, command: c.Command, payload: bytes) -> None:
+    def __init__(self, command: c.Command, payload: bytes, secret: bytes, digest: bytes) -> None:
         self.command = command
-        self.payload = payload
+        self.payload = payload  # as the log holds it (an arrival's number sealed)
+        self.secret = secret    # the key that goes beside the record (acd.node.privacy)
+        self.digest = digest    # of the command as submitted: what a retry repeats
         self.done = trio.Event()
         self.result: Accepted | Rejection | None = None
         self.error: NodeError | None = None
@@ -166,6 +171,7 @@ class Node:
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
         append_in_thread: bool = True,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -187,6 +193,10 @@ class Node:
         self.replicator: Replicator = Standalone()
         self.role = "primary" if settings.standalone else "standby"
         self.center = Center()
+        self.sealer = Sealer(settings.caller_hash_key(), random_bytes=random_bytes)
+        # Sealing keys released by records applied on a standby, destroyed with its next append
+        # (or before its next snapshot, whichever comes first).
+        self._forget: list[str] = []
         self.lsn = 0
         self._last_at = 0.0
         self._since_snapshot = 0
@@ -233,6 +243,9 @@ class Node:
                 self._apply_record(record, publish=publish)
                 replayed += 1
         self._since_snapshot = replayed
+        # Keys released by the replayed records may have outlived a crash: destroy them now.
+        self._forget = []
+        self.store.forget_secrets(self.center.take_released_keys())
         if self.lsn != self.store.last_lsn():
             raise ReplayMismatch(f"log ends at LSN {self.store.last_lsn()} but replay reached {self.lsn}")
         log.info("recovered node=%s lsn=%d snapshot_lsn=%d replayed=%d", self.name, self.lsn, snapshot.lsn if snapshot else 0, replayed)
@@ -254,20 +267,38 @@ class Node:
             self.broker.publish(record.lsn, result)
         return result
 
-    async def append_records(self, records: Sequence[Record]) -> None:
-        """Durably append records to the store (in a worker thread, so the loop keeps serving)."""
+    async def append_records(self, records: Sequence[Record], forget: Sequence[str] = ()) -> None:
+        """Durably append records to the store (in a worker thread, so the loop keeps serving),
+        destroying the sealing keys in `forget` (and those a standby's records released) in
+        the same transaction."""
         await buggify.point("store.append", self.name)  # simulator only: slow disk, paused process
-        if self.append_in_thread:
-            await trio.to_thread.run_sync(self.store.append, records)
-        else:
-            self.store.append(records)
+        if self._forget:
+            forget, self._forget = [*self._forget, *forget], []
+        try:
+            if self.append_in_thread:
+                await trio.to_thread.run_sync(functools.partial(self.store.append, records, forget=forget))
+            else:
+                self.store.append(records, forget=forget)
+        except BaseException:
+            self._forget = [*forget, *self._forget]  # not destroyed: the next append tries again
+            raise
 
     def apply_replicated(self, records: Sequence[Record]) -> None:
         """A standby applies records the primary shipped (already durable in our store)."""
         for record in records:
             self._apply_record(record)
+        self._forget.extend(self.center.take_released_keys())
         self._since_snapshot += len(records)
         self._snapshot_when_due()
+
+    def caller_number(self, call_id: str) -> str | None:
+        """The clear number of a live interaction, opened with its key; None once it is over
+        (the key is destroyed) or for an interaction that never had a sealed number."""
+        call = self.center.state.interactions.get(call_id)
+        if call is None or call.caller_sealed is None or call.caller_key is None:
+            return None
+        key = self.store.secret(call.caller_key)
+        return None if key is None else self.sealer.open(call_id, call.caller_sealed, key)
 
     def reload(self, *, publish: bool = True) -> None:
         """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
@@ -285,10 +316,15 @@ class Node:
             payload = c.validate(command)
         except msgspec.ValidationError as error:
             raise InvalidCommand(str(error)) from None
-        error_id = self._poisoned.get(_digest(payload))
+        digest = _digest(payload)
+        error_id = self._poisoned.get(digest)
         if error_id is not None:
             raise CommandFailed(f"this command made the node fail before (error id {error_id}); it is refused", error_id)
-        submission = _Submission(command, payload)
+        secret = b""
+        if type(command) is c.Arrive and command.caller:
+            command, secret = self.sealer.seal(command)
+            payload = c.encode_command(command)
+        submission = _Submission(command, payload, secret, digest)
         await self._send.send(submission)
         await submission.done.wait()
         if submission.error is not None:
@@ -352,10 +388,10 @@ class Node:
         published: list[tuple[int, list[Event]]] = []
         lsn = self.lsn
 
-        def log_command(payload: bytes, at: float, events: list[Event]) -> int:
+        def log_command(payload: bytes, at: float, events: list[Event], secret: bytes = b"") -> int:
             nonlocal lsn
             lsn += 1
-            records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=payload))
+            records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=payload, secret=secret))
             if events:
                 published.append((lsn, events))
             return lsn
@@ -376,7 +412,7 @@ class Node:
                 if isinstance(result, Rejection):
                     submission.result = result
                 else:
-                    submission.result = Accepted(log_command(submission.payload, at, result), result)
+                    submission.result = Accepted(log_command(submission.payload, at, result, submission.secret), result)
                 applying = None
         except Exception as error:
             # The core raised: a bug, or a value it cannot hold. Nothing of this batch was
@@ -393,7 +429,7 @@ class Node:
             # (replicate() below waits for the standby's acknowledgement).
             self.replicator.ship(records)
             try:
-                await self.append_records(records)
+                await self.append_records(records, forget=self.center.take_released_keys())
             except StorageFull as error:
                 # Nothing was written; the core already applied the batch in memory, so
                 # rebuild it from the store: the refused batch leaves no trace. The standby
@@ -458,7 +494,7 @@ class Node:
             return
         if len(self._poisoned) >= _POISON_REMEMBERED:
             self._poisoned.pop(next(iter(self._poisoned)))
-        self._poisoned[_digest(culprit.payload)] = error_id
+        self._poisoned[culprit.digest] = error_id
         self._fail([culprit], CommandFailed(f"the node could not apply this command (error id {error_id}); nothing was recorded", error_id))
         rest = [submission for submission in batch if submission is not culprit]
         for submission in rest:
@@ -487,6 +523,11 @@ class Node:
         every = self.settings.store.snapshot_every_records
         if self._since_snapshot < every or self._snapshot_writing:
             return
+        if self._forget:
+            # Replay after a crash starts at this snapshot: keys its records released must be
+            # gone by then, since nothing after it would release them again.
+            forget, self._forget = self._forget, []
+            self.store.forget_secrets(forget)
         background = self._background
         if not self.append_in_thread or background is None:
             try:

@@ -44,7 +44,7 @@ from acd.store.errors import (
     StoreError,
     WrongCluster,
 )
-from acd.store.records import Record, Snapshot, decode_record, decode_snapshot, encode
+from acd.store.records import SECRET_ID_BYTES, Record, Snapshot, decode_record, decode_snapshot, encode
 
 _T = TypeVar("_T")
 
@@ -52,7 +52,11 @@ _LOG_DB = b"log"
 _SNAPSHOTS_DB = b"snapshots"
 _SNAPSHOT_PARTS_DB = b"snapshot_parts"
 _META_DB = b"meta"
-_KNOWN_DBS = frozenset({_LOG_DB, _SNAPSHOTS_DB, _SNAPSHOT_PARTS_DB, _META_DB})
+# Keys that seal caller numbers in the log (see Record.secret): key id -> LSN + key, and
+# LSN -> key id, so that a shipment read back from the log carries its record's key.
+_SECRETS_DB = b"secrets"
+_SECRET_LSNS_DB = b"secret_lsns"
+_KNOWN_DBS = frozenset({_LOG_DB, _SNAPSHOTS_DB, _SNAPSHOT_PARTS_DB, _META_DB, _SECRETS_DB, _SECRET_LSNS_DB})
 
 # A snapshot larger than this is written in parts, one write transaction each, so that the
 # pipeline's commits (one writer at a time in LMDB) wait for at most one part, never for the
@@ -96,6 +100,15 @@ _TRUNCATE_CHUNK_RECORDS = 50_000
 
 _history_encoder = msgspec.msgpack.Encoder()
 _history_decoder = msgspec.msgpack.Decoder(dict[int, int])
+
+
+def private_files(directory: Path) -> None:
+    """Make `directory` and the files in it readable by their owner only (a copy of a store
+    holds what the store holds, whatever the umask of the process that made it)."""
+    os.chmod(directory, 0o700)
+    for entry in directory.iterdir():
+        if entry.is_file():
+            os.chmod(entry, 0o600)
 
 
 def _key(lsn: int) -> bytes:
@@ -264,10 +277,10 @@ class Store:
             raise StoreError(f"the store path {path} exists but is not a directory")
         created = not path.exists()
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
             if created:
                 _fsync_directory(path.parent)
-            self._lock_fd = os.open(path / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = os.open(path / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create or open the store directory {path}: {exc}") from exc
         try:
@@ -307,6 +320,7 @@ class Store:
                 sync=self._sync,
                 metasync=self._sync,
                 create=True,
+                mode=0o600,  # the store holds interactions of citizens: its owner's only
             )
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the LMDB environment in {path}: {exc}") from exc
@@ -337,6 +351,8 @@ class Store:
             self._snapshots = env.open_db(_SNAPSHOTS_DB, txn=txn, create=True)
             self._snapshot_parts = env.open_db(_SNAPSHOT_PARTS_DB, txn=txn, create=True)
             self._meta = env.open_db(_META_DB, txn=txn, create=True)
+            self._secrets = env.open_db(_SECRETS_DB, txn=txn, create=True)
+            self._secret_lsns = env.open_db(_SECRET_LSNS_DB, txn=txn, create=True)
             stored_cluster = txn.get(_META_CLUSTER, db=self._meta)
             if stored_cluster is None:
                 if txn.stat(self._log)["entries"] or txn.stat(self._snapshots)["entries"]:
@@ -622,20 +638,25 @@ class Store:
         with self._lock:
             self._map_size_max_bytes = map_size_max_bytes
 
-    def append(self, records: Sequence[Record]) -> None:
+    def append(self, records: Sequence[Record], *, forget: Sequence[str] = ()) -> None:
         """Write a batch of records in one durable transaction (group commit).
 
         Every record is verified first: checksum, LSNs continuing last_lsn()
         without gaps, epochs never decreasing and never above epoch().  A
-        refused batch leaves the store untouched.
+        refused batch leaves the store untouched.  Records' secrets go to the
+        secrets database (a key already there is kept), and the keys named in
+        `forget` are destroyed in the same transaction.
         """
         if not records:
+            if forget:
+                self.forget_secrets(forget)
             return
         with self._lock:
             self._require_env()
             expected = self._last_lsn + 1
             previous_epoch = self._last_epoch
             items: list[tuple[bytes, bytes]] = []
+            secrets: list[Record] = []
             for record in records:
                 if not isinstance(record, Record):
                     raise StoreError(f"append() takes Record objects, got {type(record).__name__}")
@@ -657,11 +678,17 @@ class Store:
                         f"at epoch {self._epoch}; call set_epoch() first"
                     )
                 items.append((_key(record.lsn), encode(record)))
+                if record.secret:
+                    secrets.append(record)
                 previous_epoch = record.epoch
                 expected += 1
             last_lsn = expected - 1
 
             def work(txn: lmdb.Transaction[Any]) -> None:
+                for record in secrets:
+                    self._put_secret(txn, record.lsn, record.secret)
+                for key_id in forget:
+                    self._forget_secret(txn, key_id)
                 with txn.cursor(self._log) as cursor:
                     # append=True (MDB_APPEND) skips the B-tree search because
                     # keys arrive in order; it refuses a key that is not past
@@ -744,6 +771,10 @@ class Store:
                     )
                 deleted = 0
                 last_epoch = 0
+                with txn.cursor(self._secret_lsns) as cursor:
+                    doomed = [bytes(value).decode() for _, value in cursor.iternext()] if cursor.set_range(_key(after_lsn + 1)) else []
+                for key_id in doomed:
+                    self._forget_secret(txn, key_id)
                 with txn.cursor(self._log) as cursor:
                     if cursor.set_range(_key(after_lsn + 1)):
                         while cursor.delete():
@@ -855,7 +886,7 @@ class Store:
                 f"cannot save a snapshot of epoch {epoch}: this store is at epoch {self._epoch}"
             )
 
-    def install_snapshot(self, snapshot: Snapshot) -> None:
+    def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None) -> None:
         """Replace the whole log with a snapshot received from the primary, in one transaction.
 
         Afterwards last_lsn() is the snapshot's LSN and the log is empty; the
@@ -877,6 +908,10 @@ class Store:
             def work(txn: lmdb.Transaction[Any]) -> None:
                 txn.drop(self._log, delete=False)
                 txn.drop(self._snapshots, delete=False)
+                txn.drop(self._secrets, delete=False)
+                txn.drop(self._secret_lsns, delete=False)
+                for key_id, (lsn, key) in (secrets or {}).items():
+                    self._put_secret(txn, lsn, key_id.encode() + key)
                 self._drop_unused_parts(txn)
                 txn.put(_key(snapshot.lsn), encoded, db=self._snapshots)
                 txn.put(_META_APPLIED_LSN, _key(snapshot.lsn), db=self._meta)
@@ -921,6 +956,50 @@ class Store:
             if deleted:
                 self._release_freed_pages()
             return deleted
+
+    # ----------------------------------------------------------------- secrets
+
+    def _put_secret(self, txn: lmdb.Transaction[Any], lsn: int, secret: bytes) -> None:
+        if len(secret) <= SECRET_ID_BYTES:
+            raise StoreError(f"record LSN {lsn}: a secret is a {SECRET_ID_BYTES}-byte key id and a key")
+        key_id, key = secret[:SECRET_ID_BYTES], secret[SECRET_ID_BYTES:]
+        if txn.put(key_id, _key(lsn) + key, db=self._secrets, overwrite=False):
+            txn.put(_key(lsn), key_id, db=self._secret_lsns)
+
+    def _forget_secret(self, txn: lmdb.Transaction[Any], key_id: str) -> None:
+        raw = key_id.encode()
+        stored = txn.get(raw, db=self._secrets)
+        if stored is not None:
+            txn.delete(bytes(stored)[:8], db=self._secret_lsns)
+            txn.delete(raw, db=self._secrets)
+
+    def forget_secrets(self, key_ids: Sequence[str]) -> None:
+        """Durably destroy the keys `key_ids` (those not here are ignored)."""
+        if not key_ids:
+            return
+        with self._lock:
+            self._require_env()
+
+            def work(txn: lmdb.Transaction[Any]) -> None:
+                for key_id in key_ids:
+                    self._forget_secret(txn, key_id)
+
+            self._write(work)
+
+    def secret(self, key_id: str) -> bytes | None:
+        """The key `key_id`, or None once it was destroyed (or never stored)."""
+        with self._lock:
+            env = self._require_env()
+            with env.begin() as txn:
+                stored = txn.get(key_id.encode(), db=self._secrets)
+        return None if stored is None else bytes(stored)[8:]
+
+    def secrets(self) -> dict[str, tuple[int, bytes]]:
+        """Every key still kept: `{key id: (LSN of its record, key)}` (for a snapshot's transfer)."""
+        with self._lock:
+            env = self._require_env()
+            with env.begin() as txn, txn.cursor(self._secrets) as cursor:
+                return {bytes(k).decode(): (_lsn_of(bytes(v)[:8]), bytes(v)[8:]) for k, v in cursor.iternext()}
 
     def put_meta(self, key: str, value: bytes) -> None:
         """Durably store a small value for another layer (for example replication)."""
@@ -1003,6 +1082,11 @@ class Store:
                             found=lsn,
                         )
                     record = decode_record(lsn, value)
+                    key_id = txn.get(key, db=self._secret_lsns)
+                    if key_id is not None:
+                        sealed = txn.get(bytes(key_id), db=self._secrets)
+                        if sealed is not None:
+                            record = msgspec.structs.replace(record, secret=bytes(key_id) + bytes(sealed)[8:])
                     if records and record.epoch < records[-1].epoch:
                         raise StaleEpoch(
                             f"record LSN {lsn} in {self.path} has epoch {record.epoch}, lower "
@@ -1120,10 +1204,11 @@ class Store:
             with self._copy_lock:
                 self._copies_running += 1
         try:
-            target.mkdir(parents=True, exist_ok=True)
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
             if (target / "data.mdb").exists():
                 raise StoreError(f"cannot copy the store to {target}: it already holds a data.mdb")
             env.copy(str(target), compact=compact)
+            private_files(target)
             # LMDB's copy does not flush; a backup must survive a power cut.
             fd = os.open(target / "data.mdb", os.O_RDONLY)
             try:

@@ -33,17 +33,25 @@ def _checksum(lsn: int, epoch: int, at: float, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(header))
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of the replicated command log."""
+class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One entry of the replicated command log.
+
+    `secret` travels with the record (to the standby, in a shipment) but is never written
+    into the log: the store keeps it apart, in its secrets database, so that it can be
+    destroyed while the record stays (`SECRET_ID_BYTES` bytes of key id, then the key). An
+    arrival's caller number is in the log only sealed under such a key, and the key goes
+    once the interaction is over: old records, snapshots and backups keep only ciphertext.
+    """
 
     lsn: int
     epoch: int
     at: float
     payload: bytes
     checksum: int
+    secret: bytes = b""
 
     @classmethod
-    def make(cls, *, lsn: int, epoch: int, at: float, payload: bytes) -> Self:
+    def make(cls, *, lsn: int, epoch: int, at: float, payload: bytes, secret: bytes = b"") -> Self:
         """Build a record and compute its checksum."""
         if lsn < 1:
             raise StoreError(f"a record's LSN must be at least 1, got {lsn}")
@@ -55,7 +63,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
             checksum = _checksum(lsn, epoch, at, payload)
         except ValueError as exc:
             raise StoreError(f"record LSN {lsn} cannot be built: {exc}") from exc
-        return cls(lsn=lsn, epoch=epoch, at=at, payload=payload, checksum=checksum)
+        return cls(lsn=lsn, epoch=epoch, at=at, payload=payload, checksum=checksum, secret=secret)
 
     def verify(self) -> None:
         """Raise CorruptRecord unless the checksum matches the fields."""
@@ -120,8 +128,13 @@ _record_decoder = msgspec.msgpack.Decoder(Record)
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
+SECRET_ID_BYTES = 32  # the key id, as hex text
+
+
 def encode(value: Record | Snapshot) -> bytes:
-    """Encode a record or snapshot for storage."""
+    """Encode a record (without its secret) or snapshot for storage."""
+    if type(value) is Record and value.secret:
+        value = msgspec.structs.replace(value, secret=b"")
     return _encoder.encode(value)
 
 

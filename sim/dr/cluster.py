@@ -256,7 +256,10 @@ class SimCluster:
                     settings.data_dir(name), disk_full=lambda: process.disk_full, cluster=settings.cluster.name, node=name,
                     map_size_bytes=settings.store.map_size_bytes, map_size_max_bytes=settings.store.map_size_max_bytes,
                 )
-                node = Node(settings, name, clock=process.clock.wall, store=store, append_in_thread=False)
+                # Sealing keys from a generator of their own: deterministic, and drawing them
+                # leaves the run's fault schedule (self.rng) as it was.
+                keys = random.Random(f"keys:{name}:{process.incarnation}")
+                node = Node(settings, name, clock=process.clock.wall, store=store, append_in_thread=False, random_bytes=keys.randbytes)
                 member = SimMember(node, settings, sim=self, network=self.network.endpoint(name),
                                    clock=process.clock.monotonic, secret=SECRET)
             except Exception as error:

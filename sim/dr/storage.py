@@ -36,10 +36,10 @@ class SimStore(Store):
         if self._disk_full():
             raise StorageFull(f"cannot write to the store in {self.path}: the disk is full (simulated) during {what}; nothing was written")
 
-    def append(self, records: Sequence[Record]) -> None:
+    def append(self, records: Sequence[Record], *, forget: Sequence[str] = ()) -> None:
         if records:
             self._refuse_if_full("append")
-        super().append(records)
+        super().append(records, forget=forget)
 
     def set_epoch(self, epoch: int, first_lsn: int) -> None:
         self._refuse_if_full("set_epoch")
@@ -53,9 +53,9 @@ class SimStore(Store):
         self._refuse_if_full("save_snapshot")
         super().save_snapshot(lsn=lsn, epoch=epoch, at=at, state=state)
 
-    def install_snapshot(self, snapshot: Snapshot) -> None:
+    def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None) -> None:
         self._refuse_if_full("install_snapshot")
-        super().install_snapshot(snapshot)
+        super().install_snapshot(snapshot, secrets=secrets)
 
     def truncate_log(self, before_lsn: int) -> int:
         self._refuse_if_full("truncate_log")

@@ -158,10 +158,14 @@ class Client:
         return None
 
     def _record(self, name: str, node, command: c.Command, result: Accepted) -> None:  # type: ignore[no-untyped-def]
+        # The bytes the node logged (an arrival's number is sealed there, under a fresh key:
+        # not the bytes of the command as sent).
         payload = c.encode_command(command)
         try:
             records = node.store.read(result.lsn - 1, 1)
             epoch = records[0].epoch if records else node.store.epoch()
+            if records:
+                payload = records[0].payload
         except StoreError:
             epoch = 0
         kind, subject = describe(command)
