@@ -38,6 +38,12 @@ class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 1.5
     secret_file: str = ""
     production: bool = False
+    # Protected mode (docs/operations.md, "Security"): an API bound beyond loopback needs
+    # [[tokens]], and replication or witness traffic beyond loopback needs secret_file. Each
+    # key below, set to true, allows that one exposure anyway (a firewall or an authenticating
+    # proxy does the job): an explicit, logged choice.
+    allow_unauthenticated_api: bool = False
+    allow_unauthenticated_replication: bool = False
     # The queue `acd drill` writes its calls to: a queue of its own, with no agents serving
     # it, so drill calls never touch a real topic's queue or statistics. No drill without it.
     drill_queue: str = ""
@@ -93,6 +99,19 @@ class LimitsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     streams_per_token_max: Annotated[int, msgspec.Meta(ge=1)] = 50
     requests_per_second_per_token: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     idle_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # Connections, enforced when accepted (past a cap the connection is reset); 0: no cap.
+    connections_per_address_max: Annotated[int, msgspec.Meta(ge=0)] = 200
+    # A new connection's first request head (and TLS handshake) must arrive within this.
+    request_head_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # A write (a response, an event-stream chunk) that makes no progress for this long resets
+    # the connection: a reader that stopped reading gives its descriptor and stream slot back.
+    write_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    # Requests that fail authentication (401), per source address and second (bursts of twice
+    # as many); past it they get 429. A valid token is never refused by it. 0: no limit.
+    unauthorized_per_second_per_address: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # HTTP/2 over cleartext (h2c upgrade or prior knowledge). HTTP/2 over TLS is negotiated
+    # by ALPN whatever this says.
+    http2_cleartext: bool = False
 
 
 Role = Literal["pbx", "agent", "supervisor", "admin"]
@@ -337,8 +356,6 @@ def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
         names.add(node.name)
         if bool(node.tls_cert) != bool(node.tls_key):
             problems.append((f"nodes[{index}].tls_key", "tls_cert and tls_key go together"))
-        if len(shape.nodes) > 1 and not shape.cluster.secret_file and not _is_loopback(node.replication):
-            problems.append((f"nodes[{index}].replication", "a non-loopback replication address needs cluster.secret_file"))
     addresses: dict[str, str] = {}
     for index, node in enumerate(shape.nodes):
         for field in ("api", "replication"):
@@ -373,4 +390,67 @@ def _check_cluster(shape: FileShape) -> list[tuple[str, str]]:
     for index, token in enumerate(shape.tokens):
         if token.role == "agent" and token.agent not in agents:
             problems.append((f"tokens[{index}].agent", f"an agent token needs an existing agent (got {token.agent!r})"))
+    problems += _check_tokens_unique(shape)
+    problems += _check_protected_mode(shape)
+    return problems
+
+
+def _check_tokens_unique(shape: FileShape) -> list[tuple[str, str]]:
+    """One name and one hash per token: a shared hash would make one token act under two
+    names and roles (the last one read would win), a shared name would merge two in the logs
+    and in the per-token limits."""
+    problems: list[tuple[str, str]] = []
+    names: dict[str, int] = {}
+    hashes: dict[str, int] = {}
+    for index, token in enumerate(shape.tokens):
+        if token.name in names:
+            problems.append((f"tokens[{index}].name", f"duplicate token name {token.name!r} (also tokens[{names[token.name]}])"))
+        else:
+            names[token.name] = index
+        if token.hash in hashes:
+            first = hashes[token.hash]
+            problems.append((f"tokens[{index}].hash", f"the same hash as tokens[{first}] ({shape.tokens[first].name!r}): every token needs its own secret"))
+        else:
+            hashes[token.hash] = index
+    return problems
+
+
+def _check_protected_mode(shape: FileShape) -> list[tuple[str, str]]:
+    """Protected mode: nothing that grants control listens beyond loopback unauthenticated.
+
+    An API beyond loopback needs [[tokens]] (else anyone who reaches it may do anything),
+    unless `cluster.allow_unauthenticated_api`. Replication and witness traffic beyond
+    loopback needs `cluster.secret_file` (else anyone who reaches the ports could join the
+    cluster or take the witness's vote), unless `cluster.allow_unauthenticated_replication`.
+    """
+    problems: list[tuple[str, str]] = []
+    cluster = shape.cluster
+    if not shape.tokens and not cluster.allow_unauthenticated_api:
+        for index, node in enumerate(shape.nodes):
+            if not _is_loopback(node.api):
+                problems.append((
+                    f"nodes[{index}].api",
+                    f"protected mode: the API listens beyond loopback ({node.api}) and the config has no "
+                    "[[tokens]], so anyone who reaches it may do anything; add [[tokens]] (acd token hash), "
+                    "listen on 127.0.0.1, or set cluster.allow_unauthenticated_api = true",
+                ))
+    clustered = len(shape.nodes) > 1 or shape.witness is not None
+    if clustered and not cluster.secret_file and not cluster.allow_unauthenticated_replication:
+        remedy = "set cluster.secret_file, or cluster.allow_unauthenticated_replication = true"
+        for index, node in enumerate(shape.nodes):
+            for field in ("replication", "replication_bind"):
+                address = getattr(node, field)
+                if address and not _is_loopback(address):
+                    problems.append((
+                        f"nodes[{index}].{field}",
+                        f"protected mode: replication beyond loopback ({address}) needs cluster.secret_file "
+                        f"(anyone who reaches the port could join the cluster); {remedy}",
+                    ))
+                    break
+        if shape.witness is not None and not _is_loopback(shape.witness.address):
+            problems.append((
+                "witness.address",
+                f"protected mode: a witness beyond loopback ({shape.witness.address}) needs cluster.secret_file "
+                f"(anyone who reaches it could take its vote); {remedy}",
+            ))
     return problems

@@ -34,8 +34,10 @@ def _tokens() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    # Off: this module sends every route without a token, many a second, from one address
+    # (the limit has its own tests in tests/test_api_auth_limits.py).
     process = NodeProcess(tmp_path_factory.mktemp("security"), tokens=_tokens(), log_level="debug",
-                          limits={"stream_heartbeat_seconds": 0.2, "idle_timeout_seconds": 1.0})
+                          limits={"stream_heartbeat_seconds": 0.2, "idle_timeout_seconds": 1.0, "unauthorized_per_second_per_address": 0})
     with process:
         yield process
 

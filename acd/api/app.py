@@ -38,7 +38,7 @@ from acd import settings as settings_module
 from acd.core import Rejection
 from acd.core import commands as c
 from acd.core import events as e
-from acd.node.broker import Control
+from acd.node.broker import Control, Subscription
 from acd.node.node import (
     Accepted,
     CommandFailed,
@@ -49,7 +49,7 @@ from acd.node.node import (
 )
 
 from . import schemas, sse, views
-from .auth import ANONYMOUS, Authenticator, Principal
+from .auth import ANONYMOUS, Authenticator, FailureLimiter, Principal, single_authorization
 from .errors import ApiError, validation_field
 from .metrics import CenterCollector
 
@@ -166,8 +166,11 @@ class Api:
         self.settings = node.settings
         self.auth = Authenticator(self.settings.tokens)
         self.shutting_down = False
-        self._streams: dict[str, int] = {}
+        # Each token's event streams. A stream counts until it ends: its task returns, or the
+        # broker cuts it off (`closed`) while its task may still wait on a reader's socket.
+        self._streams: dict[str, dict[Subscription, None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._failures = FailureLimiter()
         self._reload_lock = trio.Lock()
         self._collector = CenterCollector(node, clock)
         refused = getattr(node.metrics, "api_limited", None)
@@ -250,9 +253,16 @@ class Api:
                 # whole in a single read (up to 64 KiB) gets here, so the bound is checked again.
                 if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > self.settings.limits.header_bytes_max:
                     raise ApiError(431, "headers_too_large", f"the request's headers are larger than {self.settings.limits.header_bytes_max} bytes", headers=[(b"connection", b"close")])
+                if len(headers) != len(scope["headers"]):  # a header given twice
+                    single_authorization(scope["headers"])
                 route, request.params = self._match(request.method, scope["path"])
                 if not route.public:
-                    request.principal = self.auth.authenticate(headers.get(b"authorization"))
+                    try:
+                        request.principal = self.auth.authenticate(headers.get(b"authorization"))
+                    except ApiError:
+                        client = scope.get("client")
+                        self._failures.failed(client[0] if client else "-", self.settings.limits.unauthorized_per_second_per_address, time.monotonic())
+                        raise
                     self._rate_limit(request.principal)
                 reply = await route.handler(self, request)
             except ApiError:
@@ -585,14 +595,30 @@ class Api:
         if self.shutting_down:
             raise NodeClosed("shutting down")
         name = request.principal.name
-        if self._streams.get(name, 0) >= self.settings.limits.streams_per_token_max:
-            raise ApiError(429, "too_many_streams", f"token {name!r} already holds {self._streams[name]} event streams")
+        held = self._streams.setdefault(name, {})
+        for ended in [other for other in held if other.closed]:
+            del held[ended]
+        if len(held) >= self.settings.limits.streams_per_token_max:
+            raise ApiError(429, "too_many_streams", f"token {name!r} already holds {len(held)} event streams")
         send = request.send
         framer = sse.Framer(after)
         node = self.node
         subscription = node.broker.subscribe(after, agent)
-        self._streams[name] = self._streams.get(name, 0) + 1
+        held[subscription] = None
         heartbeat = self.settings.limits.stream_heartbeat_seconds
+        released = False
+
+        def release() -> None:
+            """The stream has ended: its token's slot is free, whether or not the last bytes
+            ever reach a reader that stopped reading."""
+            nonlocal released
+            if not released:
+                released = True
+                node.broker.unsubscribe(subscription)
+                held.pop(subscription, None)
+                if not held and self._streams.get(name) is held:
+                    del self._streams[name]
+
         try:
             request.started = True
             await send({
@@ -629,15 +655,15 @@ class Api:
                             break
                     chunk = framer.feed(items)
                     subscription.last_lsn = framer.last_lsn
+                    if framer.ended:
+                        release()
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 nursery.cancel_scope.cancel()
+            release()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            node.broker.unsubscribe(subscription)
-            self._streams[name] -= 1
-            if not self._streams[name]:
-                del self._streams[name]
+            release()
 
     @staticmethod
     async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
@@ -790,7 +816,7 @@ _openapi_cache: dict[str, bytes] = {}
 _LIMIT_OF = {
     "body_too_large": "body_bytes_max", "rate_limited": "requests_per_second_per_token",
     "too_many_streams": "streams_per_token_max", "body_timeout": "idle_timeout_seconds",
-    "headers_too_large": "header_bytes_max",
+    "headers_too_large": "header_bytes_max", "too_many_unauthorized": "unauthorized_per_second_per_address",
 }
 
 # Settings that apply without a restart (see Api.reload_config).
@@ -798,7 +824,7 @@ _LIVE = {
     "tokens", "center", "path",
     "store.map_size_max_bytes", "store.snapshot_every_records", "store.retention_records",
     "limits.body_bytes_max", "limits.stream_heartbeat_seconds", "limits.streams_per_token_max",
-    "limits.requests_per_second_per_token",
+    "limits.requests_per_second_per_token", "limits.unauthorized_per_second_per_address",
 }
 
 

@@ -5,6 +5,13 @@ cluster, a damaged record or a gap stops here with a `StoreError` naming the pro
 the pipeline, join the cluster when the config has two nodes, apply the config file's center
 on a primary (once, through the log), then listen.
 
+Connections (docs/operations.md, "Security"): every accepted connection passes a gate first
+(`limits.connections_max` in total, `limits.connections_per_address_max` from one source
+address; past either it is reset at once), its first request head must arrive within
+`limits.request_head_seconds`, a connection whose client closes is released at once, and a
+write that makes no progress for `limits.write_timeout_seconds` (a reader that stopped reading)
+aborts the connection. HTTP/2 over cleartext is served only with `limits.http2_cleartext`.
+
 Shutdown (SIGTERM or SIGINT): refuse new writes, end every event stream with a final
 `stream.closed` event, let Hypercorn finish the requests in flight, stop the pipeline, close
 the store. A second signal cuts the wait short. SIGHUP re-reads the config file (`acd config
@@ -17,8 +24,12 @@ import gc
 import inspect
 import logging
 import math
+import resource
 import signal
+import socket
+import struct
 import sys
+import time
 from functools import partial
 from typing import Any
 
@@ -31,6 +42,7 @@ import hypercorn.protocol.h11
 import hypercorn.trio
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
+import prometheus_client
 import trio
 
 from acd.api.app import Api, build_app
@@ -44,6 +56,13 @@ from .node import Node, NodeError
 log = logging.getLogger("acd.serve")
 
 GRACEFUL_SECONDS = 5.0
+# Descriptors kept for everything but API connections (the store, logs, replication, the
+# snapshot child's pipe): the connection cap is lowered to fit the process's limit.
+RESERVED_DESCRIPTORS = 64
+# A write is timed per piece of this size, so a large response to a slow but live reader is
+# not cut: only a write that makes no progress for the timeout is.
+WRITE_PIECE = 64 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class ServeError(Exception):
@@ -64,13 +83,119 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     config.keep_alive_max_requests = 100_000
     config.graceful_timeout = GRACEFUL_SECONDS
     config.backlog = min(limits.connections_max, 4096)
+    # A TLS handshake is part of the first request's head: same deadline.
+    config.ssl_handshake_timeout = limits.request_head_seconds
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
     if section.tls_cert:
         config.certfile = str(settings.resolve(section.tls_cert))
         config.keyfile = str(settings.resolve(section.tls_key))
+    # Read by the node's connection classes below (`_TCPServer`, `_IdleDeadline`, `_H11Protocol`).
+    config.acd_first_request_timeout = limits.request_head_seconds  # type: ignore[attr-defined]
+    config.acd_write_timeout = limits.write_timeout_seconds  # type: ignore[attr-defined]
+    config.acd_h2c = limits.http2_cleartext  # type: ignore[attr-defined]
     return config
+
+
+def _descriptor_limit() -> int:
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 0
+    return 0 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+class ConnectionGate:
+    """Admission of API connections at accept time, before Hypercorn sees them.
+
+    At most `total` connections at once, and at most `per_address` from one source address
+    (0: no per-address cap). A connection past either cap is reset at once (no response: it
+    costs nothing but the accept), counted in `acd_api_connections_refused_total` and logged at
+    most once every ten seconds.
+    """
+
+    def __init__(self, total: int, per_address: int, registry: Any = None) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.open = 0
+        self.by_address: dict[str, int] = {}
+        self._logged_at = -math.inf
+        self._refused_since_log = 0
+        self._refused: Any = None
+        self._open_gauge: Any = None
+        if registry is not None:
+            self._refused = prometheus_client.Counter(
+                "acd_api_connections_refused", "API connections reset at accept time, by the [limits] key that refused them",
+                ["limit"], registry=registry,
+            )
+            self._open_gauge = prometheus_client.Gauge("acd_api_connections", "Open API connections", registry=registry)
+
+    def admit(self, address: str) -> str | None:
+        """Count the connection in, or the [limits] key that refuses it."""
+        refused = None
+        if self.open >= self.total:
+            refused = "connections_max"
+        elif self.per_address and self.by_address.get(address, 0) >= self.per_address:
+            refused = "connections_per_address_max"
+        if refused is not None:
+            self._note_refusal(refused, address)
+            return refused
+        self.open += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        if self._open_gauge is not None:
+            self._open_gauge.set(self.open)
+        return None
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        left = self.by_address.get(address, 0) - 1
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            self.by_address.pop(address, None)
+        if self._open_gauge is not None:
+            self._open_gauge.set(self.open)
+
+    def _note_refusal(self, limit: str, address: str) -> None:
+        if self._refused is not None:
+            self._refused.labels(limit).inc()
+        self._refused_since_log += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 10.0:
+            log.warning(
+                "API connections refused limit=%s address=%s refused=%d open=%d",
+                limit, address, self._refused_since_log, self.open,
+            )
+            self._logged_at = now
+            self._refused_since_log = 0
+
+
+def connection_gate(settings: Settings, registry: Any = None) -> ConnectionGate:
+    """The gate for `[limits]`; the total is lowered to fit the process's descriptor limit."""
+    limits = settings.limits
+    total = limits.connections_max
+    descriptors = _descriptor_limit()
+    if descriptors and total > descriptors - RESERVED_DESCRIPTORS:
+        lowered = max(1, descriptors - RESERVED_DESCRIPTORS)
+        log.warning(
+            "limits.connections_max=%d lowered to %d: the process may open %d descriptors (raise LimitNOFILE)",
+            total, lowered, descriptors,
+        )
+        total = lowered
+    return ConnectionGate(total, limits.connections_per_address_max, registry)
+
+
+def _reset(stream: Any) -> None:
+    """Make the socket under `stream` close with a reset: its buffers are freed at once."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
 
 
 class _IdleDeadline:
@@ -93,7 +218,11 @@ class _IdleDeadline:
         self.closed = False
 
     async def restart(self, task_group: Any, action: Any) -> None:
-        self.deadline = trio.current_time() + self.server.config.keep_alive_timeout
+        timeout = self.server.config.keep_alive_timeout
+        if self.scope is None:
+            # The connection's start: its first request head has `limits.request_head_seconds`.
+            timeout = min(timeout, getattr(self.server.config, "acd_first_request_timeout", None) or timeout)
+        self.deadline = trio.current_time() + timeout
         if self.scope is None:
             self.scope = trio.CancelScope(deadline=self.deadline)
             task_group.spawn(self._watch, self.scope)
@@ -137,30 +266,96 @@ class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
     `QuickLock` is the same lock without that schedule point (the socket write has its own).
     The read loop opens no cancel scope per read when there is no read timeout (the node sets
     none: a PBX's connection may stay quiet between calls; the keep-alive timer closes it).
+
+    Beyond Hypercorn: the connection first passes the config's `acd_gate` (a `ConnectionGate`);
+    when the client closes, the keep-alive timer ends at once (Hypercorn's waits out the idle
+    timeout, holding the descriptor: a flood of connect-and-close exhausted them); a write that
+    makes no progress for `acd_write_timeout` seconds resets the connection (Hypercorn's writes
+    wait forever, shielded, for a reader that stopped reading).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_task = _IdleDeadline(self)  # type: ignore[assignment]
         self.send_lock = QuickLock()  # type: ignore[assignment]
+        self.write_timeout = getattr(self.config, "acd_write_timeout", None)
+
+    async def run(self) -> None:
+        gate: ConnectionGate | None = getattr(self.config, "acd_gate", None)
+        if gate is None:
+            return await super().run()
+        address = _peer_address(self.stream)
+        if gate.admit(address) is not None:
+            _reset(self.stream)
+            await trio.aclose_forcefully(self.stream)
+            return
+        try:
+            await super().run()
+        finally:
+            gate.release(address)
 
     async def _read_data(self) -> None:
-        if self.config.read_timeout is not None:
-            return await super()._read_data()
-        receive, handle = self.stream.receive_some, self.protocol.handle
-        while True:
+        try:
+            if self.config.read_timeout is not None:
+                return await super()._read_data()
+            receive, handle = self.stream.receive_some, self.protocol.handle
+            while True:
+                try:
+                    data = await receive(hypercorn.trio.tcp_server.MAX_RECV)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                await handle(hypercorn.events.RawData(bytes(data)))
+                if not data:
+                    break
+            await handle(hypercorn.events.Closed())
+        finally:
+            # Nothing more can arrive: the keep-alive timer has nothing left to wait for (a
+            # request in progress still finishes; only the timer's own wait ends).
+            self.idle_task.close()  # type: ignore[attr-defined]
+
+    async def protocol_send(self, event: hypercorn.events.Event) -> None:
+        if type(event) is not hypercorn.events.RawData or not self.write_timeout:
+            return await super().protocol_send(event)
+        data = event.data
+        stalled = False
+        async with self.send_lock:
             try:
-                data = await receive(hypercorn.trio.tcp_server.MAX_RECV)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                break
-            await handle(hypercorn.events.RawData(bytes(data)))
-            if not data:
-                break
-        await handle(hypercorn.events.Closed())
+                for start in range(0, len(data), WRITE_PIECE):
+                    piece = data if len(data) <= WRITE_PIECE else memoryview(data)[start:start + WRITE_PIECE]
+                    # Shielded as Hypercorn's write is (a cancelled write would corrupt the
+                    # response), but with a deadline of its own.
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + self.write_timeout) as scope:
+                        await self.stream.send_all(piece)
+                    if scope.cancelled_caught:
+                        stalled = True
+                        break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(hypercorn.events.Closed())
+                return
+            if stalled:
+                log.info("API connection reset: no write progress address=%s timeout_s=%g", _peer_address(self.stream), self.write_timeout)
+                _reset(self.stream)
+                await trio.aclose_forcefully(self.stream)
+                await self.protocol.handle(hypercorn.events.Closed())
 
     async def _close(self) -> None:
         self.idle_task.close()  # type: ignore[attr-defined]
         await super()._close()
+
+
+def _peer_address(stream: Any) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
+    try:
+        peer = sock.getpeername()
+    except (AttributeError, OSError):
+        return "-"
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class _Refused(Exception):
+    """A request the protocol answered itself and closed the connection on."""
 
 
 class _H11Protocol(hypercorn.protocol.h11.H11Protocol):
@@ -175,6 +370,23 @@ class _H11Protocol(hypercorn.protocol.h11.H11Protocol):
     """
 
     _head = b""
+
+    async def handle(self, event: Any) -> None:
+        try:
+            await super().handle(event)
+        except _Refused:
+            pass  # answered and closed
+
+    async def _check_protocol(self, event: Any) -> None:
+        if getattr(self.config, "acd_h2c", True):
+            return await super()._check_protocol(event)
+        # HTTP/2 over cleartext is off (`limits.http2_cleartext`): an `Upgrade: h2c` header is
+        # ignored and the request served as HTTP/1.1 (RFC 9110 lets a server ignore it); the
+        # HTTP/2 preface (`PRI * HTTP/2.0`) gets 505 and the connection is closed.
+        if event.method == b"PRI" and event.target == b"*":
+            await self._send_error_response(505)
+            await self.send(hypercorn.events.Closed())
+            raise _Refused
 
     async def _send_h11_event(self, event: Any) -> None:
         try:
@@ -301,6 +513,7 @@ async def serve(
                 if result is not None:
                     log.info("center configured from file node=%s lsn=%d version=%d", node.name, node.lsn, node.center.state.config_version)
             api = build_app(node, cluster=cluster)
+            config.acd_gate = connection_gate(settings, node.metrics.registry)  # type: ignore[attr-defined]
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
                 _use_moving_idle_deadline()
