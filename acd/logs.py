@@ -11,7 +11,8 @@ key=value tail as fields; any other message is quoted whole as `msg="..."`. Fiel
 Caller numbers are personal data (docs/domain.md's centers are public services): the core keeps
 them only hashed or masked, and the final line passes through `mask_numbers`, which masks any
 phone-like run of digits left in free text (a repr in a traceback, a foreign library's
-message) down to its last four digits. Values of numeric fields written `key=123` are left
+message) down to its last four digits, also as a path segment (`/v1/calls/01099998888/answer`)
+and in the dotted form (`010.1234.5678`). Values of numeric fields written `key=123` are left
 alone (LSNs, epochs, counts); a field whose key names a number (`caller=`, `phone=`) is masked.
 """
 
@@ -24,10 +25,17 @@ import sys
 from typing import Any, TextIO
 
 # A phone-like run: 7 or more digits, maybe with +, spaces or dashes between them, not glued to
-# a word, a decimal point or an `=` (numeric fields such as lsn=12345678 stay readable).
-_PHONE = re.compile(r"(?<![\w.=:/\-])(\+?\d(?:[\d\- ]{5,}\d))(?![\w.:\-])")
+# a word, a decimal point or an `=` (numeric fields such as lsn=12345678 stay readable); a path
+# segment (`/calls/01099998888/answer`) is such a run too. The dotted form (`010.1234.5678`,
+# `+82.10.1234.5678`) is two or three groups of digits and a last group of four, which neither a
+# decimal number (one dot) nor an IPv4 address (groups of at most three) can be; it may follow
+# an `=`.
+_PHONE = re.compile(
+    r"(?<![\w.:\-])(?:(?<![\w.=:\-])(\+?\d(?:[\d\- ]{5,}\d))(?![\w.:\-])"
+    r"|(\+?(?:\d{1,4}\.)?\d{2,4}\.\d{3,4}\.\d{4})(?![\w.:\-]))"
+)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_SENSITIVE_FIELD = re.compile(r"\b(caller|phone|number|msisdn)=(['\"]?)([+\d][\d\- ]*\d)")
+_SENSITIVE_FIELD = re.compile(r"\b(caller|phone|number|msisdn)=(['\"]?)([+\d][\d.\- ]*\d)")
 _KEY_VALUE_TAIL = re.compile(r"^(?P<message>[^=]*?)(?P<tail>(?:\s+[A-Za-z_][\w.]*=\S+)+)$")
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
 
@@ -53,7 +61,7 @@ def mask_numbers(text: str) -> str:
 
 
 def _mask_run(match: re.Match[str]) -> str:
-    run = match[1]
+    run = match[1] or match[2]
     if _DATE.fullmatch(run) or sum(ch.isdigit() for ch in run) < 7:
         return run
     return _mask_digits(run)
