@@ -272,3 +272,19 @@ def test_a_standby_refuses_a_write_before_it_reads_the_body(tmp_path: Path) -> N
             running.node.role = "primary"
 
     trio.run(main)
+
+
+def test_the_reproduction_a_huge_integer_no_longer_stops_a_node_process(tmp_path: Path) -> None:
+    """The original finding, on a real process: one body with 2**70 in its attributes made the
+    node exit, and the same body retried on the next node made that one exit too."""
+    from tests.helpers.node_process import NodeProcess
+
+    body = json.dumps(_call("poison", attributes={"n": HUGE})).encode()
+    with NodeProcess(tmp_path) as node:
+        with httpx.Client(base_url=node.url, timeout=10) as client:
+            for _attempt in range(3):
+                reply = client.post("/v1/calls", content=body, headers={"content-type": "application/json"})
+                assert (reply.status_code, reply.json()["error"]) == (400, "invalid"), reply.text
+            assert client.post("/v1/calls", json=_call("fine")).status_code == 201
+        assert node.process is not None and node.process.poll() is None, node.log_tail()
+        assert "Traceback" not in node.log_path.read_text(errors="replace")
