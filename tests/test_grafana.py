@@ -91,7 +91,7 @@ def test_every_alert_has_labels_a_runbook_and_a_firing_and_a_quiet_unit_test() -
         assert re.search(r"^\s+team: (ops|center)$", block, flags=re.MULTILINE), name
         assert re.search(r"^\s+summary: \"", block, flags=re.MULTILINE), name
         assert re.search(r"^\s+description: \"", block, flags=re.MULTILINE), name
-        assert f'runbook_url: "docs/operations.md#{name.lower()}"' in block, name
+        assert f'runbook_url: "{{{{ $externalLabels.runbook_base_url }}}}/operations.md#{name.lower()}"' in block, name
 
     # In alerts_test.yml each `alertname:` is followed by its `exp_alerts:` (empty or not).
     cases = re.findall(r"alertname: (\w+)\n\s+exp_alerts:( \[\])?", RULE_TESTS.read_text())
