@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -171,7 +172,7 @@ def listening_pids(address: str) -> set[int]:
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]  # noqa: SIM115 - read whole
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
