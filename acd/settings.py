@@ -99,8 +99,9 @@ class LimitsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     streams_per_token_max: Annotated[int, msgspec.Meta(ge=1)] = 50
     requests_per_second_per_token: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     idle_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    # Connections, enforced when accepted (past a cap the connection is reset); 0: no cap.
-    connections_per_address_max: Annotated[int, msgspec.Meta(ge=0)] = 200
+    # Connections from one source address, enforced with connections_max when accepted (past
+    # either the connection is reset). Default: half of connections_max; 0: no cap of its own.
+    connections_per_address_max: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # A new connection's first request head (and TLS handshake) must arrive within this.
     request_head_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     # A write (a response, an event-stream chunk) that makes no progress for this long resets

@@ -6,8 +6,8 @@ the pipeline, join the cluster when the config has two nodes, apply the config f
 on a primary (once, through the log), then listen.
 
 Connections (docs/operations.md, "Security"): every accepted connection passes a gate first
-(`limits.connections_max` in total, `limits.connections_per_address_max` from one source
-address; past either it is reset at once), its first request head must arrive within
+(`limits.connections_max` in total, `limits.connections_per_address_max`, by default half
+of that, from one source address; past either it is reset at once), its first request head must arrive within
 `limits.request_head_seconds`, a connection whose client closes is released at once, and a
 write that makes no progress for `limits.write_timeout_seconds` (a reader that stopped reading)
 aborts the connection. HTTP/2 over cleartext is served only with `limits.http2_cleartext`.
@@ -183,7 +183,10 @@ def connection_gate(settings: Settings, registry: Any = None) -> ConnectionGate:
             total, lowered, descriptors,
         )
         total = lowered
-    return ConnectionGate(total, limits.connections_per_address_max, registry)
+    per_address = limits.connections_per_address_max
+    if per_address is None:
+        per_address = max(1, limits.connections_max // 2)
+    return ConnectionGate(total, per_address, registry)
 
 
 def _reset(stream: Any) -> None:
