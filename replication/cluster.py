@@ -45,6 +45,7 @@ from .protocol import (
     ClearBehind,
     FrameError,
     Handover,
+    HandshakeError,
     InstallSnapshot,
     Message,
     RecordBehind,
@@ -771,6 +772,8 @@ class Member:
                 while True:
                     message = await channel.receive()
                     await channel.send(await self._answer(message))
+        except HandshakeError:
+            self.frames_refused += 1  # logged by the port's guard, with the peer's address (network.Gate)
         except FrameError as error:
             self.frames_refused += 1
             log.warning("refused a replication frame and closed the connection: %s", error)
