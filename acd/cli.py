@@ -23,6 +23,7 @@ from typing import Any
 
 from acd import logs
 from acd import settings as settings_module
+from acd.argtypes import non_negative
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -135,6 +136,24 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
     verify.add_argument("--node", required=True, metavar="NAME")
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     verify.set_defaults(run=_verify)
+
+    health = subparsers.add_parser(
+        "health", help="wait until a node (or the witness) of this cluster answers on its address", formatter_class=Formatter,
+        description=(
+            "Ask one node's GET /healthz (or, with --witness, the witness's status) until it answers as that\n"
+            "node of this cluster, or until --wait runs out. Exits 0 when it does, 1 when it does not answer\n"
+            "in time, 2 when the address answers for another node or cluster. The systemd units run it as\n"
+            "ExecStartPost, so a unit counts as started only once its process serves."
+        ),
+        epilog="examples:\n  acd health --config /etc/acd/cluster.toml --node a --wait 60\n  acd health --config /etc/acd/cluster.toml --witness",
+    )
+    health.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    which = health.add_mutually_exclusive_group(required=True)
+    which.add_argument("--node", metavar="NAME", help="the node to ask")
+    which.add_argument("--witness", action="store_true", help="ask the witness instead")
+    health.add_argument("--wait", type=non_negative(float), default=0.0, metavar="SECONDS",
+                        help="keep asking this long (default: %(default)s, ask once)")
+    health.set_defaults(run=_health)
 
     return parser, subparsers
 
@@ -275,10 +294,57 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _health(args: argparse.Namespace) -> int:
+    import time
+
+    import httpx
+
+    from acd import identity
+
+    settings = _load(args.config)
+    deadline = time.monotonic() + args.wait
+    problem = ""
+    while True:
+        if args.witness:
+            if settings.witness is None:
+                return _fail(f"{args.config}: this cluster has no [witness] section")
+            import trio
+
+            from replication.cli import witness_status
+
+            answer = trio.run(witness_status, settings)
+            if "error" not in answer:
+                print(f"witness {answer['address']} of cluster {settings.cluster.name}: up")
+                return EXIT_OK
+            if answer.get("mismatch"):
+                return _fail(answer["error"])
+            problem = answer["error"]
+        else:
+            node = settings.node(args.node)
+            try:
+                with identity.client(settings) as client:
+                    response = client.get(identity.base_url(settings, node.api) + "/healthz")
+                body = response.json() if response.status_code == 200 else {}
+                if body.get("node") == node.name:
+                    print(f"node {node.name} ({node.api}) of cluster {settings.cluster.name}: {body.get('role')}, LSN {body.get('lsn')}")
+                    return EXIT_OK
+                if body:
+                    return _fail(f"{node.api} answers as node {body.get('node')!r}, not {node.name!r}")
+                problem = f"{node.api}: HTTP {response.status_code} to /healthz"
+            except httpx.HTTPError as error:
+                problem = identity.reason(error, node.api, settings)
+            except ValueError:
+                problem = f"{node.api}: /healthz did not answer JSON"
+        if time.monotonic() >= deadline:
+            print(f"acd: {problem}", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.2)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
-OWN_COMMANDS = ("serve", "config", "token", "verify")
+OWN_COMMANDS = ("serve", "config", "token", "verify", "health")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

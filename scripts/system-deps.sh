@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 # Grows as tests that need a tool land (tool:package pairs).
-for pair in ${ACD_SYSTEM_DEPS:-haproxy:haproxy promtool:prometheus chromium:chromium}; do
+for pair in ${ACD_SYSTEM_DEPS:-haproxy:haproxy promtool:prometheus chromium:chromium keepalived:keepalived systemd-analyze:systemd}; do
   tool=${pair%%:*}; package=${pair##*:}
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need+=("$package")
 done
