@@ -282,7 +282,12 @@ class TcpNetwork:
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         if self.client_tls is not None:
             tls = trio.SSLStream(stream, self.client_tls, server_hostname=host)
-            await tls.do_handshake()
+            try:
+                await tls.do_handshake()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()  # a failed or abandoned handshake keeps no socket open
+                raise
             stream = tls
         return stream
 

@@ -278,7 +278,9 @@ def test_a_connection_without_a_hello_is_closed_at_the_handshake_deadline_and_co
             with trio.fail_after(3):
                 assert await _closed(idle) and await _closed(half)
             assert 0.25 < trio.current_time() - started < 1.5
-            assert gate.handshakes_failed["timeout"] == 2
+            with trio.fail_after(3):  # counted once the witness has closed its side
+                while gate.handshakes_failed["timeout"] < 2:
+                    await trio.sleep(0.01)
             await idle.aclose()
             await half.aclose()
             # A peer that says Hello in time is served, and its connection outlives the deadline.
@@ -441,3 +443,56 @@ def test_the_witness_core_refuses_every_message_naming_a_stranger() -> None:
         reply, changed = core.handle(other, 0.1)
         assert reply == Ack(ok=False, reason="unknown_node", epoch=1) and not changed
     assert core.state.promised_epoch == 1 and core.state.leader == "a" and core.state.behind == "b"
+
+
+def test_over_tls_one_deadline_covers_the_tls_handshake_and_the_hello(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    authority.configure_trust(client)
+    stranger = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    trustme.CA().configure_trust(stranger)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            from acd.launcher import free_port
+
+            address = f"127.0.0.1:{free_port()}"
+            network = TcpNetwork(server, client, limits=PortLimits(name="witness", handshake_seconds=0.5))
+            witness = Witness(cluster="c", address=address, store=MemoryStateStore("c"), lease_seconds=1.0, secret=b"s", network=network)
+            await nursery.start(witness.run)
+            host, _, port = address.rpartition(":")
+            silent = await trio.open_tcp_stream(host, int(port))  # not even a TLS ClientHello
+            tls_only = await TcpNetwork(None, client).connect(address)  # TLS, then no Hello
+            started = trio.current_time()
+            with trio.fail_after(3):
+                assert await _closed(silent) and await _closed(tls_only)
+            assert 0.4 < trio.current_time() - started < 2.0
+            with trio.fail_after(3):  # counted once the witness has closed its side
+                while network.gate.handshakes_failed["timeout"] < 2:
+                    await trio.sleep(0.01)
+            with pytest.raises(trio.BrokenResourceError):
+                await TcpNetwork(None, stranger).connect(address)  # a certificate of another authority
+            with trio.fail_after(3):
+                while network.gate.handshakes_failed["tls"] < 1:
+                    await trio.sleep(0.01)
+            assert isinstance(await _vote_as_over(TcpNetwork(None, client), address), VoteReply)
+            await silent.aclose()
+            await tls_only.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def _vote_as_over(network: TcpNetwork, address: str) -> Message:
+    channel = Channel(await network.connect(address), cluster="c", secret=b"s")
+    await handshake(channel, node="a", role="standby", purpose="witness", initiator=True)
+    await channel.send(VoteRequest(epoch=1, candidate="a", last_epoch=0, last_lsn=0))
+    reply = await channel.receive()
+    await channel.aclose()
+    return reply
