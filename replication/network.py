@@ -198,14 +198,14 @@ class Gate:
 
     def failed(self, connection: _Connection, reason: str, detail: str = "") -> None:
         self.handshakes_failed[reason] += 1
-        self._line("%s handshake failed reason=%s peer=%s%s", self.limits.name, reason, connection.peer, f" detail={detail}" if detail else "")
+        self._line(f"{self.limits.name} handshake failed", detail, reason, connection.peer)
 
     def _refuse(self, reason: str, peer: str) -> None:
         self.connections_refused[reason] += 1
-        self._line("%s connection refused reason=%s peer=%s", self.limits.name, reason, peer)
+        self._line(f"{self.limits.name} connection refused", "", reason, peer)
 
-    def _line(self, message: str, *args: object) -> None:
-        """Log a warning, at most LOG_LINES_PER_SECOND a second (a flood is counted, not logged)."""
+    def _line(self, what: str, detail: str, reason: str, peer: str) -> None:
+        """One warning line, at most LOG_LINES_PER_SECOND a second (a flood is counted, not logged)."""
         second = int(trio.current_time())
         if second != self._log_second:
             self._log_second = second
@@ -214,11 +214,12 @@ class Gate:
             self._log_suppressed += 1
             return
         self._log_lines += 1
-        if self._log_suppressed:
-            message += " (%d similar lines suppressed)"
-            args = (*args, self._log_suppressed)
-            self._log_suppressed = 0
-        self.log.warning(message, *args)
+        suppressed, self._log_suppressed = self._log_suppressed, 0
+        text = f"{what}: {detail}" if detail else what
+        if suppressed:
+            self.log.warning("%s reason=%s peer=%s suppressed=%d", text, reason, peer, suppressed)
+        else:
+            self.log.warning("%s reason=%s peer=%s", text, reason, peer)
 
     async def serve(self, stream: trio.SocketStream, tls: ssl.SSLContext | None, handler: Handler) -> None:
         """Serve one accepted connection under the gate's rules."""

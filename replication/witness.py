@@ -46,6 +46,7 @@ from .protocol import (
     VoteReply,
     VoteRequest,
     WitnessStatus,
+    admission,
     handshake,
 )
 
@@ -292,7 +293,12 @@ class Witness:
             hello = await handshake(channel, node="witness", role="witness", purpose="witness", initiator=False)
             nodes = self.core.nodes
             if nodes is not None and hello.node not in nodes and not (hello.node == "status" and hello.purpose == "status"):
-                raise FrameError(f"a Hello from {hello.node!r}, not a node of this cluster")
+                reason = f"a Hello from {hello.node!r}, not a node of this cluster"
+                watch = admission.get()
+                if watch is None:
+                    raise FrameError(reason)
+                watch.refused(reason)  # logged and counted with the failed handshakes, with the peer's address
+                raise HandshakeError(reason)
             while True:
                 message = await channel.receive()
                 self.requests += 1
