@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
 
 help:
-	@echo "make demo            start a local cluster, drive traffic, fail over, show it working"
+	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
 	@echo "make test            install what is needed into .venv and run the whole suite"
 	@echo "make lint            ruff, and mypy on the acd and replication packages"
 	@echo "make bench           routing-core benchmark (commands/s, cost per command at scale)"
@@ -28,8 +28,18 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash scripts/system-deps.sh
 
-demo: $(STAMP)
-	$(BIN)/acd demo
+# The demo needs only the runtime packages (no test, lint or load-test tools), at the pinned
+# versions. `make demo DEMO_ARGS=--keep` leaves the cluster running until Ctrl-C.
+DEMO_STAMP := $(VENV)/.installed-demo
+DEMO_ARGS ?=
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(BIN)/acd demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

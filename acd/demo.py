@@ -12,6 +12,11 @@ What it does, in order:
    refused, restarts the old primary and waits until it has rejoined as standby;
 4. checks that every call the API acknowledged is on both nodes in a terminal state, and
    prints a summary with where the data, logs and report are.
+
+Everything it writes (the config copy, the nodes' data, logs, the report) goes under its run
+folder (`--out`, by default `demo-run/<time>`). It prints each node's API and wallboard
+address when the cluster is up; with `--keep` the cluster stays up after the summary, until
+Ctrl-C, so you can look around (the wallboard, `acd status --config <run folder>/cluster.toml`).
 """
 
 from __future__ import annotations
@@ -331,6 +336,7 @@ class Demo:
         try:
             first = await trio.to_thread.run_sync(cluster.start)
             self.say(f"cluster up: node {first} is primary, {cluster.standby_of(first)} is standby")
+            print(self.addresses(cluster), flush=True)
             calls, start, center = self.plan()
             specs = {spec.id: spec for spec in calls}
             self.say(f"replaying {len(calls)} calls of a busy {center} morning, {args.speed:.0f}x faster than real time")
@@ -358,9 +364,26 @@ class Demo:
                         work.cancel_scope.cancel()
                     result = await self.verify(cluster, router)
                     nursery.cancel_scope.cancel()
-            return self.report(cluster, result)
+            code = self.report(cluster, result)
+            if args.keep:
+                print(f"\nthe cluster keeps running (--keep); Ctrl-C stops it.\n{self.addresses(cluster)}\n"
+                      f"  acd status --config {config}\n", flush=True)
+                try:
+                    await trio.sleep_forever()
+                except KeyboardInterrupt:
+                    print("demo: stopping the cluster", flush=True)
+            return code
         finally:
             await trio.to_thread.run_sync(cluster.close)
+
+    @staticmethod
+    def addresses(cluster: LocalCluster) -> str:
+        """Where a newcomer can look: each node's API and wallboard (any node serves both)."""
+        lines = []
+        for node in cluster.settings.nodes:
+            base = cluster.api(node.name)
+            lines.append(f"  node {node.name}: API {base}/v1/queues   wallboard {base}/wallboard   metrics {base}/metrics")
+        return "\n".join(lines)
 
     async def drain(self, router: Router) -> None:
         deadline = trio.current_time() + self.args.drain
@@ -465,12 +488,16 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--drain", type=non_negative(), default=25, help="seconds to let agents finish after the last arrival (default: %(default)s)")
     parser.add_argument("--no-kill", action="store_true", help="do not kill the primary")
     parser.add_argument("--seed", type=int, default=120, help="workload seed (default: %(default)s)")
-    parser.add_argument("--out", default="", help="work folder (default: demo-run/<time>)")
+    parser.add_argument("--out", default="", metavar="DIR",
+                        help="run folder for the config copy, data, logs and report (default: demo-run/<time>)")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running after the summary, until Ctrl-C")
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
     problem = config_problem(REPO / args.config, args.scenario)  # a relative --config is in the repository
+    if problem is None and args.out and Path(args.out).resolve().is_relative_to(REPO / "examples"):
+        problem = "--out: the run folder holds data and logs; choose one outside examples/"
     if problem is not None:
         print(f"demo: {problem}", file=sys.stderr)
         return 2

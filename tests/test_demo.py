@@ -66,3 +66,53 @@ def test_short_demo_fails_over_rejoins_and_loses_no_call(tmp_path: Path) -> None
 )
 def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:
     assert_refused_before_start([sys.executable, "-m", "acd", "demo", *args], tmp_path, message)
+
+
+@pytest.mark.slow
+def test_demo_prints_where_to_look_and_keeps_the_cluster_until_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import time
+
+    import httpx
+
+    out = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "acd", "demo", "--window", "5", "--calls", "10", "--no-kill", "--drain", "3", "--keep",
+         "--out", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        text = "".join(lines)
+        assert "keeps running" in text, text[-3000:]
+        wallboards = re.findall(r"wallboard (http://\S+/wallboard)", text)
+        assert len(wallboards) >= 2, text[-3000:]
+        time.sleep(3)  # the addresses follow; the cluster is still up after the summary
+        assert demo.poll() is None, "the demo ended instead of keeping the cluster"
+        assert httpx.get(wallboards[-1], timeout=5).status_code == 200
+        os.kill(demo.pid, signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+        assert not any(out.glob("examples")), "nothing is written outside the run folder"
+        assert (out / "data").is_dir() and (out / "report.json").is_file()
+        try:
+            httpx.get(wallboards[-1], timeout=2)
+            raise AssertionError("the cluster still answers after Ctrl-C")
+        except httpx.HTTPError:
+            pass
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
