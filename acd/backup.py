@@ -250,8 +250,8 @@ def add_parsers(subparsers: Any) -> None:
                     "and write manifest.json (cluster, node, epoch, LSN, SHA-256).",
         epilog="example: acd backup --config cluster.toml --node a --to /backup/acd-2026-11-23",
     )
-    parser.add_argument("--config", required=True, metavar="FILE")
-    parser.add_argument("--node", required=True, metavar="NAME")
+    parser.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    parser.add_argument("--node", required=True, metavar="NAME", help="the node whose store to copy (it may be running)")
     parser.add_argument("--to", required=True, metavar="PATH", help="an empty or new folder")
     parser.add_argument("--token", default="", help="supervisor or admin token when authentication is on (default: $ACD_TOKEN)")
     parser.set_defaults(run=_backup)
@@ -263,9 +263,9 @@ def add_parsers(subparsers: Any) -> None:
                     "one aside. The node then starts as standby and catches up from the primary.",
         epilog="example: acd restore --config cluster.toml --node b --from /backup/acd-2026-11-23 --force",
     )
-    parser.add_argument("--config", required=True, metavar="FILE")
-    parser.add_argument("--node", required=True, metavar="NAME")
-    parser.add_argument("--from", dest="source", required=True, metavar="PATH")
+    parser.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    parser.add_argument("--node", required=True, metavar="NAME", help="the stopped node whose data directory to seed")
+    parser.add_argument("--from", dest="source", required=True, metavar="PATH", help="the backup folder (with manifest.json)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty data directory (kept aside)")
     parser.set_defaults(run=_restore)
 
@@ -276,15 +276,22 @@ def add_parsers(subparsers: Any) -> None:
                     "are masked; --unmask (admin) adds the keyed caller hash. Clear numbers are not retained.",
         epilog="example: acd export --config cluster.toml --from 2026-11-01 --to 2026-11-30 --format csv > november.csv",
     )
-    parser.add_argument("--config", required=True, metavar="FILE")
+    parser.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
     parser.add_argument("--node", default="", metavar="NAME", help="node whose store to read (default: the first node)")
-    parser.add_argument("--from", dest="first", required=True, metavar="DATE", type=dt.date.fromisoformat)
-    parser.add_argument("--to", dest="last", required=True, metavar="DATE", type=dt.date.fromisoformat)
-    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    parser.add_argument("--from", dest="first", required=True, metavar="DATE", type=_date, help="first local day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="last", required=True, metavar="DATE", type=_date, help="last local day, YYYY-MM-DD (included)")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: %(default)s")
     parser.add_argument("--output", default="-", metavar="FILE", help="file to write (default: standard output)")
     parser.add_argument("--unmask", action="store_true", help="add the keyed caller hash (admin only)")
     parser.add_argument("--token", default=os.environ.get("ACD_TOKEN", ""), help="admin token when tokens are configured")
     parser.set_defaults(run=_export)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _fail(message: str) -> int:

@@ -77,7 +77,8 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
         ),
         epilog="example:\n  acd config check examples/busan-120.toml",
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?", help="the config file to check (or --config FILE)")
+    check.add_argument("--config", dest="config_file", metavar="FILE", help="the config file to check, as for the other commands")
     check.set_defaults(run=_config_check)
     reload = config_commands.add_parser(
         "reload", help="make the running primary re-read its config file", formatter_class=Formatter,
@@ -89,7 +90,7 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
         ),
         epilog="example:\n  ACD_TOKEN=... acd config reload --config busan-120.toml",
     )
-    reload.add_argument("--config", required=True, metavar="FILE")
+    reload.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file (checked here first)")
     reload.add_argument("--token", default=None, help="an admin token (default: $ACD_TOKEN)")
     reload.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default: 10")
     reload.set_defaults(run=_config_reload)
@@ -117,7 +118,7 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
             '  hash = "sha256:..."\n  # agent = "kim"     # for role = "agent"'
         ),
     )
-    hash_parser.add_argument("token", nargs="?", metavar="TOKEN")
+    hash_parser.add_argument("token", nargs="?", metavar="TOKEN", help="the token (default: read from standard input)")
     hash_parser.set_defaults(run=_token_hash)
     token.set_defaults(run=lambda args: _usage(token))
 
@@ -132,8 +133,8 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
         ),
         epilog="example:\n  acd verify --config examples/standalone.toml --node a --json",
     )
-    verify.add_argument("--config", required=True, metavar="FILE")
-    verify.add_argument("--node", required=True, metavar="NAME")
+    verify.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    verify.add_argument("--node", required=True, metavar="NAME", help="the stopped node whose store to check")
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     verify.set_defaults(run=_verify)
 
@@ -206,6 +207,9 @@ def _find(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseE
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    if bool(args.file) == bool(args.config_file):
+        return _fail("config check: give the config file once, as FILE or --config FILE")
+    args.file = args.file or args.config_file
     try:
         settings = _load(args.file)
     except settings_module.SettingsError as error:

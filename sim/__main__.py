@@ -34,33 +34,52 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True)
 
-    mmc = commands.add_parser("mmc", help="one queue, Poisson arrivals, exponential handling: compare with Erlang C / A")
-    mmc.add_argument("--arrivals-per-hour", type=positive(float), required=True, metavar="L")
+    mmc = commands.add_parser(
+        "mmc", help="one queue, Poisson arrivals, exponential handling: compare with Erlang C / A",
+        description="Run one queue through the real routing core on virtual time (Poisson arrivals, exponential "
+        "handling, optionally exponential patience) and compare the measured service level, average speed of answer "
+        "and abandonment with Erlang C (no abandonment) or Erlang A (with --patience), each with a 95 % confidence "
+        "interval from batch means.",
+        epilog="example: python -m sim mmc --arrivals-per-hour 600 --aht 180 --agents 34 --patience 120 --json",
+    )
+    mmc.add_argument("--arrivals-per-hour", type=positive(float), required=True, metavar="L", help="mean arrival rate, calls an hour")
     mmc.add_argument("--aht", type=positive(float), required=True, metavar="SECONDS", help="mean handling time")
-    mmc.add_argument("--agents", type=positive(int), required=True, metavar="N")
+    mmc.add_argument("--agents", type=positive(int), required=True, metavar="N", help="agents serving the queue")
     mmc.add_argument("--patience", type=positive(float), metavar="SECONDS", help="mean patience (exponential): Erlang A")
     mmc.add_argument("--threshold", type=float, default=20.0, metavar="SECONDS", help="service-level threshold (default 20)")
     mmc.add_argument("--hours", type=positive(float), metavar="H", help="measured hours (default: 20,000 calls' worth)")
     mmc.add_argument("--warmup-hours", type=float, metavar="H", help="unmeasured start (default: max(1 h, 50 AHT))")
     mmc.add_argument("--batches", type=int, default=25, help="batches for the confidence intervals (default 25)")
-    mmc.add_argument("--seed", type=int, default=1, metavar="K")
+    mmc.add_argument("--seed", type=int, default=1, metavar="K", help="random seed (default 1)")
     mmc.add_argument("--json", action="store_true", help="print one JSON object")
 
-    day = commands.add_parser("day", help="run a scenario's day(s); KPI table, report.json, CSV and charts")
+    day = commands.add_parser(
+        "day", help="run a scenario's day(s); KPI table, report.json, CSV and charts",
+        description="Simulate whole days of a scenario (its center, staffing and workload: arrivals by interval, topics, "
+        "channels, patience, call-backs, transfers) through the real routing core on virtual time, and write the "
+        "day's KPIs per interval and queue: a table on screen, report.json, CSV files and charts in the output folder.",
+        epilog="example: python -m sim day sim/scenarios/busan-weekday.toml --seed 1 --out out/day",
+    )
     day.add_argument("scenario", metavar="SCENARIO", help=f"a TOML path or a shipped scenario ({', '.join(shipped_scenarios())})")
     day.add_argument("--seed", type=int, metavar="K", help="default: the scenario's seed")
     day.add_argument("--days", type=positive(int), metavar="N", help="default: the scenario's days")
     day.add_argument("--start", metavar="YYYY-MM-DD", help="first date (default: the scenario's)")
-    day.add_argument("--out", type=Path, metavar="DIR", help="default: out/<scenario>")
-    day.add_argument("--no-charts", action="store_true")
+    day.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: out/<scenario>)")
+    day.add_argument("--no-charts", action="store_true", help="skip the charts (no matplotlib needed)")
 
-    staff = commands.add_parser("staff", help="fewest agents per interval for a target: Erlang, confirmed by simulation")
-    staff.add_argument("scenario", metavar="SCENARIO")
+    staff = commands.add_parser(
+        "staff", help="fewest agents per interval for a target: Erlang, confirmed by simulation",
+        description="Find the fewest agents per interval of a scenario's day that meet a service-level target (and, "
+        "with --max-abandon, an abandonment limit): Erlang C/A gives a first plan, simulated days of the real routing "
+        "core confirm or adjust it; writes staffing.csv.",
+        epilog="example: python -m sim staff sim/scenarios/busan-weekday.toml --target 0.8/20",
+    )
+    staff.add_argument("scenario", metavar="SCENARIO", help="a TOML path or a shipped scenario")
     staff.add_argument("--target", type=_target, default=(0.8, 20.0), metavar="LEVEL/SECONDS", help="e.g. 0.8/20 (default)")
     staff.add_argument("--max-abandon", type=float, metavar="RATE", help="e.g. 0.05: also keep abandonment under this (Erlang A)")
     staff.add_argument("--replications", type=positive(int), default=10, help="simulated days per round (default 10)")
     staff.add_argument("--rounds", type=positive(int), default=8, help="most simulate-and-adjust rounds (default 8)")
-    staff.add_argument("--seed", type=int, metavar="K")
+    staff.add_argument("--seed", type=int, metavar="K", help="default: the scenario's seed")
     staff.add_argument("--date", metavar="YYYY-MM-DD", help="the day to staff (default: the scenario's first)")
     staff.add_argument("--after-hours", action="store_true",
                        help="also simulate the call-backs of callers who rang while closed (due at the opening)")
