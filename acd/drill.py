@@ -396,8 +396,9 @@ class Drill:
         """Write straight to the resumed old primary: it must acknowledge nothing (its lease ran out)."""
         acknowledged = 0
         for number in range(20):
-            body = {"id": f"zombie-{self.tag}-{number}", "queue": self.queue, "caller": "01000000000", "channel": "voice",
-                    "attributes": {"drill": "true"}}
+            call_id = f"zombie-{self.tag}-{number}"
+            body: dict[str, Any] = {"id": call_id, "queue": self.queue, "caller": "01000000000", "channel": "voice",
+                                    "attributes": {"drill": "true"}}
             try:
                 response = await client.post(self.url(zombie, "/v1/calls"), json=body, timeout=2.0)
             except httpx.HTTPError:
@@ -405,7 +406,7 @@ class Drill:
             if response.status_code == 201:
                 # The old primary's lease ran out while it was stopped: acknowledging now
                 # would be split brain (docs/design.md, invariant 2). Count it, and check it anyway.
-                self.acknowledged.append(body["id"])
+                self.acknowledged.append(call_id)
                 acknowledged += 1
         return acknowledged
 
