@@ -140,3 +140,23 @@ def test_status_reads_an_api_served_over_tls(tmp_path: Path) -> None:
         assert {node["role"] for node in report["nodes"]} == {"primary", "standby"}
     finally:
         cluster.close()
+
+
+def test_a_drill_signals_only_the_pid_that_holds_the_nodes_listening_socket() -> None:
+    import os
+    import socket
+
+    import pytest
+
+    from acd.identity import IdentityError, local_pid
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        assert local_pid({"pid": os.getpid()}, address) == os.getpid()
+        for view in ({"pid": os.getppid()}, {"pid": 1}, {}):
+            with pytest.raises(IdentityError):
+                local_pid(view, address)  # another process, or no pid reported: never signalled
+    with pytest.raises(IdentityError):
+        local_pid({"pid": os.getpid()}, address)  # nobody listens there any more
