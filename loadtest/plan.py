@@ -95,7 +95,8 @@ def stress_center(text: str, agents: int, threshold_seconds: float) -> tuple[str
     head = text.split("\n[[agents]]", 1)[0]
     head = re.sub(r"^(service_level_threshold) = ([0-9.]+)", f"\\1 = {_format(threshold_seconds)}", head, flags=re.MULTILINE)
     head = re.sub(r"^(recovery_seconds) = ([0-9.]+)", "\\1 = 0", head, flags=re.MULTILINE)
-    topics = sorted({skill for skill in re.findall(r'^skills = \["([a-z]+)"\]', head, flags=re.MULTILINE)} - {"text"})
+    # Not the text channel's skill, nor the drill queue's (no agent may serve `acd drill`'s queue).
+    topics = sorted({skill for skill in re.findall(r'^skills = \["([a-z]+)"\]', head, flags=re.MULTILINE)} - {"text", "drill"})
     names = [f"desk-{number:04d}" for number in range(1, agents + 1)]
     blocks = []
     for index, name in enumerate(names):
