@@ -261,13 +261,6 @@ class Gate:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
 
-    def status(self) -> dict[str, object]:
-        return {
-            "connections": self.open, "connections_max": self.connections_max,
-            "connections_per_address_max": self.per_address_max, "in_handshake": len(self.pending),
-            "handshakes_failed": dict(self.handshakes_failed), "connections_refused": dict(self.connections_refused),
-        }
-
 
 class TcpNetwork:
     """TCP, optionally wrapped in TLS (server context for listening, client context to connect)."""
