@@ -176,8 +176,11 @@ def connection_gate(settings: Settings, registry: Any = None) -> ConnectionGate:
     limits = settings.limits
     total = limits.connections_max
     descriptors = _descriptor_limit()
-    if descriptors and total > descriptors - RESERVED_DESCRIPTORS:
-        lowered = max(1, descriptors - RESERVED_DESCRIPTORS)
+    reserved = RESERVED_DESCRIPTORS
+    if not settings.standalone:  # the replication port has connections of its own
+        reserved += getattr(settings.cluster, "replication_connections_max", 0)
+    if descriptors and total > descriptors - reserved:
+        lowered = max(1, descriptors - reserved)
         log.warning(
             "limits.connections_max=%d lowered to %d: the process may open %d descriptors (raise LimitNOFILE)",
             total, lowered, descriptors,
@@ -499,6 +502,10 @@ async def serve(
     config = hypercorn_config(settings, node_name, bind)
     _check_bind(config)
     node = Node(settings, node_name)
+    for key, allowed in (("allow_unauthenticated_api", settings.cluster.allow_unauthenticated_api),
+                         ("allow_unauthenticated_replication", settings.cluster.allow_unauthenticated_replication)):
+        if allowed:
+            log.warning("protected mode relaxed by cluster.%s = true: check that something else authenticates every client", key)
     if not settings.tokens:
         log.warning(
             "AUTHENTICATION IS OFF: the config has no [[tokens]]; anyone who reaches %s may do "
