@@ -923,11 +923,9 @@ def run_mmc(
 
 def core_totals(center: Center) -> dict[str, float]:
     """The core's own center-wide counters summed over the days it still keeps."""
-    totals: dict[str, float] = {}
-    for day in center.state.stats.values():
-        for name, value in msgspec.structs.asdict(day.center.total).items():
-            totals[name] = totals.get(name, 0) + value
-    return totals
+    from acd.core.kpis import summed
+
+    return msgspec.structs.asdict(summed(day.center.total for day in center.state.stats.values()))
 
 
 # ---------------------------------------------------------------------------------- a day

@@ -1,24 +1,21 @@
 """What a run tells a person: KPI tables, `report.json`, per-interval CSV and PNG charts.
 
-Definitions (the same in the table, the CSV, the JSON and the charts):
+Every KPI comes from the core's own counters through `acd.core.kpis`, the module that defines
+them for the API, `/metrics`, the wallboard and the export as well (docs/kpis.md): the report
+of a day and `/v1/stats` of a node that applied the same commands show the same figures.
 
-* offered: callers who arrived in the interval (all channels); call-back tasks the agents
-  promised are work, not callers, and are counted apart.
+* offered: callers who reached the center (all channels), counted by arrival interval;
+  call-back tasks are work, not callers, and are counted apart (requested, due, attempted,
+  reached, completed).
 * after hours: callers who arrived while their queue's calendar was closed (they left a number
-  for a call-back, or heard the closed message).
-* service level: callers answered within the threshold (wait <= threshold, from arrival to
-  answer, ring included) over callers offered during open hours. A caller who asked for a
-  call-back, abandoned or overflowed counts as not answered in time.
-* ASA: mean wait of the callers answered on the line (not those answered by a call-back).
-* abandon rate: callers who hung up before an answer, over callers offered during open hours.
+  for a call-back, or heard the closed message); part of offered, never of the offered basis.
+* service level: docs/kpis.md's two named bases; "offered" (the table's) is answered within the
+  threshold over answered + abandoned - short abandons + left unanswered.
 * waiting max: the most callers on the line at once in the interval (those ringing at an agent
   included: they are still waiting for an answer).
 * longest wait: the longest any caller on the line had waited during the interval.
 * agents by state: time-average number of agents in each state the core shows.
 * occupancy: (offered + busy + wrap-up) over (ready + offered + busy + wrap-up) agent time.
-
-Interval figures are counted by arrival interval, as the core's own statistics are
-(`acd.core.state.Counters`); tests/test_sim.py checks that they agree with the core's counters.
 """
 
 from __future__ import annotations
@@ -30,13 +27,18 @@ import math
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
+from acd.core import kpis as kpi
+from acd.core.state import Counters
+
 from .engine import AGENT_STATES, DayRun, Tally, core_totals, record_row
-from .engine import ratio as _ratio
 from .workload import INTERVAL_SECONDS
 
 INTERVAL_COLUMNS = [
     "day", "interval", "start", "offered", "after_hours", "answered", "answered_within", "abandoned",
-    "short_abandoned", "overflowed", "callbacks_requested", "service_level", "asa", "abandon_rate",
+    "short_abandoned", "left_unanswered", "callbacks_requested", "service_level", "service_level_answered", "asa",
+    "abandon_rate",
     "waiting_max", "longest_wait", "agents_logged_in", *[f"agents_{state}" for state in AGENT_STATES],
     "occupancy",
 ]
@@ -55,22 +57,35 @@ def _callers(run: DayRun) -> list[Any]:
     return [r for r in run.records if r.outcome != "callback_task"]
 
 
+def caller_figures(counters: Counters) -> dict[str, Any]:
+    """The callers' figures of one interval, day or queue, from the core's counters (acd.core.kpis)."""
+    return {
+        "offered": counters.offered,
+        "after_hours": counters.after_hours,
+        "answered": counters.answered,
+        "answered_within": counters.answered_within,
+        "abandoned": counters.abandoned,
+        "short_abandoned": counters.short_abandoned,
+        "left_unanswered": counters.left_unanswered,
+        "callbacks_requested": counters.callbacks_waiting + counters.callbacks_after_hours,
+        "service_level": kpi.service_level(counters, "offered"),
+        "service_level_answered": kpi.service_level(counters, "answered"),
+        "asa": kpi.asa(counters),
+        "abandon_rate": kpi.abandon_rate(counters),
+    }
+
+
 def interval_rows(run: DayRun) -> list[dict[str, Any]]:
-    """One row per day and 15-minute interval."""
-    threshold = run.scenario.target.threshold_seconds
-    short = run.center.config.short_abandon_seconds
-    tallies: dict[tuple[int, int], Tally] = {}
-    for record in _callers(run):
-        key = _key_of(run, record.arrival)
-        if key is not None:
-            tallies.setdefault(key, Tally()).add(record, threshold, short)
+    """One row per day and 15-minute interval (the center's counters by arrival interval)."""
     rows = []
     for day_index, (day, day_start) in enumerate(zip(run.dates, run.day_starts, strict=True)):
+        stats = run.center.state.stats.get(day.isoformat())
+        intervals = stats.center.intervals if stats is not None else {}
         for interval in range(96):
             key = (day_index, interval)
             row: dict[str, Any] = {"day": day.isoformat(), "interval": interval,
                                    "start": _local(run, day_start + interval * INTERVAL_SECONDS).strftime("%H:%M")}
-            row.update(tallies.get(key, Tally()).figures())
+            row.update(caller_figures(intervals.get(interval) or Counters()))
             observed = run.intervals.get(key)
             seconds = observed.agent_seconds if observed is not None else dict.fromkeys(AGENT_STATES, 0.0)
             row["waiting_max"] = observed.waiting_max if observed is not None else 0
@@ -78,8 +93,7 @@ def interval_rows(run: DayRun) -> list[dict[str, Any]]:
             row["agents_logged_in"] = sum(seconds.values()) / INTERVAL_SECONDS
             for state in AGENT_STATES:
                 row[f"agents_{state}"] = seconds[state] / INTERVAL_SECONDS
-            working = seconds["offered"] + seconds["busy"] + seconds["wrapup"]
-            row["occupancy"] = _ratio(working, working + seconds["ready"])
+            row["occupancy"] = kpi.occupancy(seconds)
             rows.append(row)
     return rows
 
@@ -91,8 +105,12 @@ def _key_of(run: DayRun, at: float) -> tuple[int, int] | None:
     return None
 
 
+def _callers(run: DayRun) -> list[Any]:
+    return [r for r in run.records if r.outcome != "callback_task"]
+
+
 def day_totals(run: DayRun) -> list[dict[str, Any]]:
-    """Each day's KPIs; the callers' figures from the records, the rest from the core."""
+    """Each day's KPIs: acd.core.kpis over the core's center counters of the day."""
     threshold = run.scenario.target.threshold_seconds
     short = run.center.config.short_abandon_seconds
     rows = interval_rows(run)
@@ -106,61 +124,63 @@ def day_totals(run: DayRun) -> list[dict[str, Any]]:
                 tally.add(record, threshold, short)
                 abusive += record.abusive and record.answered_at is not None
         stats = run.center.state.stats.get(day.isoformat())
-        core = stats.center.total if stats is not None else None
+        core = stats.center.total if stats is not None else Counters()
+        figures = kpi.kpis(core)
         day_rows = [r for r in rows if r["day"] == day.isoformat()]
         agent_seconds = {state: sum(r[f"agents_{state}"] for r in day_rows) * INTERVAL_SECONDS for state in AGENT_STATES}
-        working = agent_seconds["offered"] + agent_seconds["busy"] + agent_seconds["wrapup"]
-        figures = tally.figures()
-        figures.update({
+        totals.append({
+            **caller_figures(core),
             "date": day.isoformat(),
             "weekday": day.strftime("%a"),
             "day_type": run.scenario.day_type(day),
             "transferred": tally.transferred,
+            "sent_out": core.transfers_out,
             "waiting_max": max((r["waiting_max"] for r in day_rows), default=0),
             "longest_wait": max((r["longest_wait"] for r in day_rows), default=0.0),
-            "occupancy": _ratio(working, working + agent_seconds["ready"]),
+            "occupancy": kpi.occupancy(agent_seconds),
             "agent_hours": {state: seconds / 3600 for state, seconds in agent_seconds.items()},
             "abusive_flagged": abusive,
-            "first_contact_resolution": _ratio(core.resolved, core.dispositions) if core else None,
-            "aht": _ratio(core.talk_seconds + core.wrapup_seconds, core.handled) if core else None,
-            "handled": core.handled if core else 0,
-            "surveys": core.surveys if core else 0,
-            "satisfaction": _ratio(core.satisfied, core.surveys) if core else None,
-            "survey_score_100": _ratio(core.survey_points * 20, core.surveys) if core else None,
-            "callbacks_completed": core.callbacks_completed if core else 0,
+            "first_contact_resolution": figures.fcr,
+            "first_contacts": figures.first_contacts,
+            "not_recorded": figures.not_recorded,
+            "aht": figures.aht_seconds,
+            "aht_by_channel": figures.aht_by_channel,
+            "handled": figures.handled,
+            "surveys": figures.surveys,
+            "satisfaction": figures.csat,
+            "survey_score_100": kpi.ratio(core.survey_points * 20, core.surveys),
+            "callbacks": {
+                "requested": figures.callbacks_requested, "requested_waiting": figures.callbacks_waiting,
+                "requested_after_hours": figures.callbacks_after_hours, "promised": figures.callbacks_promised,
+                "due": figures.callbacks_due, "attempted": figures.callbacks_attempted, "reached": figures.callbacks_reached,
+                "completed": figures.callbacks_completed, "delay_seconds": figures.callback_delay_seconds,
+            },
+            "callbacks_completed": figures.callbacks_completed,
+            "kpis": msgspec.to_builtins(figures),
         })
-        totals.append(figures)
     return totals
 
 
 def queue_totals(run: DayRun) -> dict[str, dict[str, Any]]:
     """Each queue's figures over the run, from the core's counters (by arrival in the queue)."""
     threshold_of = {q.name: q.service_level_threshold for q in run.center.config.queues}
-    result: dict[str, dict[str, Any]] = {}
+    external = {q.name for q in run.center.config.queues if q.external}
+    summed: dict[str, Counters] = {}
     for day in run.dates:
         stats = run.center.state.stats.get(day.isoformat())
         if stats is None:
             continue
         for name, queue_day in stats.queues.items():
-            entry = result.setdefault(name, {"offered": 0, "answered": 0, "answered_within": 0, "abandoned": 0,
-                                             "overflows": 0, "transfers_in": 0, "transfers_out": 0,
-                                             "callbacks_requested": 0, "handled": 0, "wait": 0.0, "closed": 0})
-            total = queue_day.total
-            entry["offered"] += total.offered
-            entry["answered"] += total.answered
-            entry["answered_within"] += total.answered_within
-            entry["abandoned"] += total.abandoned
-            entry["overflows"] += total.overflows
-            entry["transfers_in"] += total.transfers_in
-            entry["transfers_out"] += total.transfers_out
-            entry["callbacks_requested"] += total.callbacks_requested
-            entry["handled"] += total.handled
-            entry["wait"] += total.wait_answered_seconds
-    for name, entry in result.items():
-        entry["threshold_seconds"] = threshold_of.get(name)
-        entry["service_level"] = _ratio(entry["answered_within"], entry["offered"])
-        entry["asa"] = _ratio(entry.pop("wait"), entry["answered"])
-        entry.pop("closed")
+            kpi.add(summed.setdefault(name, Counters()), queue_day.total)
+    result: dict[str, dict[str, Any]] = {}
+    for name, total in summed.items():
+        entry = caller_figures(total)
+        entry.update({
+            "threshold_seconds": threshold_of.get(name), "external": name in external,
+            "overflows": total.overflows, "transfers_in": total.transfers_in, "transfers_out": total.transfers_out,
+            "handled": total.handled, "callbacks_due": total.callbacks_due, "callbacks_reached": total.callbacks_reached,
+        })
+        result[name] = entry
     return dict(sorted(result.items(), key=lambda item: -item[1]["offered"]))
 
 
@@ -204,18 +224,27 @@ def print_day_report(run: DayRun, out: TextIO) -> None:
         ("answered", lambda t: f"{t['answered']:,}", ""),
         (f"  within {target.threshold_seconds:g} s", lambda t: f"{t['answered_within']:,}", ""),
         ("abandoned", lambda t: f"{t['abandoned']:,}", ""),
-        ("  short (< 5 s)", lambda t: f"{t['short_abandoned']:,}", ""),
-        ("overflowed to district", lambda t: f"{t['overflowed']:,}", ""),
-        ("asked for a call-back", lambda t: f"{t['callbacks_requested']:,}", ""),
+        (f"  short (< {run.center.config.short_abandon_seconds:g} s)", lambda t: f"{t['short_abandoned']:,}", ""),
+        ("left the line unanswered", lambda t: f"{t['left_unanswered']:,}", ""),
+        ("  of which sent to a district", lambda t: f"{t['sent_out']:,}", ""),
+        ("  of which asked for a call-back", lambda t: f"{t['callbacks']['requested_waiting']:,}", ""),
         ("transferred by the agent", lambda t: f"{t['transferred']:,}", ""),
-        ("service level", lambda t: _percent(t["service_level"]), f"{target.service_level * 100:.0f} % in {target.threshold_seconds:g} s"),
+        ("service level (offered basis)", lambda t: _percent(t["service_level"]), f"{target.service_level * 100:.0f} % in {target.threshold_seconds:g} s"),
+        ("service level (answered basis)", lambda t: _percent(t["service_level_answered"]), ""),
         ("ASA", lambda t: _seconds(t["asa"]), ""),
-        ("abandon rate", lambda t: _percent(t["abandon_rate"]), ""),
+        ("abandon rate (after short abandons)", lambda t: _percent(t["abandon_rate"]), ""),
         ("most waiting at once", lambda t: str(t["waiting_max"]), ""),
         ("longest wait", lambda t: _seconds(t["longest_wait"]), ""),
         ("occupancy", lambda t: _percent(t["occupancy"]), ""),
-        ("AHT (talk + wrap-up)", lambda t: _seconds(t["aht"]), ""),
+        ("AHT voice (talk + hold + wrap-up)", lambda t: _seconds(t["aht"]), ""),
+        ("AHT chat and SMS (per session)", lambda t: " / ".join(_seconds(t["aht_by_channel"].get(ch)) for ch in ("chat", "sms")), ""),
         ("first-contact resolution", lambda t: _percent(t["first_contact_resolution"]), "78 % (Busan)"),
+        ("  wrap-ups not recorded (not in FCR)", lambda t: f"{t['not_recorded']:,}", ""),
+        ("call-backs requested (line / after hours / promised)",
+         lambda t: f"{t['callbacks']['requested_waiting']} / {t['callbacks']['requested_after_hours']} / {t['callbacks']['promised']}", ""),
+        ("call-backs due / attempted / reached / completed",
+         lambda t: f"{t['callbacks']['due']} / {t['callbacks']['attempted']} / {t['callbacks']['reached']} / {t['callbacks']['completed']}", ""),
+        ("call-back delay (request to completion)", lambda t: _seconds(t["callbacks"]["delay_seconds"]), ""),
         ("surveys / satisfied", lambda t: f"{t['surveys']} / {_percent(t['satisfaction'])}", ""),
         ("abusive calls flagged", lambda t: str(t["abusive_flagged"]), ""),
         ("agent hours logged in", lambda t: f"{sum(t['agent_hours'].values()):.1f}", ""),
@@ -224,10 +253,14 @@ def print_day_report(run: DayRun, out: TextIO) -> None:
     print(format_table(headers, rows, "l" + "r" * (len(headers) - 2) + "l"), file=out)
     queues = queue_totals(run)
     print(file=out)
-    queue_rows = [[name, f"{q['offered']:,}", f"{q['answered']:,}", _percent(q["service_level"]), _seconds(q["asa"]),
-                   f"{q['abandoned']:,}", f"{q['overflows']:,}", f"{q['transfers_in']:,}", f"{q['callbacks_requested']:,}"]
+    queue_rows = [[name + (" (external)" if q["external"] else ""), f"{q['offered']:,}", f"{q['answered']:,}", _percent(q["service_level"]),
+                   _seconds(q["asa"]), f"{q['abandoned']:,}", f"{q['overflows']:,}", f"{q['transfers_in']:,}",
+                   f"{q['callbacks_requested']:,}", f"{q['callbacks_reached']:,}"]
                   for name, q in queues.items()]
-    print(format_table(["queue", "offered", "answered", "SL", "ASA", "abandoned", "overflows", "transfers in", "call-backs"], queue_rows), file=out)
+    print(format_table(["queue", "offered", "answered", "SL", "ASA", "abandoned", "overflows", "transfers in", "call-backs asked",
+                        "call-backs reached"], queue_rows), file=out)
+    print("queues count each caller in every queue it enters (a transfer or overflow enters another); an external queue "
+          "answers nothing here, so its SL is -", file=out)
     seconds = run.wall_seconds
     print(f"\n{run.calls:,} callers, {run.commands:,} core commands in {seconds:.2f} s, {run.cpu_seconds:.2f} s CPU "
           f"({run.calls / seconds:,.0f} calls/s); trace {run.trace_hash[:16]}", file=out)
@@ -346,8 +379,8 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
     centers = [d + dt.timedelta(seconds=INTERVAL_SECONDS / 2) for d in x]
     axis.plot(centers, [r["answered"] for r in shown], color="#1f5f9f", marker=".", label="answered (by arrival interval)")
     axis.plot(centers, [r["abandoned"] for r in shown], color="#c0392b", marker=".", label="abandoned")
-    axis.plot(centers, [r["overflowed"] + r["callbacks_requested"] for r in shown], color="#e67e22", linestyle="--",
-              label="overflowed or asked for a call-back")
+    axis.plot(centers, [r["left_unanswered"] for r in shown], color="#e67e22", linestyle="--",
+              label="left unanswered (call-back asked, overflowed, sent out)")
     axis.set_ylabel("callers per 15-minute interval")
     axis.set_title(f"Arrivals and answered calls\n{where}")
     axis.set_ylim(0, max([r["offered"] for r in shown] + [1]) * 1.35)  # room for the legend

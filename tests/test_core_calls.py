@@ -86,7 +86,7 @@ def test_wrapup_ends_by_itself_after_the_queue_wrapup_time() -> None:
     assert desk.center.next_deadline() == desk.now + 30
     assert of_type(desk.wait(29), e.CallWrappedUp) == []
     wrapped = only(desk.wait(1), e.CallWrappedUp)
-    assert (wrapped.disposition, wrapped.timed_out) == ("unresolved", True)
+    assert (wrapped.disposition, wrapped.timed_out) == ("not_recorded", True)
     assert desk.state_of("x") == "completed"
     assert desk.agent_state("a1") == "ready"
 

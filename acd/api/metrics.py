@@ -64,8 +64,16 @@ class CenterCollector(Collector):
         )
         target = GaugeMetricFamily("acd_queue_service_level_target_ratio", "The queue's service level target", labels=["queue"])
         asa = GaugeMetricFamily("acd_queue_asa_seconds", "Average speed of answer in the queue today", labels=["queue"])
-        aht = GaugeMetricFamily("acd_queue_aht_seconds", "Average handling time (talk and wrap-up) in the queue today", labels=["queue"])
-        fcr = GaugeMetricFamily("acd_queue_fcr_ratio", "First-contact resolution in the queue today: resolved over dispositions", labels=["queue"])
+        aht = GaugeMetricFamily(
+            "acd_queue_aht_seconds", "Average handling time (talk, hold and wrap-up) of the queue's legs today, per channel", labels=["queue", "channel"],
+        )
+        fcr = GaugeMetricFamily(
+            "acd_queue_fcr_ratio", "First-contact resolution in the queue today: first contacts resolved over first contacts recorded", labels=["queue"],
+        )
+        abandon_rate = GaugeMetricFamily(
+            "acd_queue_abandon_rate_ratio", "Callers abandoned after the short-abandon threshold over the offered basis, today", labels=["queue"],
+        )
+        callbacks = GaugeMetricFamily("acd_queue_callbacks_today", "Call-back tasks of the queue today, by step", labels=["queue", "step"])
         csat = GaugeMetricFamily("acd_queue_csat_ratio", "Surveys scored 4 or 5 over surveys in the queue today", labels=["queue"])
         queue_agents = GaugeMetricFamily("acd_queue_agents", "Agents who serve the queue, by state", labels=["queue", "state"])
         for queue in center.config.queues:
@@ -86,13 +94,18 @@ class CenterCollector(Collector):
             _maybe(service_level, [name, "offered"], kpis.service_level_offered)
             target.add_metric([name], queue.service_level_target)
             _maybe(asa, [name], kpis.asa_seconds)
-            _maybe(aht, [name], kpis.aht_seconds)
+            for channel, value in kpis.aht_by_channel.items():
+                _maybe(aht, [name, channel], value)
             _maybe(fcr, [name], kpis.fcr)
+            _maybe(abandon_rate, [name], kpis.abandon_rate)
+            for step, value in _callback_steps(kpis):
+                callbacks.add_metric([name, step], value)
             _maybe(csat, [name], kpis.csat)
             serving = views.serving_agents(center, name)
             for state, count in views.agents_by_state(serving).items():
                 queue_agents.add_metric([name, state], count)
-        yield from (waiting, ringing, scheduled, overdue, overdue_longest, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr, csat, queue_agents)
+        yield from (waiting, ringing, scheduled, overdue, overdue_longest, longest, offered, answered, abandoned, service_level, target, asa, aht, fcr,
+                    abandon_rate, callbacks, csat, queue_agents)
 
         center_kpis = views.kpis(stats.center.total) if stats is not None else views.kpis(Counters())
         center_offered = GaugeMetricFamily("acd_center_offered_today", "Interactions that reached the center today (local day)")
@@ -106,12 +119,22 @@ class CenterCollector(Collector):
         )
         _maybe(center_service_level, ["answered"], center_kpis.service_level)
         _maybe(center_service_level, ["offered"], center_kpis.service_level_offered)
+        center_asa = GaugeMetricFamily("acd_center_asa_seconds", "Average speed of answer of the callers answered today, center-wide")
+        _maybe(center_asa, [], center_kpis.asa_seconds)
+        center_abandon_rate = GaugeMetricFamily("acd_center_abandon_rate_ratio", "Center-wide abandon rate today (see acd_queue_abandon_rate_ratio)")
+        _maybe(center_abandon_rate, [], center_kpis.abandon_rate)
+        center_fcr = GaugeMetricFamily("acd_center_fcr_ratio", "Center-wide first-contact resolution today")
+        _maybe(center_fcr, [], center_kpis.fcr)
+        center_callbacks = GaugeMetricFamily("acd_center_callbacks_today", "Call-back tasks today, center-wide, by step", labels=["step"])
+        for step, value in _callback_steps(center_kpis):
+            center_callbacks.add_metric([step], value)
         agents = GaugeMetricFamily("acd_agents", "Configured agents by state", labels=["state"])
         for state, count in views.agents_by_state(center.state.agents.values()).items():
             agents.add_metric([state], count)
         occupancy = GaugeMetricFamily("acd_agent_occupancy_ratio", "Time offered, busy or in wrap-up over time available today, all agents")
         _maybe(occupancy, [], views.agent_time(center, day, now).occupancy)
-        yield from (center_offered, center_answered, center_abandoned, center_service_level, agents, occupancy)
+        yield from (center_offered, center_answered, center_abandoned, center_service_level, center_asa, center_abandon_rate, center_fcr,
+                    center_callbacks, agents, occupancy)
 
         role = GaugeMetricFamily("acd_node_role", "1 for the role this node has now", labels=["role"])
         for name in ROLES:
@@ -146,6 +169,14 @@ class CenterCollector(Collector):
                 gauge = GaugeMetricFamily(name, documentation)
                 gauge.add_metric([], value)
                 yield gauge
+
+
+def _callback_steps(kpis: views.Kpis) -> list[tuple[str, int]]:
+    return [
+        ("requested_waiting", kpis.callbacks_waiting), ("requested_after_hours", kpis.callbacks_after_hours),
+        ("promised", kpis.callbacks_promised), ("due", kpis.callbacks_due), ("attempted", kpis.callbacks_attempted),
+        ("reached", kpis.callbacks_reached), ("completed", kpis.callbacks_completed),
+    ]
 
 
 def _maybe(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:

@@ -4,17 +4,10 @@ Every function here reads a `Center` (and the instant `now` at which the view is
 returns msgspec structs; nothing here mutates the center, touches the clock or does I/O, so
 the simulator can call the same functions on its virtual clock.
 
-KPI definitions (docs/domain.md's centers report these per day):
-- service level, answered basis: answered within the threshold / answered.
-- service level, offered basis: answered within the threshold / (answered + abandoned - short
-  abandons): callers who hung up within `short_abandon_seconds` are not counted against it.
-- ASA (average speed of answer): answered waiting time / answered.
-- AHT (average handling time): (talk + wrap-up time) / handled.
-- FCR (first-contact resolution): dispositions "resolved" / dispositions recorded.
-- CSAT: surveys scored 4 or 5 / surveys; `survey_mean` is the mean score (1-5).
-- occupancy: time offered, busy or in wrap-up / time logged in and not on a break (ready,
-  offered, busy, wrap-up), over the agents' day so far.
-A ratio whose denominator is zero is null, not 0: "no calls yet" is not "0 % service level".
+KPI definitions: one module, `acd.core.kpis`, defines every figure (service level on the
+"answered" and "offered" bases, ASA, abandon rate after short abandons, AHT per channel, FCR
+over first contacts, CSAT, occupancy, call-back figures); docs/kpis.md gives the formulas.
+Callers and call-back tasks are counted apart.
 Timestamps are Unix time in seconds; durations are seconds.
 """
 
@@ -26,8 +19,13 @@ from collections.abc import Iterable
 import msgspec
 
 from acd.core import Center
+from acd.core import kpis as kpi
 from acd.core.calendar import DayClock, load_zone
 from acd.core.config import Capacity
+from acd.core.kpis import (
+    Kpis as Kpis,  # defined in acd.core.kpis, re-exported for the API's readers
+)
+from acd.core.kpis import kpis as kpis
 from acd.core.state import (
     AgentRecord,
     AgentState,
@@ -38,31 +36,8 @@ from acd.core.state import (
 )
 
 AGENT_STATES: tuple[str, ...] = tuple(state.value for state in AgentState)
-WORKING_STATES = ("offered", "busy", "wrapup")
-AVAILABLE_STATES = ("ready", "offered", "busy", "wrapup")
-
-
-class Kpis(msgspec.Struct, kw_only=True):
-    offered: int
-    answered: int
-    answered_within_threshold: int
-    abandoned: int
-    short_abandoned: int
-    service_level: float | None
-    service_level_offered: float | None
-    asa_seconds: float | None
-    aht_seconds: float | None
-    handled: int
-    fcr: float | None
-    csat: float | None
-    survey_mean: float | None
-    surveys: int
-    callbacks_requested: int
-    callbacks_completed: int
-    transfers_in: int
-    transfers_out: int
-    overflows: int
-    closed: int
+WORKING_STATES = kpi.WORKING_STATES
+AVAILABLE_STATES = kpi.AVAILABLE_STATES
 
 
 class CallCreated(msgspec.Struct, kw_only=True):
@@ -164,37 +139,6 @@ class StatsView(msgspec.Struct, kw_only=True):
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _ratio(numerator: float, denominator: float, digits: int = 4) -> float | None:
-    return round(numerator / denominator, digits) if denominator else None
-
-
-def kpis(counters: Counters) -> Kpis:
-    """The KPIs of one queue or the whole center from its folded counters (see module doc)."""
-    offered_basis = counters.answered + counters.abandoned - counters.short_abandoned
-    return Kpis(
-        offered=counters.offered,
-        answered=counters.answered,
-        answered_within_threshold=counters.answered_within,
-        abandoned=counters.abandoned,
-        short_abandoned=counters.short_abandoned,
-        service_level=_ratio(counters.answered_within, counters.answered),
-        service_level_offered=_ratio(counters.answered_within, offered_basis),
-        asa_seconds=_ratio(counters.wait_answered_seconds, counters.answered, 2),
-        aht_seconds=_ratio(counters.talk_seconds + counters.wrapup_seconds, counters.handled, 2),
-        handled=counters.handled,
-        fcr=_ratio(counters.resolved, counters.dispositions),
-        csat=_ratio(counters.satisfied, counters.surveys),
-        survey_mean=_ratio(counters.survey_points, counters.surveys, 2),
-        surveys=counters.surveys,
-        callbacks_requested=counters.callbacks_requested,
-        callbacks_completed=counters.callbacks_completed,
-        transfers_in=counters.transfers_in,
-        transfers_out=counters.transfers_out,
-        overflows=counters.overflows,
-        closed=counters.closed,
-    )
 
 
 def local_day(center: Center, now: float) -> str:
@@ -368,11 +312,9 @@ def agent_time(center: Center, day: str, now: float) -> AgentTime:
             since = max(record.state_since, day_start)
             if now > since:
                 seconds[record.state.value] += now - since
-    working = sum(seconds[state] for state in WORKING_STATES)
-    available = sum(seconds[state] for state in AVAILABLE_STATES)
     return AgentTime(
         agents=len(stats.agents), seconds={state: round(value, 1) for state, value in seconds.items()},
-        occupancy=_ratio(working, available),
+        occupancy=kpi.occupancy(seconds),
     )
 
 

@@ -56,6 +56,7 @@ from .state import (
     DayStats,
     Held,
     Interaction,
+    Leg,
     Presence,
     QueueDay,
     State,
@@ -740,7 +741,8 @@ class Center:
         agent = self.state.agents[agent_name]
         call = self.state.interactions[call_id]
         held = agent.held[call_id]
-        disposition = "transferred" if held.transferred else "unresolved"
+        # The agent recorded nothing: "not recorded", never "unresolved" (docs/kpis.md, FCR).
+        disposition = "transferred" if held.transferred else "not_recorded"
         self._complete_wrapup(call, agent, disposition, False, None, now, timed_out=True)
 
     def _on_recovery_end(self, agent_name: str, _detail: str, now: float) -> None:
@@ -768,7 +770,10 @@ class Center:
         call.place_at = now
         if call.preferred_agent is not None:
             call.preferred_until = now + self.state.config.callback_preferred_seconds
-        self._count_queue_arrival(call, now)
+        # Call-back work, not a caller: counted as due, never as offered (docs/kpis.md).
+        call.queue_stats_key = self._day_clock.locate(now)
+        self._count_queue(call, _callback_due)
+        self._count_center(call, _callback_due)
         self._enqueue(call)
         self._emit_queued(call, now)
         self._dispatch_call(call, now)
@@ -995,6 +1000,8 @@ class Center:
         agent.last_offer_order = order
         _heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
         self._touched_calls.add(call_id)
+        if call.callback:
+            self._count_callback(call, _callback_attempted)
         self._events.append(
             e.CallOffered(
                 at=now, call=call_id, agent=name, queue=call.queue, channel=call.channel,
@@ -1073,8 +1080,20 @@ class Center:
             counters.wait_answered_seconds += wait
             if within:  # adding False changes nothing, so it is skipped
                 counters.answered_within += 1
-            if callback:
-                counters.callbacks_completed += 1
+
+    def _callback_from_line(self, call: Interaction, now: float) -> None:
+        """A caller in line asks for a call-back (or overflows to one): the caller's wait ends
+        unanswered, and a call-back task, due now, keeps the place in line."""
+        call.callback_source = "waiting"
+        call.requested_at = now
+        self._count_queue(call, _callback_waiting)
+        self._count_outcome(call, _callback_waiting_requested)
+        self._count_center(call, _callback_due)
+
+    def _count_callback(self, call: Interaction, update: Callable[[Counters], None]) -> None:
+        """A call-back task's step, in its queue's counters and the center's."""
+        self._count_queue(call, update)
+        self._count_center(call, update)
 
     def _count_queue_arrival(self, call: Interaction, now: float) -> None:
         call.queue_stats_key = key = self._day_clock.locate(now)
@@ -1394,6 +1413,8 @@ class Center:
             invariant(calendar is not None, "closed without a calendar")
             assert calendar is not None  # for mypy; checked by the invariant above
             self._count_queue_arrival(call, now)
+            self._count_queue(call, _after_hours)
+            self._count_center(call, _after_hours)
             opening = next_opening(calendar, now) if calendar.closed_action == "callback" else None
             if opening is None:
                 self._count_outcome(call, _closed)
@@ -1410,13 +1431,17 @@ class Center:
             self._count_queue(call, _callback_requested)
             if self._merge_callback(call, now):
                 return None
+            call.callback_source = "after_hours"
+            call.requested_at = now
+            self._count_queue(call, _callback_after_hours)
+            self._count_outcome(call, _callback_after_hours_requested)
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             self._push_timer(opening, "due", call.id)
             self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening))
             return None
         if queue.external:
             self._count_queue_arrival(call, now)
-            self._count_outcome(call, _transferred_out)
+            self._count_outcome(call, _sent_out)
             self._finish(call, _TRANSFERRED, now, "external")
             self._emit(e.CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
             return None
@@ -1440,6 +1465,10 @@ class Center:
         if existing_id is None or existing_id == call.id:
             return False
         agent = None
+        if call.state is _WAITING or call.state is _OFFERED:
+            # A caller on the line whose request joins an earlier one: their wait ended here.
+            self._count_queue(call, _left_unanswered)
+            self._count_outcome(call, _closed_left)
         if call.state is _WAITING:
             self._dequeue(call)
         elif call.state is _OFFERED:
@@ -1463,6 +1492,7 @@ class Center:
             # counted it out twice (the waiting count drifted from a restored center's).
             if self._merge_callback(call, now):
                 return
+            self._callback_from_line(call, now)
             self._dequeue(call)
             self._emit(e.CallbackRequested(at=now, call=call.id, queue=call.queue))
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
@@ -1471,11 +1501,14 @@ class Center:
             return
         self._move(call, self._queues[queue.overflow], now, overflow=True)
 
-    def _move(self, call: Interaction, target: Queue, now: float, overflow: bool = False) -> None:
-        """Move a WAITING call to another queue, keeping its place in line (its key)."""
+    def _move(self, call: Interaction, target: Queue, now: float, overflow: bool = False, answered: bool = False) -> None:
+        """Move a WAITING call to another queue, keeping its place in line (its key).
+
+        `answered`: the call leaves a conversation (an agent's transfer), not a wait.
+        """
         source = call.queue
         self._dequeue(call)
-        self._count_queue(call, _transferred_out)
+        self._count_queue(call, _transferred_out if answered or call.callback else _transferred_out_unanswered)
         self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external, overflow=overflow))
         call.transfers += 1
         if call.callback:
@@ -1484,7 +1517,8 @@ class Center:
         call.queued_at = now
         if target.external:
             self._count_queue_arrival(call, now)
-            self._count_outcome(call, _transferred_out)
+            self._count_queue(call, _transferred_in)
+            self._count_outcome(call, _sent_out)
             self._finish(call, _TRANSFERRED, now, "overflow" if overflow else "transfer")
             return
         self._count_queue_arrival(call, now)
@@ -1569,16 +1603,22 @@ class Center:
         call_id = call.id
         agent.held[call_id] = Held(
             channel=call.channel, phase="connected", queue=queue_name, since=now, answered_at=now,
-            stats_key=stats_key,
+            stats_key=stats_key, first=call.handled_queue == "",
         )
-        wait = now - call.queued_at
-        within = wait <= self._queues[queue_name].service_level_threshold
-        self._count_answered(queue_name, stats_key, wait, within, callback)
-        if not call.counted:  # the center counts the first answer only (invariant 8)
-            call.counted = True
-            center_wait = now - call.arrived_at
-            center_within = center_wait <= self.state.config.service_level_threshold
-            self._count_answered(None, call.center_stats_key, center_wait, center_within, callback)
+        if callback:
+            # A call-back reached: call-back work, apart from the callers' answers.
+            agent.held[call_id].callback = True
+            self._count_callback(call, _callback_reached)
+            wait = now - call.queued_at
+        else:
+            wait = now - call.queued_at
+            within = wait <= self._queues[queue_name].service_level_threshold
+            self._count_answered(queue_name, stats_key, wait, within, False)
+            if not call.counted:  # the center counts the first answer only (invariant 8)
+                call.counted = True
+                center_wait = now - call.arrived_at
+                center_within = center_wait <= self.state.config.service_level_threshold
+                self._count_answered(None, call.center_stats_key, center_wait, center_within, False)
         # The call-back is done: from here the caller is on the line like any other (if
         # transferred, max wait applies again and it is no pending call-back request).
         if callback:
@@ -1744,12 +1784,13 @@ class Center:
             self._touch(call)
             self._emit(e.CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external))
             if target.external:
-                self._count_outcome(call, _transferred_out)
+                self._count_outcome(call, _sent_out)
                 self._finish(call, _TRANSFERRED, now, "transfer")
             elif not self._merge_callback(call, now):
                 self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
             return None
         agent = None
+        answered = call.state is _CONNECTED
         if call.state is _OFFERED:
             agent = self._withdraw_offer(call, "transferred", now)
         elif call.state is _CONNECTED:
@@ -1759,7 +1800,7 @@ class Center:
             call.state = _WAITING
             self._count_waiting(call, +1)
             self._call_token[call.id] = -1
-        self._move(call, target, now)
+        self._move(call, target, now, answered=answered)
         if agent is not None:
             self._dispatch_agent(agent, now)
         return None
@@ -1782,6 +1823,7 @@ class Center:
         agent = None
         if call.state is _OFFERED:
             agent = self._withdraw_offer(call, "callback", now)
+        self._callback_from_line(call, now)
         call.callback = True
         self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         # The caller hangs up; max wait no longer applies (they are not on a line).
@@ -1854,15 +1896,39 @@ class Center:
             counters.wrapup_seconds += wrapup
             center_total.wrapup_seconds += wrapup
             center_counters.wrapup_seconds += wrapup
-        total.dispositions += 1
-        counters.dispositions += 1
-        center_total.dispositions += 1
-        center_counters.dispositions += 1
-        if resolved:
-            total.resolved += 1
-            counters.resolved += 1
-            center_total.resolved += 1
-            center_counters.resolved += 1
+        recorded = disposition != "not_recorded"
+        # FCR's base: the first leg of a citizen's request (not a promised call-back task).
+        first = held.first and call.origin is None
+        channel = held.channel
+        handle = talk + wrapup
+        for record in (total, counters, center_total, center_counters):
+            if recorded:
+                record.dispositions += 1
+                if resolved:
+                    record.resolved += 1
+                if first:
+                    record.first_contacts += 1
+                    if resolved:
+                        record.first_resolved += 1
+            else:
+                record.not_recorded += 1
+            by_channel = record.channel_handled
+            if not by_channel:
+                record.channel_handled = by_channel = {}
+                record.channel_handle_seconds = {}
+            by_channel[channel] = by_channel.get(channel, 0) + 1
+            seconds = record.channel_handle_seconds
+            seconds[channel] = seconds.get(channel, 0.0) + handle
+            if held.callback:
+                record.callbacks_completed += 1
+                record.callback_delay_seconds += now - (call.requested_at if call.requested_at is not None else call.arrived_at)
+        legs = call.legs
+        if not legs:
+            call.legs = legs = []
+        legs.append(Leg(
+            agent=name, queue=queue_name, channel=channel, answered_at=held.answered_at, ended_at=ended_at,
+            completed_at=now, disposition=disposition, callback=held.callback,
+        ))
         aht = self.state.aht
         previous = aht.get(queue_name) or self._queues[queue_name].aht_seconds
         aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
@@ -1916,12 +1982,14 @@ class Center:
             caller_hash=origin.caller_hash, caller_masked=origin.caller_masked, caller=None,
             priority=origin.priority, order=self.state.order, arrived_at=now, place_at=due, queued_at=due,
             state=_SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
+            callback_source="promised", requested_at=now,
         )
         self.state.interactions[call.id] = call
         self._live[call.id] = None
-        call.center_stats_key = self._day_clock.locate(now)
-        self._count_center(call, _offered)
-        self._count_center(call, _callback_requested)
+        # A task, not a caller: never offered, answered or abandoned in the callers' counts.
+        call.counted = True
+        call.center_stats_key = call.queue_stats_key = self._day_clock.locate(now)
+        self._count_callback(call, _callback_promised)
         self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         self._push_timer(due, "due", call.id)
         self._touch(call)
@@ -2198,12 +2266,16 @@ class Center:
             totals.abandoned += total.abandoned
             totals.closed += total.closed
             totals.transfers_out += total.transfers_out
-        if totals.offered == len(self.state.interactions):
-            live = sum(1 for call in self.state.interactions.values() if not call.counted)
+            totals.callbacks_waiting += total.callbacks_waiting
+            totals.callbacks_after_hours += total.callbacks_after_hours
+        callers = [call for call in self.state.interactions.values() if call.origin is None]
+        if totals.offered == len(callers):
+            live = sum(1 for call in callers if not call.counted)
+            left = totals.callbacks_waiting + totals.callbacks_after_hours
             invariant(
-                totals.offered == totals.answered + totals.abandoned + totals.closed + totals.transfers_out + live,
+                totals.offered == totals.answered + totals.abandoned + totals.closed + totals.transfers_out + left + live,
                 f"statistics count {totals.offered} offered but {totals.answered} answered, {totals.abandoned} abandoned, "
-                f"{totals.closed} closed, {totals.transfers_out} sent out and {live} in progress",
+                f"{totals.closed} closed, {totals.transfers_out} sent out, {left} call-back requests and {live} in progress",
             )
             for call in self.state.interactions.values():
                 invariant(call.counted or call.state not in _TERMINAL, f"{call.id} ended uncounted")
@@ -2286,3 +2358,67 @@ def _overflowed(counters: Counters) -> None:
 
 def _callback_requested(counters: Counters) -> None:
     counters.callbacks_requested += 1
+
+
+def _after_hours(counters: Counters) -> None:
+    counters.after_hours += 1
+
+
+def _sent_out(counters: Counters) -> None:
+    """Sent out of the center (a district office) before an answer: the caller's outcome."""
+    counters.transfers_out += 1
+    counters.left_unanswered += 1
+
+
+def _transferred_out_unanswered(counters: Counters) -> None:
+    counters.transfers_out += 1
+    counters.left_unanswered += 1
+
+
+def _left_unanswered(counters: Counters) -> None:
+    counters.left_unanswered += 1
+
+
+def _closed_left(counters: Counters) -> None:
+    counters.closed += 1
+    counters.left_unanswered += 1
+
+
+def _callback_waiting(counters: Counters) -> None:
+    """In the queue: the caller left the line for a call-back, which is due at once."""
+    counters.callbacks_waiting += 1
+    counters.left_unanswered += 1
+    counters.callbacks_due += 1
+
+
+def _callback_waiting_requested(counters: Counters) -> None:
+    """At the center: the caller's outcome is a call-back request from the line."""
+    counters.callbacks_requested += 1
+    counters.callbacks_waiting += 1
+    counters.left_unanswered += 1
+
+
+def _callback_after_hours(counters: Counters) -> None:
+    counters.callbacks_after_hours += 1
+
+
+def _callback_after_hours_requested(counters: Counters) -> None:
+    counters.callbacks_requested += 1
+    counters.callbacks_after_hours += 1
+
+
+def _callback_promised(counters: Counters) -> None:
+    counters.callbacks_requested += 1
+    counters.callbacks_promised += 1
+
+
+def _callback_due(counters: Counters) -> None:
+    counters.callbacks_due += 1
+
+
+def _callback_attempted(counters: Counters) -> None:
+    counters.callbacks_attempted += 1
+
+
+def _callback_reached(counters: Counters) -> None:
+    counters.callbacks_reached += 1

@@ -90,6 +90,8 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     preferred_agent: str | None = None
     preferred_until: float | None = None
     origin: str | None = None        # the interaction whose wrap-up promised this call-back
+    callback_source: str = ""        # "waiting" | "after_hours" | "promised": who asked for the call-back
+    requested_at: float | None = None  # when the call-back was requested (its delay counts from here)
     warning: bool = False
     disposition: str | None = None
     abusive: bool = False
@@ -103,6 +105,21 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     center_stats_key: tuple[str, int] = ("", 0)  # (day, interval) of arrival at the center
     handled_queue: str = ""
     handled_key: tuple[str, int] = ("", 0)
+    legs: list[Leg] = []             # one per agent who handled it, as each leg is wrapped up
+
+
+class Leg(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
+    """One agent's part of an interaction, recorded when its wrap-up ends (the export's leg rows)."""
+
+    agent: str
+    queue: str
+    channel: str
+    answered_at: float
+    ended_at: float
+    completed_at: float
+    disposition: str
+    callback: bool = False           # this leg reached a call-back (task or request)
+    hold_seconds: float = 0.0
 
 
 class Held(msgspec.Struct, kw_only=True, gc=False):
@@ -117,6 +134,8 @@ class Held(msgspec.Struct, kw_only=True, gc=False):
     wrap_deadline: float | None = None
     transferred: bool = False
     stats_key: tuple[str, int] = ("", 0)  # (day, interval) the leg's queue counts it under
+    callback: bool = False           # this leg answered a call-back (counted apart from callers)
+    first: bool = False              # the interaction's first answer (FCR's first contact)
 
 
 class AgentRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -155,12 +174,28 @@ class Counters(msgspec.Struct, kw_only=True, gc=False):
     surveys: int = 0
     survey_points: int = 0
     satisfied: int = 0
-    callbacks_requested: int = 0
-    callbacks_completed: int = 0
+    callbacks_requested: int = 0     # call-back tasks created: waiting + after hours + promised
+    callbacks_completed: int = 0     # call-backs reached and wrapped up
     transfers_in: int = 0
     transfers_out: int = 0
     overflows: int = 0
     closed: int = 0
+    # Added with docs/kpis.md (older snapshots decode with zeros):
+    after_hours: int = 0             # callers who arrived while closed (call-back request or closed message)
+    left_unanswered: int = 0         # callers whose wait ended without answer or abandon (call-back, overflow, sent out)
+    callbacks_waiting: int = 0       # call-backs requested by callers waiting in line (or overflowed to one)
+    callbacks_after_hours: int = 0   # call-backs requested by callers who arrived while closed
+    callbacks_promised: int = 0      # call-backs promised by an agent at wrap-up
+    callbacks_due: int = 0           # call-back tasks that came due and entered their queue
+    callbacks_attempted: int = 0     # offers of a call-back to an agent (each attempt)
+    callbacks_reached: int = 0       # call-backs answered (the citizen reached)
+    callback_delay_seconds: float = 0.0  # request to completion, summed over callbacks_completed
+    not_recorded: int = 0            # wrap-ups that timed out with no disposition recorded
+    first_contacts: int = 0          # citizens' requests whose first leg has a recorded disposition
+    first_resolved: int = 0          # ... of which the first leg was resolved
+    hold_seconds: float = 0.0
+    channel_handled: dict[str, int] = {}
+    channel_handle_seconds: dict[str, float] = {}  # talk + hold + wrap-up, per channel
 
 
 class QueueDay(msgspec.Struct, kw_only=True, gc=False):
