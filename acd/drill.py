@@ -443,10 +443,11 @@ def main(args: argparse.Namespace) -> int:
         processes = HostProcesses(settings, out / "logs")
         report = trio.run(Drill(settings, processes, load_rate=args.load, token=args.token).run, args.scenario)
     except BaseException as error:  # noqa: BLE001 - a DrillError, however deep in a nursery, is one line
-        known = _find(error, (DrillError, identity.IdentityError))
+        known = _find(error, (DrillError, identity.IdentityError, httpx.HTTPError))
         if known is None:
             raise
-        print(f"drill: {known}", file=sys.stderr)
+        message = identity.reason(known, "the cluster", settings) if isinstance(known, httpx.HTTPError) else str(known)
+        print(f"drill: {message}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     record = out / f"drill-{args.scenario}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
