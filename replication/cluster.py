@@ -12,7 +12,11 @@ See `docs/replication.md` for the protocol (glossary, messages, safety argument)
 - `sync` mode: a batch is acknowledged once the standby has it durably. If the standby does
   not answer within `standby_timeout`, the primary asks the witness to record it *behind*;
   only then does it acknowledge alone. A node recorded behind cannot be elected; it is
-  cleared once it has caught up again.
+  cleared once it has caught up again. A request to the witness that gets no answer may
+  still have been applied: after an unanswered `ClearBehind` the primary stays synchronous
+  until a fresh `RecordBehind` is confirmed, and after an unanswered `RecordBehind` (or an
+  unanswered vote that carried `peer_behind`) it remembers "maybe recorded" and sends the
+  idempotent clear once the standby has caught up.
 - A new primary ships its log to the other node. The standby first tells where its log ends
   (`Sync`); the primary truncates a tail that never reached it (a rejoining old primary's
   unacknowledged records), sends a snapshot when the standby is behind the truncated log,
@@ -155,7 +159,8 @@ class Member:
         self.acked_lsn = 0
         self.acked_changed = trio.Event()
         self.peer_connected = False
-        self.behind_recorded = False
+        self.behind_recorded = False   # the witness confirmed it records the peer behind
+        self.behind_maybe = False      # it may record the peer behind (a request went unanswered)
         self.require_standby = True
         self.peer_in_sync = False      # standby side: the primary requires our acknowledgements
         self.new_records = trio.Event()
@@ -187,6 +192,9 @@ class Member:
         self._ship_serial = 0                 # standby side: the newest shipping connection
         self._ship_apply_lock = QuickLock()
         self._clearing = False                # a clear of the witness's behind record is running
+        # RecordBehind and ClearBehind one at a time, each with the state it settles: a record
+        # confirmed while a clear waited for the standby would otherwise be cleared at once.
+        self._behind_lock = QuickLock()
         node.replicator = self
         node.role = "standby"
         from .metrics import ReplicationCollector
@@ -443,7 +451,10 @@ class Member:
             # older epoch lands after the new epoch's start (_receive_one checks again).
             async with self.node.batch_lock:
                 if self.promised_epoch == epoch and self.node.role != "primary":
-                    self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted)
+                    # An unanswered vote may have been granted, and with it the peer recorded
+                    # behind (`peer_behind`): remembered as "maybe recorded", to be cleared.
+                    self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted,
+                                         witness_unanswered=self.witness is not None and replies.get("witness") is None)
                     return True
         await self._lost(f"epoch={epoch}", replies)
         return False
@@ -478,7 +489,8 @@ class Member:
         peer_name = self.peer.name if self.peer else ""
         await buggify.sleep(0.1 + (0.05 if self.name > peer_name else 0.0))
 
-    def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool) -> None:
+    def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool,
+                        witness_unanswered: bool = False) -> None:
         store = self.node.store
         store.set_epoch(epoch, store.last_lsn() + 1)
         self.leader = self.name
@@ -488,6 +500,7 @@ class Member:
         # In sync mode the witness recorded the peer as behind with its vote: we acknowledge
         # alone until the peer has caught up and the record is cleared.
         self.behind_recorded = witness_granted and self.mode == "sync" and self.peer is not None
+        self.behind_maybe = witness_unanswered and not witness_granted and self.mode == "sync" and self.peer is not None
         self.require_standby = self.mode == "sync" and self.peer is not None and not self.behind_recorded
         self.acked_lsn = 0
         self._tail.clear()
@@ -531,7 +544,13 @@ class Member:
                         self._extend_lease(sent_at, reply.epoch)
                     if reply.granted and self.forced:
                         self.forced = False
-                    elif reply.promised_epoch > self.promised_epoch or reply.reason in ("stale_epoch", "not_leader"):
+                    elif not reply.granted and reply.promised_epoch < self.promised_epoch and not self.forced:
+                        await self._update_witness(sent_at)
+                    elif reply.promised_epoch > self.promised_epoch or (
+                        reply.reason in ("stale_epoch", "not_leader") and reply.promised_epoch == self.promised_epoch
+                    ):
+                        # (A witness still at a lower epoch missed our election, won with the
+                        # peer's vote: the peer's lease carries us; nobody won anything newer.)
                         if not self.forced:
                             self._see_epoch(reply.promised_epoch, reply.leader or None)
                             self.step_down(f"witness refused renewal: {reply.reason}")
@@ -540,38 +559,100 @@ class Member:
                 self.lease_until = self.clock() + self.lease_seconds
             await buggify.sleep(max(0.0, sent_at + self.renew_interval - self.clock()) if self.witness is not None else self.renew_interval)
 
+    async def _update_witness(self, sent_at: float) -> None:
+        """The witness missed our election (won with the peer's vote): bring it to our epoch.
+
+        It may still hold a "behind" record made with a vote it granted in an election we did
+        not win that way (the peer refused, or the reply was lost), which it lets only the
+        leader of its promised epoch clear: left there, that record would keep the peer from
+        being elected after we fail. The same vote as our election's, for our epoch (the
+        witness grants it: we hold the lease it knows of, or none runs), makes us its leader;
+        the record is then "maybe" there and is cleared once the standby has caught up.
+        """
+        assert self.witness is not None
+        sync = self.mode == "sync" and self.peer is not None
+        last_epoch, last_lsn = self._last_position()
+        reply = await self.witness.request(
+            VoteRequest(epoch=self.promised_epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn),
+            self.lease_seconds / 3,
+        )
+        if isinstance(reply, VoteReply) and reply.granted and reply.epoch == self.promised_epoch:
+            log.info("witness brought to epoch=%d node=%s", self.promised_epoch, self.name)
+            self._extend_lease(sent_at, reply.epoch)
+            self.behind_maybe = sync and not self.behind_recorded
+        elif isinstance(reply, VoteReply):
+            # Still at its older epoch: none of this epoch's RecordBehind or ClearBehind was
+            # applied there, so there is nothing of ours to clear (what it holds we cannot).
+            log.info("witness not brought to epoch=%d node=%s: %s", self.promised_epoch, self.name, reply.reason)
+            self.behind_maybe = False
+        else:
+            self.behind_maybe = sync and not self.behind_recorded   # no answer: maybe granted
+
     async def _record_behind(self, lsn: int) -> bool:
+        """Ask the witness to record the standby behind; True once it confirmed (go on alone).
+
+        From the moment the request leaves, the witness may hold the record (it saves before it
+        replies, and a reply can be lost): `behind_maybe` says so until a clear is confirmed,
+        so that the record is cleared once the standby has caught up, whatever the answer.
+        """
         if self.witness is None or self.peer is None:
             return False
-        reply = await self.witness.request(
-            RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn), self.standby_timeout
-        )
-        if isinstance(reply, Ack) and reply.ok:
-            log.warning("standby recorded behind node=%s standby=%s lsn=%d: acknowledging alone", self.name, self.peer.name, lsn)
-            self.behind_recorded = True
-            self.require_standby = False
-            return True
-        return False
+        async with self._behind_lock:
+            if self.acked_lsn >= lsn or not self.require_standby:
+                return False  # settled while a clear held the lock: the caller looks again
+            was_maybe = self.behind_maybe
+            self.behind_maybe = True
+            reply = await self.witness.request(
+                RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn), self.standby_timeout
+            )
+            if isinstance(reply, Ack) and reply.ok:
+                log.warning("standby recorded behind node=%s standby=%s lsn=%d: acknowledging alone", self.name, self.peer.name, lsn)
+                self.behind_recorded = True
+                self.behind_maybe = False
+                self.require_standby = False
+                return True
+            if isinstance(reply, Ack):  # refused: the witness recorded nothing
+                self.behind_maybe = was_maybe
+            else:
+                log.warning("no answer to RecordBehind node=%s standby=%s: maybe recorded, staying synchronous", self.name, self.peer.name)
+            return False
 
     async def _clear_behind(self) -> None:
-        """The standby caught up: require it again, then clear the witness's record."""
+        """The standby caught up: require it again, then clear the witness's record.
+
+        Once a `ClearBehind` has left, only its confirmation settles anything: without an
+        answer the witness may have cleared the record (it saves before it replies), so the
+        primary stays synchronous, and goes back to acknowledging alone only through a fresh
+        `RecordBehind` the witness confirms (`replicate`). The clear is idempotent and is sent
+        again once the standby has caught up.
+        """
         assert self.peer is not None and self.witness is not None
-        self.require_standby = True
-        target = self.node.store.last_lsn()
-        with trio.move_on_after(self.standby_timeout):
-            while self.acked_lsn < target:
-                await self.acked_changed.wait()
-        if self.acked_lsn < target:
-            self.require_standby = False
-            return
-        reply = await self.witness.request(
-            ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name), self.standby_timeout
-        )
-        if isinstance(reply, Ack) and reply.ok:
+        async with self._behind_lock:
+            if not (self.behind_recorded or self.behind_maybe):
+                return
+            # From here every batch waits for the standby (or for a RecordBehind, which waits
+            # for this lock): what was acknowledged alone is durable here, at or below target.
+            self.require_standby = True
+            target = self.node.store.last_lsn()
+            with trio.move_on_after(self.standby_timeout):
+                while self.acked_lsn < target:
+                    await self.acked_changed.wait()
+            if self.acked_lsn < target:
+                if self.behind_recorded and not self.behind_maybe:
+                    # The confirmed record still stands (no clear was sent since): alone is safe.
+                    self.require_standby = False
+                return
             self.behind_recorded = False
-            log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
-        else:
-            self.require_standby = False
+            self.behind_maybe = True   # no answer means "maybe cleared" as much as "maybe not"
+            reply = await self.witness.request(
+                ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name), self.standby_timeout
+            )
+            if isinstance(reply, Ack) and reply.ok:
+                self.behind_maybe = False
+                log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
+            else:
+                log.warning("ClearBehind not confirmed node=%s standby=%s (%s): staying synchronous",
+                            self.name, self.peer.name, getattr(reply, "reason", "no answer"))
 
     async def _ship_loop(self) -> None:
         assert self.peer is not None
@@ -667,7 +748,7 @@ class Member:
     async def _clear_behind_once(self) -> None:
         # Not gated on require_standby: a clear cancelled after the witness took it (the
         # shipping connection dropped) leaves require_standby set and must still be retried.
-        if self.behind_recorded and not self._clearing:
+        if (self.behind_recorded or self.behind_maybe) and not self._clearing:
             self._clearing = True
             try:
                 await self._clear_behind()
@@ -706,14 +787,18 @@ class Member:
         if settles:
             self._retracted_after = None  # the standby applied the Truncate sent before it
         self._acked(reply.last_lsn)
-        if self.behind_recorded and self.acked_lsn >= self.node.store.last_lsn():
+        if (self.behind_recorded or self.behind_maybe) and self.acked_lsn >= self.node.store.last_lsn():
             nursery.start_soon(self._clear_behind_once)
         return True
 
     async def _reconcile(self, channel: Channel, sync: Sync) -> int:
         """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""
         store = self.node.store
-        mine = store.last_lsn()
+        # Ours: what is durable here and what is still being committed (shipped from the tail
+        # meanwhile; a commit that fails withdraws it). Counting only the durable log, a
+        # standby that already holds the batch in flight would look divergent and be
+        # truncated, acknowledged records before it included.
+        mine = self._ship_top()
         start = sync.last_lsn
         if start and not (start <= mine and self._epoch_at(start) == sync.last_epoch):
             start = self._divergence(sync)
@@ -753,7 +838,7 @@ class Member:
                 continue
             later_mine = [lsn for e, lsn in mine.items() if e > epoch]
             later_theirs = [lsn for e, lsn in theirs.items() if e > epoch]
-            end_mine = min(later_mine) - 1 if later_mine else self.node.store.last_lsn()
+            end_mine = min(later_mine) - 1 if later_mine else self._ship_top()
             end_theirs = min(later_theirs) - 1 if later_theirs else sync.last_lsn
             best = max(best, min(end_mine, end_theirs))
         return best
@@ -927,7 +1012,7 @@ class Member:
             raise SwitchoverRefused("not_primary", f"node {self.name} is {self.node.role}; run the switchover on the primary")
         if self.peer is None or (to is not None and to != self.peer.name):
             raise SwitchoverRefused("unknown_node", f"no standby named {to!r}")
-        if not self.peer_connected or self.behind_recorded:
+        if not self.peer_connected or self.behind_recorded or self.behind_maybe:
             raise SwitchoverRefused("standby_not_ready", f"standby {self.peer.name} is not connected and caught up")
         # The audit record goes through the log first, so both nodes keep who asked and when.
         await self.node.submit(c.Audit(actor=actor, action="switchover", detail=f"{self.name} -> {self.peer.name}"))
@@ -946,10 +1031,13 @@ class Member:
                 reply = await self.peer_votes.request(Handover(epoch=epoch, lsn=target), self.failover_timeout)
                 if not (isinstance(reply, Ack) and reply.ok):
                     raise SwitchoverRefused("standby_not_ready", f"standby refused the handover: {getattr(reply, 'reason', 'no answer')}")
-                if self.witness is not None:
-                    await self.witness.request(Release(epoch=epoch, node=self.name), self.standby_timeout)
+                # Step down before the witness ends our lease: a Release it applied is enough
+                # for the standby to win, whether or not its answer reaches us, and even if this
+                # switchover is cancelled while waiting for it.
                 self.step_down("switchover")
                 self.granted_until = 0.0
+                if self.witness is not None:
+                    await self.witness.request(Release(epoch=epoch, node=self.name), self.standby_timeout)
         finally:
             self.handover_requested = False
         with trio.move_on_after(3 * self.failover_timeout):
@@ -1013,7 +1101,7 @@ class Member:
             "lag": lag,
             "lag_records": lag,
             "lag_seconds": self.lag_seconds() if self.node.role == "primary" else 0.0,
-            "standby_behind": self.behind_recorded,
+            "standby_behind": self.behind_recorded or self.behind_maybe,
             "lease_remaining": round(max(0.0, self.lease_until - now), 3) if self.node.role == "primary" else 0.0,
             "forced": self.forced,
             "failovers": self.failovers,

@@ -1,8 +1,9 @@
 """The disaster-recovery simulator (`sim.dr`): the real cluster under seeded faults.
 
 A short sweep of every named scenario, determinism (a seed twice gives one trace hash, in
-this process and in another), deliberately broken variants that must be caught, the
-network's fault semantics, the checkers on hand-made histories, and the command line.
+this process and in another), regression seeds of replication bugs, deliberately broken
+variants that must be caught (and a short run of the mutation catalogue), the network's
+fault semantics, the checkers on hand-made histories, and the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trio
 from acd import buggify
 from replication.protocol import Channel, FrameError, Hello
 from sim.dr import SCENARIOS, run
+from sim.dr import mutants
 from sim.dr import scenarios as scenario_module
 from sim.dr.checks import NodeFinal, epoch_of, lost_writes, split_brain
 from sim.dr.clock import JumpClock, sleep
@@ -82,6 +84,37 @@ def test_swarm_seeds_that_found_replication_bugs_stay_fixed(seed: int) -> None:
     assert result.converged
 
 
+def _reply_loss(target: str, seed: int):  # type: ignore[no-untyped-def]
+    config, _ = scenario_module.draw("witness-reply-loss", seed)
+    return run("witness-reply-loss", seed, config=config, script=scenario_module.reply_loss_script(target))
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_a_lost_clear_behind_reply_keeps_the_primary_synchronous(seed: int) -> None:
+    # Issue 19, hole 1. The primary recorded its standby behind and acknowledged alone; the
+    # standby caught up; the witness applied ClearBehind but its reply was lost (a lost reply,
+    # a slow witness fsync past failover_timeout / 3, or a one-way cut). The primary went back
+    # to acknowledging alone while the witness said the standby was in sync: a crash of the
+    # primary then loses those writes. Before the fix these seeds broke ack-alone (a write
+    # acknowledged while the standby held no copy and the witness did not record it behind).
+    result = _reply_loss("clear", seed)
+    assert result.ok, _explain(result)
+    assert result.lost_writes == 0 and result.converged
+
+
+@pytest.mark.parametrize(("target", "seed"), [("record", 1), ("record", 2), ("vote", 2), ("vote", 4)])
+def test_a_lost_record_behind_or_vote_reply_is_cleared_after_the_catch_up(target: str, seed: int) -> None:
+    # Issue 19, hole 2. The witness recorded the standby behind (RecordBehind, or a vote that
+    # carried peer_behind while the peer voted too) and its reply was lost; the primary
+    # remembered nothing, so the record outlived the catch-up, and when the primary crashed the
+    # witness refused the caught-up standby: no primary for as long as the old one stayed
+    # down. Before the fix these seeds broke bounded liveness during the run.
+    result = _reply_loss(target, seed)
+    assert result.ok, _explain(result)
+    assert result.converged
+    assert any("witness replies lost" in line for line in result.trace.lines())
+
+
 def test_a_batch_shipped_before_a_failed_local_commit_is_withdrawn_from_the_standby() -> None:
     # The primary ships each batch while its own commit runs; when that commit fails (its disk
     # is full) the standby already holds records the primary's log never got. They must be
@@ -141,7 +174,8 @@ def _first_violation(scenario: str, bug: str, *, seeds: int = 200, mode: str | N
 def test_acknowledging_before_the_standby_is_durable_is_caught() -> None:
     seed, violation = _first_violation("primary-crash", "ack_before_standby")
     assert seed, "ack_before_standby survived 200 seeds of primary-crash"
-    assert "acknowledged write lost" in violation
+    # The continuous check sees it at the first such acknowledgement, before any write is lost.
+    assert violation.startswith("ack-alone") or "acknowledged write lost" in violation
 
 
 def test_acknowledging_after_the_lease_ran_out_is_caught() -> None:
@@ -150,6 +184,33 @@ def test_acknowledging_after_the_lease_ran_out_is_caught() -> None:
     seed, violation = _first_violation("zombie-primary", "skip_lease_check", mode="async")
     assert seed, "skip_lease_check survived 200 seeds of zombie-primary"
     assert "split brain" in violation
+
+
+def test_the_mutation_catalogue_matches_the_source() -> None:
+    # Every planted bug is an edit of text that must occur exactly once in the source: a
+    # refactoring that moves it fails here, not silently in `make mutants`.
+    assert len(mutants.MUTANTS) >= 15
+    assert len({mutant.name for mutant in mutants.MUTANTS}) == len(mutants.MUTANTS)
+    for mutant in mutants.MUTANTS:
+        for path, old, new in mutant.edits:
+            assert old != new
+            count = (ROOT / path).read_text(encoding="utf-8").count(old)
+            assert count == 1, f"{mutant.name}: {path} holds the text {count} times"
+        assert all(scenario in SCENARIOS for scenario, _ in mutant.hunts)
+
+
+@pytest.mark.parametrize(("name", "scenario", "seeds"), [
+    ("hole-1-clear-reply-lost", "witness-reply-loss", 3),
+    ("new-primary-skips-peer-behind", "primary-crash", 3),
+])
+def test_planted_bugs_are_caught_in_a_scratch_copy(name: str, scenario: str, seeds: int) -> None:
+    # A short run of the catalogue (`make mutants` runs all of it): the bug is planted in a
+    # copy of the source, never here, and the simulator of that copy catches it.
+    before = (ROOT / "replication" / "cluster.py").read_text(encoding="utf-8")
+    record = mutants.run_mutant(mutants.by_name(name), jobs=1, hunts=[(scenario, seeds)], timeout=120)
+    assert record["caught"], record
+    assert record["scenario"] == scenario and 1 <= record["seed"] <= seeds
+    assert (ROOT / "replication" / "cluster.py").read_text(encoding="utf-8") == before
 
 
 def test_bugs_and_fault_points_are_inert_outside_a_simulation() -> None:
@@ -268,6 +329,32 @@ def test_a_partition_holds_bytes_until_it_heals_and_a_crash_resets() -> None:
             assert received[-1] == b"<reset>"
             with pytest.raises(ConnectionRefusedError):
                 await network.endpoint("client").connect("x:1")
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=JumpClock())
+
+
+def test_a_lost_reply_dies_after_the_server_applied_the_request() -> None:
+    async def main() -> None:
+        network = _network()
+        network.reply_loss["server"] = 1.0
+        applied: list[bytes] = []
+
+        async def handler(stream: trio.abc.Stream) -> None:
+            await stream.send_all(b"hello")          # the first send (a Hello) always crosses
+            applied.append(await stream.receive_some())
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.send_all(b"reply")
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(network.endpoint("server").serve, "x:1", handler)
+            client = await network.endpoint("client").connect("x:1")
+            assert await client.receive_some() == b"hello"
+            await client.send_all(b"request")
+            with pytest.raises(trio.BrokenResourceError):
+                await client.receive_some()
+            assert applied == [b"request"], "the request was applied; only its reply is lost"
+            assert network.statistics.replies_lost == 1
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=JumpClock())

@@ -25,7 +25,12 @@ What each fault is, and why it is one the design promises to survive (DESIGN.md)
   `1 ± DRIFT/2`, so that two clocks run at most `DRIFT` apart, the bound of the lease
   design) and a wall clock (a fixed weekday morning in Seoul, skewed by up to a second).
 - disk full: the store refuses every write (`StorageFull`) while the flag is set.
-- slow disk: `store.append` sleeps on the virtual clock before writing.
+- slow disk: `store.append` sleeps on the virtual clock before writing: now and then
+  (`slow_disk_probability`), and on every write from an fsync latency distribution
+  (log-normal: `fsync_median_seconds`, `fsync_sigma`).
+- busy (`stall`): for a short time the process runs nothing (its pipeline and timers stop at
+  their fault points, its bytes are held), as under CPU starvation; a witness whose fsync is
+  slow is busy that way right after it saved and before its reply leaves.
 
 A process that dies of an exception is restarted after `restart_seconds` (systemd's
 `Restart=on-failure`); the death is recorded, and is a violation unless a full disk caused it
@@ -52,7 +57,7 @@ from replication.witness import MemoryStateStore, Witness
 
 from .clock import sleep
 from .network import SimNetwork
-from .storage import SimStore
+from .storage import DurableLog, SimStore
 from .trace import CURRENT_PROCESS, Trace
 
 # Tuesday 10 March 2026, 09:00 in Seoul: a working morning in the sample center's calendar.
@@ -76,8 +81,12 @@ class ProcessClock:
         return BASE_WALL + self.wall_offset + self.rate * trio.current_time()
 
 
-def draw_clock(rng: random.Random, *, drift: bool) -> ProcessClock:
-    rate = 1.0 + rng.uniform(-DRIFT / 2, DRIFT / 2) if drift else 1.0
+def draw_clock(rng: random.Random, *, drift: bool, edges: bool = False) -> ProcessClock:
+    """A clock within the lease design's bound; `edges`: at one end of it or the other."""
+    if edges:
+        rate = 1.0 + (DRIFT / 2 if rng.random() < 0.5 else -DRIFT / 2)
+    else:
+        rate = 1.0 + rng.uniform(-DRIFT / 2, DRIFT / 2) if drift else 1.0
     return ProcessClock(rate=rate, monotonic_offset=rng.uniform(0, 10_000), wall_offset=rng.uniform(-1.0, 1.0) if drift else 0.0)
 
 
@@ -88,8 +97,8 @@ class SimMember(Member):
         self.sim = sim
         super().__init__(node, settings, **options)
 
-    def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool) -> None:
-        super()._become_primary(epoch, sent_at, witness_granted=witness_granted, peer_granted=peer_granted)
+    def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool, **options: Any) -> None:
+        super()._become_primary(epoch, sent_at, witness_granted=witness_granted, peer_granted=peer_granted, **options)
         self.sim.on_primary(self.name, epoch, witness_granted=witness_granted, peer_granted=peer_granted)
 
     def step_down(self, reason: str) -> None:
@@ -121,7 +130,15 @@ class Process:
     slow_disk_probability: float = 0.0
     slow_disk_seconds_max: float = 0.0
     crash_at_append_probability: float = 0.0
+    fsync_median_seconds: float = 0.0    # every store.append takes a log-normal time (0: none)
+    fsync_sigma: float = 1.0
+    witness_fsync_probability: float = 0.0   # witness only: a save stalls the process
+    witness_fsync_seconds_min: float = 0.0
+    witness_fsync_seconds_max: float = 0.0
     pause_at_next_append: bool = False   # a scripted zombie: stop in the middle of a commit
+    stalled: int = 0                     # busy: stalls in force (see SimCluster.stall)
+    unstalled: trio.Event = field(default_factory=trio.Event)
+    disk: DurableLog = field(default_factory=DurableLog)   # what its disk holds, for the checks
     incarnation: int = 0
     node: Node | None = None
     member: SimMember | None = None
@@ -140,7 +157,7 @@ class SimCluster:
     """Two nodes and a witness on one SimNetwork; every fault operation the scenarios use."""
 
     def __init__(self, settings: Settings, *, network: SimNetwork, trace: Trace, rng: random.Random,
-                 drift: bool = True, restart_seconds: float = 2.0) -> None:
+                 drift: bool = True, drift_edges: bool = False, restart_seconds: float = 2.0) -> None:
         self.settings = settings
         self.network = network
         self.trace = trace
@@ -149,12 +166,12 @@ class SimCluster:
         self.names = [section.name for section in settings.nodes]
         self.processes: dict[str, Process] = {}
         for name in [*self.names, WITNESS]:
-            self.processes[name] = Process(name, draw_clock(rng, drift=drift))
+            self.processes[name] = Process(name, draw_clock(rng, drift=drift, edges=drift_edges))
         for section in settings.nodes:
             network.register(section.replication, section.name)
         assert settings.witness is not None
         network.register(settings.witness.address, WITNESS)
-        self.witness_store = MemoryStateStore(settings.cluster.name)
+        self.witness_store = SimWitnessStore(settings.cluster.name, self)
         self.nursery: trio.Nursery | None = None
         # What the checks need: when each epoch's primary was elected, role changes, deaths.
         self.promotions: list[tuple[float, str, int]] = []
@@ -167,6 +184,7 @@ class SimCluster:
         # primary with a valid lease, running, disk not full).
         self.writable_now = False
         self.writable_changes: list[tuple[float, bool]] = []
+        self.monitor: Any = None   # sim.dr.monitor.Monitor, set by the runner
 
     # ------------------------------------------------------------------ observation
 
@@ -189,6 +207,8 @@ class SimCluster:
     def on_primary(self, name: str, epoch: int, *, witness_granted: bool, peer_granted: bool) -> None:
         votes = "+".join(label for label, granted in (("witness", witness_granted), ("peer", peer_granted)) if granted)
         self.promotions.append((trio.current_time(), name, epoch))
+        if self.monitor is not None:
+            self.monitor.on_primary(name, epoch)
         self.trace.add("role", name, f"primary epoch {epoch} (votes: self+{votes})")
         self._changed()
 
@@ -253,7 +273,8 @@ class SimCluster:
         try:
             try:
                 store = SimStore(
-                    settings.data_dir(name), disk_full=lambda: process.disk_full, cluster=settings.cluster.name, node=name,
+                    settings.data_dir(name), disk_full=lambda: process.disk_full, disk=process.disk,
+                    cluster=settings.cluster.name, node=name,
                     map_size_bytes=settings.store.map_size_bytes, map_size_max_bytes=settings.store.map_size_max_bytes,
                 )
                 # Sealing keys from a generator of their own: deterministic, and drawing them
@@ -390,6 +411,24 @@ class SimCluster:
         process.resumed.set()
         self._changed()
 
+    def stall(self, name: str, seconds: float, what: str = "busy") -> None:
+        """`name` runs nothing for `seconds` (CPU starvation, a slow fsync): weather, not a fault."""
+        process = self.processes[name]
+        if seconds <= 0 or self.nursery is None:
+            return
+        process.stalled += 1
+        self.network.pause(name)
+        self.trace.add("fault", name, f"{what} for {seconds:.3f} s")
+        self.nursery.start_soon(self._unstall, process, seconds)
+
+    async def _unstall(self, process: Process, seconds: float) -> None:
+        await sleep(seconds)
+        process.stalled -= 1
+        self.network.resume(process.name)
+        if not process.stalled:
+            process.unstalled.set()
+            process.unstalled = trio.Event()
+
     def set_disk_full(self, name: str, full: bool) -> None:
         process = self.processes[name]
         if process.disk_full != full:
@@ -406,7 +445,11 @@ class SimCluster:
                 self.set_disk_full(process.name, False)
             process.slow_disk_probability = 0.0
             process.crash_at_append_probability = 0.0
+            process.fsync_median_seconds = 0.0
+            process.witness_fsync_probability = 0.0
             process.pause_at_next_append = False
+        self.network.reply_loss.clear()
+        self.network.policies.clear()   # links a script slowed down
         if self.network.cut:
             self.network.heal()
             self.marks.append((trio.current_time(), "*", "heal"))
@@ -466,6 +509,9 @@ class SimHooks:
             self.cluster.pause(node)
         await self._wait_running(process)
         if name == "store.append":
+            if process.fsync_median_seconds:
+                await sleep(min(5.0, process.fsync_median_seconds * self.rng.lognormvariate(0.0, process.fsync_sigma)))
+                await self._wait_running(process)
             if process.slow_disk_probability and self.rng.random() < process.slow_disk_probability:
                 self.appends_delayed += 1
                 await sleep(self.rng.uniform(0.0, process.slow_disk_seconds_max))
@@ -479,8 +525,32 @@ class SimHooks:
 
     @staticmethod
     async def _wait_running(process: Process) -> None:
-        while process.paused:
-            await process.resumed.wait()
+        while process.paused or process.stalled:
+            if process.paused:
+                await process.resumed.wait()
+            else:
+                await process.unstalled.wait()
+
+
+class SimWitnessStore(MemoryStateStore):
+    """The witness's durable state; a save may be a slow fsync that stalls the witness process.
+
+    The real witness saves synchronously before it replies, so a slow fsync holds its whole
+    event loop: the reply to the request that changed the state, and every other request,
+    wait. Here the state is kept at once (it is durable) and the process is stalled.
+    """
+
+    def __init__(self, cluster_name: str, cluster: SimCluster) -> None:
+        super().__init__(cluster_name)
+        self.cluster = cluster
+        self.rng: random.Random | None = None
+
+    def save(self, state: Any) -> None:
+        super().save(state)
+        process = self.cluster.processes[WITNESS]
+        if self.rng is not None and process.witness_fsync_probability and self.rng.random() < process.witness_fsync_probability:
+            low = min(process.witness_fsync_seconds_min, process.witness_fsync_seconds_max)
+            self.cluster.stall(WITNESS, self.rng.uniform(low, process.witness_fsync_seconds_max), "slow fsync")
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -12,6 +12,7 @@ injects. What each fault means, and what it does to a stream:
 | one-way partition | one direction holds, the other flows | the same, per direction |
 | pause (SIGSTOP) | the kernel keeps the connection; nothing is read or written | bytes to and from the paused node are held until it resumes |
 | crash | the kernel resets the process's connections | `reset` of every connection of the node; its listener is gone (refused) |
+| lost reply | the request arrived and was applied; the connection dies before the reply crosses | `reply_loss`: a send by the *serving* end (a witness's or a peer's reply, an append acknowledgement) resets the connection instead, with the probability set for that process |
 | duplicate, reorder | cannot happen inside one TCP stream | `corrupt`: a chunk delivered twice or swapped with the next; models a replayed or mangled frame, which the protocol's sequence numbers and HMAC must catch (it closes the connection) |
 
 Messages on *different* connections (witness and peer, an old and a new connection) do
@@ -63,6 +64,7 @@ class NetworkStatistics:
     spikes: int = 0
     duplicated: int = 0
     reordered: int = 0
+    replies_lost: int = 0
 
 
 class _Pipe:
@@ -108,6 +110,7 @@ class Connection:
         self.client_stream = SimStream(self, send=self.up, receive=self.down)
         self.server_stream = SimStream(self, send=self.down, receive=self.up)
         self.alive = True
+        self.server_sends = 0
 
     def involves(self, name: str) -> bool:
         return name in (self.client, self.server)
@@ -160,6 +163,17 @@ class SimStream(trio.abc.Stream):
             network = self.connection.network
             policy = network.policy(pipe.src, pipe.dst)
             rng = network.rng
+            loss = 0.0
+            if pipe is self.connection.down:
+                self.connection.server_sends += 1
+                if self.connection.server_sends > 1:  # a reply, not the server's Hello
+                    loss = network.reply_loss.get(pipe.src, 0.0)
+            if loss and rng.random() < loss:
+                # The server applied the request; its reply dies with the connection.
+                network.trace("net", pipe.src, f"reply lost {pipe.src}->{pipe.dst} ({self.connection.address})")
+                network.statistics.replies_lost += 1
+                self.connection.reset()
+                raise trio.BrokenResourceError("connection reset (simulated lost reply)")
             if policy.reset_probability and rng.random() < policy.reset_probability:
                 network.trace("net", pipe.src, f"connection reset {pipe.src}->{pipe.dst} ({self.connection.address})")
                 network.statistics.resets += 1
@@ -261,6 +275,8 @@ class SimNetwork:
         self.connections: list[Connection] = []
         self.cut: set[tuple[str, str]] = set()     # directed: bytes from src do not reach dst
         self.paused: set[str] = set()
+        self._holds: dict[str, int] = {}           # pause() and stall() calls not yet undone, per process
+        self.reply_loss: dict[str, float] = {}     # per serving process: probability a reply is lost
         self.policies: dict[tuple[str, str], LinkPolicy] = {}
         self.statistics = NetworkStatistics()
         self.changed = trio.Event()
@@ -326,10 +342,17 @@ class SimNetwork:
         self.policies = {link: quiet(policy) for link, policy in self.policies.items()}
 
     def pause(self, name: str) -> None:
+        """Hold bytes to and from `name` (a paused or busy process) until as many `resume`s."""
+        self._holds[name] = self._holds.get(name, 0) + 1
         self.paused.add(name)
         self._changed()
 
     def resume(self, name: str) -> None:
+        left = self._holds.get(name, 0) - 1
+        if left > 0:
+            self._holds[name] = left
+            return
+        self._holds.pop(name, None)
         self.paused.discard(name)
         self._changed()
 

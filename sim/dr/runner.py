@@ -43,7 +43,8 @@ from . import checks
 from .clock import JumpClock, sleep
 from .cluster import WITNESS, SimCluster
 from .config import cluster_settings
-from .network import SimNetwork
+from .monitor import Monitor
+from .network import LinkPolicy, SimNetwork
 from .scenarios import RunConfig, Script, draw
 from .storage import scratch_root, wipe
 from .trace import Trace, TraceHandler
@@ -97,10 +98,11 @@ class RunResult:
 class Context:
     """What a fault script may do and wait for (see `sim.dr.scenarios`)."""
 
-    def __init__(self, cluster: SimCluster, workload: Workload, nursery: trio.Nursery) -> None:
+    def __init__(self, cluster: SimCluster, workload: Workload, nursery: trio.Nursery, config: RunConfig | None = None) -> None:
         self.cluster = cluster
         self.workload = workload
         self.nursery = nursery
+        self.config = config if config is not None else RunConfig(scenario="", seed=0)
 
     # waiting
     async def sleep(self, seconds: float) -> None:
@@ -127,7 +129,8 @@ class Context:
         member = primary.member
         return (
             standby.up and not standby.paused and witness.up and standby.node is not None and standby.node.role == "standby"
-            and member.peer_connected and not member.behind_recorded and member.acked_lsn >= primary.node.store.last_lsn()
+            and member.peer_connected and not member.behind_recorded and not getattr(member, "behind_maybe", False)
+            and member.acked_lsn >= primary.node.store.last_lsn()
         )
 
     async def wait_healthy(self) -> None:
@@ -161,6 +164,70 @@ class Context:
 
     def note(self, text: str) -> None:
         self.cluster.trace.add("fault", "*", text)
+
+    def failover_timeout(self) -> float:
+        return self.config.failover_timeout
+
+    def lease_remaining(self, name: str) -> float:
+        """Virtual seconds until `name`'s lease runs out by its own clock (0 if it holds none)."""
+        process = self.cluster.process(name)
+        if process.member is None:
+            return 0.0
+        return max(0.0, (process.member.lease_until - process.clock.monotonic()) / process.clock.rate)
+
+    def stall(self, name: str, seconds: float) -> None:
+        self.cluster.stall(name, seconds)
+
+    def write(self, label: str) -> None:
+        """One write now, in the background, as a client would send it (retried until acknowledged)."""
+        from acd.core import commands as c
+
+        from .workload import Client
+
+        client = Client(self.cluster, self.workload.history, self.cluster.trace, timeout_seconds=5.0)
+        command = c.Audit(actor="dr-script", action="write", detail=label[:200])
+        self.workload_nursery().start_soon(lambda: client.submit(command, give_up_after=30.0))
+
+    def lose_witness_replies(self, name: str, how: str, rng: random.Random) -> None:
+        """From now on the witness's replies to `name` die after the witness applied the request."""
+        timeout = self.config.failover_timeout
+        if how == "one-way":
+            self.partition({WITNESS}, {name}, one_way=True, label=f"one-way: nothing from the witness reaches {name}")
+        elif how == "slow-fsync":
+            witness = self.cluster.process(WITNESS)
+            witness.witness_fsync_probability = 1.0
+            witness.witness_fsync_seconds_min = 0.4 * timeout
+            witness.witness_fsync_seconds_max = rng.uniform(0.5, 1.2) * timeout
+            self.note(f"witness fsync slow: {witness.witness_fsync_seconds_min:.3f}-{witness.witness_fsync_seconds_max:.3f} s")
+        else:
+            self.cluster.network.reply_loss[WITNESS] = 1.0
+            self.note("every witness reply is lost")
+
+    def find_witness_replies(self) -> None:
+        """Undo `lose_witness_replies`: the run's own weather again."""
+        witness = self.cluster.process(WITNESS)
+        witness.witness_fsync_probability = self.config.witness_fsync_probability
+        witness.witness_fsync_seconds_min = 0.0
+        witness.witness_fsync_seconds_max = self.config.witness_fsync_seconds_max
+        loss = self.config.reply_loss.get(WITNESS, 0.0)
+        if loss:
+            self.cluster.network.reply_loss[WITNESS] = loss
+        else:
+            self.cluster.network.reply_loss.pop(WITNESS, None)
+        self.heal()
+
+    def slow_replies(self, name: str, latency: float) -> None:
+        """Everything sent to `name` takes `latency` seconds (its renewals are answered late)."""
+        network = self.cluster.network
+        for other in [WITNESS, *self.cluster.names]:
+            if other != name:
+                network.policies[(other, name)] = LinkPolicy(latency_seconds=latency, jitter_seconds=0.0001)
+        self.note(f"replies to {name} take {latency * 1000:.0f} ms")
+
+    def fast_replies(self, name: str) -> None:
+        network = self.cluster.network
+        for other in [WITNESS, *self.cluster.names]:
+            network.policies.pop((other, name), None)
 
     def crash(self, name: str, *, probe: bool = False) -> None:
         if self.cluster.crash(name) and probe:
@@ -341,22 +408,33 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
         return random.Random(f"{scenario}:{seed}:{label}")
 
     network = SimNetwork(stream("network"), default_policy=config.link, trace=trace.add)
-    cluster = SimCluster(settings, network=network, trace=trace, rng=stream("clocks"), drift=config.drift)
+    cluster = SimCluster(settings, network=network, trace=trace, rng=stream("clocks"), drift=config.drift,
+                         drift_edges=config.drift_edges)
     for name in cluster.names:
         process = cluster.process(name)
         process.slow_disk_probability = config.slow_disk_probability
         process.slow_disk_seconds_max = config.slow_disk_seconds_max
         process.crash_at_append_probability = config.crash_at_append_probability
+        process.fsync_median_seconds = config.fsync_median_seconds
+        process.fsync_sigma = config.fsync_sigma
+    witness = cluster.process(WITNESS)
+    witness.witness_fsync_probability = config.witness_fsync_probability
+    witness.witness_fsync_seconds_max = config.witness_fsync_seconds_max
+    cluster.witness_store.rng = stream("witness-fsync")
+    network.reply_loss.update(config.reply_loss)
+    monitor = Monitor(cluster, trace, mode=config.mode, failover_timeout=config.failover_timeout,
+                      envelope=within_envelope(config))
+    cluster.monitor = monitor
     history = History()
     workload = Workload(cluster, history, trace, stream("workload"), config.workload)
     hooks = cluster.hooks(stream("buggify"))
     guard = _StepGuard()
-    outcome: dict[str, Any] = {"converged": False, "finals": {}, "liveness": []}
+    outcome: dict[str, Any] = {"converged": False, "finals": {}, "liveness": [], "monitor": monitor}
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             guard.scope = nursery.cancel_scope
-            context = Context(cluster, workload, nursery)
+            context = Context(cluster, workload, nursery, config)
             trace.add("phase", "*", f"start: {scenario} seed {seed}")
             cluster.start(nursery)
             with trio.move_on_after(FIRST_PRIMARY_SECONDS_MAX) as first:
@@ -364,15 +442,19 @@ def run(scenario: str, seed: int, *, minutes: float | None = None, bugs: tuple[s
             if first.cancelled_caught:
                 outcome["liveness"].append(f"no primary elected within {FIRST_PRIMARY_SECONDS_MAX:.0f} s of the start")
             nursery.start_soon(workload.run)
+            nursery.start_soon(monitor.run)
             safety_end = trio.current_time() + config.safety_seconds
             trace.add("phase", "*", "safety: faults on")
             with trio.move_on_at(safety_end):
                 async with trio.open_nursery() as faults:
                     if config.connection_resets_per_minute > 0:
                         faults.start_soon(_connection_resets, network, config.connection_resets_per_minute, stream("resets"))
+                    if config.busy_per_minute > 0:
+                        faults.start_soon(_busy, cluster, config.busy_per_minute, config.busy_seconds_max, stream("busy"))
                     await script(context, stream("script"))
             trace.add("phase", "*", "liveness: faults healed, processes restarted, no new calls")
             cluster.heal_all()
+            monitor.judge_liveness = True
             await context.restart_all()
             workload.stop_arrivals()
             liveness_end = trio.current_time() + config.liveness_seconds_max
@@ -425,6 +507,39 @@ async def _connection_resets(network: SimNetwork, per_minute: float, rng: random
             network.trace("net", connection.client, f"connection reset {connection.client}->{connection.server} ({connection.address})")
 
 
+def within_envelope(config: RunConfig) -> bool:
+    """Whether the run's weather stays within what the timing of the protocol assumes.
+
+    Elections, renewals and the standby's acknowledgements time out after a third of
+    `failover_timeout`; weather that holds one message or one disk write longer than half of
+    it (a latency spike, a slow disk, a busy process, a slow witness fsync) makes that a fault
+    of its own, as often as the weather strikes. Safety holds through any weather; bounded
+    liveness is judged in the safety phase only within this envelope (and in the liveness
+    phase, where the weather is calm, always).
+    """
+    limit = config.failover_timeout / 2
+    link = config.link
+    delays = [
+        link.latency_seconds + 4 * link.jitter_seconds,
+        link.spike_seconds_max if link.spike_probability else 0.0,
+        config.slow_disk_seconds_max if config.slow_disk_probability else 0.0,
+        config.busy_seconds_max if config.busy_per_minute else 0.0,
+        config.witness_fsync_seconds_max if config.witness_fsync_probability else 0.0,
+        config.fsync_median_seconds * 20,
+    ]
+    return max(delays) <= limit
+
+
+async def _busy(cluster: SimCluster, per_minute: float, seconds_max: float, rng: random.Random) -> None:
+    """Now and then a process runs nothing for a moment (CPU starvation, a long GC pause)."""
+    names = [*cluster.names, WITNESS]
+    while True:
+        await sleep(rng.expovariate(per_minute / 60.0))
+        name = rng.choice(names)
+        if cluster.process(name).up:
+            cluster.stall(name, rng.uniform(0.0, seconds_max))
+
+
 def _why_not_converged(context: Context) -> str:
     cluster = context.cluster
     states = ", ".join(
@@ -435,7 +550,7 @@ def _why_not_converged(context: Context) -> str:
     member = primary.member if primary is not None else None
     detail = ""
     if member is not None and primary is not None and primary.node is not None:
-        detail = (f"; primary {primary.name}: peer_connected={member.peer_connected} behind_recorded={member.behind_recorded} "
+        detail = (f"; primary {primary.name}: peer_connected={member.peer_connected} behind_recorded={member.behind_recorded} behind_maybe={getattr(member, 'behind_maybe', False)} "
                   f"acked_lsn={member.acked_lsn} last_lsn={primary.node.store.last_lsn()}")
     return f"liveness: the cluster did not converge after healing ({states}{detail})"
 
@@ -452,6 +567,7 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
     if guard.tripped:
         violations.append(guard.tripped)
     violations.extend(outcome["liveness"])
+    violations.extend(outcome["monitor"].results())
     finals: dict[str, checks.NodeFinal] = outcome["finals"]
     primary = next((final for final in finals.values() if final.up and final.role == "primary"), None)
     reference = primary or max((final for final in finals.values() if final.up), key=lambda final: final.lsn, default=None)
@@ -484,7 +600,8 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
         unavailable_seconds=_unavailable(cluster, end), converged=bool(outcome["converged"]),
         deaths=[f"{at:.3f} {name}: {summary.splitlines()[0]}" for at, name, summary, _ in cluster.deaths],
         counters=dict(history.counters), network=dict(cluster.network.statistics.__dict__),
-        parameters={"scenario": scenario, "seed": seed, "safety_seconds": config.safety_seconds, **config.describe()},
+        parameters={"scenario": scenario, "seed": seed, "safety_seconds": config.safety_seconds, **config.describe(),
+                    "liveness_judged_under_faults": within_envelope(config)},
         final={name: {"up": final.up, "role": final.role, "lsn": final.lsn, "state_hash": final.state_hash[:16]} for name, final in finals.items()},
         events=len(trace.events), task_steps=guard.steps, cpu_seconds=time.process_time() - cpu_started,
         bugs=list(bugs), trace=trace,

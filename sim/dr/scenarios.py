@@ -50,6 +50,14 @@ class RunConfig:
     slow_disk_probability: float = 0.0
     slow_disk_seconds_max: float = 0.0
     crash_at_append_probability: float = 0.0
+    fsync_median_seconds: float = 0.0        # every store.append: log-normal latency (0: none)
+    fsync_sigma: float = 1.0
+    busy_per_minute: float = 0.0             # a process runs nothing for a moment (CPU starvation)
+    busy_seconds_max: float = 0.0
+    witness_fsync_probability: float = 0.0   # a witness save stalls the witness (slow fsync)
+    witness_fsync_seconds_max: float = 0.0
+    reply_loss: dict[str, float] = field(default_factory=dict)   # per serving process
+    drift_edges: bool = False                # clock rates at the ends of the drift bound
     workload: WorkloadShape = field(default_factory=WorkloadShape)
 
     def describe(self) -> dict[str, object]:
@@ -67,6 +75,12 @@ class RunConfig:
             "slow_disk_probability": round(self.slow_disk_probability, 3),
             "slow_disk_seconds_max": round(self.slow_disk_seconds_max, 3),
             "crash_at_append_probability": round(self.crash_at_append_probability, 4),
+            "fsync_median_ms": round(self.fsync_median_seconds * 1000, 3), "fsync_sigma": round(self.fsync_sigma, 2),
+            "busy_per_minute": round(self.busy_per_minute, 2), "busy_seconds_max": round(self.busy_seconds_max, 3),
+            "witness_fsync_probability": round(self.witness_fsync_probability, 3),
+            "witness_fsync_seconds_max": round(self.witness_fsync_seconds_max, 3),
+            "reply_loss": {name: round(value, 4) for name, value in sorted(self.reply_loss.items())},
+            "drift_edges": self.drift_edges,
         }
 
 
@@ -81,6 +95,7 @@ def _base(scenario: str, seed: int, rng: random.Random) -> RunConfig:
     config.slow_disk_seconds_max = rng.uniform(0.005, 0.1)
     config.snapshot_every_records = rng.choice([50, 200, 1000])
     config.retention_records = rng.choice([0, 0, 100, 400])
+    config.fsync_median_seconds = random.Random(f"{scenario}:{seed}:fsync").choice([0.0, 0.0005, 0.002])
     # Clients that wait long for a reply see what a paused node does when it resumes.
     config.workload = WorkloadShape(calls_per_hour=200.0 * rng.uniform(2.0, 10.0),
                                     client_timeout_seconds=rng.choice([1.0, 2.0, 5.0, 10.0]))
@@ -111,7 +126,28 @@ def _swarm(scenario: str, seed: int, rng: random.Random) -> RunConfig:
     config.mode = "async" if rng.random() < 0.15 else "sync"
     config.workload = WorkloadShape(calls_per_hour=200.0 * rng.choice([1.0, 3.0, 10.0, 30.0]),
                                     client_timeout_seconds=rng.choice([1.0, 2.0, 5.0, 10.0]))
+    _fragile(config, random.Random(f"{scenario}:{seed}:fragile"))
     return config
+
+
+def _fragile(config: RunConfig, rng: random.Random) -> None:
+    """Swarm weather where the protocol is fragile: lost replies, slow fsyncs, busy processes, clock edges.
+
+    Drawn from a stream of its own, so the other parameters of a seed stay what they were.
+    """
+    def maybe(value: float, probability: float) -> float:
+        return value if rng.random() < probability else 0.0
+
+    timeout = config.failover_timeout
+    config.fsync_median_seconds = maybe(rng.choice([0.0005, 0.002, 0.01]), 0.6)
+    config.fsync_sigma = rng.choice([0.5, 1.0, 1.5])
+    config.busy_per_minute = maybe(rng.choice([2.0, 10.0, 30.0]), 0.3)
+    config.busy_seconds_max = rng.choice([0.05, 0.2, 0.6]) * timeout
+    config.witness_fsync_probability = maybe(rng.choice([0.1, 0.5, 1.0]), 0.3)
+    config.witness_fsync_seconds_max = rng.choice([0.1, 0.2, 0.5]) * timeout   # 0.5: past a vote's timeout
+    config.reply_loss = {name: loss for name in ("witness", "a", "b")
+                         if (loss := maybe(rng.choice([0.01, 0.05, 0.2] if name == "witness" else [0.002, 0.01]), 0.25))}
+    config.drift_edges = config.drift and rng.random() < 0.3
 
 
 # ---------------------------------------------------------------------- scripts
@@ -286,6 +322,96 @@ async def disk_full(ctx: Context, rng: random.Random) -> None:
         await ctx.restart_all()
 
 
+def reply_loss_script(*targets: str) -> Script:
+    """`witness-reply-loss` aimed at some of its targets only: "record", "clear", "vote"."""
+    async def script(ctx: Context, rng: random.Random) -> None:
+        await witness_reply_loss(ctx, rng, targets=targets)
+    return script
+
+
+async def witness_reply_loss(ctx: Context, rng: random.Random, *, targets: tuple[str, ...] = ("record", "clear", "vote")) -> None:
+    """The witness applies a request and its reply is lost: RecordBehind, ClearBehind, a vote.
+
+    The reply dies three ways: a lost reply (the connection dies after the witness saved), a
+    slow witness fsync past `failover_timeout / 3` (the primary gives up waiting), or a one-way
+    cut witness -> primary. Then the primary is crashed and kept down for longer than the
+    liveness bound, so that a record the primary forgot about (the standby caught up long
+    ago, the witness still says "behind") shows as a cluster without a primary.
+    """
+    while True:
+        await ctx.wait_healthy()
+        await ctx.sleep(rng.uniform(1.0, 6.0))
+        name = await ctx.wait_primary()
+        standby = ctx.standby_name(name)
+        timeout = ctx.failover_timeout()
+        target = rng.choice(targets)
+        how = rng.choice(["lost-reply", "slow-fsync", "one-way"])
+        ctx.note(f"witness replies lost ({how}) around {target}")
+        victim = standby if target == "vote" else name
+        try:
+            await _lose_replies(ctx, rng, target, how, name, standby, victim, timeout)
+        finally:
+            ctx.find_witness_replies()   # also when a swarm round cuts this one short
+        await ctx.sleep(rng.uniform(1.0, 3.0) * timeout)
+        primary = ctx.primary_name()
+        if primary is not None and rng.random() < 0.8:
+            ctx.crash(primary, probe=True)
+            await ctx.sleep(rng.uniform(4.0, 6.0) * timeout + 2.0)   # past the liveness bound
+            await ctx.restart(primary)
+
+
+async def _lose_replies(ctx: Context, rng: random.Random, target: str, how: str, name: str, standby: str, victim: str,
+                        timeout: float) -> None:
+    """The witness's replies to `victim` die while it records the standby behind, clears it, or votes."""
+    if target == "record":
+        # The standby falls silent for longer than standby_timeout, then answers again.
+        ctx.lose_witness_replies(victim, how, rng)
+        ctx.stall(standby, rng.uniform(0.5, 1.0) * timeout)
+        ctx.write(f"a write while {standby} is silent")   # it waits past standby_timeout
+        await ctx.sleep(rng.uniform(1.0, 1.5) * timeout)
+    elif target == "clear":
+        # The standby is recorded behind (down a while), comes back and catches up.
+        ctx.crash(standby)
+        await ctx.sleep(rng.uniform(0.5, 3.0))
+        ctx.lose_witness_replies(victim, how, rng)
+        await ctx.restart(standby)
+        await ctx.sleep(rng.uniform(0.5, 3.0))
+    else:
+        # A handover: the candidate skips the pre-vote, the old primary votes for it too.
+        ctx.lose_witness_replies(victim, how, rng)
+        await ctx.switchover(probe=True)
+        await ctx.sleep(rng.uniform(0.2, 1.0) * timeout)
+
+
+async def lease_edge(ctx: Context, rng: random.Random) -> None:
+    """Replies to the primary slow, then the primary cut off and paused right around its lease expiry."""
+    while True:
+        await ctx.wait_healthy()
+        await ctx.sleep(rng.uniform(1.0, 6.0))
+        name = await ctx.wait_primary()
+        standby = ctx.standby_name(name)
+        timeout = ctx.failover_timeout()
+        ctx.slow_replies(name, rng.uniform(0.05, 0.4) * timeout)
+        try:
+            await ctx.sleep(rng.uniform(0.5, 2.0) * timeout)
+            if rng.random() < 0.5:
+                ctx.partition({name}, {standby, "witness"}, label=f"partition {name} | {standby}, witness", probe=True)
+            else:
+                ctx.partition({name}, {standby, "witness"}, one_way=True, label=f"one-way: nothing from {name} arrives", probe=True)
+            remaining = ctx.lease_remaining(name)
+            await ctx.sleep(max(0.0, remaining + rng.uniform(-0.15, 0.05) * timeout))
+            if rng.random() < 0.5:
+                await ctx.pause_mid_write(name, probe=False, wait_seconds_max=0.2 * timeout)
+            else:
+                ctx.pause(name, probe=False)
+            await ctx.sleep(rng.uniform(0.0, 2.0) * timeout)
+            ctx.resume(name)
+            await ctx.sleep(rng.uniform(0.0, 1.0) * timeout)
+            ctx.heal()
+        finally:
+            ctx.fast_replies(name)   # also when a swarm round cuts this one short
+
+
 SINGLE_FAULTS: dict[str, Script] = {
     "primary-crash": primary_crash,
     "standby-crash": standby_crash,
@@ -296,6 +422,8 @@ SINGLE_FAULTS: dict[str, Script] = {
     "rolling-restart": rolling_restart,
     "switchover-under-load": switchover_under_load,
     "disk-full": disk_full,
+    "witness-reply-loss": witness_reply_loss,
+    "lease-edge": lease_edge,
 }
 
 
@@ -327,6 +455,16 @@ def draw(scenario: str, seed: int, *, minutes: float | None = None) -> tuple[Run
     rng = random.Random(f"{scenario}:{seed}:parameters")
     config = _swarm(scenario, seed, rng) if scenario == "swarm" else _base(scenario, seed, rng)
     if scenario == "switchover-under-load":
+        config.workload.calls_per_hour = 200.0 * rng.uniform(10.0, 30.0)
+    if scenario == "witness-reply-loss":
+        config.failover_timeout = rng.choice([0.5, 1.0, 1.5])
+        config.mode = "sync"
+        config.link.spike_probability = 0.0   # liveness is judged: weather within the envelope
+        config.slow_disk_seconds_max = min(config.slow_disk_seconds_max, 0.05)
+    if scenario == "lease-edge":
+        # The lease is the only fence of an async primary; drift at the edges of the bound.
+        config.mode = "async" if rng.random() < 0.7 else "sync"
+        config.drift_edges = True
         config.workload.calls_per_hour = 200.0 * rng.uniform(10.0, 30.0)
     if minutes is not None:
         config.safety_seconds = minutes * 60.0

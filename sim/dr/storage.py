@@ -25,11 +25,38 @@ from typing import Any
 from acd.store import Record, Snapshot, StorageFull, Store
 
 
+class DurableLog:
+    """What a node's disk holds, as the checks see it: outlives the process (and its store).
+
+    `epochs` maps each LSN written to the store to its epoch (kept when retention prunes the
+    log: the records live on in the snapshot); a truncated tail is removed; an installed
+    snapshot (the primary's state) stands for every record at or below its LSN of an epoch
+    up to its own: the records are gone, so that is as precise as the continuous checks get
+    there (the final check compares whole logs). The continuous checks ask
+    `holds(lsn, epoch)` of a node that may be down at that instant.
+    """
+
+    __slots__ = ("epochs", "base_lsn", "base_epoch")
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, int] = {}
+        self.base_lsn = 0
+        self.base_epoch = 0
+
+    def holds(self, lsn: int, epoch: int) -> bool:
+        found = self.epochs.get(lsn)
+        if found is not None:
+            return found == epoch
+        return lsn <= self.base_lsn and epoch <= self.base_epoch
+
+
 class SimStore(Store):
     """`acd.store.Store` whose writes fail while `disk_full()` says so."""
 
-    def __init__(self, path: str | os.PathLike[str], *, disk_full: Callable[[], bool], **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, disk_full: Callable[[], bool], disk: DurableLog | None = None,
+                 **options: Any) -> None:
         self._disk_full = disk_full
+        self.disk = disk if disk is not None else DurableLog()
         super().__init__(path, sync=False, **options)
 
     def _refuse_if_full(self, what: str) -> None:
@@ -40,6 +67,9 @@ class SimStore(Store):
         if records:
             self._refuse_if_full("append")
         super().append(records, forget=forget)
+        epochs = self.disk.epochs
+        for record in records:
+            epochs[record.lsn] = record.epoch
 
     def set_epoch(self, epoch: int, first_lsn: int) -> None:
         self._refuse_if_full("set_epoch")
@@ -47,7 +77,11 @@ class SimStore(Store):
 
     def truncate_tail(self, after_lsn: int) -> int:
         self._refuse_if_full("truncate_tail")
-        return super().truncate_tail(after_lsn)
+        removed = super().truncate_tail(after_lsn)
+        epochs = self.disk.epochs
+        for lsn in [lsn for lsn in epochs if lsn > after_lsn]:
+            del epochs[lsn]
+        return removed
 
     def save_snapshot(self, *, lsn: int, epoch: int, at: float, state: bytes) -> None:
         self._refuse_if_full("save_snapshot")
@@ -56,6 +90,9 @@ class SimStore(Store):
     def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None) -> None:
         self._refuse_if_full("install_snapshot")
         super().install_snapshot(snapshot, secrets=secrets)
+        self.disk.epochs.clear()
+        self.disk.base_lsn = snapshot.lsn
+        self.disk.base_epoch = snapshot.epoch
 
     def truncate_log(self, before_lsn: int) -> int:
         self._refuse_if_full("truncate_log")

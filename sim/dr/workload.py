@@ -97,6 +97,9 @@ class Client:
         """The state of the node believed primary (None while it is down or paused)."""
         process = self.cluster.processes[self.guess]
         if process.up and not process.paused and process.node is not None:
+            monitor = self.cluster.monitor
+            if monitor is not None:
+                monitor.on_read(process)
             return process.node.center
         return None
 
@@ -172,6 +175,9 @@ class Client:
         ack = Ack(trio.current_time(), name, epoch, result.lsn, kind, subject, payload,
                   tuple(type(event).__name__ for event in result.events))
         self.history.acks.append(ack)
+        monitor = self.cluster.monitor
+        if monitor is not None:
+            monitor.on_ack(ack)
         self.history.counters["acked"] += 1
         self.trace.add("ack", "client", f"{name} e{epoch} lsn {result.lsn} {kind} {subject}")
 
