@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep mutants loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
 	@echo "make bench-failover  failover time distribution over 20 kills of the primary"
 	@echo "make dr-sweep        every disaster-recovery scenario over 100 seeds, swarm over 1,000"
+	@echo "make mutants         plant each catalogued replication bug in a scratch copy; the simulator must catch every one"
 	@echo "make loadtest-day|loadtest-failover|loadtest-stress   Locust against a real cluster"
 
 $(STAMP): pyproject.toml
@@ -80,6 +81,10 @@ dr-sweep: $(STAMP)
 
 bench-dr: $(STAMP)
 	$(BIN)/python -m bench.dr
+
+# sim/dr/mutants.py: one planted bug at a time, in a scratch copy of the source (never this tree).
+mutants: $(STAMP)
+	$(BIN)/python -m sim.dr.mutants --jobs 2
 
 # Schemathesis at length against a node with tokens on (the short run is part of `make test`).
 fuzz: $(STAMP)
