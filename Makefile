@@ -86,6 +86,8 @@ bench-dr: $(STAMP)
 mutants: $(STAMP)
 	$(BIN)/python -m sim.dr.mutants --jobs 2
 
-# Schemathesis at length against a node with tokens on (the short run is part of `make test`).
+# Schemathesis at length, every phase (stateful included), against a two-node cluster with tokens
+# and a standalone node without; extreme values in every command over HTTP against a cluster
+# (the short runs are part of `make test`).
 fuzz: $(STAMP)
-	ACD_FUZZ_EXAMPLES=$${ACD_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/test_schemathesis.py
+	ACD_FUZZ_EXAMPLES=$${ACD_FUZZ_EXAMPLES:-500} ACD_EXTREME_EXAMPLES=$${ACD_EXTREME_EXAMPLES:-2000} $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/test_schemathesis.py tests/test_http_extremes.py

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from acd.core import events
+from acd.core.config import Name
 
 from . import schemas
 
@@ -21,6 +22,85 @@ if TYPE_CHECKING:
 
 _REF = "#/components/schemas/{name}"
 _LSN = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+# A path id is a name like any other (a call, agent or queue id): a write with an id outside
+# it is a 400 `invalid`, a read a 404.
+_ID = msgspec.json.schema(Name)
+
+# OpenAPI links: how the reply of one operation feeds the next (the id of the call just
+# created, the agent a call is offered to), so that a client generator or a stateful test
+# can chain them: POST /v1/calls -> GET /v1/calls/{id} -> answer -> hangup -> wrapup.
+# (source operationId, response status) -> {link name: (target operationId, parameters, requestBody)}.
+_REPLY_ID = {"id": "$response.body#/id"}
+_AGENT_OF_CALL = {"agent": "$response.body#/agent"}
+_LIST_HEAD = {"id": "$response.body#/0/id"}
+_Link = tuple[str, dict[str, str], dict[str, str] | None]
+_LINKS: dict[str, dict[str, _Link]] = {
+    "create_call": {
+        "GetCall": ("get_call", _REPLY_ID, None),
+        "AnswerCall": ("answer", _REPLY_ID, None),
+        "RejectCall": ("reject", _REPLY_ID, None),
+        "AbandonCall": ("abandon", _REPLY_ID, None),
+        "HangUpCall": ("hangup", _REPLY_ID, None),
+        "TransferCall": ("transfer", _REPLY_ID, None),
+        "RequestCallback": ("callback", _REPLY_ID, None),
+        "WrapUpCall": ("wrapup", _REPLY_ID, None),
+        "SurveyCall": ("survey", _REPLY_ID, None),
+    },
+    "get_call": {
+        "AnswerCall": ("answer", _REPLY_ID, _AGENT_OF_CALL),
+        "RejectCall": ("reject", _REPLY_ID, _AGENT_OF_CALL),
+        "AbandonCall": ("abandon", _REPLY_ID, None),
+        "HangUpCall": ("hangup", _REPLY_ID, None),
+    },
+    "answer": {
+        "GetCall": ("get_call", _REPLY_ID, None),
+        "HangUpCall": ("hangup", _REPLY_ID, None),
+        "TransferCall": ("transfer", _REPLY_ID, None),
+    },
+    "reject": {"GetCall": ("get_call", _REPLY_ID, None)},
+    "transfer": {"GetCall": ("get_call", _REPLY_ID, None)},
+    "callback": {"GetCall": ("get_call", _REPLY_ID, None)},
+    "hangup": {
+        "WrapUpCall": ("wrapup", _REPLY_ID, _AGENT_OF_CALL),
+        "SurveyCall": ("survey", _REPLY_ID, None),
+    },
+    "wrapup": {
+        "GetCall": ("get_call", _REPLY_ID, None),
+        "SurveyCall": ("survey", _REPLY_ID, None),
+    },
+    "list_agents": {
+        "GetAgent": ("get_agent", _LIST_HEAD, None),
+        "LogIn": ("login", _LIST_HEAD, None),
+    },
+    "get_agent": {
+        "LogIn": ("login", _REPLY_ID, None),
+        "Ready": ("ready", _REPLY_ID, None),
+        "NotReady": ("not_ready", _REPLY_ID, None),
+        "LogOut": ("logout", _REPLY_ID, None),
+        "AnswerOffer": ("answer", {"id": "$response.body#/offer"}, {"agent": "$response.body#/id"}),
+        "RejectOffer": ("reject", {"id": "$response.body#/offer"}, {"agent": "$response.body#/id"}),
+    },
+    "login": {"Ready": ("ready", _REPLY_ID, None), "LogOut": ("logout", _REPLY_ID, None)},
+    "ready": {"GetAgent": ("get_agent", _REPLY_ID, None), "NotReady": ("not_ready", _REPLY_ID, None)},
+    "not_ready": {"Ready": ("ready", _REPLY_ID, None), "LogOut": ("logout", _REPLY_ID, None)},
+    "logout": {"LogIn": ("login", _REPLY_ID, None)},
+    "list_queues": {"GetQueue": ("get_queue", _LIST_HEAD, None)},
+    "get_queue": {"CreateCall": ("create_call", {}, {"queue": "$response.body#/id"})},
+}
+
+
+def _links(source: str, operation_ids: set[str]) -> dict[str, Any]:
+    links: dict[str, Any] = {}
+    for name, (target, parameters, body) in _LINKS.get(source, {}).items():
+        if target not in operation_ids:
+            raise ValueError(f"OpenAPI link {source} -> {name}: no operation {target!r}")
+        link: dict[str, Any] = {"operationId": target}
+        if parameters:
+            link["parameters"] = dict(parameters)
+        if body is not None:
+            link["requestBody"] = dict(body)
+        links[name] = link
+    return links
 
 _ERROR_TEXT = {
     400: "Bad JSON (`bad_json`) or an invalid field (`invalid`, with `field`)",
@@ -71,7 +151,9 @@ def _sse_event_schema(event_refs: list[dict[str, Any]], control_ref: dict[str, A
     }
 
 
-def document(routes: Iterable[Route]) -> dict[str, Any]:
+def document(routes: Iterable[Route], *, authenticated: bool = True) -> dict[str, Any]:
+    """The document; `authenticated=False` describes a node without `[[tokens]]`, where no
+    operation asks for a token (every request acts as admin)."""
     routes = list(routes)
     event_types = _event_types()
     types: list[Any] = [schemas.Error, schemas.StreamMessage, *event_types]
@@ -84,10 +166,12 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
     ref_of = {id(kind): ref for kind, ref in zip(types, refs, strict=True)}
     sse_event = _sse_event_schema([ref_of[id(kind)] for kind in event_types], ref_of[id(schemas.StreamMessage)])
 
+    operation_ids = {route.handler.__name__.strip("_") for route in routes}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        operation_id = route.handler.__name__.strip("_")
         operation: dict[str, Any] = {
-            "operationId": route.handler.__name__.strip("_"),
+            "operationId": operation_id,
             "summary": route.summary,
             "responses": {},
         }
@@ -96,7 +180,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         if route.public:
             operation["security"] = []
         parameters = [
-            {"name": part.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": part.strip("{}"), "in": "path", "required": True, "schema": dict(_ID)}
             for part in route.parts if part.startswith("{")
         ]
         if route.path == "/v1/events" or route.path.endswith("/events"):
@@ -121,6 +205,9 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             success["content"] = {"application/json": {"schema": ref_of[id(route.response)]}}
         else:
             success["content"] = {"application/json": {"schema": {"type": "object"}}}
+        links = _links(operation_id, operation_ids)
+        if links:
+            success["links"] = links
         operation["responses"][str(route.status)] = success
         implied = {431} | (set() if route.public else {401, 429})  # headers; auth and rate
         if route.body is not None:
@@ -153,6 +240,6 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from [[tokens]] (config file)"}},
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if authenticated else [],
         "paths": paths,
     }
