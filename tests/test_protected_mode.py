@@ -64,8 +64,8 @@ def test_an_api_beyond_loopback_without_tokens_is_an_error(tmp_path: Path, capsy
 
 
 @pytest.mark.parametrize(("old", "new", "key"), [
-    ('address = "127.0.0.1:9129"', f'address = "0.0.0.0:9129"', "witness.address"),
-    ('replication = "127.0.0.1:9120"', f'replication = "127.0.0.1:9120"\nreplication_bind = "0.0.0.0:9120"', "nodes[0].replication_bind"),
+    ('address = "127.0.0.1:9129"', 'address = "0.0.0.0:9129"', "witness.address"),
+    ('replication = "127.0.0.1:9120"', 'replication = "127.0.0.1:9120"\nreplication_bind = "0.0.0.0:9120"', "nodes[0].replication_bind"),
     ('replication = "127.0.0.1:9121"', f'replication = "{OUTSIDE}:9121"', "nodes[1].replication"),
 ])
 def test_replication_or_a_witness_beyond_loopback_without_a_secret_is_an_error(

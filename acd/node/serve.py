@@ -6,11 +6,12 @@ the pipeline, join the cluster when the config has two nodes, apply the config f
 on a primary (once, through the log), then listen.
 
 Connections (docs/operations.md, "Security"): every accepted connection passes a gate first
-(`limits.connections_max` in total, `limits.connections_per_address_max`, by default half
-of that, from one source address; past either it is reset at once), its first request head must arrive within
-`limits.request_head_seconds`, a connection whose client closes is released at once, and a
-write that makes no progress for `limits.write_timeout_seconds` (a reader that stopped reading)
-aborts the connection. HTTP/2 over cleartext is served only with `limits.http2_cleartext`.
+(`limits.connections_max` in total and `limits.connections_per_address_max`, by default half
+of that, from one source address; past either it is reset at once), its first request head
+must arrive within `limits.request_head_seconds`, a connection whose client closes is released
+at once, and a write that makes no progress for `limits.write_timeout_seconds` (a reader that
+stopped reading) resets the connection. HTTP/2 over cleartext is served only with
+`limits.http2_cleartext`.
 
 Shutdown (SIGTERM or SIGINT): refuse new writes, end every event stream with a final
 `stream.closed` event, let Hypercorn finish the requests in flight, stop the pipeline, close
@@ -194,9 +195,7 @@ def connection_gate(settings: Settings, registry: Any = None) -> ConnectionGate:
 
 def _reset(stream: Any) -> None:
     """Make the socket under `stream` close with a reset: its buffers are freed at once."""
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
+    sock = _socket_of(stream)
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
@@ -349,10 +348,16 @@ class _TCPServer(hypercorn.trio.tcp_server.TCPServer):
         await super()._close()
 
 
-def _peer_address(stream: Any) -> str:
+def _socket_of(stream: Any) -> Any:
+    """The socket under a plain or a TLS stream (None if neither)."""
     sock = getattr(stream, "socket", None)
     if sock is None:
         sock = getattr(getattr(stream, "transport_stream", None), "socket", None)
+    return sock
+
+
+def _peer_address(stream: Any) -> str:
+    sock: Any = _socket_of(stream)
     try:
         peer = sock.getpeername()
     except (AttributeError, OSError):
