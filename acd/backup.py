@@ -10,7 +10,9 @@ cluster, a damaged file, and a data directory in use; it keeps a directory it re
 restored node starts as standby and catches up from the primary (or is truncated to what the
 cluster acknowledged).
 
-`export` writes one record per completed interaction from a consistent copy of the store.
+`export` writes one record per finished interaction (and per call-back still owed), or one per
+leg (`--rows legs`: talk, hold and wrap-up seconds), from a consistent copy of the store; the
+columns suffice to recompute every KPI of docs/kpis.md.
 Caller numbers are personal data: the core keeps them only as a masked form and a keyed hash
 (the clear number only while a call-back is pending), so an export carries the masked number;
 `--unmask` (admin token when tokens are configured) adds the keyed hash, which links repeat
@@ -37,8 +39,6 @@ import lmdb
 import msgspec
 
 from acd import settings as settings_module
-from acd.core.calendar import load_zone
-from acd.core.state import CallState
 from acd.store import Store, StoreError
 from acd.store.lmdb_store import private_files
 
@@ -171,8 +171,10 @@ def restore(settings: settings_module.Settings, node: str, source: Path, *, forc
     return manifest, kept
 
 
-def completed_interactions(settings: settings_module.Settings, node: str) -> Iterator[dict[str, Any]]:
-    """Every interaction in a consistent copy of the node's state, as export records."""
+def completed_interactions(settings: settings_module.Settings, node: str, rows: str = "interactions") -> Iterator[dict[str, Any]]:
+    """Export records from a consistent copy of the node's state: one per finished interaction
+    (and per call-back still owed), or with `rows="legs"` one per leg (acd.api.views)."""
+    from acd.api import views
     from acd.node.node import Node
 
     with tempfile.TemporaryDirectory(prefix="acd-export-") as temporary:
@@ -181,31 +183,7 @@ def completed_interactions(settings: settings_module.Settings, node: str) -> Ite
         store = Store(copy, cluster=settings.cluster.name, node=node)
         replica = Node(settings, node, store=store)
         try:
-            zone = load_zone(settings.center.time_zone)
-            for call in replica.center.state.interactions.values():
-                if call.state not in (CallState.COMPLETED, CallState.ABANDONED, CallState.TRANSFERRED, CallState.CLOSED):
-                    continue
-                wait_end = call.answered_at if call.answered_at is not None else call.completed_at
-                yield {
-                    "id": call.id,
-                    "date": dt.datetime.fromtimestamp(call.arrived_at, zone).date().isoformat(),
-                    "arrived_at": _iso(call.arrived_at, zone),
-                    "answered_at": _iso(call.answered_at, zone),
-                    "ended_at": _iso(call.ended_at, zone),
-                    "completed_at": _iso(call.completed_at, zone),
-                    "outcome": call.state.value,
-                    "queue": call.handled_queue or call.queue,
-                    "agent": call.agent or "",
-                    "channel": call.channel,
-                    "caller": call.caller_masked,
-                    "caller_hash": call.caller_hash,
-                    "disposition": call.disposition or "",
-                    "survey": call.survey if call.survey is not None else "",
-                    "wait_seconds": round((wait_end or call.arrived_at) - call.queued_at, 1) if wait_end else "",
-                    "talk_seconds": round(call.ended_at - call.answered_at, 1) if call.ended_at and call.answered_at else "",
-                    "callback": call.callback,
-                    "transfers": call.transfers,
-                }
+            yield from (views.leg_rows(replica.center) if rows == "legs" else views.interaction_rows(replica.center))
         finally:
             store.close()
 
@@ -221,14 +199,16 @@ def _admin(settings: settings_module.Settings, token: str) -> bool:
     return any(entry.role == "admin" and entry.hash == wanted for entry in settings.tokens)
 
 
-def export(settings: settings_module.Settings, node: str, first: dt.date, last: dt.date, fmt: str, out: Any, *, unmask: bool) -> int:
-    columns = ["id", "date", "arrived_at", "answered_at", "ended_at", "completed_at", "outcome", "queue", "agent",
-               "channel", "caller", "disposition", "survey", "wait_seconds", "talk_seconds", "callback", "transfers"]
-    if unmask:
+def export(settings: settings_module.Settings, node: str, first: dt.date, last: dt.date, fmt: str, out: Any, *, unmask: bool,
+           rows_of: str = "interactions") -> int:
+    from acd.api import views
+
+    columns = list(views.LEG_COLUMNS if rows_of == "legs" else views.INTERACTION_COLUMNS)
+    if unmask and rows_of != "legs":
         columns.append("caller_hash")
     rows = sorted(
-        (record for record in completed_interactions(settings, node) if first.isoformat() <= record["date"] <= last.isoformat()),
-        key=lambda record: (record["arrived_at"], record["id"]),
+        (record for record in completed_interactions(settings, node, rows_of) if first.isoformat() <= record["date"] <= last.isoformat()),
+        key=lambda record: (record["date"], record.get("arrived_at") or record.get("answered_at"), record["id"], record.get("leg", 0)),
     )
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
@@ -283,6 +263,8 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: %(default)s")
     parser.add_argument("--output", default="-", metavar="FILE", help="file to write (default: standard output)")
     parser.add_argument("--unmask", action="store_true", help="add the keyed caller hash (admin only)")
+    parser.add_argument("--rows", choices=("interactions", "legs"), default="interactions",
+                        help="one row per interaction, or per leg with talk, hold and wrap-up seconds (default: %(default)s)")
     parser.add_argument("--token", default=os.environ.get("ACD_TOKEN", ""), help="admin token when tokens are configured")
     parser.set_defaults(run=_export)
 
@@ -341,12 +323,12 @@ def _export(args: argparse.Namespace) -> int:
         return _fail("export: --unmask needs an admin token (--token or ACD_TOKEN)")
     try:
         if args.output == "-":
-            count = export(settings, node, args.first, args.last, args.format, sys.stdout, unmask=args.unmask)
+            count = export(settings, node, args.first, args.last, args.format, sys.stdout, unmask=args.unmask, rows_of=args.rows)
         else:
             # Created readable by its owner only: an export holds interactions of citizens.
             descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(descriptor, "w", newline="", encoding="utf-8") as out:
-                count = export(settings, node, args.first, args.last, args.format, out, unmask=args.unmask)
+                count = export(settings, node, args.first, args.last, args.format, out, unmask=args.unmask, rows_of=args.rows)
     except (BackupError, StoreError) as error:
         return _fail(f"export: {error}")
     print(f"exported {count} interactions", file=sys.stderr)

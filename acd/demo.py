@@ -293,15 +293,16 @@ class Demo:
             queues.add_column(column)
         for queue in self.queues[:12]:
             today = queue.get("today") or queue.get("kpis") or {}
-            level = today.get("service_level")
+            level = today.get("service_level_offered")
             queues.add_row(
                 str(queue.get("id") or queue.get("name")), str(queue.get("waiting", "")),
                 f"{queue.get('longest_wait', queue.get('longest_wait_seconds', 0)) or 0:.0f}",
                 str(today.get("offered", "")), str(today.get("answered", "")), str(today.get("abandoned", "")),
                 f"{level:.0%}" if isinstance(level, int | float) else "-",
             )
-        stats = self.stats.get("kpis", self.stats) if isinstance(self.stats, dict) else {}
-        level = stats.get("service_level")
+        stats = self.stats if isinstance(self.stats, dict) else {}
+        # /v1/stats: the center's KPIs under "center" (docs/kpis.md; the offered basis, as the wallboard).
+        level = (stats.get("center") or {}).get("service_level_offered")
         center = Table.grid(padding=(0, 3))
         center.add_row(
             f"phase: [bold]{self.phase}[/bold]",
@@ -429,7 +430,8 @@ class Demo:
     def report(self, cluster: LocalCluster, result: dict[str, Any]) -> int:
         lost = max((entry["missing"] for entry in result.values()), default=0)
         stranded = max((entry["not_terminal"] for entry in result.values()), default=0)
-        stats = self.stats.get("kpis", self.stats) if isinstance(self.stats, dict) else {}
+        stats = self.stats if isinstance(self.stats, dict) else {}
+        center_kpis = stats.get("center") or {}
         report = {
             "workdir": str(self.workdir), "calls_acknowledged": len(self.tally.created), "answered": self.tally.answered,
             "abandoned": self.tally.abandoned, "callbacks": self.tally.callbacks,
@@ -448,7 +450,9 @@ class Demo:
             f"- failover (kill to first acknowledged write on the new primary): {self.failover_seconds:.2f} s" if self.failover_seconds else "",
             f"- old primary rejoined and caught up in: {self.rejoin_seconds:.1f} s" if self.rejoin_seconds else "",
             f"- lost calls: {lost}; calls not in a terminal state: {stranded}",
-            f"- center service level: {stats.get('service_level')}",
+            f"- center service level (offered basis, docs/kpis.md): {_percent(center_kpis.get('service_level_offered'))}; "
+            f"ASA {center_kpis.get('asa_seconds')} s; abandon rate {_percent(center_kpis.get('abandon_rate'))}; "
+            f"call-backs reached {center_kpis.get('callbacks_reached', 0)} of {center_kpis.get('callbacks_requested', 0)} requested",
             "", "## Log", "", *[f"    {line}" for line in self.log_lines],
         ]
         (self.workdir / "report.md").write_text("\n".join(line for line in lines if line is not None) + "\n")
@@ -506,3 +510,7 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ndemo: interrupted; every process was stopped", file=sys.stderr)
         return 130
+
+
+def _percent(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "- (no caller with an outcome yet)"

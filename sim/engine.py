@@ -93,14 +93,20 @@ class Simulation:
 
     def __init__(
         self, config: CenterConfig, *, seed: int, start: float, behaviour: Behaviour | None = None,
-        detail: bool = False, trace: bool = True,
+        detail: bool = False, trace: bool = True, command_log: list[tuple[c.Command, float]] | None = None,
     ) -> None:
         # The core starts at the run's first instant: `Center(config)` would configure it at
         # t = 0 (1970), and the engine would then tick its hourly timers all the way to `start`.
         self.center = Center(state=State(now=start))
-        configured = self.center.apply(c.Configure(center=config), start)
+        configure = c.Configure(center=config)
+        configured = self.center.apply(configure, start)
         if isinstance(configured, Rejection):
             raise ConfigError(configured.field or "center", configured.message)
+        # Every accepted command with its instant, when asked for: the run's log, which a
+        # replay (or a node) applies to reach the same state and statistics.
+        self.command_log = command_log
+        if command_log is not None:
+            command_log.append((configure, start))
         self.seed = seed
         self.now = start
         self.behaviour = behaviour or Behaviour()
@@ -226,6 +232,8 @@ class Simulation:
             self.rejections[f"{type(command).__name__}:{result.code}"] += 1  # type: ignore[union-attr]
             ok = False
         else:
+            if self.command_log is not None:
+                self.command_log.append((command, now))
             if self.trace:
                 buffer = self._trace_buffer
                 self._trace_encode_into(result, buffer, -1)
@@ -985,9 +993,11 @@ def simulate_days(
     scenario: Scenario, *, seed: int | None = None, days: int | None = None, start: str | None = None,
     config: CenterConfig | None = None, staffing: dict[tuple[int, int], int] | None = None,
     transform: Callable[[CallSpec], CallSpec | None] | None = None, progress: bool = False,
-    trace: bool = True,
+    trace: bool = True, command_log: list[tuple[c.Command, float]] | None = None,
 ) -> DayRun:
     """Run the scenario's days through the core.
+
+    `command_log`, a list, receives every accepted command with its instant (the run's log).
 
     `config`, `staffing` and `transform` serve the staffing confirmation: another center (one
     pooled queue), agents on duty per interval instead of the shifts, and a change to each call
@@ -1000,7 +1010,7 @@ def simulate_days(
     calls_stream = random.Random(seed)
     agents_stream = random.Random(seed * 1_000_003 + 7)
     simulation = Simulation(config, seed=seed, start=day_starts[0], behaviour=scenario_behaviour(scenario, agents_stream),
-                            detail=True, trace=trace)
+                            detail=True, trace=trace, command_log=command_log)
     simulation.external_queues = frozenset(q.name for q in config.queues if q.external)
     simulation.survey_after = scenario.mix.survey_after_seconds
     for index, day_start in enumerate(day_starts):

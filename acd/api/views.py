@@ -335,3 +335,126 @@ def stats_view(center: Center, now: float, day: str | None = None) -> StatsView:
         queues={queue.name: kpis(stats.queues[queue.name].total if queue.name in stats.queues else Counters()) for queue in center.config.queues},
         agent_time=agent_time(center, day, now),
     )
+
+
+# ---------------------------------------------------------------------------------- export rows
+
+EXPORT_STATES = (CallState.COMPLETED, CallState.ABANDONED, CallState.TRANSFERRED, CallState.CLOSED, CallState.SCHEDULED)
+INTERACTION_COLUMNS = [
+    "id", "date", "arrived_at", "answered_at", "ended_at", "completed_at", "outcome", "queue", "agent", "channel",
+    "caller", "disposition", "survey", "wait_seconds", "talk_seconds", "callback", "transfers",
+    "kind", "caller_outcome", "center_wait_seconds", "after_hours", "origin", "callback_source", "requested_at",
+    "callback_attempts", "callback_reached", "callback_delay_seconds", "legs", "hold_seconds",
+]
+LEG_COLUMNS = [
+    "id", "leg", "date", "agent", "queue", "channel", "answered_at", "ended_at", "completed_at", "talk_seconds",
+    "hold_seconds", "wrapup_seconds", "disposition", "callback", "first_contact",
+]
+
+
+def _iso(at: float | None, zone: dt.tzinfo) -> str:
+    return dt.datetime.fromtimestamp(at, zone).isoformat(timespec="seconds") if at else ""
+
+
+def caller_outcome(call: Interaction) -> str:
+    """A caller's one outcome at the center (docs/kpis.md); "" for a call-back task.
+
+    answered | abandoned | callback_requested (from the line) | after_hours | merged (a request
+    from the line joined an earlier one) | sent_out (to an external queue before an answer) |
+    in_progress.
+    """
+    if call.origin is not None:
+        return ""
+    if call.after_hours:
+        return "after_hours"
+    if call.callback_source == "waiting":
+        return "callback_requested"
+    if call.state is CallState.ABANDONED:
+        return "abandoned"
+    if call.state is CallState.CLOSED and call.reason == "merged":
+        return "merged"
+    if call.legs or call.answered_at is not None:
+        return "answered"
+    if call.state is CallState.TRANSFERRED:
+        return "sent_out"
+    return "in_progress"
+
+
+def interaction_rows(center: Center) -> list[dict[str, object]]:
+    """The export's interaction rows: every finished interaction and every call-back still owed.
+
+    Times are local ISO strings; durations are seconds (3 decimals), enough to recompute every
+    KPI of docs/kpis.md from the rows (tests/test_reconciliation.py does).
+    """
+    zone = load_zone(center.config.time_zone)
+    rows: list[dict[str, object]] = []
+    for call in center.state.interactions.values():
+        if call.state not in EXPORT_STATES:
+            continue
+        wait_end = call.answered_at if call.answered_at is not None else call.completed_at
+        first_answer = min((leg.answered_at for leg in call.legs), default=call.answered_at)
+        outcome = caller_outcome(call)
+        if outcome == "answered" and first_answer is not None:
+            center_wait: float | str = round(first_answer - call.arrived_at, 3)
+        elif outcome == "abandoned" and call.completed_at is not None:
+            center_wait = round(call.completed_at - call.arrived_at, 3)
+        else:
+            center_wait = ""
+        reached = [leg for leg in call.legs if leg.callback]
+        requested = call.requested_at
+        rows.append({
+            "id": call.id,
+            "date": dt.datetime.fromtimestamp(call.arrived_at, zone).date().isoformat(),
+            "arrived_at": _iso(call.arrived_at, zone),
+            "answered_at": _iso(call.answered_at, zone),
+            "ended_at": _iso(call.ended_at, zone),
+            "completed_at": _iso(call.completed_at, zone),
+            "outcome": call.state.value,
+            "queue": call.handled_queue or call.queue,
+            "agent": call.agent or "",
+            "channel": call.channel,
+            "caller": call.caller_masked,
+            "caller_hash": call.caller_hash,
+            "disposition": call.disposition or "",
+            "survey": call.survey if call.survey is not None else "",
+            "wait_seconds": round((wait_end or call.arrived_at) - call.queued_at, 1) if wait_end else "",
+            "talk_seconds": round(call.ended_at - call.answered_at, 1) if call.ended_at and call.answered_at else "",
+            "callback": call.callback,
+            "transfers": call.transfers,
+            "kind": "callback_task" if call.origin is not None else "caller",
+            "caller_outcome": outcome,
+            "center_wait_seconds": center_wait,
+            "after_hours": call.after_hours,
+            "origin": call.origin or "",
+            "callback_source": call.callback_source,
+            "requested_at": _iso(requested, zone),
+            "callback_attempts": call.attempts,
+            "callback_reached": bool(reached),
+            "callback_delay_seconds": round(reached[0].completed_at - requested, 3) if reached and requested is not None else "",
+            "legs": len(call.legs),
+            "hold_seconds": round(sum(leg.hold_seconds for leg in call.legs), 3),
+        })
+    return rows
+
+
+def leg_rows(center: Center) -> list[dict[str, object]]:
+    """The export's leg rows: one per agent who handled an interaction, with talk, hold and wrap-up."""
+    zone = load_zone(center.config.time_zone)
+    rows: list[dict[str, object]] = []
+    for call in center.state.interactions.values():
+        if not call.legs:
+            continue
+        first = min(call.legs, key=lambda leg: leg.answered_at)
+        date = dt.datetime.fromtimestamp(call.arrived_at, zone).date().isoformat()
+        for number, leg in enumerate(sorted(call.legs, key=lambda leg: leg.answered_at), start=1):
+            rows.append({
+                "id": call.id, "leg": number, "date": date, "agent": leg.agent, "queue": leg.queue, "channel": leg.channel,
+                "answered_at": _iso(leg.answered_at, zone), "ended_at": _iso(leg.ended_at, zone),
+                "completed_at": _iso(leg.completed_at, zone),
+                "talk_seconds": round(leg.ended_at - leg.answered_at - leg.hold_seconds, 3),
+                "hold_seconds": round(leg.hold_seconds, 3),
+                "wrapup_seconds": round(leg.completed_at - leg.ended_at, 3),
+                "disposition": leg.disposition, "callback": leg.callback,
+                "first_contact": leg is first and call.origin is None,
+            })
+    return rows

@@ -1001,6 +1001,7 @@ class Center:
         _heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
         self._touched_calls.add(call_id)
         if call.callback:
+            call.attempts += 1
             self._count_callback(call, _callback_attempted)
         self._events.append(
             e.CallOffered(
@@ -1412,6 +1413,7 @@ class Center:
         if calendar is not None and not calendar.always_open and not self._is_open(calendar, now):
             invariant(calendar is not None, "closed without a calendar")
             assert calendar is not None  # for mypy; checked by the invariant above
+            call.after_hours = True
             self._count_queue_arrival(call, now)
             self._count_queue(call, _after_hours)
             self._count_center(call, _after_hours)

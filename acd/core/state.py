@@ -92,6 +92,8 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     origin: str | None = None        # the interaction whose wrap-up promised this call-back
     callback_source: str = ""        # "waiting" | "after_hours" | "promised": who asked for the call-back
     requested_at: float | None = None  # when the call-back was requested (its delay counts from here)
+    after_hours: bool = False        # arrived while its queue was closed
+    attempts: int = 0                # offers to an agent while a call-back (each one an attempt)
     warning: bool = False
     disposition: str | None = None
     abusive: bool = False
