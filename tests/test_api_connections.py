@@ -60,7 +60,10 @@ def idle_connections(node: NodeProcess, count: int, sources: list[str]) -> Itera
         for index in range(count):
             sock = stack.enter_context(socket.socket())
             sock.bind((sources[index % len(sources)], 0))
-            sock.connect(("127.0.0.1", node.port))
+            try:
+                sock.connect(("127.0.0.1", node.port))
+            except (ConnectionResetError, ConnectionRefusedError):
+                continue  # reset by the node before connect() returned: refused, as meant
             held.append(sock)
         yield held
 
