@@ -229,13 +229,19 @@ def _config_check(args: argparse.Namespace) -> int:
 def _config_reload(args: argparse.Namespace) -> int:
     import httpx
 
+    from acd import identity
+
     settings = _load(args.config)
     token = args.token or os.environ.get("ACD_TOKEN")
     headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        identity.require(settings, token or "")  # never reload another cluster's primary
+    except identity.IdentityError as error:
+        return _fail(f"config reload refused, nothing was sent: {error}")
     addresses = [node.api for node in settings.nodes]
     scheme = "https" if any(node.tls_cert for node in settings.nodes) else "http"
     tried: list[str] = []
-    with httpx.Client(timeout=args.timeout, verify=False) as client:  # noqa: S501 - own cluster
+    with httpx.Client(timeout=args.timeout, verify=identity.verify(settings)) as client:
         while addresses:
             address = addresses.pop(0)
             if address in tried:
@@ -244,7 +250,7 @@ def _config_reload(args: argparse.Namespace) -> int:
             try:
                 response = client.post(f"{scheme}://{address}/v1/config/reload", headers=headers)
             except httpx.HTTPError as error:
-                print(f"acd: {address}: {error}", file=sys.stderr)
+                print(f"acd: {identity.reason(error, address, settings)}", file=sys.stderr)
                 continue
             body = _json_or_text(response)
             if response.status_code == 200:
