@@ -56,6 +56,7 @@ def test_a_config_whose_address_another_cluster_holds_is_refused_and_that_cluste
         assert "'standalone'" in drill.stderr and "'busan-120'" in drill.stderr, drill.stderr
 
         for command in (("switchover", "--config", str(config)), ("promote", "--config", str(config), "--node", "a"),
+                        ("config", "reload", "--config", str(config)),
                         ("backup", "--config", str(config), "--node", "a", "--to", str(tmp_path / "copy"))):
             refused = acd(*command, cwd=tmp_path)
             assert refused.returncode == 2, f"{command}: {refused.stdout}{refused.stderr}"
