@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep mutants loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
 	@echo "make bench-failover  failover time distribution over 20 kills of the primary"
 	@echo "make dr-sweep        every disaster-recovery scenario over 100 seeds, swarm over 1,000"
+	@echo "make mmc-coverage    sim mmc's 95 % interval over a long grid of Erlang C and A points, 20 seeds each (several minutes)"
 	@echo "make mutants         plant each catalogued replication bug in a scratch copy; the simulator must catch every one"
 	@echo "make loadtest-day|loadtest-failover|loadtest-stress   Locust against a real cluster"
 
@@ -81,6 +82,10 @@ dr-sweep: $(STAMP)
 
 bench-dr: $(STAMP)
 	$(BIN)/python -m bench.dr
+
+# The long version of tests/test_mmc_coverage.py: default run lengths, the README's point among them.
+mmc-coverage: $(STAMP)
+	ACD_MMC_COVERAGE=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/test_mmc_coverage.py
 
 # sim/dr/mutants.py: one planted bug at a time, in a scratch copy of the source (never this tree).
 mutants: $(STAMP)

@@ -49,7 +49,11 @@ def parser() -> argparse.ArgumentParser:
     mmc.add_argument("--threshold", type=float, default=20.0, metavar="SECONDS", help="service-level threshold (default 20)")
     mmc.add_argument("--hours", type=positive(float), metavar="H", help="measured hours (default: 20,000 calls' worth)")
     mmc.add_argument("--warmup-hours", type=float, metavar="H", help="unmeasured start (default: max(1 h, 50 AHT))")
-    mmc.add_argument("--batches", type=int, default=25, help="batches for the confidence intervals (default 25)")
+    mmc.add_argument("--replications", type=int, default=10,
+                     help="independent replications for the 95 %% intervals (default 10; each has its own warm-up)")
+    mmc.add_argument("--method", choices=("replications", "batch-means"), default="replications",
+                     help="interval method (default: replications; batch-means: one run cut into --batches)")
+    mmc.add_argument("--batches", type=int, default=25, help="batches for --method batch-means (default 25)")
     mmc.add_argument("--seed", type=int, default=1, metavar="K", help="random seed (default 1)")
     mmc.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -113,6 +117,7 @@ def _mmc(arguments: argparse.Namespace) -> int:
             arrivals_per_hour=arguments.arrivals_per_hour, aht_seconds=arguments.aht, agents=arguments.agents,
             patience_seconds=arguments.patience, threshold_seconds=arguments.threshold, hours=arguments.hours,
             warmup_hours=arguments.warmup_hours, seed=arguments.seed, batches=arguments.batches, progress=True,
+            method=arguments.method, replications=arguments.replications,
         )
     except ValueError as error:  # Erlang C has no steady state at or above full load
         print(f"error: {error}", file=sys.stderr)

@@ -797,13 +797,135 @@ class BatchMeans:
         return point, half
 
 
+MMC_REPLICATIONS = 10
+MMC_FIGURES = ("service_level", "asa", "abandon_rate", "occupancy")
+
+
 def run_mmc(
     *, arrivals_per_hour: float, aht_seconds: float, agents: int, patience_seconds: float | None = None,
     threshold_seconds: float = 20.0, hours: float | None = None, warmup_hours: float | None = None,
     seed: int = 1, batches: int = 25, progress: bool = False, retention_days: int = 1,
     precision: dict[str, float] | None = None, max_hours: float | None = None,
+    method: str = "replications", replications: int | None = None,
 ) -> dict[str, Any]:
-    """A single M/M/c(+M) queue through the real core; figures with batch-means 95 % intervals.
+    """A single M/M/c(+M) queue through the real core; figures with 95 % confidence intervals.
+
+    `method="replications"` (the default): `replications` independent runs (default 10), each
+    with its own random stream, its own warm-up and an equal share of `hours`; a figure is the
+    mean of the replications' figures and its interval mean +- t(0.975, R - 1) * sd / sqrt(R)
+    (Law, "Simulation Modeling and Analysis", 9.4.1). The replications are independent by
+    construction, so the interval holds its 95 % even at heavy load, where the batches of one
+    long run stay correlated for hours and batch means understate the spread.
+    `tests/test_mmc_coverage.py` checks the coverage over a grid of Erlang C and A points.
+
+    `method="batch-means"`: one long run cut into `batches` (the former default; kept for
+    comparison). With `precision`, replications (or batches) are added until every named
+    half-width is that narrow or `max_hours` is reached; the replications added are those a
+    run planned that long would have had.
+    """
+    if method == "batch-means":
+        return _run_mmc_batch_means(
+            arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents, patience_seconds=patience_seconds,
+            threshold_seconds=threshold_seconds, hours=hours, warmup_hours=warmup_hours, seed=seed, batches=batches,
+            progress=progress, retention_days=retention_days, precision=precision, max_hours=max_hours,
+        )
+    if method != "replications":
+        raise ValueError(f"method must be 'replications' or 'batch-means', not {method!r}")
+    count = replications or MMC_REPLICATIONS
+    if count < 2:
+        raise ValueError("at least 2 replications are needed for an interval")
+    if arrivals_per_hour <= 0 or aht_seconds <= 0 or agents < 1:
+        raise ValueError("arrivals per hour and AHT must be > 0, agents >= 1")
+    if hours is None:
+        hours = max(1.0, 1.03 * MMC_DEFAULT_CALLS / arrivals_per_hour)
+    share = hours / count
+    limit = max(count, int(round((max_hours or hours) / share)))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=count, unit="replication", desc="mmc", leave=False, disable=None)
+    runs: list[dict[str, Any]] = []
+    began = time.perf_counter()
+    cpu_began = time.process_time()
+
+    def replicate(number: int) -> None:
+        # Replication k's streams depend on (seed, k) only: a run extended to more replications
+        # is the run planned with that many.
+        runs.append(_run_mmc_batch_means(
+            arrivals_per_hour=arrivals_per_hour, aht_seconds=aht_seconds, agents=agents, patience_seconds=patience_seconds,
+            threshold_seconds=threshold_seconds, hours=share, warmup_hours=warmup_hours,
+            seed=seed * 1_000_003 + number, batches=1, retention_days=retention_days,
+        ))
+        if bar is not None:
+            bar.update(1)
+
+    for number in range(count):
+        replicate(number)
+    while True:
+        point = {name: sum(run[name] for run in runs) / len(runs) for name in MMC_FIGURES}
+        half = {name: batch_interval([run[name] for run in runs])[1] for name in MMC_FIGURES}
+        if not precision or len(runs) >= limit:
+            break
+        excess = max((half[name] / wanted) ** 2 for name, wanted in precision.items() if wanted > 0)
+        if excess <= 1.0:
+            break
+        more = min(limit, max(len(runs) + 1, int(math.ceil(len(runs) * excess * 1.1))))
+        if bar is not None:
+            bar.total = more
+            bar.refresh()
+        for number in range(len(runs), more):
+            replicate(number)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
+    first = runs[0]
+    total_calls = sum(run["simulated_calls"] for run in runs)
+    rejections: dict[str, int] = {}
+    for run in runs:
+        for key, value in run["rejections"].items():
+            rejections[key] = rejections.get(key, 0) + value
+    core: dict[str, Any] = {}
+    for run in runs:
+        for key, value in run["core_counters"].items():
+            if isinstance(value, dict):
+                merged = core.setdefault(key, {})
+                for inner, amount in value.items():
+                    merged[inner] = merged.get(inner, 0) + amount
+            else:
+                core[key] = core.get(key, 0) + value
+    digest = hashlib.sha256("".join(run["trace_hash"] for run in runs).encode()).hexdigest()
+    return {
+        "model": first["model"], "method": "replications", "replications": len(runs),
+        "arrivals_per_hour": arrivals_per_hour, "aht_seconds": aht_seconds, "agents": agents,
+        "patience_seconds": patience_seconds, "threshold_seconds": threshold_seconds, "seed": seed,
+        "hours": share * len(runs), "warmup_hours": first["warmup_hours"], "batches": len(runs),
+        **{key: sum(run[key] for run in runs) for key in ("offered", "answered", "answered_within", "abandoned")},
+        **point,
+        "ci": {name: [point[name] - half[name], point[name] + half[name]] for name in MMC_FIGURES},
+        "analytic": first["analytic"],
+        "simulated_calls": total_calls,
+        "commands": sum(run["commands"] for run in runs),
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "calls_per_second": total_calls / wall if wall > 0 else math.inf,
+        "rejections": rejections,
+        "core_counters": core,
+        "core_counters_days": sorted({day for run in runs for day in run["core_counters_days"]}),
+        "whole_run": {key: sum(run["whole_run"][key] for run in runs) for key in first["whole_run"]},
+        "trace_hash": digest,
+        "per_replication": [{name: run[name] for name in ("seed", "offered", *MMC_FIGURES)} for run in runs],
+    }
+
+
+def _run_mmc_batch_means(
+    *, arrivals_per_hour: float, aht_seconds: float, agents: int, patience_seconds: float | None = None,
+    threshold_seconds: float = 20.0, hours: float | None = None, warmup_hours: float | None = None,
+    seed: int = 1, batches: int = 25, progress: bool = False, retention_days: int = 1,
+    precision: dict[str, float] | None = None, max_hours: float | None = None,
+) -> dict[str, Any]:
+    """One run of a single M/M/c(+M) queue through the real core; batch-means 95 % intervals.
 
     Poisson arrivals, exponential talk time (the whole handling time: no ring, no wrap-up) and,
     with `patience_seconds`, exponential patience. The first `warmup_hours` (default: the
@@ -904,7 +1026,7 @@ def run_mmc(
     ci = {name: [point[name] - half[name], point[name] + half[name]] for name in point}
     total_calls = stats.all_offered
     return {
-        "model": analytic.model,
+        "model": analytic.model, "method": "batch-means",
         "arrivals_per_hour": arrivals_per_hour, "aht_seconds": aht_seconds, "agents": agents,
         "patience_seconds": patience_seconds, "threshold_seconds": threshold_seconds, "seed": seed,
         "hours": measured * batch_seconds / 3600.0, "warmup_hours": warmup_hours, "batches": measured,

@@ -444,7 +444,10 @@ def print_mmc(result: dict[str, Any], out: TextIO) -> None:
     ci = result["ci"]
     print(f"M/M/{result['agents']}{'+M' if result['patience_seconds'] else ''}: {result['arrivals_per_hour']:g} calls/h, "
           f"AHT {result['aht_seconds']:g} s" + (f", patience {result['patience_seconds']:g} s" if result["patience_seconds"] else "")
-          + f", {result['hours']:.1f} h measured after {result['warmup_hours']:.1f} h warm-up, seed {result['seed']}", file=out)
+          + f", {result['hours']:.1f} h measured after {result['warmup_hours']:.1f} h warm-up"
+          + (f" in each of {result['replications']} independent replications" if result.get("method") == "replications"
+             else f" in {result['batches']} batches of one run")
+          + f", seed {result['seed']}", file=out)
     rows = []
     for name, label, scale, unit in [("service_level", f"service level ({result['threshold_seconds']:g} s)", 100, " %"),
                                      ("asa", "ASA", 1, " s"), ("abandon_rate", "abandon rate", 100, " %"),
@@ -453,6 +456,8 @@ def print_mmc(result: dict[str, Any], out: TextIO) -> None:
         rows.append([label, f"{result[name] * scale:.2f}{unit}", f"[{low * scale:.2f}, {high * scale:.2f}]",
                      f"{analytic[name] * scale:.2f}{unit}"])
     print(format_table(["figure", "simulated", "95 % interval", analytic["model"].replace("_", " ").title()], rows), file=out)
+    if result.get("method") == "replications":
+        print("simulated: the mean of the replications; interval: mean +- t(0.975, R - 1) x sd / sqrt(R)", file=out)
     print(f"{result['offered']:,} calls measured ({result['simulated_calls']:,} simulated) in {result['wall_seconds']:.1f} s, "
           f"{result['calls_per_second']:,.0f} calls/s through the core", file=out)
 

@@ -95,14 +95,14 @@ def test_mmc_extends_itself_until_the_interval_is_narrow_enough() -> None:
     result = engine.run_mmc(arrivals_per_hour=120.0, aht_seconds=180.0, agents=10, hours=1_000 / 120.0, seed=8,
                             precision={"service_level": 0.02}, max_hours=20_000 / 120.0)
     low, high = result["ci"]["service_level"]
-    assert result["batches"] > 25
+    assert result["replications"] > engine.MMC_REPLICATIONS
     assert (high - low) / 2 <= 0.02
 
 
 def test_mmc_extended_run_is_the_same_run_as_a_planned_one() -> None:
     base = {"arrivals_per_hour": 120.0, "aht_seconds": 180.0, "agents": 10, "seed": 9, "warmup_hours": 1.0}
     extended = engine.run_mmc(**base, hours=1_000 / 120.0, precision={"service_level": 1e-9}, max_hours=2_000 / 120.0)
-    planned = engine.run_mmc(**base, hours=extended["hours"], batches=extended["batches"])
+    planned = engine.run_mmc(**base, hours=extended["hours"], replications=extended["replications"])
     assert extended["offered"] == planned["offered"]
     assert extended["service_level"] == planned["service_level"]
 
