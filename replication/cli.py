@@ -160,6 +160,8 @@ def cluster_status(settings: settings_module.Settings, token: str = "", *, max_l
     good = [row for row in nodes if "error" not in row]
     primaries = [row for row in good if row.get("role") == "primary"]
     reasons = mismatches + [f"node {row['node']} unreachable: {row['error']}" for row in nodes if row.get("error") and "answered_as" not in row]
+    reasons += degraded  # the witness, when it is down
+    degraded = []
     if mismatches or not good:
         verdict = "mismatch" if mismatches else "unreachable"
         code = UNREACHABLE
