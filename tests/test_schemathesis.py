@@ -213,6 +213,7 @@ def assert_clean(run: FuzzRun, logs: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    require_st()  # before starting anything
     directory = tmp_path_factory.mktemp("fuzz-cluster")
     overrides = {}
     if "unauthorized_per_second_per_address" in settings_module.LimitsSection.__struct_fields__:
