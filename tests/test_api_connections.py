@@ -200,3 +200,17 @@ def test_http2_cleartext_is_off_unless_configured(tmp_path: Path) -> None:
         assert preface.startswith(b"HTTP/1.1 505"), preface[:40]
     with NodeProcess(tmp_path / "enabled", limits={"http2_cleartext": True}) as node:
         assert _exchange(node, H2C_UPGRADE).startswith(b"HTTP/1.1 101")
+
+
+def test_a_request_refused_before_its_body_was_read_gets_its_answer_and_the_client_goes_on(tmp_path: Path) -> None:
+    """A 401 sent before a large body was read: the client reads it (no reset destroys it on
+    its way) and is told the connection ends (`Connection: close`), so its next request goes
+    on a new connection instead of meeting a closed one."""
+    limits = {"unauthorized_per_second_per_address": 0}
+    body = b'{"id": "' + b"x" * 200_000 + b'"}'
+    with NodeProcess(tmp_path, tokens=TOKENS, limits=limits) as node, httpx.Client(base_url=node.url, timeout=5) as client:
+        for _ in range(30):
+            refused = client.post("/v1/calls", content=body, headers={"authorization": "Bearer wrong", "content-type": "application/json"})
+            assert refused.status_code == 401
+            assert client.get("/healthz").status_code == 200
+            assert refused.headers.get("connection") == "close"

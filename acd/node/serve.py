@@ -21,6 +21,7 @@ reload` does the same over HTTP).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import logging
@@ -415,6 +416,15 @@ class _H11Protocol(hypercorn.protocol.h11.H11Protocol):
             await self.send(hypercorn.events.RawData(data=data))
 
     async def stream_send(self, event: Any) -> None:
+        if (
+            type(event) is hypercorn.protocol.events.Response and event.status_code >= 200
+            and self.connection.their_state is h11.SEND_BODY
+            and not any(name.lower() == b"connection" for name, _ in event.headers)
+        ):
+            # Answered before the request's body was all in (an error, a refusal): the
+            # connection cannot be reused, so the client is told (else its next request on it
+            # would meet a closed connection).
+            event = dataclasses.replace(event, headers=[*event.headers, (b"connection", b"close")])
         if self._head and isinstance(event, hypercorn.protocol.events.StreamClosed):
             # A stream that ends without its body (the app failed after starting the
             # response): the client gets the head it would have had from Hypercorn.
