@@ -7,7 +7,7 @@ fields: a misspelt optional field (`"prority": 5`) is a 400, not a silently igno
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -102,9 +102,9 @@ class ClusterView(msgspec.Struct, kw_only=True):
     epoch: int
     lsn: int
     mode: str
-    peer: dict[str, Any] | None
+    peer: str | None  # the other node's name (none on a standalone node)
     lag: int | None
-    witness: dict[str, Any] | None
+    witness: str | None  # the witness's address (none on a standalone node)
     pid: int | None = None  # the node's process id: a drill on its host signals this process only
 
 
