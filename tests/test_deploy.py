@@ -80,3 +80,22 @@ def test_promtool_accepts_every_prometheus_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     result = run(tool, "test", "rules", ROOT / "grafana" / "prometheus" / "alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_shipped_cluster_config_passes_acd_config_check(tmp_path: Path) -> None:
+    import base64
+    import os
+
+    for config in (*sorted((ROOT / "examples").glob("*.toml")), DEPLOY / "cluster-3hosts.toml"):
+        text = config.read_text()
+        # Secrets live in /etc/acd on the hosts; here a file of the same kind stands in for each.
+        for path in set(re.findall(r'"(/etc/acd/[^"]+)"', text)):
+            stand_in = tmp_path / Path(path).name
+            stand_in.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+            text = text.replace(f'"{path}"', f'"{stand_in}"')
+        rendered = tmp_path / config.name
+        rendered.write_text(text)
+        result = run(ACD, "config", "check", rendered)
+        assert result.returncode == 0 and result.stdout.startswith("ok:"), f"{config.name}: {result.stdout}{result.stderr}"
+        if "[witness]" in text:
+            assert re.search(r'^drill_queue = "', text, flags=re.MULTILINE), f"{config.name}: a cluster sample declares its drill queue"
