@@ -68,6 +68,7 @@ class HostProcesses:
         self.settings = settings
         self.log_dir = log_dir
         self.found: dict[str, tuple[int, list[str], str]] = {}
+        self.supervised: dict[str, bool] = {}
 
     def prepare(self, views: dict[str, dict[str, Any]], witness_checked: bool) -> None:
         self.found.clear()
@@ -77,6 +78,7 @@ class HostProcesses:
             pids = identity.listening_pids(self.settings.witness.address)
             if len(pids) == 1:
                 self.found["witness"] = self._describe(pids.pop())
+        self.supervised = {name: _supervised(pid) for name, (pid, _argv, _cwd) in self.found.items()}
 
     @staticmethod
     def _describe(pid: int) -> tuple[int, list[str], str]:
@@ -105,10 +107,31 @@ class HostProcesses:
 
     def restart(self, name: str) -> None:
         _pid, argv, cwd = self.found[name]
+        # A process under a service manager (a systemd unit with Restart=always) comes back by
+        # itself: wait for it rather than start a second one that would fight it for the port.
+        address = self.settings.witness.address if name == "witness" and self.settings.witness else self.settings.node(name).api
+        if self.supervised.get(name):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                back = identity.listening_pids(address)
+                if back:
+                    self.found[name] = self._describe(back.pop())
+                    return
+                time.sleep(0.2)
+            raise DrillError(f"{name} runs under a service manager that did not restart it within 30 s")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.found[name] = (process.pid, argv, cwd)
+
+
+def _supervised(pid: int) -> bool:
+    """Whether the process runs in a systemd service's cgroup (`acd-node@a.service`, ...)."""
+    try:
+        groups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return any(line.rsplit("/", 1)[-1].endswith(".service") and "user@" not in line for line in groups.splitlines())
 
 
 @dataclass
