@@ -183,7 +183,9 @@ def test_acknowledging_after_the_lease_ran_out_is_caught() -> None:
     # is the only fence, so that is where skipping its check must show up (invariant 2).
     seed, violation = _first_violation("zombie-primary", "skip_lease_check", mode="async")
     assert seed, "skip_lease_check survived 200 seeds of zombie-primary"
-    assert "split brain" in violation
+    # The continuous lease check sees the lease outlive the voters' grants before any
+    # acknowledgement lands after the next election.
+    assert violation.startswith("lease") or "split brain" in violation
 
 
 def test_the_mutation_catalogue_matches_the_source() -> None:

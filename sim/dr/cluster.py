@@ -547,6 +547,8 @@ class SimWitnessStore(MemoryStateStore):
 
     def save(self, state: Any) -> None:
         super().save(state)
+        if self.cluster.monitor is not None:
+            self.cluster.monitor.on_witness_saved(state.behind)
         process = self.cluster.processes[WITNESS]
         if self.rng is not None and process.witness_fsync_probability and self.rng.random() < process.witness_fsync_probability:
             low = min(process.witness_fsync_seconds_min, process.witness_fsync_seconds_max)

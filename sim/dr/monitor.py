@@ -7,10 +7,16 @@ passes those. The monitor watches every acknowledgement, every read and, every
 
 - **ack-alone** (sync mode): whenever a node holds no durable copy of an acknowledged write,
   the witness's durable state records that node as behind (so it cannot be elected with the
-  witness's vote). Checked at every acknowledgement (the primary acknowledged alone) and at
-  every sample (no record was cleared before the node caught up, no witness forgot one).
+  witness's vote). Checked at every acknowledgement (the primary acknowledged alone), at
+  every save of the witness's state (no record was cleared before the node caught up) and at
+  every sample (no witness forgot one).
 - **elected nodes hold every acknowledged write** (sync mode): at each promotion the new
   primary's disk holds every acknowledged write.
+- **lease** (the fencing margin): a node that holds the primary role with a valid lease has
+  it end, in virtual time, no later than the later of the witness's grant to it (the
+  witness's lease for that leader and epoch) and the earliest moment the other node may
+  stand for election (`max(last heard + failover_timeout, its own grant)`): the two voters an
+  election needs. A voter that is down or paused cannot vote meanwhile and sets no bound.
 - **reads**: a read served by a node that holds the primary role with a valid lease includes
   every write acknowledged before it (the newest acknowledged write is applied there); it may
   also show writes still in flight, never acknowledged yet. A read served by a standby shows a
@@ -106,6 +112,18 @@ class Monitor:
                     self.report("ack-alone", f"{ack.node} acknowledged lsn {ack.lsn} (epoch {ack.epoch}) while {name} holds no "
                                 f"durable copy and the witness does not record {name} behind")
 
+    def on_witness_saved(self, behind: str) -> None:
+        """The witness's durable state changed (a vote, a record, a clear): ack-alone at that instant."""
+        if self.mode != "sync":
+            return
+        for name in self.cluster.names:
+            self._settle(name)
+            missing = self.missing[name]
+            if missing and behind != name:
+                ack = missing[0]
+                self.report("ack-alone", f"the witness saved a state that does not record {name} behind while {name} holds no "
+                            f"durable copy of acknowledged lsn {ack.lsn} (epoch {ack.epoch}, acked by {ack.node} at {ack.at:.6f})")
+
     def on_primary(self, name: str, epoch: int) -> None:
         if self.mode != "sync":
             return  # async mode: the loss window is by design
@@ -165,8 +183,36 @@ class Monitor:
             process = cluster.processes[name]
             if process.up and not process.paused and not process.stalled:
                 self.on_read(process)
+        self._lease(now)
         if self.judge_liveness:
             self._liveness(now, behind)
+
+    def _lease(self, now: float) -> None:
+        cluster = self.cluster
+        for name in cluster.names:
+            process = cluster.processes[name]
+            member = process.member
+            if not process.up or member is None or process.node is None or process.node.role != "primary" \
+                    or member.forced or not member.lease_valid():
+                continue
+            clock = process.clock
+            ends = now + (member.lease_until - clock.monotonic()) / clock.rate
+            bounds: list[float] = []
+            witness = cluster.processes[WITNESS]
+            if not witness.up or witness.paused or witness.witness is None:
+                continue   # cannot vote meanwhile (and honours a whole lease when it restarts)
+            core = witness.witness.core
+            if core.state.leader == name and core.state.promised_epoch == member.promised_epoch:
+                bounds.append(now + (core.lease_until - witness.clock.monotonic()) / witness.clock.rate)
+            other = cluster.processes[next(n for n in cluster.names if n != name)]
+            if not other.up or other.paused or other.member is None:
+                continue
+            peer = other.member
+            free_at = max(peer.last_heard + peer.failover_timeout, peer.granted_until)
+            bounds.append(now + (free_at - other.clock.monotonic()) / other.clock.rate)
+            if ends > max(bounds) + 1e-9:
+                self.report("lease", f"{name}'s lease (epoch {member.promised_epoch}) runs {ends - max(bounds):.6f} s past "
+                            f"the witness's grant and {other.name}'s wait: another node could win an election meanwhile")
 
     def _talk(self, one: str, other: str) -> bool:
         network = self.cluster.network

@@ -99,7 +99,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a restarted witness votes at once, although a lease it granted before may still run",
         _one(WITNESS, "self.lease_until = now + lease_seconds if state.leader else 0.0",
              "self.lease_until = 0.0"),
-        (("swarm", SWARM_SEEDS_MAX),),
+        (("witness-crash", NAMED_SEEDS_MAX), ("swarm", SWARM_SEEDS_MAX)),
     ),
     Mutant(
         "witness-ignores-behind",

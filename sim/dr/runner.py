@@ -178,15 +178,23 @@ class Context:
     def stall(self, name: str, seconds: float) -> None:
         self.cluster.stall(name, seconds)
 
-    def write(self, label: str) -> None:
-        """One write now, in the background, as a client would send it (retried until acknowledged)."""
+    def write(self, label: str, *, node: str | None = None, delay: float = 0.0) -> None:
+        """One write in `delay` seconds, in the background, as a client would send it (to `node` first)."""
         from acd.core import commands as c
 
         from .workload import Client
 
         client = Client(self.cluster, self.workload.history, self.cluster.trace, timeout_seconds=5.0)
+        if node is not None:
+            client.guess = node
         command = c.Audit(actor="dr-script", action="write", detail=label[:200])
-        self.workload_nursery().start_soon(lambda: client.submit(command, give_up_after=30.0))
+
+        async def write() -> None:
+            if delay:
+                await sleep(delay)
+            await client.submit(command, give_up_after=30.0)
+
+        self.workload_nursery().start_soon(write)
 
     def lose_witness_replies(self, name: str, how: str, rng: random.Random) -> None:
         """From now on the witness's replies to `name` die after the witness applied the request."""

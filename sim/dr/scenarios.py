@@ -170,19 +170,40 @@ async def standby_crash(ctx: Context, rng: random.Random) -> None:
     while True:
         await ctx.wait_healthy()
         await ctx.sleep(rng.uniform(2.0, 20.0))
-        ctx.crash(ctx.standby_name(await ctx.wait_primary()), probe=True)
+        name = await ctx.wait_primary()
+        ctx.crash(ctx.standby_name(name), probe=True)
+        if rng.random() < 0.3:
+            # A burst while it is down: its catch-up then takes several appends.
+            for index in range(rng.choice([300, 600])):
+                ctx.write(f"burst {index}", node=name, delay=0.5 + index * 0.005)
         await ctx.sleep(rng.uniform(0.1, 15.0))
         await ctx.restart_all()
 
 
 async def witness_crash(ctx: Context, rng: random.Random) -> None:
+    """Kill the witness; sometimes while it records the standby behind, or while the pair is cut apart.
+
+    What the witness must keep through a restart (its promises, the "behind" record, the lease
+    it granted) matters only when it restarts in the middle of such a state.
+    """
     while True:
         await ctx.wait_healthy()
         await ctx.sleep(rng.uniform(2.0, 20.0))
-        await ctx.wait_primary()
+        name = await ctx.wait_primary()
+        standby = ctx.standby_name(name)
+        variant = rng.choice(["plain", "plain", "standby-behind", "pair-cut"])
+        if variant == "standby-behind":
+            ctx.crash(standby)
+            await ctx.sleep(rng.uniform(1.0, 3.0))   # recorded behind, writes acknowledged alone
+        elif variant == "pair-cut":
+            ctx.partition({name}, {standby}, label=f"partition {name} | {standby}")
+            await ctx.sleep(rng.uniform(0.0, 1.0) * ctx.failover_timeout())
         ctx.crash("witness", probe=True)
-        await ctx.sleep(rng.uniform(0.1, 20.0))
+        await ctx.sleep(rng.uniform(0.1, 20.0) if variant == "plain" else rng.uniform(0.1, 2.0))
         await ctx.restart("witness")
+        await ctx.sleep(rng.uniform(0.5, 3.0) if variant != "plain" else 0.0)
+        ctx.heal()
+        await ctx.restart_all()
 
 
 async def primary_partition(ctx: Context, rng: random.Random) -> None:
@@ -391,22 +412,30 @@ async def lease_edge(ctx: Context, rng: random.Random) -> None:
         name = await ctx.wait_primary()
         standby = ctx.standby_name(name)
         timeout = ctx.failover_timeout()
-        ctx.slow_replies(name, rng.uniform(0.05, 0.4) * timeout)
+        # Late answers: a lease counted from their receipt would outlast the voters' grants.
+        ctx.slow_replies(name, rng.uniform(0.05, 1.0) * timeout)
         try:
             await ctx.sleep(rng.uniform(0.5, 2.0) * timeout)
             if rng.random() < 0.5:
                 ctx.partition({name}, {standby, "witness"}, label=f"partition {name} | {standby}, witness", probe=True)
             else:
                 ctx.partition({name}, {standby, "witness"}, one_way=True, label=f"one-way: nothing from {name} arrives", probe=True)
+            for index in range(30):   # clients keep writing to it while its lease runs out
+                ctx.write(f"write {index} to the cut-off {name}", node=name, delay=index * timeout / 10)
             remaining = ctx.lease_remaining(name)
-            await ctx.sleep(max(0.0, remaining + rng.uniform(-0.15, 0.05) * timeout))
-            if rng.random() < 0.5:
-                await ctx.pause_mid_write(name, probe=False, wait_seconds_max=0.2 * timeout)
+            variant = rng.choice(["pause", "pause-mid-write", "run"])
+            if variant == "run":
+                # It keeps running (and writing) through its lease's end and the election.
+                await ctx.sleep(rng.uniform(2.0, 4.0) * timeout)
             else:
-                ctx.pause(name, probe=False)
-            await ctx.sleep(rng.uniform(0.0, 2.0) * timeout)
-            ctx.resume(name)
-            await ctx.sleep(rng.uniform(0.0, 1.0) * timeout)
+                await ctx.sleep(max(0.0, remaining + rng.uniform(-0.15, 0.05) * timeout))
+                if variant == "pause-mid-write":
+                    await ctx.pause_mid_write(name, probe=False, wait_seconds_max=0.2 * timeout)
+                else:
+                    ctx.pause(name, probe=False)
+                await ctx.sleep(rng.uniform(0.0, 2.0) * timeout)
+                ctx.resume(name)
+                await ctx.sleep(rng.uniform(0.0, 1.0) * timeout)
             ctx.heal()
         finally:
             ctx.fast_replies(name)   # also when a swarm round cuts this one short
