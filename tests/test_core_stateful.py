@@ -314,7 +314,7 @@ class CenterMachine(RuleBasedStateMachine):
         if what == "offer":
             take = data.draw(st.sampled_from(["answer"] * 6 + ["reject", "abandon", "callback", "transfer"]), label="take")
         elif what == "connected":
-            take = data.draw(st.sampled_from(["hangup"] * 4 + ["transfer"]), label="take")
+            take = data.draw(st.sampled_from(["hangup"] * 4 + ["transfer", "hold", "unhold"]), label="take")
         elif what == "wrapup":
             take = "wrapup"
         elif what == "back":
@@ -335,6 +335,10 @@ class CenterMachine(RuleBasedStateMachine):
             command = c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target"))
         elif take == "hangup":
             command = c.Hangup(call=call)
+        elif take == "hold":
+            command = c.Hold(call=call)
+        elif take == "unhold":
+            command = c.Unhold(call=call)
         else:
             disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
             callback_at = None

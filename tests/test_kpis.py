@@ -203,3 +203,42 @@ def test_counters_add_up_over_days_and_queues() -> None:
     total = kpis.summed([one, two])
     assert (total.offered, total.wait_answered_seconds, total.channel_handled) == (5, 3.5, {"voice": 3, "chat": 1})
     assert one.channel_handled == {"voice": 1}  # the parts are left as they were
+
+
+def test_a_held_call_counts_its_hold_in_aht_and_apart_from_talk() -> None:
+    # x: answered at once, 30 s of talk, 45 s on hold, 25 s of talk, 10 s of wrap-up.
+    #   hold 45 s; AHT = talk 55 + hold 45 + wrap-up 10 = 110 s; the leg's talk is 55 s
+    from acd.api import views
+    from acd.core import events as e
+
+    desk = Desk(one_queue_center(agents=1))
+    desk.ready("a1")
+    desk.arrive("x")
+    desk.answer("x")
+    desk.do(c.Hold(call="x"), after=30)
+    desk.do(c.Hold(call="x"), after=20)  # repeated: on hold already, nothing changes
+    resumed = desk.do(c.Unhold(call="x"), after=25)
+    assert [event.hold for event in resumed if isinstance(event, e.CallResumed)] == [45.0]
+    desk.do(c.Unhold(call="x"))  # repeated: resumed already
+    desk.hangup("x", after=25)
+    desk.wrapup("x", after=10)
+    figures = kpis.kpis(desk.day().center.total)
+    assert (figures.hold_seconds, figures.aht_seconds) == (45.0, 110.0)
+    (leg,) = views.leg_rows(desk.center)
+    assert (leg["talk_seconds"], leg["hold_seconds"], leg["wrapup_seconds"]) == (55.0, 45.0, 10.0)
+    assert desk.replayed().state_hash() == desk.center.state_hash()
+
+
+def test_hold_needs_a_conversation() -> None:
+    from acd.core.rejections import Code
+
+    desk = Desk(one_queue_center(agents=1))
+    desk.arrive("x")
+    desk.refuse(c.Hold(call="x"), Code.call_not_connected)
+    desk.refuse(c.Hold(call="nobody"), Code.unknown_call)
+    desk.ready("a1")
+    desk.answer("x")
+    desk.do(c.Hold(call="x"), after=5)
+    desk.hangup("x", after=5)  # hanging up on hold ends the hold
+    assert desk.center.state.agents["a1"].held["x"].hold_seconds == 5.0
+    desk.refuse(c.Unhold(call="x"), Code.call_finished)

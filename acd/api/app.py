@@ -473,6 +473,18 @@ class Api:
         await self._submit(c.Hangup(call=request.params[0]))
         return self._call_reply(request.params[0])
 
+    async def hold(self, request: Request) -> Reply:
+        self._allow_call(request, request.params[0], "pbx", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._submit(c.Hold(call=request.params[0]))
+        return self._call_reply(request.params[0])
+
+    async def unhold(self, request: Request) -> Reply:
+        self._allow_call(request, request.params[0], "pbx", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        await self._submit(c.Unhold(call=request.params[0]))
+        return self._call_reply(request.params[0])
+
     async def transfer(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         body: schemas.TransferTo = await self._body(request, _decoders[schemas.TransferTo])
@@ -562,6 +574,37 @@ class Api:
             if not day:
                 raise ApiError(400, "invalid", "day must be a date YYYY-MM-DD", field="day")
         return _json(200, views.stats_view(self.node.center, self.clock(), day))
+
+    def _day_param(self, query: dict[str, str], name: str) -> str | None:
+        import datetime as dt
+
+        text = query.get(name)
+        if text is None:
+            return None
+        try:
+            return dt.date.fromisoformat(text).isoformat() if len(text) == 10 else ""
+        except ValueError:
+            return ""
+
+    async def stats_intervals(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        query = self._query(request)
+        today = views.local_day(self.node.center, self.clock())
+        first, last = self._day_param(query, "from"), self._day_param(query, "to")
+        for name, value in (("from", first), ("to", last)):
+            if value == "":
+                raise ApiError(400, "invalid", f"{name} must be a date YYYY-MM-DD", field=name)
+        queue = query.get("queue")
+        if queue is not None and self.node.center.queue(queue) is None:
+            raise ApiError(404, "unknown_queue", f"no queue named {queue!r}", field="queue")
+        return _json(200, views.intervals_view(self.node.center, first or last or today, last or first or today, queue))
+
+    async def stats_agents(self, request: Request) -> Reply:
+        request.principal.require("supervisor", "admin")
+        day = self._day_param(self._query(request), "day")
+        if day == "":
+            raise ApiError(400, "invalid", "day must be a date YYYY-MM-DD", field="day")
+        return _json(200, views.agent_stats_view(self.node.center, self.clock(), day))
 
     # ------------------------------------------------------------------ event streams
 
@@ -879,6 +922,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/calls/{id}/reject", Api.reject, "The offered agent declined; the call goes back to its place", schemas.AgentAction, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/abandon", Api.abandon, "The caller hung up before being answered", schemas.NoFields, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/hangup", Api.hangup, "The conversation ended; the agent goes to wrap-up", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/hold", Api.hold, "The caller is put on hold (hold time counts in AHT, apart from talk)", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/unhold", Api.unhold, "The caller is taken off hold", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/transfer", Api.transfer, "Transfer to another queue", schemas.TransferTo, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/callback", Api.callback, "The waiting caller asks to be called back, keeping the place", schemas.NoFields, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/wrapup", Api.wrapup, "The agent records the disposition", schemas.WrapUpBody, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),
@@ -893,6 +938,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/queues", Api.list_queues, "Every queue: waiting, longest wait, agents by state, today's KPIs", None, list[views.QueueView], roles="supervisor, admin", errors=(401, 403)),
     Route("GET", "/v1/queues/{id}", Api.get_queue, "One queue", None, views.QueueView, roles="supervisor, admin", errors=(401, 403, 404)),
     Route("GET", "/v1/stats", Api.stats, "Center KPIs for today (or ?day=YYYY-MM-DD)", None, views.StatsView, roles="supervisor, admin", errors=(400, 401, 403)),
+    Route("GET", "/v1/stats/intervals", Api.stats_intervals, "15-minute KPI rows of the center or ?queue= for local days ?from=..&to= (default today)", None, views.IntervalsView, roles="supervisor, admin", errors=(400, 401, 403, 404)),
+    Route("GET", "/v1/stats/agents", Api.stats_agents, "Per-agent figures for today (or ?day=): handled, AHT, hold, FCR, CSAT, time per state and not-ready reason", None, views.AgentStatsView, roles="supervisor, admin", errors=(400, 401, 403)),
     Route("GET", "/v1/events", Api.center_events, "Server-Sent Events of the whole center, id = LSN, resumable with Last-Event-ID or ?after=LSN", None, None, roles="pbx, supervisor, admin", media="text/event-stream", errors=(400, 401, 403, 429, 503)),
     Route("GET", "/v1/cluster", Api.cluster_view, "This node's view of the cluster", None, schemas.ClusterView, roles="supervisor, admin", errors=(401, 403)),
     Route("POST", "/v1/cluster/switchover", Api.switchover, "Planned role swap (409 not_clustered on a standalone node)", schemas.SwitchoverBody, None, roles="admin", errors=(400, 401, 403, 409, 503)),

@@ -186,8 +186,13 @@ def document(routes: Iterable[Route], *, authenticated: bool = True) -> dict[str
         if route.path == "/v1/events" or route.path.endswith("/events"):
             parameters.append({"name": "after", "in": "query", "required": False, "schema": _LSN, "description": "Resume after this LSN"})
             parameters.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": _LSN, "description": "Resume after this LSN (wins over `after`)"})
-        if route.path == "/v1/stats":
+        if route.path in ("/v1/stats", "/v1/stats/agents"):
             parameters.append({"name": "day", "in": "query", "required": False, "schema": {"type": "string", "format": "date"}, "description": "Local day (default: today)"})
+        if route.path == "/v1/stats/intervals":
+            date = {"type": "string", "format": "date"}
+            parameters.append({"name": "from", "in": "query", "required": False, "schema": date, "description": "First local day (default: today, or `to`)"})
+            parameters.append({"name": "to", "in": "query", "required": False, "schema": date, "description": "Last local day, included (default: `from`)"})
+            parameters.append({"name": "queue", "in": "query", "required": False, "schema": dict(_ID), "description": "One queue's rows (default: the center's)"})
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:

@@ -85,6 +85,8 @@ class CallView(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Only while the interaction waits in its queue:
     position: int | None = None
     ewt: float | None = None
+    # Only while the caller is on hold:
+    on_hold_since: float | None = None
 
 
 class AgentView(msgspec.Struct, kw_only=True):
@@ -234,6 +236,11 @@ def call_view(center: Center, call_id: str) -> CallView | None:
     )
     if call.state is CallState.WAITING:
         view.position, view.ewt = _position(center, call)
+    elif call.state is CallState.CONNECTED and call.agent is not None:
+        record = center.state.agents.get(call.agent)
+        held = record.held.get(call.id) if record is not None else None
+        if held is not None and held.hold_since is not None:
+            view.on_hold_since = held.hold_since
     return view
 
 
@@ -335,6 +342,87 @@ def stats_view(center: Center, now: float, day: str | None = None) -> StatsView:
         queues={queue.name: kpis(stats.queues[queue.name].total if queue.name in stats.queues else Counters()) for queue in center.config.queues},
         agent_time=agent_time(center, day, now),
     )
+
+
+class IntervalView(msgspec.Struct, kw_only=True):
+    day: str
+    interval: int                    # 0..95, the 15-minute interval of the local day
+    start: str                       # local time HH:MM
+    kpis: Kpis
+
+
+class IntervalsView(msgspec.Struct, kw_only=True):
+    queue: str | None                # None: the whole center
+    first: str
+    last: str
+    intervals: list[IntervalView]    # only intervals with activity, in time order
+
+
+class AgentStats(msgspec.Struct, kw_only=True):
+    id: str
+    handled: int
+    aht_seconds: float | None
+    aht_by_channel: dict[str, float | None]
+    hold_seconds: float
+    fcr: float | None
+    first_contacts: int
+    not_recorded: int
+    csat: float | None
+    surveys: int
+    seconds: dict[str, float]        # time per shown state
+    not_ready_reasons: dict[str, float]  # time not ready, per reason
+    occupancy: float | None
+
+
+class AgentStatsView(msgspec.Struct, kw_only=True):
+    day: str
+    agents: list[AgentStats]
+
+
+def intervals_view(center: Center, first: str, last: str, queue: str | None = None) -> IntervalsView:
+    """The 15-minute rows of the center (or one queue) for the local days first..last."""
+    rows: list[IntervalView] = []
+    for day in sorted(day for day in center.state.stats if first <= day <= last):
+        stats = center.state.stats[day]
+        queue_day = stats.center if queue is None else stats.queues.get(queue)
+        if queue_day is None:
+            continue
+        for interval in sorted(queue_day.intervals):
+            minutes = interval * 15
+            rows.append(IntervalView(day=day, interval=interval, start=f"{minutes // 60:02d}:{minutes % 60:02d}",
+                                     kpis=kpis(queue_day.intervals[interval])))
+    return IntervalsView(queue=queue, first=first, last=last, intervals=rows)
+
+
+def agent_stats_view(center: Center, now: float, day: str | None = None) -> AgentStatsView:
+    """Per agent on `day` (default today): the legs they wrapped up, surveys, time per state and reason."""
+    day = day or local_day(center, now)
+    stats = _day_stats(center, day)
+    today = day == local_day(center, now)
+    day_start = _day_start(center.config.time_zone, now) if today else 0.0
+    agents: list[AgentStats] = []
+    for config in center.config.agents:
+        record = stats.agents.get(config.name)
+        counters = record.counters if record is not None else Counters()
+        seconds = dict(record.seconds) if record is not None else {}
+        reasons = dict(record.reasons) if record is not None else {}
+        live = center.state.agents.get(config.name)
+        if today and live is not None and live.state is not AgentState.LOGGED_OUT:
+            since = max(live.state_since, day_start)
+            if now > since:  # the time in the current state so far (booked when it ends)
+                seconds[live.state.value] = seconds.get(live.state.value, 0.0) + now - since
+                if live.state is AgentState.NOT_READY:
+                    reasons[live.shown_reason] = reasons.get(live.shown_reason, 0.0) + now - since
+        figures = kpis(counters)
+        agents.append(AgentStats(
+            id=config.name, handled=figures.handled, aht_seconds=figures.aht_seconds, aht_by_channel=figures.aht_by_channel,
+            hold_seconds=figures.hold_seconds, fcr=figures.fcr, first_contacts=figures.first_contacts,
+            not_recorded=figures.not_recorded, csat=figures.csat, surveys=figures.surveys,
+            seconds={state: round(value, 1) for state, value in seconds.items()},
+            not_ready_reasons={reason: round(value, 1) for reason, value in reasons.items()},
+            occupancy=kpi.occupancy(seconds),
+        ))
+    return AgentStatsView(day=day, agents=agents)
 
 
 # ---------------------------------------------------------------------------------- export rows

@@ -1204,7 +1204,12 @@ class Center:
             seconds = record.seconds
             # `_value_`, not `.value`: the enum property costs more than the rest of this line.
             key = previous._value_
-            seconds[key] = seconds.get(key, 0.0) + (now - agent.state_since)
+            spent = now - agent.state_since
+            seconds[key] = seconds.get(key, 0.0) + spent
+            if previous is _SHOWN_NOT_READY:
+                reasons = record.reasons
+                reason_key = agent.shown_reason
+                reasons[reason_key] = reasons.get(reason_key, 0.0) + spent
         agent.state = state
         agent.state_since = now
         if agent.shown_reason != reason:
@@ -1726,6 +1731,8 @@ class Center:
         held = agent_held[call_id]
         held.phase = "wrapup"
         held.ended_at = now
+        if held.hold_since is not None:
+            self._end_hold(call_id, name, held, now)
         if held.transferred:
             held.transferred = False
         wrapup = self._queues[held.queue].wrapup_seconds
@@ -1746,12 +1753,54 @@ class Center:
         call.ended_at = now
         return None
 
+    def _hold(self, command: c.Hold, now: float) -> Rejection | None:
+        found = self._connected_leg(command.call)
+        if isinstance(found, Rejection):
+            return found
+        call, agent, held = found
+        if held.hold_since is not None:
+            return None  # on hold already
+        held.hold_since = now
+        self._touch(call, agent)
+        self._emit(e.CallHeld(at=now, call=call.id, agent=agent.name))
+        return None
+
+    def _unhold(self, command: c.Unhold, now: float) -> Rejection | None:
+        found = self._connected_leg(command.call)
+        if isinstance(found, Rejection):
+            return found
+        call, agent, held = found
+        if held.hold_since is None:
+            return None  # not on hold (resumed already)
+        self._touch(call, agent)
+        self._end_hold(call.id, agent.name, held, now)
+        return None
+
+    def _connected_leg(self, call_id: str) -> tuple[Interaction, AgentRecord, Held] | Rejection:
+        call = self._call(call_id)
+        if isinstance(call, Rejection):
+            return call
+        if call.state in _TERMINAL or call.state is _WRAPUP:
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state is not _CONNECTED:
+            return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; only a conversation is held")
+        agent = self.state.agents[call.agent or ""]
+        return call, agent, agent.held[call.id]
+
+    def _end_hold(self, call_id: str, agent_name: str, held: Held, now: float) -> None:
+        since = held.hold_since if held.hold_since is not None else now
+        held.hold_seconds += now - since
+        held.hold_since = None
+        self._events.append(e.CallResumed(at=now, call=call_id, agent=agent_name, hold=round(now - since, 3)))
+
     def _end_leg(self, call: Interaction, agent: AgentRecord, now: float, transferred: bool) -> None:
         call_id = call.id
         held = agent.held[call_id]
         held.phase = "wrapup"
         held.ended_at = now
         held.transferred = transferred
+        if held.hold_since is not None:
+            self._end_hold(call_id, agent.name, held, now)
         wrapup = self._queues[held.queue].wrapup_seconds
         if wrapup:
             held.wrap_deadline = deadline = now + wrapup
@@ -1902,8 +1951,20 @@ class Center:
         # FCR's base: the first leg of a citizen's request (not a promised call-back task).
         first = held.first and call.origin is None
         channel = held.channel
-        handle = talk + wrapup
-        for record in (total, counters, center_total, center_counters):
+        handle = talk + wrapup  # talk runs from answer to hang-up, holds included
+        hold = held.hold_seconds
+        if self._agent_days_start <= now < self._agent_days_end and name in self._agent_days:
+            agent_day = self._agent_days[name]
+        else:
+            agent_day = self._agent_day(name, now)
+        agent_day.handled += 1
+        agent_counters = agent_day.counters
+        agent_counters.handled += 1
+        agent_counters.talk_seconds += talk
+        agent_counters.wrapup_seconds += wrapup
+        for record in (total, counters, center_total, center_counters, agent_counters):
+            if hold:
+                record.hold_seconds += hold
             if recorded:
                 record.dispositions += 1
                 if resolved:
@@ -1929,16 +1990,12 @@ class Center:
             call.legs = legs = []
         legs.append(Leg(
             agent=name, queue=queue_name, channel=channel, answered_at=held.answered_at, ended_at=ended_at,
-            completed_at=now, disposition=disposition, callback=held.callback,
+            completed_at=now, disposition=disposition, callback=held.callback, hold_seconds=hold,
         ))
         aht = self.state.aht
         previous = aht.get(queue_name) or self._queues[queue_name].aht_seconds
         aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
         agent.handled += 1
-        if self._agent_days_start <= now < self._agent_days_end and name in self._agent_days:
-            self._agent_days[name].handled += 1
-        else:
-            self._agent_day(name, now).handled += 1
         if call.state is _WRAPUP and call.agent == name:
             call.disposition = disposition
             if call.abusive is not abusive:
@@ -2019,6 +2076,12 @@ class Center:
             counters.survey_points += score
             if satisfied:
                 counters.satisfied += 1
+        if call.agent is not None and call.agent in self.state.agents:
+            agent_counters = self._agent_day(call.agent, now).counters
+            agent_counters.surveys += 1
+            agent_counters.survey_points += score
+            if satisfied:
+                agent_counters.satisfied += 1
         call_id = call.id
         self._touched_calls.add(call_id)
         self._events.append(e.SurveyRecorded(at=now, call=call_id, agent=call.agent, score=score))
@@ -2133,6 +2196,8 @@ class Center:
         c.Reject: _reject,
         c.Abandon: _abandon,
         c.Hangup: _hangup,
+        c.Hold: _hold,
+        c.Unhold: _unhold,
         c.Transfer: _transfer,
         c.RequestCallback: _request_callback,
         c.WrapUp: _wrapup,

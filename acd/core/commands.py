@@ -83,6 +83,16 @@ class Hangup(Command, tag="call.hangup", frozen=True):
     call: Name
 
 
+class Hold(Command, tag="call.hold", frozen=True):
+    """The agent put the caller on hold (the time counts in AHT, apart from talk)."""
+
+    call: Name
+
+
+class Unhold(Command, tag="call.unhold", frozen=True):
+    call: Name
+
+
 class Transfer(Command, tag="call.transfer", frozen=True):
     call: Name
     queue: Name
@@ -135,7 +145,7 @@ class Audit(Command, tag="audit", frozen=True):
 
 
 AnyCommand = (
-    Configure | Arrive | Answer | Reject | Abandon | Hangup | Transfer | RequestCallback | WrapUp
+    Configure | Arrive | Answer | Reject | Abandon | Hangup | Hold | Unhold | Transfer | RequestCallback | WrapUp
     | Survey | Login | Ready | NotReady | Logout | Tick | Audit
 )
 

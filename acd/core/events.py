@@ -91,6 +91,17 @@ class CallWrappedUp(Event, tag="call.wrapped_up", frozen=True):
     timed_out: bool = False
 
 
+class CallHeld(Event, tag="call.held", frozen=True):
+    call: str
+    agent: str
+
+
+class CallResumed(Event, tag="call.resumed", frozen=True):
+    call: str
+    agent: str
+    hold: float  # seconds of this hold
+
+
 class CallTransferred(Event, tag="call.transferred", frozen=True):
     call: str
     source: str

@@ -110,7 +110,7 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     legs: list[Leg] = []             # one per agent who handled it, as each leg is wrapped up
 
 
-class Leg(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
+class Leg(msgspec.Struct, kw_only=True, gc=False):
     """One agent's part of an interaction, recorded when its wrap-up ends (the export's leg rows)."""
 
     agent: str
@@ -138,6 +138,8 @@ class Held(msgspec.Struct, kw_only=True, gc=False):
     stats_key: tuple[str, int] = ("", 0)  # (day, interval) the leg's queue counts it under
     callback: bool = False           # this leg answered a call-back (counted apart from callers)
     first: bool = False              # the interaction's first answer (FCR's first contact)
+    hold_since: float | None = None  # on hold since (None: not on hold)
+    hold_seconds: float = 0.0        # holds ended so far in this leg
 
 
 class AgentRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -208,6 +210,8 @@ class QueueDay(msgspec.Struct, kw_only=True, gc=False):
 class AgentDay(msgspec.Struct, kw_only=True, gc=False):
     seconds: dict[str, float] = {}
     handled: int = 0
+    reasons: dict[str, float] = {}   # seconds not ready, per reason ("" when none was given)
+    counters: Counters = msgspec.field(default_factory=Counters)  # the legs this agent wrapped up that day
 
 
 class DayStats(msgspec.Struct, kw_only=True, gc=False):
