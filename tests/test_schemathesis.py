@@ -17,9 +17,8 @@ same state.
   the checks about authentication send bursts of them and look for 401, not the limiter's 429.
 - The standalone node (tokens off): every operation, switchover and promote included (409
   `not_clustered`), against the document of a node without tokens
-  (`document(ROUTES, authenticated=False)`: no operation asks for a token). A node serves the
-  document with tokens whatever its config, which would make every check about
-  authentication fail on a node that by configuration has none.
+  (`document(ROUTES, authenticated=False)`: no operation asks for a token), which is what
+  such a node serves at /openapi.json.
 
 Request bodies draw queue and agent names from the node's own config part of the time (a
 Schemathesis dictionary), so that calls are really created and the chains reach the core.
@@ -276,8 +275,11 @@ def test_schemathesis_on_a_cluster_with_tokens_finds_no_server_error_and_crashes
 def test_schemathesis_on_a_standalone_node_without_tokens_finds_no_server_error_and_crashes_nothing(tmp_path: Path) -> None:
     require_st()
     unauthenticated = tmp_path / "openapi.json"
-    unauthenticated.write_text(json.dumps(document(ROUTES, authenticated=False)), encoding="utf-8")
     with NodeProcess(tmp_path / "node") as node:
+        # The node serves the document of a node without tokens: no operation asks for one.
+        served = httpx.get(f"{node.url}/openapi.json", timeout=5).json()
+        assert served == json.loads(json.dumps(document(ROUTES, authenticated=False)))
+        unauthenticated.write_text(json.dumps(served), encoding="utf-8")
         run = run_schemathesis(node.url, tmp_path / "st", node.config_path, target="standalone", document=unauthenticated)
         assert node.process is not None and node.process.poll() is None, f"the node exited:\n{node.log_tail(80)}"
         assert_clean(run, {"standalone": node.log_path.read_text(errors="replace")})

@@ -751,7 +751,10 @@ class Api:
     async def openapi(self, request: Request) -> Reply:
         from .openapi import document
 
-        return Reply(200, _openapi_cache.setdefault("body", _encoder.encode(document(ROUTES))))
+        # A node without [[tokens]] asks no operation for a token: its document says so.
+        authenticated = self.auth.enabled
+        key = "authenticated" if authenticated else "open"
+        return Reply(200, _openapi_cache.setdefault(key, _encoder.encode(document(ROUTES, authenticated=authenticated))))
 
     async def cluster_view(self, request: Request) -> Reply:
         request.principal.require("supervisor", "admin")
