@@ -115,7 +115,7 @@ class LimitsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     http2_cleartext: bool = False
 
 
-Role = Literal["pbx", "agent", "supervisor", "admin"]
+Role = Literal["pbx", "agent", "supervisor", "admin", "dialer"]  # dialer: takes due call-backs and their numbers
 
 
 class TokenSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

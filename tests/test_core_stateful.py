@@ -312,7 +312,7 @@ class CenterMachine(RuleBasedStateMachine):
         what, call, agent = data.draw(st.sampled_from(work), label="work")
         seconds = data.draw(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 30.0]), label="seconds")
         if what == "offer":
-            take = data.draw(st.sampled_from(["answer"] * 6 + ["reject", "abandon", "callback", "transfer"]), label="take")
+            take = data.draw(st.sampled_from(["answer"] * 6 + ["reject", "abandon", "callback", "transfer", "attempt"]), label="take")
         elif what == "connected":
             take = data.draw(st.sampled_from(["hangup"] * 4 + ["transfer", "hold", "unhold"]), label="take")
         elif what == "wrapup":
@@ -335,6 +335,9 @@ class CenterMachine(RuleBasedStateMachine):
             command = c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target"))
         elif take == "hangup":
             command = c.Hangup(call=call)
+        elif take == "attempt":  # a dialler's outcome (refused unless a call-back rings)
+            outcome = data.draw(st.sampled_from(["reached", "no_answer", "busy", "wrong_number"]), label="outcome")
+            command = c.CallbackAttempt(call=call, outcome=outcome)  # type: ignore[arg-type]
         elif take == "hold":
             command = c.Hold(call=call)
         elif take == "unhold":

@@ -38,6 +38,7 @@ from acd import settings as settings_module
 from acd.core import Rejection
 from acd.core import commands as c
 from acd.core import events as e
+from acd.core.state import CallState
 from acd.node.broker import Control, Subscription
 from acd.node.node import (
     Accepted,
@@ -485,6 +486,37 @@ class Api:
         await self._submit(c.Unhold(call=request.params[0]))
         return self._call_reply(request.params[0])
 
+    async def list_callbacks(self, request: Request) -> Reply:
+        request.principal.require("pbx", "dialer", "supervisor", "admin")
+        return _json(200, views.callbacks_view(self.node.center))
+
+    async def dial(self, request: Request) -> Reply:
+        """The number of a due call-back, for the role that dials it; every read is in the log."""
+        request.principal.require("pbx", "dialer", "admin")
+        await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
+        call_id = request.params[0]
+        call = self.node.center.state.interactions.get(call_id)
+        if call is None:
+            raise ApiError(404, "unknown_call", f"no interaction {call_id!r}", field="id")
+        if not call.callback or call.state not in (CallState.WAITING, CallState.OFFERED):
+            raise ApiError(409, "call_not_offered", f"interaction {call_id!r} is not a call-back due for dialling")
+        await self._submit(c.Audit(actor=request.principal.name, action="callback.dial", detail=call_id))
+        call = self.node.center.state.interactions[call_id]
+        number = call.caller
+        if number is None and call.caller_key is not None and call.caller_sealed is not None:
+            # A promised call-back carries the number its origin sealed (under the origin's id).
+            key = self.node.store.secret(call.caller_key)
+            number = None if key is None else self.node.sealer.open(call.sealed_for or call.id, call.caller_sealed, key)
+        if not number:
+            raise ApiError(409, "number_unavailable", f"no number is kept for interaction {call_id!r}")
+        return _json(200, views.DialView(id=call_id, number=number, attempt=call.attempts))
+
+    async def attempt(self, request: Request) -> Reply:
+        request.principal.require("pbx", "dialer", "admin")
+        body: views.AttemptBody = await self._body(request, _decoders[views.AttemptBody])
+        await self._submit(c.CallbackAttempt(call=request.params[0], outcome=body.outcome))
+        return self._call_reply(request.params[0])
+
     async def transfer(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         body: schemas.TransferTo = await self._body(request, _decoders[schemas.TransferTo])
@@ -891,7 +923,7 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     body: msgspec.json.Decoder(body)
     for body in (
         schemas.CallArrival, schemas.AgentAction, schemas.NoFields, schemas.TransferTo, schemas.WrapUpBody,
-        schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody, schemas.PromoteBody,
+        schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody, schemas.PromoteBody, views.AttemptBody,
     )
 }
 
@@ -927,6 +959,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/calls/{id}/hangup", Api.hangup, "The conversation ended; the agent goes to wrap-up", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/hold", Api.hold, "The caller is put on hold (hold time counts in AHT, apart from talk)", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/unhold", Api.unhold, "The caller is taken off hold", schemas.NoFields, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
+    Route("GET", "/v1/callbacks", Api.list_callbacks, "The call-backs owed: scheduled, due and being dialled (numbers masked)", None, list[views.CallbackTask], roles="pbx, dialer, supervisor, admin", errors=(401, 403)),
+    Route("POST", "/v1/calls/{id}/dial", Api.dial, "The number of a due call-back, to dial it (audited in the log; kept only until the call-back ends)", schemas.NoFields, views.DialView, roles="pbx, dialer, admin", errors=_CALL_ERRORS),
+    Route("POST", "/v1/calls/{id}/attempt", Api.attempt, "The outcome of dialling a call-back: reached, no_answer, busy, wrong_number (retry policy: callback_attempts, callback_retry_seconds, callback_calendar)", views.AttemptBody, views.CallView, roles="pbx, dialer, admin", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/transfer", Api.transfer, "Transfer to another queue", schemas.TransferTo, views.CallView, roles="pbx, admin, its agent", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/callback", Api.callback, "The waiting caller asks to be called back, keeping the place", schemas.NoFields, views.CallView, roles="pbx, admin", errors=_CALL_ERRORS),
     Route("POST", "/v1/calls/{id}/wrapup", Api.wrapup, "The agent records the disposition", schemas.WrapUpBody, views.CallView, roles="pbx, admin, the agent", errors=_CALL_ERRORS),

@@ -175,7 +175,7 @@ def _callback_steps(kpis: views.Kpis) -> list[tuple[str, int]]:
     return [
         ("requested_waiting", kpis.callbacks_waiting), ("requested_after_hours", kpis.callbacks_after_hours),
         ("promised", kpis.callbacks_promised), ("due", kpis.callbacks_due), ("attempted", kpis.callbacks_attempted),
-        ("reached", kpis.callbacks_reached), ("completed", kpis.callbacks_completed),
+        ("reached", kpis.callbacks_reached), ("completed", kpis.callbacks_completed), ("expired", kpis.callbacks_expired),
     ]
 
 

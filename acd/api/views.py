@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Literal
 
 import msgspec
 
@@ -423,6 +424,43 @@ def agent_stats_view(center: Center, now: float, day: str | None = None) -> Agen
             occupancy=kpi.occupancy(seconds),
         ))
     return AgentStatsView(day=day, agents=agents)
+
+
+class CallbackTask(msgspec.Struct, kw_only=True):
+    id: str
+    queue: str
+    state: str                       # scheduled (not due yet) | waiting (due) | offered (ringing at `agent`)
+    due_at: float | None
+    requested_at: float | None
+    source: str                      # waiting | after_hours | promised
+    origin: str | None
+    agent: str | None
+    attempts: int
+    caller: str                      # masked; the number itself only through POST /v1/calls/{id}/dial
+
+
+class DialView(msgspec.Struct, kw_only=True):
+    id: str
+    number: str
+    attempt: int
+
+
+class AttemptBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    outcome: Literal["reached", "no_answer", "busy", "wrong_number"]
+
+
+def callbacks_view(center: Center) -> list[CallbackTask]:
+    """The call-backs the center owes: scheduled, due (waiting) and being dialled (offered)."""
+    owed = (CallState.SCHEDULED, CallState.WAITING, CallState.OFFERED)
+    return [
+        CallbackTask(
+            id=call.id, queue=call.queue, state=call.state.value, due_at=call.due_at, requested_at=call.requested_at,
+            source=call.callback_source, origin=call.origin, agent=call.agent, attempts=call.attempts,
+            caller=call.caller_masked,
+        )
+        for call in center.live_interactions()
+        if call.callback and call.state in owed
+    ]
 
 
 # ---------------------------------------------------------------------------------- export rows

@@ -398,6 +398,9 @@ class Center:
         self._personal: dict[str, list[tuple[float, int, int, str]]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
         self._pending_callbacks: dict[tuple[str, str], str] = {}
+        # Live interactions per sealing key: a call-back promised at wrap-up carries its
+        # origin's sealed number, so a key is released only when nobody live holds it.
+        self._key_refs: dict[str, int] = {}
         self._terminal: list[tuple[float, str]] = []
         # The interactions not yet in a terminal state, in arrival order: what the queue views
         # and metrics walk (a day's terminal interactions stay in the state, hours of them).
@@ -485,6 +488,8 @@ class Center:
             heapq.heappush(self._terminal, (call.completed_at or 0.0, call.id))
             return
         self._live[call.id] = None
+        if call.caller_key is not None:
+            self._key_refs[call.caller_key] = self._key_refs.get(call.caller_key, 0) + 1
         if call.callback and call.state in (_SCHEDULED, _WAITING, _OFFERED) and call.caller_hash:
             self._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         if call.state is _WAITING:
@@ -770,10 +775,12 @@ class Center:
         call.place_at = now
         if call.preferred_agent is not None:
             call.preferred_until = now + self.state.config.callback_preferred_seconds
-        # Call-back work, not a caller: counted as due, never as offered (docs/kpis.md).
-        call.queue_stats_key = self._day_clock.locate(now)
-        self._count_queue(call, _callback_due)
-        self._count_center(call, _callback_due)
+        # Call-back work, not a caller: counted as due, never as offered (docs/kpis.md); a
+        # retry after an unanswered dial is not due a second time.
+        if not call.attempts:
+            call.queue_stats_key = self._day_clock.locate(now)
+            self._count_queue(call, _callback_due)
+            self._count_center(call, _callback_due)
         self._enqueue(call)
         self._emit_queued(call, now)
         self._dispatch_call(call, now)
@@ -1276,12 +1283,22 @@ class Center:
         if call.caller is not None:
             call.caller = None
         if call.caller_key is not None:
-            self._released_keys.append(call.caller_key)
+            self._release_key(call.caller_key)
             call.caller_key = None
             call.caller_sealed = None
         heapq.heappush(self._terminal, (now, call.id))
         del self._live[call.id]
         self._touched_calls.add(call.id)
+
+    def _release_key(self, key: str) -> None:
+        """One live holder of a sealing key fewer; the last one releases it (the node destroys it)."""
+        refs = self._key_refs
+        left = refs.get(key, 1) - 1
+        if left > 0:
+            refs[key] = left
+        else:
+            refs.pop(key, None)
+            self._released_keys.append(key)
 
     def _is_open(self, calendar: Calendar | None, now: float) -> bool:
         """`calendar.is_open`, remembered until the next opening or closing."""
@@ -1406,6 +1423,7 @@ class Center:
             # The sealed number stays with the interaction while it lives; its key goes with it.
             call.caller_sealed = command.caller_sealed
             call.caller_key = command.caller_key
+            self._key_refs[command.caller_key] = self._key_refs.get(command.caller_key, 0) + 1
         state.interactions[call_id] = call
         self._live[call_id] = None
         call.center_stats_key = key = self._day_clock.locate(now)
@@ -1996,6 +2014,12 @@ class Center:
         previous = aht.get(queue_name) or self._queues[queue_name].aht_seconds
         aht[queue_name] = previous + AHT_SMOOTHING * (talk + wrapup - previous)
         agent.handled += 1
+        sealed: tuple[bytes, str, str] | None = None
+        if disposition == "callback" and callback_at is not None and call.caller_key is not None and call.caller_sealed is not None:
+            # The task takes the sealed number with it: its key is held before the origin
+            # lets go of it (a call-back that merges into a pending one releases it again).
+            sealed = (call.caller_sealed, call.caller_key, call.sealed_for or call.id)
+            self._key_refs[call.caller_key] = self._key_refs.get(call.caller_key, 0) + 1
         if call.state is _WRAPUP and call.agent == name:
             call.disposition = disposition
             if call.abusive is not abusive:
@@ -2013,14 +2037,17 @@ class Center:
                 agent.recovering_until = now + recovery
                 self._push_timer(agent.recovering_until, "recovery", name)
         if disposition == "callback" and callback_at is not None:
-            self._schedule_callback(call, agent, queue_name, callback_at, now)
+            self._schedule_callback(call, agent, queue_name, callback_at, now, sealed)
         if agent.pending:
             self._apply_pending(agent, now)
         agent.available_since = now
         self._agent_changed(agent, now)
         self._dispatch_agent(agent, now)
 
-    def _schedule_callback(self, origin: Interaction, agent: AgentRecord, queue_name: str, callback_at: float, now: float) -> None:
+    def _schedule_callback(
+        self, origin: Interaction, agent: AgentRecord, queue_name: str, callback_at: float, now: float,
+        sealed: tuple[bytes, str, str] | None = None,
+    ) -> None:
         """A call-back promised at wrap-up: first to the same agent for a while, then to anyone.
 
         It goes to the queue in which this agent handled the call, not to wherever the call
@@ -2029,6 +2056,8 @@ class Center:
         """
         existing = self._pending_callbacks.get((origin.caller_hash, queue_name))
         if existing is not None:
+            if sealed is not None:
+                self._release_key(sealed[1])
             self._emit(e.CallbackRequested(at=now, call=origin.id, queue=queue_name, merged_into=existing))
             return
         number = 1
@@ -2043,6 +2072,8 @@ class Center:
             state=_SCHEDULED, callback=True, due_at=due, preferred_agent=agent.name, origin=origin.id,
             callback_source="promised", requested_at=now,
         )
+        if sealed is not None:
+            call.caller_sealed, call.caller_key, call.sealed_for = sealed
         self.state.interactions[call.id] = call
         self._live[call.id] = None
         # A task, not a caller: never offered, answered or abandoned in the callers' counts.
@@ -2053,6 +2084,48 @@ class Center:
         self._push_timer(due, "due", call.id)
         self._touch(call)
         self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=due, agent=agent.name))
+
+    def _callback_attempt(self, command: c.CallbackAttempt, now: float) -> Rejection | None:
+        call = self._call(command.call)
+        if isinstance(call, Rejection):
+            return call
+        if call.state in _TERMINAL:
+            if command.outcome == "wrong_number" and call.reason == "wrong_number":
+                return None  # reported already
+            return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
+        if call.state is not _OFFERED or not call.callback:
+            if command.outcome != "reached" and call.state is _SCHEDULED and call.last_offer_outcome == command.outcome:
+                return None  # reported already: the task waits for its next attempt
+            return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not a call-back being dialled")
+        name = call.agent or ""
+        if command.outcome == "reached":
+            return self._answer(c.Answer(call=call.id, agent=name), now)
+        attempt = call.attempts
+        agent = self._withdraw_offer(call, command.outcome, now)
+        self._dequeue(call)
+        queue = self._queues[call.queue]
+        config = self.state.config
+        due: float | None = None
+        if command.outcome != "wrong_number" and attempt < config.callback_attempts:
+            due = now + config.callback_retry_seconds
+            calendar = self._calendars.get(config.callback_calendar or queue.calendar)
+            if not self._is_open(calendar, due):
+                due = next_opening(calendar, due)
+        if due is None:
+            self._emit(e.CallbackAttempted(at=now, call=call.id, agent=name, outcome=command.outcome, attempt=attempt))
+            self._count_callback(call, _callback_expired)
+            self._finish(call, _CLOSED, now, "wrong_number" if command.outcome == "wrong_number" else "unreachable")
+        else:
+            call.state = _SCHEDULED
+            call.due_at = due
+            call.preferred_agent = None
+            call.preferred_until = None
+            self._push_timer(due, "due", call.id)
+            self._touch(call)
+            self._emit(e.CallbackAttempted(at=now, call=call.id, agent=name, outcome=command.outcome, attempt=attempt, next_due_at=due))
+            self._emit(e.CallScheduled(at=now, call=call.id, queue=call.queue, due_at=due))
+        self._dispatch_agent(agent, now)
+        return None
 
     def _survey(self, command: c.Survey, now: float) -> Rejection | None:
         call = self._call(command.call)
@@ -2197,6 +2270,7 @@ class Center:
         c.Abandon: _abandon,
         c.Hangup: _hangup,
         c.Hold: _hold,
+        c.CallbackAttempt: _callback_attempt,
         c.Unhold: _unhold,
         c.Transfer: _transfer,
         c.RequestCallback: _request_callback,
@@ -2489,3 +2563,7 @@ def _callback_attempted(counters: Counters) -> None:
 
 def _callback_reached(counters: Counters) -> None:
     counters.callbacks_reached += 1
+
+
+def _callback_expired(counters: Counters) -> None:
+    counters.callbacks_expired += 1

@@ -110,6 +110,18 @@ class WrapUp(Command, tag="call.wrapup", frozen=True):
     callback_at: Instant | None = None
 
 
+class CallbackAttempt(Command, tag="call.callback_attempt", frozen=True):
+    """The outcome of dialling a call-back ringing at an agent (the dialler's report).
+
+    "reached" answers it for that agent; "no_answer" and "busy" take it back and make it due
+    again after the retry spacing (or end it "unreachable" after the last attempt);
+    "wrong_number" ends it at once.
+    """
+
+    call: Name
+    outcome: Literal["reached", "no_answer", "busy", "wrong_number"]
+
+
 class Survey(Command, tag="call.survey", frozen=True):
     call: Name
     score: Score
@@ -146,7 +158,7 @@ class Audit(Command, tag="audit", frozen=True):
 
 AnyCommand = (
     Configure | Arrive | Answer | Reject | Abandon | Hangup | Hold | Unhold | Transfer | RequestCallback | WrapUp
-    | Survey | Login | Ready | NotReady | Logout | Tick | Audit
+    | CallbackAttempt | Survey | Login | Ready | NotReady | Logout | Tick | Audit
 )
 
 _encoder = msgspec.msgpack.Encoder()

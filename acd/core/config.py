@@ -113,6 +113,12 @@ class Center(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     vulnerable_priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 5
     no_answer_not_ready: bool = True
     callback_preferred_seconds: Seconds = 1800.0
+    # The call-back retry policy (docs/kpis.md): a task whose dialled citizen does not answer
+    # (or is busy) is due again `callback_retry_seconds` later, at most `callback_attempts`
+    # dials in all; dials happen only while `callback_calendar` is open (default: the queue's).
+    callback_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    callback_retry_seconds: Seconds = 900.0
+    callback_calendar: str = ""
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 35
     abuse: Abuse = Abuse()
     calendars: list[Calendar] = []
@@ -160,6 +166,8 @@ def validate_center(center: Center) -> list[ConfigError]:
         return seen
 
     calendars = unique("calendars", [c.name for c in center.calendars])
+    if center.callback_calendar and center.callback_calendar not in calendars:
+        problems.append(ConfigError("center.callback_calendar", f"no calendar named {center.callback_calendar!r}"))
     queues = unique("queues", [q.name for q in center.queues])
     unique("agents", [a.name for a in center.agents])
     for index, calendar in enumerate(center.calendars):

@@ -116,6 +116,14 @@ class CallbackRequested(Event, tag="call.callback_requested", frozen=True):
     merged_into: str | None = None
 
 
+class CallbackAttempted(Event, tag="call.callback_attempted", frozen=True):
+    call: str
+    agent: str
+    outcome: str
+    attempt: int
+    next_due_at: float | None = None  # due again then; None: reached or ended
+
+
 class SurveyRecorded(Event, tag="call.survey", frozen=True):
     call: str
     agent: str | None

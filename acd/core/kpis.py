@@ -66,6 +66,7 @@ class Kpis(msgspec.Struct, kw_only=True):
     callbacks_attempted: int
     callbacks_reached: int
     callbacks_completed: int
+    callbacks_expired: int                 # ended unreached: attempts used up, or a wrong number
     callback_delay_seconds: float | None   # mean, request to completion
     transfers_in: int
     transfers_out: int
@@ -161,6 +162,7 @@ def kpis(counters: Counters) -> Kpis:
         callbacks_attempted=counters.callbacks_attempted,
         callbacks_reached=counters.callbacks_reached,
         callbacks_completed=counters.callbacks_completed,
+        callbacks_expired=counters.callbacks_expired,
         callback_delay_seconds=callback_delay(counters),
         transfers_in=counters.transfers_in,
         transfers_out=counters.transfers_out,

@@ -94,6 +94,7 @@ class Interaction(msgspec.Struct, kw_only=True, gc=False):
     requested_at: float | None = None  # when the call-back was requested (its delay counts from here)
     after_hours: bool = False        # arrived while its queue was closed
     attempts: int = 0                # offers to an agent while a call-back (each one an attempt)
+    sealed_for: str = ""             # the interaction the sealed number was sealed for ("": this one)
     warning: bool = False
     disposition: str | None = None
     abusive: bool = False
@@ -180,6 +181,7 @@ class Counters(msgspec.Struct, kw_only=True, gc=False):
     satisfied: int = 0
     callbacks_requested: int = 0     # call-back tasks created: waiting + after hours + promised
     callbacks_completed: int = 0     # call-backs reached and wrapped up
+    callbacks_expired: int = 0       # call-backs ended unreached (attempts used up, wrong number)
     transfers_in: int = 0
     transfers_out: int = 0
     overflows: int = 0
