@@ -394,6 +394,44 @@ def _ack(at: float, node: str, epoch: int, lsn: int, payload: bytes = b"x") -> A
     return Ack(at=at, node=node, epoch=epoch, lsn=lsn, kind="call.arrive", subject="c1", payload=payload)
 
 
+def test_reads_that_miss_an_acknowledged_write_are_caught() -> None:
+    # The monitor's read checks on hand-made nodes: a read on the primary (valid lease) must
+    # include the newest acknowledged write; so must a read on a standby the witness does not
+    # record behind (sync mode); a standby recorded behind may be stale.
+    from types import SimpleNamespace
+
+    from sim.dr.monitor import Monitor
+    from sim.dr.storage import DurableLog
+    from sim.dr.trace import Trace
+
+    def node(name: str, role: str, lsn: int, *, lease: bool = True):  # type: ignore[no-untyped-def]
+        disk = DurableLog()
+        disk.epochs.update({n: 1 for n in range(1, lsn + 1)})
+        return SimpleNamespace(name=name, disk=disk, node=SimpleNamespace(role=role, lsn=lsn, store=None),
+                               member=SimpleNamespace(lease_valid=lambda: lease))
+
+    witness = SimpleNamespace(state=SimpleNamespace(behind="", leader="a", promised_epoch=1))
+    cluster = SimpleNamespace(names=["a", "b"], processes={}, witness_store=witness)
+
+    async def main() -> None:
+        monitor = Monitor(cluster, Trace(), mode="sync", failover_timeout=1.5)  # type: ignore[arg-type]
+        monitor.last_ack = _ack(1.0, "a", 1, 5)
+        monitor.on_read(node("a", "primary", 5))
+        monitor.on_read(node("b", "standby", 5))
+        monitor.on_read(node("a", "primary", 4, lease=False))   # a lost lease: not a primary read
+        assert not monitor.violations
+        monitor.on_read(node("a", "primary", 4))
+        assert list(monitor.violations) == ["read-primary"]
+        witness.state.behind = "b"
+        monitor.on_read(node("b", "standby", 3))
+        assert "read-standby" not in monitor.violations
+        witness.state.behind = ""
+        monitor.on_read(node("b", "standby", 3))
+        assert "read-standby" in monitor.violations and "misses the acknowledged lsn 5" in monitor.violations["read-standby"]
+
+    trio.run(main, clock=JumpClock())
+
+
 def test_an_ack_after_a_later_election_is_split_brain() -> None:
     promotions = [(1.0, "a", 1), (10.0, "b", 2)]
     assert split_brain([_ack(9.9, "a", 1, 5), _ack(10.5, "b", 2, 6)], promotions) == []

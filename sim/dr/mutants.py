@@ -183,6 +183,24 @@ MUTANTS: tuple[Mutant, ...] = (
         (("primary-crash", NAMED_SEEDS_MAX), ("swarm", SWARM_SEEDS_MAX)),
     ),
     Mutant(
+        "reconcile-ignores-batch-in-flight",
+        "a standby that already holds the batch the primary is still committing is taken as divergent and truncated",
+        _one(CLUSTER, "        mine = self._ship_top()\n        start = sync.last_lsn",
+             "        mine = store.last_lsn()\n        start = sync.last_lsn"),
+        (("swarm", SWARM_SEEDS_MAX),),
+    ),
+    Mutant(
+        "switchover-releases-before-stepping-down",
+        "a switchover releases the witness's lease and only then steps down (a lost answer leaves it primary)",
+        _one(CLUSTER, '                self.step_down("switchover")\n                self.granted_until = 0.0\n'
+                      '                if self.witness is not None:\n'
+                      '                    await self.witness.request(Release(epoch=epoch, node=self.name), self.standby_timeout)',
+             '                if self.witness is not None:\n'
+             '                    await self.witness.request(Release(epoch=epoch, node=self.name), self.standby_timeout)\n'
+             '                self.step_down("switchover")\n                self.granted_until = 0.0'),
+        (("swarm", SWARM_SEEDS_MAX),),
+    ),
+    Mutant(
         "stale-vote-reply-counts",
         "a reply left on a kept connection counts as a vote, for any epoch",
         (
