@@ -19,6 +19,7 @@ class Journal:
     events: list[dict[str, Any]] = field(default_factory=list)
     created: dict[str, dict[str, Any]] = field(default_factory=dict)     # id -> "created" line
     acd_created: set[str] = field(default_factory=set)                   # call-backs the ACD made
+    callback_requested: set[str] = field(default_factory=set)            # callers who asked for one in line
     answered: dict[str, dict[str, Any]] = field(default_factory=dict)    # id -> first "answered" line
     abandoned: dict[str, dict[str, Any]] = field(default_factory=dict)   # id -> "abandoned" line
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -48,6 +49,8 @@ def read_journal(out: Path) -> Journal:
             journal.created.setdefault(event["id"], event)
         elif kind == "acd_created":
             journal.acd_created.add(event["id"])
+        elif kind == "callback_requested":
+            journal.callback_requested.add(event["id"])
         elif kind == "answered":
             journal.answered.setdefault(event["id"], event)
         elif kind == "abandoned":
