@@ -330,7 +330,7 @@ def table(records: list[dict[str, Any]]) -> str:
             where = f"`{record['scenario']}` seed {record['seed']}"
         else:
             where = "STALE" if record["stale"] else "NOT CAUGHT"
-        violation = record["violation"].split(":")[0] if record["caught"] else record["violation"][:60]
+        violation = record["violation"].split(":")[0].split(" at ")[0] if record["caught"] else record["violation"][:60]
         lines.append(f"| {record['mutant']} | {where} | {record['seeds_run']} | {violation} |")
     return "\n".join(lines)
 
