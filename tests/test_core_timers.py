@@ -113,13 +113,15 @@ def test_ewt_with_nobody_staffed_is_one_aht_per_caller_ahead_and_this_one() -> N
     assert [center.ewt("q", position) for position in (1, 2, 3)] == [200.0, 400.0, 600.0]
 
 
-def test_ewt_subtracts_free_agents_and_divides_by_staffed_agents() -> None:
+def test_ewt_subtracts_free_agents_and_divides_by_available_agents() -> None:
     config = CenterConfig(queues=[Queue(name="q", aht_seconds=100)], agents=[Agent(name=f"a{index}") for index in range(1, 5)])
     desk = Desk(config)
-    desk.ready("a1", "a2")
-    desk.do(c.Login(agent="a3"))  # staffed, not free
-    # 3 staffed, 2 free: position p waits (p - 2) / 3 x AHT, never less than nothing.
+    desk.ready("a1", "a2", "a3")
+    desk.arrive("busy")  # a3's now: available soon, not free
+    # 3 available, 2 free: position p waits (p - 2) / 3 x AHT, never less than nothing.
     assert [desk.center.ewt("q", position) for position in (1, 2, 3, 5)] == [0.0, 0.0, 33.3, 100.0]
+    desk.do(c.Login(agent="a4"))  # logged in, not ready (on a break): not counted
+    assert desk.center.ewt("q", 5) == 100.0
 
 
 def test_ewt_follows_the_moving_average_of_handling_time() -> None:

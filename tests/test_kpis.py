@@ -14,7 +14,7 @@ from acd.core import commands as c
 from acd.core.config import Agent, Queue
 from acd.core.state import Counters
 
-from .test_core_harness import Desk, chat_agent, one_queue_center
+from .test_core_harness import Desk, chat_agent, of_type, one_queue_center, only
 
 
 def test_short_abandon_and_the_two_service_level_bases() -> None:
@@ -242,3 +242,34 @@ def test_hold_needs_a_conversation() -> None:
     desk.hangup("x", after=5)  # hanging up on hold ends the hold
     assert desk.center.state.agents["a1"].held["x"].hold_seconds == 5.0
     desk.refuse(c.Unhold(call="x"), Code.call_finished)
+
+
+def test_ewt_counts_only_agents_available_now_or_soon_and_updates_are_pushed() -> None:
+    # Two agents serve q, both busy; a third caller waits at position 1 with AHT 180 s.
+    # Both available: EWT = (1 - 0 free) / 2 * 180 = 90 s. One goes on lunch after the call
+    # (not ready): EWT = 1 / 1 * AHT, never the optimistic half of it.
+    from acd.core import events as e
+
+    desk = Desk(one_queue_center(agents=3, aht_seconds=180.0, wrapup_seconds=0.0))
+    desk.ready("a1", "a2")
+    desk.do(c.Login(agent="a3"))  # logged in, not ready: not available
+    desk.arrive("x")
+    desk.answer("x")
+    desk.arrive("y")
+    desk.answer("y")
+    events = desk.arrive("z", after=30)
+    queued = only(events, e.CallQueued)
+    assert (queued.position, queued.ewt) == (1, 90.0)
+    assert [(u.queue, u.waiting, u.available, u.ewt) for u in of_type(events, e.QueueUpdated)] == [("q", 1, 2, [90.0])]
+    events = desk.do(c.NotReady(agent="a2", reason="lunch"), after=3)  # deferred until after y
+    assert of_type(events, e.QueueUpdated) == []
+    desk.hangup("y", after=3)
+    events = desk.wrapup("y")  # a2 goes to lunch, 6 s after the last update: not pushed yet
+    assert of_type(events, e.QueueUpdated) == []
+    assert desk.agent_state("a2") == "not_ready"
+    # y's 36 s moved the queue's AHT average to 180 + 0.1 x (36 - 180) = 165.6 s; one agent left
+    assert desk.center.ewt("q", 1) == 165.6  # with a2 counted it would be half that
+    events = desk.do(c.Tick(), after=10)
+    assert of_type(events, e.QueueUpdated) == []  # nothing moved since
+    events = desk.do(c.Abandon(call="z"))
+    assert [(u.waiting, u.available) for u in of_type(events, e.QueueUpdated)] == [(0, 1)]

@@ -252,6 +252,10 @@ class Center:
                 deferred.sort(key=_by_name)
             for agent in deferred:
                 self._apply_pending(agent, now)
+        if self._moved:
+            if rejection is None:
+                self._queue_updates(now)
+            self._moved.clear()
         if rejection is not None:
             if not timers_fired:
                 # A refused command is not logged, so it must not move the clock either:
@@ -322,17 +326,18 @@ class Center:
     def ewt(self, queue: str, position: int) -> float:
         """Estimated wait for the caller at `position` (1-based) in `queue`.
 
-        EWT = (position - 1 + 1 - free agents) / staffed agents * AHT, at least 0:
-        the callers ahead, plus this one, are served `staffed` at a time, each taking the
+        EWT = (position - 1 + 1 - free agents) / available agents * AHT, at least 0:
+        the callers ahead, plus this one, are served `available` at a time, each taking the
         queue's moving-average handling time (seeded by the queue's `aht_seconds`). With
-        nobody staffed the estimate is one AHT per caller ahead and this one. Staffed
-        agents are those logged in who serve the queue; free ones are ready with room
-        for one of the queue's channels and no offer ringing.
+        nobody available the estimate is one AHT per caller ahead and this one. Available
+        agents are those logged in who serve the queue and are not on a break (not ready:
+        lunch, training), so they can take the call now or soon; free ones are ready with
+        room for one of the queue's channels and no offer ringing.
         """
         if self._unindexed:
             self._flush_index()
         aht = self.state.aht.get(queue) or self._queues[queue].aht_seconds
-        staffed = self._staffed.get(queue, 0)
+        staffed = self._staffed.get(queue, 0) - self._on_break.get(queue, 0)
         if staffed == 0:
             return round(position * aht, 1)
         free = len(self._free.get(queue, ()))
@@ -406,6 +411,8 @@ class Center:
         # and metrics walk (a day's terminal interactions stay in the state, hours of them).
         self._live: dict[str, None] = {}
         self._staffed: dict[str, int] = {}
+        self._on_break: dict[str, int] = {}  # agents of the queue shown not ready (EWT leaves them out)
+        self._moved: dict[str, None] = {}  # queues whose line moved in this step (queue.updated)
         self._free: dict[str, set[str]] = {}  # agents free now, per queue (for EWT)
         self._free_anywhere: set[str] = set()  # agents in some free-agent heap, in any queue
         self._instant = self.state.now  # the time of the step (or timer) being applied
@@ -415,6 +422,9 @@ class Center:
             if agent_record.presence is not _LOGGED_OUT:
                 for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
                     self._staffed[queue_name] = self._staffed.get(queue_name, 0) + 1
+            if agent_record.state is _SHOWN_NOT_READY:
+                for queue_name, _level in self._agent_queues.get(agent_record.name, ()):
+                    self._on_break[queue_name] = self._on_break.get(queue_name, 0) + 1
             self._index_agent(agent_record)
             if agent_record.recovering_until is not None:
                 self._push_timer(agent_record.recovering_until, "recovery", agent_record.name)
@@ -554,6 +564,7 @@ class Center:
         """Take a call out of waiting (its heap entry goes stale)."""
         self._call_token.pop(call.id, None)
         self._count_waiting(call, -1)
+        self._moved[call.queue] = None
 
     def _agent_available(self, agent: AgentRecord, channel: str) -> bool:
         return channel in self._free_channels(agent)
@@ -728,6 +739,10 @@ class Center:
             due, _order, kind, subject, detail = timer
             self._instant = due
             self._timer_handlers[kind](self, subject, detail, due)
+            if self._moved:
+                # At the timer's own instant: a replay fires it in another command, maybe.
+                self._queue_updates(due)
+                self._moved.clear()
             fired += 1
         return fired
 
@@ -1217,6 +1232,14 @@ class Center:
                 reasons = record.reasons
                 reason_key = agent.shown_reason
                 reasons[reason_key] = reasons.get(reason_key, 0.0) + spent
+        if (previous is _SHOWN_NOT_READY) is not (state is _SHOWN_NOT_READY):
+            # On a break or back from one: the queues' EWT counts only agents not on a break.
+            delta = 1 if state is _SHOWN_NOT_READY else -1
+            on_break = self._on_break
+            for queue_name, _level in self._agent_queues.get(name, ()):
+                on_break[queue_name] = on_break.get(queue_name, 0) + delta
+                if self.waiting_count(queue_name):  # a line to announce to
+                    self._moved[queue_name] = None
         agent.state = state
         agent.state_since = now
         if agent.shown_reason != reason:
@@ -1252,6 +1275,7 @@ class Center:
         # The count includes the call itself (it is already indexed as waiting).
         position = ahead if ahead > 1 else 1
         ewt = self.ewt(queue, position)
+        self._moved[queue] = None
         self._events.append(
             e.CallQueued(
                 at=now, call=call.id, queue=queue, channel=call.channel, priority=priority,
@@ -1299,6 +1323,23 @@ class Center:
         else:
             refs.pop(key, None)
             self._released_keys.append(key)
+
+    def _queue_updates(self, now: float) -> None:
+        """One `queue.updated` per queue whose line moved, unless one went out too recently."""
+        every = self.state.config.queue_update_seconds
+        if not every:
+            return
+        sent = self.state.queue_updates
+        for queue_name in sorted(self._moved):  # sorted: the same events on every node
+            if queue_name not in self._queues or now - sent.get(queue_name, -every) < every:
+                continue
+            sent[queue_name] = now
+            waiting = self.waiting_count(queue_name)
+            available = self._staffed.get(queue_name, 0) - self._on_break.get(queue_name, 0)
+            self._events.append(e.QueueUpdated(
+                at=now, queue=queue_name, waiting=waiting, available=available,
+                ewt=[self.ewt(queue_name, position) for position in range(1, min(waiting, 10) + 1)],
+            ))
 
     def _is_open(self, calendar: Calendar | None, now: float) -> bool:
         """`calendar.is_open`, remembered until the next opening or closing."""

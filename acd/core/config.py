@@ -119,6 +119,8 @@ class Center(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     callback_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
     callback_retry_seconds: Seconds = 900.0
     callback_calendar: str = ""
+    # A queue's position and EWT update (`queue.updated`) goes out at most this often (0: never).
+    queue_update_seconds: Seconds = 10.0
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 35
     abuse: Abuse = Abuse()
     calendars: list[Calendar] = []

@@ -21,6 +21,19 @@ class ConfigApplied(Event, tag="config.applied", frozen=True):
     actor: str = ""
 
 
+class QueueUpdated(Event, tag="queue.updated", frozen=True):
+    """The line of a queue moved (a caller joined or left it, an agent went on or came back
+    from a break): what a PBX announces. At most one per queue every `queue_update_seconds`.
+
+    `ewt[k]` is the estimated wait of the caller at position k + 1 (the first ten positions).
+    """
+
+    queue: str
+    waiting: int
+    available: int                   # agents serving the queue, logged in and not on a break
+    ewt: list[float]
+
+
 class CallQueued(Event, tag="call.queued", frozen=True):
     call: str
     queue: str

@@ -232,4 +232,5 @@ class State(msgspec.Struct, kw_only=True):
     stats: dict[str, DayStats] = {}
     abuse: dict[str, list[float]] = {}
     aht: dict[str, float] = {}       # moving average of handling time per queue (for EWT)
+    queue_updates: dict[str, float] = {}  # when each queue's last `queue.updated` went out
     audit: list[tuple[float, str, str, str]] = []
