@@ -183,7 +183,8 @@ def completed_interactions(settings: settings_module.Settings, node: str, rows: 
         store = Store(copy, cluster=settings.cluster.name, node=node)
         replica = Node(settings, node, store=store)
         try:
-            yield from (views.leg_rows(replica.center) if rows == "legs" else views.interaction_rows(replica.center))
+            builders = {"legs": views.leg_rows, "intervals": views.interval_export_rows, "agents": views.agent_export_rows}
+            yield from builders.get(rows, views.interaction_rows)(replica.center)
         finally:
             store.close()
 
@@ -203,12 +204,14 @@ def export(settings: settings_module.Settings, node: str, first: dt.date, last: 
            rows_of: str = "interactions") -> int:
     from acd.api import views
 
-    columns = list(views.LEG_COLUMNS if rows_of == "legs" else views.INTERACTION_COLUMNS)
-    if unmask and rows_of != "legs":
+    columns = list({"legs": views.LEG_COLUMNS, "intervals": views.INTERVAL_ROW_COLUMNS,
+                    "agents": views.AGENT_ROW_COLUMNS}.get(rows_of, views.INTERACTION_COLUMNS))
+    if unmask and rows_of == "interactions":
         columns.append("caller_hash")
     rows = sorted(
         (record for record in completed_interactions(settings, node, rows_of) if first.isoformat() <= record["date"] <= last.isoformat()),
-        key=lambda record: (record["date"], record.get("arrived_at") or record.get("answered_at"), record["id"], record.get("leg", 0)),
+        key=lambda record: (record["date"], str(record.get("arrived_at") or record.get("answered_at") or record.get("queue") or ""),
+                            str(record.get("id") or record.get("agent") or ""), record.get("interval", 0), record.get("leg", 0)),
     )
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
@@ -263,8 +266,9 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: %(default)s")
     parser.add_argument("--output", default="-", metavar="FILE", help="file to write (default: standard output)")
     parser.add_argument("--unmask", action="store_true", help="add the keyed caller hash (admin only)")
-    parser.add_argument("--rows", choices=("interactions", "legs"), default="interactions",
-                        help="one row per interaction, or per leg with talk, hold and wrap-up seconds (default: %(default)s)")
+    parser.add_argument("--rows", choices=("interactions", "legs", "intervals", "agents"), default="interactions",
+                        help="one row per interaction, per leg (talk, hold and wrap-up seconds), per 15-minute interval "
+                             "(center and queues, every KPI) or per agent and day (default: %(default)s)")
     parser.add_argument("--token", default=os.environ.get("ACD_TOKEN", ""), help="admin token when tokens are configured")
     parser.set_defaults(run=_export)
 

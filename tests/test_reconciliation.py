@@ -13,6 +13,7 @@ center manager uses, and every KPI must agree to the rounding shown:
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
@@ -175,6 +176,16 @@ def test_report_replay_node_and_export_show_the_same_day(day_run: Any, report: d
             assert figures[name] == pytest.approx(value, abs=0.011), name  # 3-decimal seconds in the rows
         else:
             assert figures[name] == value, name
+    # The interval and agent rows of the export add up to the day.
+    intervals_out, agents_out = io.StringIO(), io.StringIO()
+    export(settings, "a", date, date, "csv", intervals_out, unmask=False, rows_of="intervals")
+    export(settings, "a", date, date, "csv", agents_out, unmask=False, rows_of="agents")
+    center_rows = [row for row in csv.DictReader(io.StringIO(intervals_out.getvalue())) if row["queue"] == ""]
+    for name in ("offered", "answered", "answered_within_threshold", "abandoned", "handled", "callbacks_reached"):
+        assert sum(int(row[name]) for row in center_rows) == figures[name], name
+    agent_rows = list(csv.DictReader(io.StringIO(agents_out.getvalue())))
+    assert sum(int(row["handled"]) for row in agent_rows) == figures["handled"]
+    assert {row["date"] for row in agent_rows} == {day}
     # The figures the issue quotes, as this day now reads everywhere.
     assert figures["offered"] == 2000
     assert figures["service_level_offered"] == reported["service_level"]

@@ -478,6 +478,57 @@ LEG_COLUMNS = [
 ]
 
 
+def _flat_kpis(figures: Kpis) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for name, value in msgspec.structs.asdict(figures).items():
+        if name == "aht_by_channel":
+            for channel in kpi.CHANNELS:
+                row[f"aht_{channel}_seconds"] = value.get(channel, "")
+        else:
+            row[name] = "" if value is None else value
+    return row
+
+
+KPI_COLUMNS = list(_flat_kpis(kpis(Counters())))
+INTERVAL_ROW_COLUMNS = ["date", "interval", "start", "queue", *KPI_COLUMNS]
+AGENT_ROW_COLUMNS = [
+    "date", "agent", "handled", "aht_seconds", *(f"aht_{channel}_seconds" for channel in kpi.CHANNELS), "hold_seconds",
+    "fcr", "first_contacts", "not_recorded", "csat", "surveys", "occupancy", *(f"{state}_seconds" for state in AGENT_STATES),
+    "not_ready_reasons",
+]
+
+
+def interval_export_rows(center: Center) -> list[dict[str, object]]:
+    """The export's interval rows: every 15-minute interval with activity, center ("") and per queue."""
+    rows: list[dict[str, object]] = []
+    for day in sorted(center.state.stats):
+        for queue in [None, *sorted(center.state.stats[day].queues)]:
+            for row in intervals_view(center, day, day, queue).intervals:
+                rows.append({"date": row.day, "interval": row.interval, "start": row.start, "queue": queue or "",
+                             **_flat_kpis(row.kpis)})
+    return rows
+
+
+def agent_export_rows(center: Center) -> list[dict[str, object]]:
+    """The export's agent rows: one per agent and day (as GET /v1/stats/agents)."""
+    rows: list[dict[str, object]] = []
+    for day in sorted(center.state.stats):
+        for agent in agent_stats_view(center, center.now, day).agents:
+            if not agent.handled and not agent.seconds:
+                continue
+            rows.append({
+                "date": day, "agent": agent.id, "handled": agent.handled, "aht_seconds": agent.aht_seconds or "",
+                **{f"aht_{channel}_seconds": agent.aht_by_channel.get(channel) or "" for channel in kpi.CHANNELS},
+                "hold_seconds": agent.hold_seconds, "fcr": "" if agent.fcr is None else agent.fcr,
+                "first_contacts": agent.first_contacts, "not_recorded": agent.not_recorded,
+                "csat": "" if agent.csat is None else agent.csat, "surveys": agent.surveys,
+                "occupancy": "" if agent.occupancy is None else agent.occupancy,
+                **{f"{state}_seconds": agent.seconds.get(state, 0.0) for state in AGENT_STATES},
+                "not_ready_reasons": ";".join(f"{reason or '-'}={seconds:g}" for reason, seconds in sorted(agent.not_ready_reasons.items())),
+            })
+    return rows
+
+
 def _iso(at: float | None, zone: dt.tzinfo) -> str:
     return dt.datetime.fromtimestamp(at, zone).isoformat(timespec="seconds") if at else ""
 
