@@ -442,6 +442,11 @@ class Member:
                 return False
             epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
             request = msgspec.structs.replace(request, epoch=epoch)
+            if self.clock() < self.granted_until and self.leader not in (None, "", self.name):
+                # While the pre-vote was out we voted for the peer: that vote is a lease too,
+                # and standing now would break it (the simulator found two primaries so).
+                await self._lost(f"epoch={epoch} (voted for {self.leader} meanwhile)", replies)
+                return False
         self._persist_vote(epoch, self.name)
         sent_at = self.clock()
         replies, granted = await self._ballot(request, epoch)

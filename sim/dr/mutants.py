@@ -201,6 +201,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (("swarm", SWARM_SEEDS_MAX),),
     ),
     Mutant(
+        "stand-after-voting-for-peer",
+        "a node whose pre-vote passed stands for election although it voted for the peer meanwhile",
+        _one(CLUSTER, '            if self.clock() < self.granted_until and self.leader not in (None, "", self.name):',
+             '            if False:'),
+        (("swarm", SWARM_SEEDS_MAX),),
+    ),
+    Mutant(
         "stale-vote-reply-counts",
         "a reply left on a kept connection counts as a vote, for any epoch",
         (

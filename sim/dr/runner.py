@@ -519,13 +519,14 @@ def within_envelope(config: RunConfig) -> bool:
     """Whether the run's weather stays within what the timing of the protocol assumes.
 
     Elections, renewals and the standby's acknowledgements time out after a third of
-    `failover_timeout`; weather that holds one message or one disk write longer than half of
-    it (a latency spike, a slow disk, a busy process, a slow witness fsync) makes that a fault
-    of its own, as often as the weather strikes. Safety holds through any weather; bounded
-    liveness is judged in the safety phase only within this envelope (and in the liveness
-    phase, where the weather is calm, always).
+    `failover_timeout`; weather that holds one message or one disk write for about that long
+    (a latency spike, a slow disk, a busy process, a slow witness fsync: a vote the witness
+    grants is saved before it is answered) makes that a fault of its own, as often as the
+    weather strikes. Safety holds through any weather; bounded liveness is judged in the
+    safety phase only while no single delay exceeds a quarter of `failover_timeout` (and in
+    the liveness phase, where the weather is calm, always).
     """
-    limit = config.failover_timeout / 2
+    limit = config.failover_timeout / 4
     link = config.link
     delays = [
         link.latency_seconds + 4 * link.jitter_seconds,

@@ -166,11 +166,16 @@ class Client:
         payload = c.encode_command(command)
         try:
             records = node.store.read(result.lsn - 1, 1)
-            epoch = records[0].epoch if records else node.store.epoch()
-            if records:
-                payload = records[0].payload
         except StoreError:
-            epoch = 0
+            records = []
+        if records:
+            epoch = records[0].epoch
+            payload = records[0].payload
+        else:
+            # Pruned already (retention ran between the commit and this reply, as in a burst):
+            # the epoch history still says which epoch wrote that LSN.
+            covering = [e for e, first in node.store.epoch_history().items() if first <= result.lsn]
+            epoch = max(covering) if covering else node.store.epoch()
         kind, subject = describe(command)
         ack = Ack(trio.current_time(), name, epoch, result.lsn, kind, subject, payload,
                   tuple(type(event).__name__ for event in result.events))
