@@ -9,8 +9,9 @@ of a day and `/v1/stats` of a node that applied the same commands show the same 
   reached, completed).
 * after hours: callers who arrived while their queue's calendar was closed (they left a number
   for a call-back, or heard the closed message); part of offered, never of the offered basis.
-* service level: docs/kpis.md's two named bases; "offered" (the table's) is answered within the
-  threshold over answered + abandoned - short abandons + left unanswered.
+* service level: docs/kpis.md's two named bases, named as in the API: `service_level_offered`
+  (the table's and the charts') is answered within the threshold over answered + abandoned -
+  short abandons + left unanswered; `service_level` is over answered.
 * waiting max: the most callers on the line at once in the interval (those ringing at an agent
   included: they are still waiting for an answer).
 * longest wait: the longest any caller on the line had waited during the interval.
@@ -37,7 +38,7 @@ from .workload import INTERVAL_SECONDS
 
 INTERVAL_COLUMNS = [
     "day", "interval", "start", "offered", "after_hours", "answered", "answered_within", "abandoned",
-    "short_abandoned", "left_unanswered", "callbacks_requested", "service_level", "service_level_answered", "asa",
+    "short_abandoned", "left_unanswered", "callbacks_requested", "service_level_offered", "service_level", "asa",
     "abandon_rate",
     "waiting_max", "longest_wait", "agents_logged_in", *[f"agents_{state}" for state in AGENT_STATES],
     "occupancy",
@@ -68,8 +69,9 @@ def caller_figures(counters: Counters) -> dict[str, Any]:
         "short_abandoned": counters.short_abandoned,
         "left_unanswered": counters.left_unanswered,
         "callbacks_requested": counters.callbacks_waiting + counters.callbacks_after_hours,
-        "service_level": kpi.service_level(counters, "offered"),
-        "service_level_answered": kpi.service_level(counters, "answered"),
+        # Named as everywhere else (the API, /metrics' basis label, docs/kpis.md).
+        "service_level_offered": kpi.service_level(counters, "offered"),
+        "service_level": kpi.service_level(counters, "answered"),
         "asa": kpi.asa(counters),
         "abandon_rate": kpi.abandon_rate(counters),
     }
@@ -229,8 +231,8 @@ def print_day_report(run: DayRun, out: TextIO) -> None:
         ("  of which sent to a district", lambda t: f"{t['sent_out']:,}", ""),
         ("  of which asked for a call-back", lambda t: f"{t['callbacks']['requested_waiting']:,}", ""),
         ("transferred by the agent", lambda t: f"{t['transferred']:,}", ""),
-        ("service level (offered basis)", lambda t: _percent(t["service_level"]), f"{target.service_level * 100:.0f} % in {target.threshold_seconds:g} s"),
-        ("service level (answered basis)", lambda t: _percent(t["service_level_answered"]), ""),
+        ("service level (offered basis)", lambda t: _percent(t["service_level_offered"]), f"{target.service_level * 100:.0f} % in {target.threshold_seconds:g} s"),
+        ("service level (answered basis)", lambda t: _percent(t["service_level"]), ""),
         ("ASA", lambda t: _seconds(t["asa"]), ""),
         ("abandon rate (after short abandons)", lambda t: _percent(t["abandon_rate"]), ""),
         ("most waiting at once", lambda t: str(t["waiting_max"]), ""),
@@ -253,7 +255,7 @@ def print_day_report(run: DayRun, out: TextIO) -> None:
     print(format_table(headers, rows, "l" + "r" * (len(headers) - 2) + "l"), file=out)
     queues = queue_totals(run)
     print(file=out)
-    queue_rows = [[name + (" (external)" if q["external"] else ""), f"{q['offered']:,}", f"{q['answered']:,}", _percent(q["service_level"]),
+    queue_rows = [[name + (" (external)" if q["external"] else ""), f"{q['offered']:,}", f"{q['answered']:,}", _percent(q["service_level_offered"]),
                    _seconds(q["asa"]), f"{q['abandoned']:,}", f"{q['overflows']:,}", f"{q['transfers_in']:,}",
                    f"{q['callbacks_requested']:,}", f"{q['callbacks_reached']:,}"]
                   for name, q in queues.items()]
@@ -404,7 +406,7 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
 
     # 3. Service level against the target.
     figure, axis = plt.subplots(figsize=(11, 4.2))
-    levels = [r["service_level"] for r in shown]
+    levels = [r["service_level_offered"] for r in shown]
     colours = ["#27ae60" if (v is not None and v >= target.service_level) else "#c0392b" for v in levels]
     axis.bar(x, [(v or 0) * 100 for v in levels], width=width, align="edge", color=colours, alpha=0.8)
     axis.axhline(target.service_level * 100, color="#333333", linestyle="--",
@@ -412,10 +414,10 @@ def write_charts(run: DayRun, rows: list[dict[str, Any]], out_dir: Path) -> dict
     axis.plot(centers, [(r["abandon_rate"] or 0) * 100 if r["offered"] - r["after_hours"] else None for r in shown],
               color="#e67e22", marker=".", label="abandon rate")
     totals = day_totals(run)
-    level = ", ".join(_percent(t["service_level"]) for t in totals)
+    level = ", ".join(_percent(t["service_level_offered"]) for t in totals)
     axis.set_ylim(0, 105)
-    axis.set_ylabel("% of callers offered in the interval")
-    axis.set_title(f"Service level by interval (green: target met) · day: {level}\n{where}")
+    axis.set_ylabel("% answered in time (offered basis)")
+    axis.set_title(f"Service level by interval, offered basis (docs/kpis.md; green: target met) · day: {level}\n{where}")
     axis.legend(loc="lower right", fontsize=8)
     paths["chart_service_level"] = finish(figure, [axis], "service_level.png")
 
