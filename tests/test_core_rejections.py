@@ -1,6 +1,6 @@
 """Refused commands: named, in Code's precedence order, and leaving the state untouched.
 
-The last test is the exhaustive one STYLE.md asks for: interactions driven into every
+The last test is the exhaustive one: interactions driven into every
 CallState and agents into every AgentState, and every command type applied to each. Each
 pair gives either a rejection named in `rejections.Code` with the state hash unchanged, or
 events after which every invariant the core can see holds.

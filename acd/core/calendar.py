@@ -25,7 +25,7 @@ def load_zone(name: str) -> ZoneInfo:
 class DayClock:
     """Maps timestamps to the local day and 15-minute interval, cached per day.
 
-    Statistics are kept per local day and interval (DOMAIN.md's centers report by day and
+    Statistics are kept per local day and interval (docs/domain.md's centers report by day and
     staff by interval). Converting every timestamp through zoneinfo costs microseconds; the
     cache makes the common case (same day as the last call) two comparisons.
     """

@@ -11,7 +11,7 @@ falls due, so that it sends a `Tick` then.
 
 Routing happens inside the command that makes it possible: an arrival is offered at once to
 a free agent; an agent who becomes free is offered the best waiting interaction. So after
-every command, no free agent and no interaction that agent may take coexist (DESIGN.md
+every command, no free agent and no interaction that agent may take coexist (docs/design.md
 invariant 5), except while that agent's single outstanding offer rings.
 
 Who goes first. Every waiting interaction has a key: the time it took its place in line,
@@ -777,7 +777,7 @@ class Center:
         queue = self._queues[call.queue]
         calendar = self._calendars.get(queue.calendar)
         if not self._is_open(calendar, now):
-            # A call-back due while closed waits for the opening (DOMAIN.md: closed hours).
+            # A call-back due while closed waits for the opening (docs/domain.md: closed hours).
             opening = next_opening(calendar, now)
             if opening is not None:
                 call.due_at = opening
@@ -2368,7 +2368,7 @@ class Center:
             invariant(False, f"agent {agent.name} logged out while working")
 
     def check_invariants(self) -> None:
-        """Every DESIGN.md invariant the core can see in one state (3, 4, 5, 8), over all of it.
+        """Every docs/design.md invariant the core can see in one state (3, 4, 5, 8), over all of it.
 
         Invariant 6 (arrival order) needs the history of offers: the property tests check
         it from the events (tests/test_core_stateful.py).

@@ -49,7 +49,7 @@ class Calendar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     `hours` maps a weekday (`mon` .. `sun`) to spans "HH:MM-HH:MM"; a day that is missing is
     closed. `holidays` maps an ISO date to its own spans ([] for closed all day), so a
-    holiday may open shorter hours (Gwangju 120 opens 09:00-18:00 on holidays, DOMAIN.md).
+    holiday may open shorter hours (Gwangju 120 opens 09:00-18:00 on holidays, docs/domain.md).
     """
 
     name: Name
@@ -93,7 +93,7 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class Abuse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The agent-protection programme (DOMAIN.md, "Protecting agents")."""
+    """The agent-protection programme (docs/domain.md, "Protecting agents")."""
 
     recovery_seconds: Seconds = 300.0
     flags: Annotated[int, msgspec.Meta(ge=1)] = 3

@@ -60,7 +60,7 @@ class AgentState(enum.Enum):
     OFFERED = "offered"          # an offer is ringing
     BUSY = "busy"                # in at least one conversation
     WRAPUP = "wrapup"            # recording a disposition, no conversation
-    RECOVERING = "recovering"    # recovery time after an abusive call (DOMAIN.md)
+    RECOVERING = "recovering"    # recovery time after an abusive call (docs/domain.md)
 
 
 class Interaction(msgspec.Struct, kw_only=True, gc=False):

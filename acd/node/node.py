@@ -11,7 +11,7 @@ For each batch of waiting commands the pipeline
 
 (shipping and the local commit run at the same time, so the two fsyncs overlap) so that a
 reply is sent only once the batch is durable (on both nodes in `sync` mode) and
-event-stream readers see only durable events (DESIGN.md, "Consistency"). The batch is every
+event-stream readers see only durable events (docs/design.md, "Consistency"). The batch is every
 command waiting in the channel when the pipeline comes round (group commit): with one client
 it stays 1, under concurrency it grows while the previous commit's fsync runs in a worker
 thread.
@@ -458,7 +458,7 @@ class Node:
                 return
         if not self.replicator.lease_valid():
             # Fencing: the lease may have expired while we committed; another node may be
-            # primary by now, so nothing here may be acknowledged (DESIGN.md, Consistency).
+            # primary by now, so nothing here may be acknowledged (docs/design.md, Consistency).
             self._fail(batch, NotPrimary(f"node {self.name} lost its lease", self.replicator.primary_api()))
             return
         for lsn_published, events in published:
