@@ -17,6 +17,9 @@ passes those. The monitor watches every acknowledgement, every read and, every
   witness's lease for that leader and epoch) and the earliest moment the other node may
   stand for election (`max(last heard + failover_timeout, its own grant)`): the two voters an
   election needs. A voter that is down or paused cannot vote meanwhile and sets no bound.
+- **log epochs**: every record a node writes falls, by its LSN, in its own epoch according to
+  that node's epoch history (an old epoch's batch that lands after a new epoch began forks
+  the log, even where a later truncation would hide it from the final checks).
 - **reads**: a read served by a node that holds the primary role with a valid lease includes
   every write acknowledged before it (the newest acknowledged write is applied there); it may
   also show writes still in flight, never acknowledged yet. A read served by a standby shows a
@@ -184,6 +187,10 @@ class Monitor:
             if process.up and not process.paused and not process.stalled:
                 self.on_read(process)
         self._lease(now)
+        for name in cluster.names:
+            anomalies = cluster.processes[name].disk.anomalies
+            if anomalies:
+                self.report("log-epochs", f"{name}: {anomalies[0]}")
         if self.judge_liveness:
             self._liveness(now, behind)
 

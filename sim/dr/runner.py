@@ -178,6 +178,17 @@ class Context:
     def stall(self, name: str, seconds: float) -> None:
         self.cluster.stall(name, seconds)
 
+    def slow_disk(self, name: str, seconds: float | None) -> None:
+        """Every write of `name` takes up to `seconds` from now on (None: the run's own weather again)."""
+        process = self.cluster.process(name)
+        if seconds is None:
+            process.slow_disk_probability = self.config.slow_disk_probability
+            process.slow_disk_seconds_max = self.config.slow_disk_seconds_max
+        else:
+            process.slow_disk_probability = 1.0
+            process.slow_disk_seconds_max = seconds
+            self.note(f"disk of {name} slow: up to {seconds * 1000:.0f} ms a write")
+
     def write(self, label: str, *, node: str | None = None, delay: float = 0.0) -> None:
         """One write in `delay` seconds, in the background, as a client would send it (to `node` first)."""
         from acd.core import commands as c

@@ -232,6 +232,17 @@ async def zombie_primary(ctx: Context, rng: random.Random) -> None:
         await ctx.wait_healthy()
         await ctx.sleep(rng.uniform(2.0, 20.0))
         name = await ctx.wait_primary()
+        if rng.random() < 0.25:
+            # Resumed while the standby stands for election, its disk slow: the batch the
+            # zombie shipped before its own commit lands there as the standby is about to win.
+            standby = ctx.standby_name(name)
+            await ctx.pause_mid_write(name)
+            await ctx.sleep(ctx.failover_timeout() * rng.uniform(1.0, 1.7))
+            ctx.slow_disk(standby, rng.uniform(0.05, 0.3))
+            ctx.resume(name)
+            await ctx.sleep(1.0)
+            ctx.slow_disk(standby, None)
+            continue
         if rng.random() < 0.5:
             await ctx.pause_mid_write(name)
         else:

@@ -36,12 +36,13 @@ class DurableLog:
     `holds(lsn, epoch)` of a node that may be down at that instant.
     """
 
-    __slots__ = ("epochs", "base_lsn", "base_epoch")
+    __slots__ = ("epochs", "base_lsn", "base_epoch", "anomalies")
 
     def __init__(self) -> None:
         self.epochs: dict[int, int] = {}
         self.base_lsn = 0
         self.base_epoch = 0
+        self.anomalies: list[str] = []   # records written against the log's own epoch history
 
     def holds(self, lsn: int, epoch: int) -> bool:
         found = self.epochs.get(lsn)
@@ -68,8 +69,15 @@ class SimStore(Store):
             self._refuse_if_full("append")
         super().append(records, forget=forget)
         epochs = self.disk.epochs
+        history = self.epoch_history()
         for record in records:
             epochs[record.lsn] = record.epoch
+            # Each record belongs to the epoch its LSN falls in: an older epoch's record landing
+            # after a newer epoch began here (its batch outlived an election) is a forked log.
+            covering = [epoch for epoch, first in history.items() if first <= record.lsn]
+            if covering and max(covering) != record.epoch and not self.disk.anomalies:
+                self.disk.anomalies.append(f"record lsn {record.lsn} of epoch {record.epoch} written where the epoch "
+                                           f"history gives epoch {max(covering)} ({dict(sorted(history.items()))})")
 
     def set_epoch(self, epoch: int, first_lsn: int) -> None:
         self._refuse_if_full("set_epoch")
