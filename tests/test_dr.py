@@ -19,8 +19,7 @@ import trio
 
 from acd import buggify
 from replication.protocol import Channel, FrameError, Hello
-from sim.dr import SCENARIOS, run
-from sim.dr import mutants
+from sim.dr import SCENARIOS, mutants, run
 from sim.dr import scenarios as scenario_module
 from sim.dr.checks import NodeFinal, epoch_of, lost_writes, split_brain
 from sim.dr.clock import JumpClock, sleep
