@@ -284,7 +284,7 @@ class Member:
                 raise NotPrimary(f"node {self.name} stepped down", self.primary_api())
             if self.clock() >= deadline:
                 # The standby is slow or gone: go on alone only once the witness recorded
-                # it as behind, so that it cannot be promoted (DESIGN.md, Consistency).
+                # it as behind, so that it cannot be promoted (docs/design.md, Consistency).
                 if await self._record_behind(target):
                     return
                 if not self.lease_valid():
@@ -1051,7 +1051,7 @@ class Member:
         return {"from": self.name, "to": self.leader, "seconds": round(self.clock() - started, 3), **self.view()}
 
     async def promote(self, force: bool = False, actor: str = "operator") -> dict[str, Any]:
-        """Manual promotion when the witness is gone (DESIGN.md: `acd promote`)."""
+        """Manual promotion when the witness is gone (docs/design.md: `acd promote`)."""
         if self.node.role == "primary":
             raise SwitchoverRefused("already_primary", f"node {self.name} is primary")
         if self.clock() - self.last_heard < self.failover_timeout:

@@ -7,7 +7,7 @@ partitions (`network`), with crashable LMDB storage (`storage`), clocks that dri
 the lease bound and pause like a stopped process (`cluster`), and a workload of calls and
 agents that records every acknowledged write (`workload`). One integer seed draws the fault
 rates and the fault script (`scenarios`); after the safety phase the cluster is healed and
-must converge, and the checkers (`checks`) judge invariants 1, 2, 7 and 8 of DESIGN.md.
+must converge, and the checkers (`checks`) judge invariants 1, 2, 7 and 8 of docs/design.md.
 
     from sim.dr import run
     result = run("primary-crash", 7)      # result.ok, result.violations, result.trace_hash

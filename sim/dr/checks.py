@@ -1,4 +1,4 @@
-"""The verdicts after every run, one function per invariant of DESIGN.md.
+"""The verdicts after every run, one function per invariant of docs/design.md.
 
 - `lost_writes` (invariant 1): every acknowledged write is in the final log at its LSN, with
   its epoch and its bytes. Where retention pruned the log, the final epoch history must
@@ -56,7 +56,7 @@ def epoch_of(lsn: int, history: dict[int, int]) -> int:
 def lost_writes(acks: list[Ack], reference: NodeFinal | None, *, mode: str = "sync") -> tuple[list[str], int]:
     """The violations, and (async mode) how many writes were lost inside the loss window.
 
-    Async mode acknowledges before the standby has a write (DESIGN.md: the loss window), so
+    Async mode acknowledges before the standby has a write (docs/design.md: the loss window), so
     a failover may lose it; a write lost without a later epoch is still a violation there.
     """
     if reference is None:

@@ -9,7 +9,7 @@ scenario scripts read like operations on a cluster:
     cluster.network.partition({"a"}, {"b", "witness"})
     cluster.process("a").disk_full = True
 
-What each fault is, and why it is one the design promises to survive (DESIGN.md):
+What each fault is, and why it is one the design promises to survive (docs/design.md):
 
 - crash: the node's tasks are cancelled, its connections reset, its store closed. What the
   store returned is durable; everything else is gone. `restart` opens the same directory.

@@ -66,7 +66,7 @@ class RunResult:
     wall_seconds: float
     acked_writes: int
     lost_writes: int
-    lost_writes_async_window: int          # async mode only: lost by design (DESIGN.md, the loss window)
+    lost_writes_async_window: int          # async mode only: lost by design (docs/design.md, the loss window)
     failover_seconds: list[float]          # fault -> first ack in a higher epoch
     stall_seconds: list[float]             # fault -> first ack, any epoch (probes that got one)
     unresolved_probes: int

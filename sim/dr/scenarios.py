@@ -9,7 +9,7 @@ of faults for the safety phase. Scripts read like an SRE's drill:
     await ctx.sleep(rng.uniform(0.2, 12))
     await ctx.restart(name)
 
-Only faults the design promises to survive are injected (DESIGN.md, "Consistency"): any
+Only faults the design promises to survive are injected (docs/design.md, "Consistency"): any
 number of process crashes (storage survives a process), partitions of any shape, pauses,
 full and slow disks, clock drift within the lease bound. Two faults at once may cost
 availability (no majority, or the only candidate is behind) but never safety; the liveness

@@ -3,7 +3,7 @@
 Everything goes through `Node.submit()`, the entry point the HTTP API uses, on whichever
 node the client believes is primary. Like a real client it follows `NotPrimary.primary`,
 tries the other node when one is down, gives up waiting after a timeout, and retries
-idempotently (DESIGN.md: repeating a command that took effect succeeds again). Reads (an
+idempotently (docs/design.md: repeating a command that took effect succeeds again). Reads (an
 agent's desktop looking for an offer, a caller checking whether they are still waiting) look
 at the state of the node the client believes is primary, as `GET /v1/...` would.
 
