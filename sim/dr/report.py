@@ -6,7 +6,7 @@
 - `timeline.png`: one row per process (roles and epochs over time: primary in a colour per
   epoch, standby grey, down blank, paused orange), acknowledged writes as ticks under the
   node that acknowledged them, fault marks as labelled vertical lines, and red bands where
-  no node could acknowledge a write;
+  no node could acknowledge a write, with a legend under the chart;
 - `result.json`: the verdict and the figures of the run.
 """
 
@@ -80,6 +80,23 @@ def _segments(result: RunResult) -> dict[str, list[tuple[float, float, str, int]
     return segments
 
 
+def _legend_handles(palette: Sequence[str]) -> list[Any]:
+    """What each colour and mark of the timeline means."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(facecolor=palette[1], label="primary (a colour per epoch, eN)"),
+        Patch(facecolor="#c7c7c7", label="standby"),
+        Patch(facecolor="#dddddd", label="witness"),
+        Patch(facecolor="#ff7f0e", label="paused"),
+        Patch(facecolor="#d62728", alpha=0.12, label="no writable primary"),
+        Line2D([], [], color=palette[0], marker="|", linestyle="none", markersize=8, label="acknowledged write"),
+        Line2D([], [], color="#d62728", marker="x", linestyle="none", markersize=6, label="lost write"),
+        Line2D([], [], color="#d62728", linestyle="--", linewidth=0.8, label="fault"),
+    ]
+
+
 def timeline_chart(result: RunResult, path: Path) -> None:
     import matplotlib
 
@@ -143,7 +160,8 @@ def timeline_chart(result: RunResult, path: Path) -> None:
     axes.set_title(f"{result.scenario} seed {result.seed}: {verdict}, {result.acked_writes} acknowledged writes, "
                    f"failovers: {', '.join(f'{value:.2f} s' for value in result.failover_seconds) or 'none'}", fontsize=9)
     axes.grid(axis="x", alpha=0.3)
-    figure.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.14)
+    axes.legend(handles=_legend_handles(palette), loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=8, fontsize=7, frameon=False)
+    figure.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.24)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
