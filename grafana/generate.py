@@ -459,8 +459,8 @@ def center_panels(board: Board) -> None:
     )
     board.timeseries(
         'Average handling time',
-        'Talk plus wrap-up time over handled interactions, per queue, today so far.',
-        [('max by (queue) (acd_queue_aht_seconds{queue=~"$queue"} and on (instance) acd_node_role{role="primary"} == 1)', '{{queue}}')],
+        'Talk, hold and wrap-up time over handled legs, per queue and channel, today so far (docs/kpis.md).',
+        [('max by (queue, channel) (acd_queue_aht_seconds{queue=~"$queue"} and on (instance) acd_node_role{role="primary"} == 1)', '{{queue}} {{channel}}')],
         (16, 50, 8, 8),
         unit='s',
         minimum=0,
