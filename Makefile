@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-dr dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-false-failovers bench-dr dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
@@ -14,7 +14,8 @@ help:
 	@echo "make bench           routing-core benchmark (commands/s, cost per command at scale)"
 	@echo "make bench-api       HTTP write throughput and latency against a bare Hypercorn endpoint"
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
-	@echo "make bench-failover  failover time distribution over 20 kills of the primary"
+	@echo "make bench-failover  failover and rejoin times over 20 kills, 20 SIGSTOPs and 20 isolations of the primary (N=5: fewer)"
+	@echo "make bench-false-failovers  failovers per hour of a healthy cluster, cores saturated, an fsync writer beside"
 	@echo "make dr-sweep        every disaster-recovery scenario over 100 seeds, swarm over 1,000"
 	@echo "make mmc-coverage    sim mmc's 95 % interval over a long grid of Erlang C and A points, 20 seeds each (several minutes)"
 	@echo "make mutants         plant each catalogued replication bug in a scratch copy; the simulator must catch every one"
@@ -62,8 +63,14 @@ bench-sim: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
+# N faults of each kind (kill -9, SIGSTOP, isolation of the primary): make bench-failover N=5
 bench-failover: $(STAMP)
-	$(BIN)/python -m bench.failover 20
+	$(BIN)/python -m bench.failover $(or $(N),20)
+
+# A healthy cluster under stress (every core saturated, an fsync writer beside): failovers per hour.
+# make bench-false-failovers SOAK_SECONDS=3600 TIMEOUTS=0.5,0.8,1.5
+bench-false-failovers: $(STAMP)
+	$(BIN)/python -m bench.false_failovers --seconds $(or $(SOAK_SECONDS),600) $(if $(TIMEOUTS),--failover-timeout $(TIMEOUTS))
 
 # Locust load tests of a real two-node cluster (loadtest/; see `python -m loadtest run --help`).
 loadtest-day: $(STAMP)

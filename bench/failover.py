@@ -1,56 +1,238 @@
-"""`make bench-failover`: the failover time distribution over 20 SIGKILLs of the primary.
+"""`make bench-failover`: failover time per kind of primary loss, and the rejoin time after it.
 
-Starts a two-node cluster with a witness (the sample config, failover_timeout = 1.5 s), keeps
-writing to it, and kills whichever node is primary 20 times, restarting it each time. For
-each kill it records the time from the kill to the first /readyz 200 on the other node, and
-the outage a writing client saw (last acknowledged write before the kill to the first after).
+Starts a two-node cluster with a witness on loopback (the sample config, its shipped
+`failover_timeout` unless `--failover-timeout` says otherwise), keeps four writers busy, and
+loses the primary N times for each kind of fault:
+
+- `kill`: SIGKILL (the kernel closes the dead process's sockets); then it is restarted;
+- `stop`: SIGSTOP (a hung host: nothing closes); then SIGCONT;
+- `isolate`: the primary's links to the standby and to the witness black-holed through link
+  proxies (connections stay open, nothing gets through); then the links are healed.
+
+Failover time: from the fault to the first write acknowledged (201) by the other node, which a
+probe asks every 10 ms. Rejoin time: from the restart (resume, heal) of the former primary to
+the new primary reporting it connected and not behind. A write acknowledged by the former
+primary after the new one acknowledged its first is counted (it must be 0).
+
+    python -m bench.failover [N] [--kinds kill,stop,isolate] [--failover-timeout S] [--json FILE]
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
-from acd.drill import Drill
-from acd.launcher import LocalCluster, prepare_config
+from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.proxy import LinkProxy
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
+KINDS = ("kill", "stop", "isolate")
+WRITERS = 4
+IN_SYNC_LIMIT = 30.0
 
 
-def main(kills: int = 20) -> int:
+class BenchCluster(LocalCluster):
+    """A LocalCluster whose every link can be black-holed: each node reaches the other node's
+    replication port and the witness through its own LinkProxy."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        super().__init__(config, workdir, log_level="warning")
+        self.links: dict[str, LinkProxy] = self.proxies()   # in front of each node's replication port
+        text = config.read_text(encoding="utf-8")
+        witness = self.settings.witness
+        assert witness is not None
+        self.witness_links: dict[str, LinkProxy] = {}
+        self.node_configs: dict[str, Path] = {}
+        from acd.launcher import free_port
+
+        for node in self.settings.nodes:
+            address = f"127.0.0.1:{free_port()}"
+            self.witness_links[node.name] = LinkProxy(address, witness.address)
+            path = workdir / f"cluster-{node.name}.toml"
+            path.write_text(text.replace(f'address = "{witness.address}"', f'address = "{address}"'), encoding="utf-8")
+            self.node_configs[node.name] = path
+
+    def start_node(self, name: str) -> None:
+        self._spawn(name, ["serve", "--config", str(self.node_configs[name]), "--node", name, "--log-level", self.log_level])
+
+    def isolate(self, name: str) -> None:
+        other = self.standby_of(name)
+        for proxy in (self.links[name], self.links[other], self.witness_links[name]):
+            proxy.stall()
+
+    def heal(self) -> None:
+        for proxy in [*self.links.values(), *self.witness_links.values()]:
+            proxy.heal()
+
+    def close(self) -> None:
+        super().close()
+        for proxy in [*self.links.values(), *self.witness_links.values()]:
+            proxy.close()
+
+
+class Bench:
+    def __init__(self, cluster: BenchCluster) -> None:
+        self.cluster = cluster
+        self.api = {node.name: node.api for node in cluster.settings.nodes}
+        self.target = ""
+        self.acks: list[tuple[float, str]] = []
+        self.serial = itertools.count()
+        self.queue = cluster.settings.cluster.drill_queue or "drill"
+
+    async def write(self, client: httpx.AsyncClient, node: str, timeout: float = 0.5) -> bool:
+        call_id = f"bench-{time.monotonic_ns()}-{next(self.serial)}"
+        body = {"id": call_id, "queue": self.queue, "caller": "01000000000", "channel": "voice", "attributes": {"drill": "true"}}
+        try:
+            response = await client.post(f"http://{self.api[node]}/v1/calls", json=body, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 201:
+            return False
+        self.acks.append((trio.current_time(), node))
+        try:
+            await client.post(f"http://{self.api[node]}/v1/calls/{call_id}/abandon", json={}, timeout=timeout)
+        except httpx.HTTPError:
+            pass
+        return True
+
+    async def writer(self, client: httpx.AsyncClient) -> None:
+        while True:
+            if not self.target or not await self.write(client, self.target):
+                await trio.sleep(0.02)
+
+    async def view(self, client: httpx.AsyncClient, node: str) -> dict[str, Any] | None:
+        try:
+            response = await client.get(f"http://{self.api[node]}/v1/cluster", timeout=0.5)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    async def in_sync(self, client: httpx.AsyncClient, primary: str, limit: float) -> float | None:
+        """Seconds until `primary` reports its standby connected and not behind (None: not in `limit`)."""
+        start = trio.current_time()
+        while trio.current_time() - start < limit:
+            view = await self.view(client, primary)
+            if view and view.get("role") == "primary" and view.get("peer_connected") and not view.get("standby_behind"):
+                return trio.current_time() - start
+            await trio.sleep(0.01)
+        return None
+
+    async def first_ack(self, client: httpx.AsyncClient, node: str, limit: float) -> float | None:
+        start = trio.current_time()
+        while trio.current_time() - start < limit:
+            if await self.write(client, node, timeout=0.3):
+                return trio.current_time()
+            await trio.sleep(0.01)
+        return None
+
+    async def one(self, client: httpx.AsyncClient, kind: str, primary: str) -> dict[str, Any]:
+        cluster = self.cluster
+        other = cluster.standby_of(primary)
+        self.target = primary
+        await trio.sleep(0.5)
+        fault = trio.current_time()
+        if kind == "kill":
+            cluster.kill(primary)
+        elif kind == "stop":
+            cluster.pause(primary)
+        else:
+            cluster.isolate(primary)
+        acked = await self.first_ack(client, other, 30.0)
+        if acked is None:
+            raise RuntimeError(f"{kind}: no write acknowledged by {other} within 30 s")
+        self.target = other
+        failover = acked - fault
+        await trio.sleep(0.3)
+        back = trio.current_time()
+        if kind == "kill":
+            await trio.to_thread.run_sync(cluster.restart, primary)
+        elif kind == "stop":
+            cluster.resume(primary)
+        else:
+            cluster.heal()
+        rejoin = await self.in_sync(client, other, IN_SYNC_LIMIT)
+        zombie = sum(1 for at, node in self.acks if node == primary and at > acked)
+        return {"kind": kind, "from": primary, "to": other, "failover": failover,
+                "rejoin": rejoin if rejoin is not None else float("inf"), "zombie_acks": zombie}
+
+    async def run(self, kinds: list[str], count: int) -> list[dict[str, Any]]:
+        results = []
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=20)) as client, trio.open_nursery() as nursery:
+            primary = await trio.to_thread.run_sync(self.cluster.wait_primary)
+            for _ in range(WRITERS):
+                nursery.start_soon(self.writer, client)
+            if await self.in_sync(client, primary, IN_SYNC_LIMIT) is None:
+                raise RuntimeError("the pair never got in sync")
+            for kind in kinds:
+                for number in range(1, count + 1):
+                    result = await self.one(client, kind, primary)
+                    results.append(result)
+                    print(f"{kind:<8}{number:3d}: {result['from']} -> {result['to']}  failover {result['failover']:.3f} s  "
+                          f"rejoin {result['rejoin']:.3f} s  zombie acks {result['zombie_acks']}", flush=True)
+                    primary = result["to"]
+                    if result["rejoin"] == float("inf"):
+                        print(f"  {primary} still reports its standby behind or gone after {IN_SYNC_LIMIT:.0f} s", flush=True)
+            nursery.cancel_scope.cancel()
+        return results
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+
+def summary(results: list[dict[str, Any]], failover_timeout: float) -> str:
+    lines = [f"failover_timeout = {failover_timeout} s; seconds, from the fault to the first write acknowledged by the other node",
+             f"{'fault':<10}{'n':>4}{'median':>9}{'p99':>9}{'max':>9}   {'rejoin median':>13}{'p99':>9}{'max':>9}   zombie acks"]
+    for kind in KINDS:
+        rows = [r for r in results if r["kind"] == kind]
+        if not rows:
+            continue
+        failover = [r["failover"] for r in rows]
+        rejoin = [r["rejoin"] for r in rows]
+        lines.append(f"{kind:<10}{len(rows):>4}{statistics.median(failover):>9.3f}{quantile(failover, 0.99):>9.3f}{max(failover):>9.3f}"
+                     f"   {statistics.median(rejoin):>13.3f}{quantile(rejoin, 0.99):>9.3f}{max(rejoin):>9.3f}"
+                     f"   {sum(r['zombie_acks'] for r in rows)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.failover", description=__doc__.split("\n\n")[0])
+    parser.add_argument("count", nargs="?", type=int, default=20, help="faults of each kind (default 20)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated: kill, stop, isolate")
+    parser.add_argument("--failover-timeout", type=float, default=None, help="override the sample's failover_timeout")
+    parser.add_argument("--json", type=Path, default=None, help="write every measurement here")
+    args = parser.parse_args(argv)
+    kinds = [kind for kind in args.kinds.split(",") if kind]
+    if unknown := set(kinds) - set(KINDS):
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="acd-bench-failover-"))
-    cluster = LocalCluster(prepare_config(SAMPLE, workdir, always_open=True), workdir)
-    ready, outage, lost = [], [], 0
+    overrides = {"cluster.failover_timeout": str(args.failover_timeout)} if args.failover_timeout else None
+    cluster = BenchCluster(prepare_config(SAMPLE, workdir, always_open=True, proxied=True, overrides=overrides), workdir)
     try:
         cluster.start()
-        for number in range(1, kills + 1):
-            report = trio.run(lambda: Drill(cluster.settings, cluster, load_rate=40).run("kill-primary", hold_seconds=0.3))
-            ready.append(report.time_without_primary_seconds)
-            outage.append(report.outage_seconds)
-            lost += sum(report.writes_missing.values())
-            print(f"kill {number:2d}: {report.primary_before} -> {report.primary_after}  "
-                  f"new primary ready after {report.time_without_primary_seconds:.3f} s, "
-                  f"client outage {report.outage_seconds:.3f} s, {report.writes_acknowledged} writes, "
-                  f"converged {report.converged}", flush=True)
+        wait_for(lambda: cluster.primary() is not None, 20.0, what="a writable primary")
+        results = trio.run(Bench(cluster).run, kinds, args.count)
     finally:
         cluster.close()
-
-    def line(name: str, values: list[float]) -> str:
-        ordered = sorted(values)
-        p90 = ordered[max(0, int(round(0.9 * len(ordered))) - 1)]
-        return f"{name:<34} median {statistics.median(values):.3f} s   p90 {p90:.3f} s   max {max(values):.3f} s"
-
+    timeout = cluster.settings.cluster.failover_timeout
     print()
-    print(f"failover over {kills} kills (failover_timeout = {cluster.settings.cluster.failover_timeout} s)")
-    print(line("kill -> new primary ready", ready))
-    print(line("client outage (last ack -> next)", outage))
-    print(f"acknowledged writes lost: {lost}")
-    return 0 if lost == 0 else 1
+    print(summary(results, timeout))
+    if args.json:
+        args.json.write_text(json.dumps({"failover_timeout": timeout, "results": results}, indent=1), encoding="utf-8")
+    zombies = sum(r["zombie_acks"] for r in results)
+    return 0 if zombies == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20))
+    sys.exit(main())
