@@ -44,7 +44,14 @@ from acd.store.errors import (
     StoreError,
     WrongCluster,
 )
-from acd.store.records import SECRET_ID_BYTES, Record, Snapshot, decode_record, decode_snapshot, encode
+from acd.store.records import (
+    SECRET_ID_BYTES,
+    Record,
+    Snapshot,
+    decode_record,
+    decode_snapshot,
+    encode,
+)
 
 _T = TypeVar("_T")
 
