@@ -24,6 +24,7 @@ from typing import Any
 from acd import logs
 from acd import settings as settings_module
 from acd.argtypes import non_negative
+from acd.groups import find_exception
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -186,24 +187,13 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         serve_module.run(settings, args.node)
     except BaseException as error:  # noqa: BLE001 - unwrap Trio's exception groups, once
-        known = _find(error, (settings_module.SettingsError, StoreError, serve_module.ServeError))
+        known = find_exception(error, (settings_module.SettingsError, StoreError, serve_module.ServeError))
         if known is not None:
             return _fail(str(known))
-        if _find(error, (KeyboardInterrupt,)) is not None:
+        if find_exception(error, (KeyboardInterrupt,)) is not None:
             return EXIT_OK
         raise
     return EXIT_OK
-
-
-def _find(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    if isinstance(error, kinds):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _find(inner, kinds)
-            if found is not None:
-                return found
-    return None
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from acd import identity
 from acd import settings as settings_module
 from acd.argtypes import positive
 from acd.client import Router
+from acd.groups import find_exception
 
 SCENARIOS = ("kill-primary", "stop-primary", "kill-standby", "kill-witness", "partition", "switchover")
 
@@ -466,7 +467,7 @@ def main(args: argparse.Namespace) -> int:
         processes = HostProcesses(settings, out / "logs")
         report = trio.run(Drill(settings, processes, load_rate=args.load, token=args.token).run, args.scenario)
     except BaseException as error:  # noqa: BLE001 - a DrillError, however deep in a nursery, is one line
-        known = _find(error, (DrillError, identity.IdentityError, httpx.HTTPError))
+        known = find_exception(error, (DrillError, identity.IdentityError, httpx.HTTPError))
         if known is None:
             raise
         message = identity.reason(known, "the cluster", settings) if isinstance(known, httpx.HTTPError) else str(known)
@@ -481,14 +482,3 @@ def main(args: argparse.Namespace) -> int:
         print(report.markdown())
         print(f"drill record: {record}")
     return 0 if report.passed else 1
-
-
-def _find(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    if isinstance(error, kinds):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _find(inner, kinds)
-            if found is not None:
-                return found
-    return None

@@ -15,6 +15,7 @@ import httpx
 
 from acd.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.node_process import ROOT, NodeProcess, child_environment
+from tests.helpers.tls import tls_sample_config
 
 SAMPLE = ROOT / "examples" / "busan-120.toml"
 
@@ -116,21 +117,7 @@ def test_drill_refuses_bad_numbers_and_a_config_without_a_drill_queue(tmp_path: 
 
 
 def test_status_reads_an_api_served_over_tls(tmp_path: Path) -> None:
-    import trustme
-
-    authority = trustme.CA()
-    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    for name in ("a", "b", "witness"):
-        certificate = authority.issue_cert("127.0.0.1", "localhost")
-        certificate.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
-        certificate.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
-    source = SAMPLE.read_text().replace("failover_timeout = 1.5", f'failover_timeout = 1.5\ntls_ca = "{tmp_path / "ca.pem"}"')
-    for name in ("a", "b"):
-        source = source.replace(f'data_dir = "data/{name}"', f'data_dir = "data/{name}"\ntls_cert = "{tmp_path / (name + ".pem")}"\n'
-                                f'tls_key = "{tmp_path / (name + ".key")}"')
-    source = source.replace('data_dir = "data/w"', f'data_dir = "data/w"\ntls_cert = "{tmp_path / "witness.pem"}"\n'
-                            f'tls_key = "{tmp_path / "witness.key"}"')
-    (tmp_path / "tls.toml").write_text(source)
+    tls_sample_config(tmp_path)
     config = prepare_config(tmp_path / "tls.toml", tmp_path / "cluster", always_open=True)
     cluster = LocalCluster(config, tmp_path / "cluster")
     try:

@@ -6,26 +6,14 @@ import ssl
 from pathlib import Path
 
 import httpx
-import trustme
 
 from acd.launcher import LocalCluster, prepare_config, wait_for
+from tests.helpers.tls import tls_sample_config
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_cluster_with_tls_everywhere_fails_over_and_replicates(tmp_path: Path) -> None:
-    authority = trustme.CA()
-    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    for name in ("a", "b", "witness"):
-        certificate = authority.issue_cert("127.0.0.1", "localhost")
-        certificate.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
-        certificate.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
-    source = (ROOT / "examples" / "busan-120.toml").read_text()
-    source = source.replace('failover_timeout = 1.5', f'failover_timeout = 1.5\ntls_ca = "{tmp_path / "ca.pem"}"')
-    for name in ("a", "b"):
-        source = source.replace(f'data_dir = "data/{name}"', f'data_dir = "data/{name}"\ntls_cert = "{tmp_path / (name + ".pem")}"\ntls_key = "{tmp_path / (name + ".key")}"')
-    source = source.replace('data_dir = "data/w"', f'data_dir = "data/w"\ntls_cert = "{tmp_path / "witness.pem"}"\ntls_key = "{tmp_path / "witness.key"}"')
-    (tmp_path / "tls.toml").write_text(source)
+    tls_sample_config(tmp_path)
     config = prepare_config(tmp_path / "tls.toml", tmp_path / "cluster", always_open=True)
     cluster = LocalCluster(config, tmp_path / "cluster")
     try:
