@@ -11,7 +11,6 @@ from acd.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.tls import tls_sample_config
 
 
-
 def test_a_cluster_with_tls_everywhere_fails_over_and_replicates(tmp_path: Path) -> None:
     tls_sample_config(tmp_path)
     config = prepare_config(tmp_path / "tls.toml", tmp_path / "cluster", always_open=True)
