@@ -35,7 +35,7 @@ Address = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "acd"
     mode: Literal["sync", "async"] = "sync"
-    failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 1.5
+    failover_timeout: Annotated[float, msgspec.Meta(ge=0.2, le=60)] = 0.8
     secret_file: str = ""
     production: bool = False
     # Protected mode (docs/operations.md, "Security"): an API bound beyond loopback needs

@@ -10,7 +10,8 @@ loses the primary N times for each kind of fault:
   proxies (connections stay open, nothing gets through); then the links are healed.
 
 Failover time: from the fault to the first write acknowledged (201) by the other node, which a
-probe asks every 10 ms. Rejoin time: from the restart (resume, heal) of the former primary to
+probe asks every 10 ms; "elected" splits it: from the fault to the new primary's log line
+"became primary" (the rest is its first commit and the probe's round trip). Rejoin time: from the restart (resume, heal) of the former primary to
 the new primary reporting it connected and not behind. A write acknowledged by the former
 primary after the new one acknowledged its first is counted (it must be 0).
 
@@ -20,8 +21,10 @@ primary after the new one acknowledged its first is counted (it must be 0).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -45,8 +48,8 @@ class BenchCluster(LocalCluster):
     """A LocalCluster whose every link can be black-holed: each node reaches the other node's
     replication port and the witness through its own LinkProxy."""
 
-    def __init__(self, config: Path, workdir: Path) -> None:
-        super().__init__(config, workdir, log_level="warning")
+    def __init__(self, config: Path, workdir: Path, log_level: str = "warning") -> None:
+        super().__init__(config, workdir, log_level=log_level)
         self.links: dict[str, LinkProxy] = self.proxies()   # in front of each node's replication port
         text = config.read_text(encoding="utf-8")
         witness = self.settings.witness
@@ -141,6 +144,7 @@ class Bench:
         self.target = primary
         await trio.sleep(0.5)
         fault = trio.current_time()
+        fault_wall = time.time()
         if kind == "kill":
             cluster.kill(primary)
         elif kind == "stop":
@@ -153,7 +157,6 @@ class Bench:
         self.target = other
         failover = acked - fault
         await trio.sleep(0.3)
-        back = trio.current_time()
         if kind == "kill":
             await trio.to_thread.run_sync(cluster.restart, primary)
         elif kind == "stop":
@@ -162,8 +165,19 @@ class Bench:
             cluster.heal()
         rejoin = await self.in_sync(client, other, IN_SYNC_LIMIT)
         zombie = sum(1 for at, node in self.acks if node == primary and at > acked)
+        elected = self.elected_at(other)
         return {"kind": kind, "from": primary, "to": other, "failover": failover,
+                "elected": elected - fault_wall if elected is not None and elected > fault_wall else None,
                 "rejoin": rejoin if rejoin is not None else float("inf"), "zombie_acks": zombie}
+
+    def elected_at(self, node: str) -> float | None:
+        """Wall-clock time of the node's last "became primary" (its log), to split the failover."""
+        try:
+            text = (self.cluster.logs / f"{node}.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        found = re.findall(r'^time=(\S+) .*msg="became primary"', text, flags=re.MULTILINE)
+        return dt.datetime.fromisoformat(found[-1]).timestamp() if found else None
 
     async def run(self, kinds: list[str], count: int) -> list[dict[str, Any]]:
         results = []
@@ -193,15 +207,17 @@ def quantile(values: list[float], q: float) -> float:
 
 def summary(results: list[dict[str, Any]], failover_timeout: float) -> str:
     lines = [f"failover_timeout = {failover_timeout} s; seconds, from the fault to the first write acknowledged by the other node",
-             f"{'fault':<10}{'n':>4}{'median':>9}{'p99':>9}{'max':>9}   {'rejoin median':>13}{'p99':>9}{'max':>9}   zombie acks"]
+             f"{'fault':<10}{'n':>4}{'median':>9}{'p99':>9}{'max':>9}   {'elected (median)':>16}   {'rejoin median':>13}{'p99':>9}{'max':>9}   zombie acks"]
     for kind in KINDS:
         rows = [r for r in results if r["kind"] == kind]
         if not rows:
             continue
         failover = [r["failover"] for r in rows]
         rejoin = [r["rejoin"] for r in rows]
+        elected = [r["elected"] for r in rows if r.get("elected") is not None]
+        elected_text = f"{statistics.median(elected):.3f}" if elected else "-"
         lines.append(f"{kind:<10}{len(rows):>4}{statistics.median(failover):>9.3f}{quantile(failover, 0.99):>9.3f}{max(failover):>9.3f}"
-                     f"   {statistics.median(rejoin):>13.3f}{quantile(rejoin, 0.99):>9.3f}{max(rejoin):>9.3f}"
+                     f"   {elected_text:>16}   {statistics.median(rejoin):>13.3f}{quantile(rejoin, 0.99):>9.3f}{max(rejoin):>9.3f}"
                      f"   {sum(r['zombie_acks'] for r in rows)}")
     return "\n".join(lines)
 
@@ -212,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated: kill, stop, isolate")
     parser.add_argument("--failover-timeout", type=float, default=None, help="override the sample's failover_timeout")
     parser.add_argument("--json", type=Path, default=None, help="write every measurement here")
+    parser.add_argument("--log-level", default="warning", help="the nodes' and the witness's log level (their logs stay in the work directory)")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.kinds.split(",") if kind]
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="acd-bench-failover-"))
     overrides = {"cluster.failover_timeout": str(args.failover_timeout)} if args.failover_timeout else None
-    cluster = BenchCluster(prepare_config(SAMPLE, workdir, always_open=True, proxied=True, overrides=overrides), workdir)
+    cluster = BenchCluster(prepare_config(SAMPLE, workdir, always_open=True, proxied=True, overrides=overrides), workdir, args.log_level)
     try:
         cluster.start()
         wait_for(lambda: cluster.primary() is not None, 20.0, what="a writable primary")
@@ -227,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.close()
     timeout = cluster.settings.cluster.failover_timeout
     print()
+    print(f"logs: {workdir / 'logs'}")
     print(summary(results, timeout))
     if args.json:
         args.json.write_text(json.dumps({"failover_timeout": timeout, "results": results}, indent=1), encoding="utf-8")

@@ -242,6 +242,10 @@ def _status(args: argparse.Namespace) -> int:
     if witness is not None and "error" not in witness:
         print(f"witness {witness['address']}: epoch {witness['epoch']}, leader {witness['leader'] or '-'}, "
               f"lease {witness['lease_remaining']} s, behind {witness['behind'] or '-'}")
+    for node in status["nodes"]:
+        if node.get("role") == "primary" and node.get("rejoins"):
+            print(f"standby {node.get('peer')}: in sync {node['last_rejoin_seconds']} s after it last (re)connected "
+                  f"({node['rejoins']} rejoins since the node started)")
     for reason in status["reasons"]:
         print(f"  {reason}")
     return int(status["exit"])

@@ -70,6 +70,7 @@ MARGIN = 0.05    # seconds, for scheduling delays between the reply and our read
 TAIL_RECORDS = 4096  # newest records of the term the ship loop sends from memory
 SHIP_RETRY_MIN = 0.05   # seconds between attempts to reach the standby, at first
 SHIP_RETRY_MAX = 0.4    # and at most
+CATCH_UP_RECORDS = 1024  # a standby this close (and keeping up) is asked to catch up for good
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -145,6 +146,7 @@ class Member:
         self.lease_seconds = self.failover_timeout
         self.renew_interval = self.failover_timeout / 5
         self.standby_timeout = self.failover_timeout / 3
+        self.ballot_grace = max(0.02, self.failover_timeout / 20)
         store = node.store
         promised = store.get_meta("promised_epoch")
         self.promised_epoch = max(int(promised) if promised else 0, store.epoch())
@@ -164,11 +166,18 @@ class Member:
         self.require_standby = True
         self.peer_in_sync = False      # standby side: the primary requires our acknowledgements
         self.new_records = trio.Event()
-        self.handover_requested = False
+        self.handover_requested = False   # primary side: a switchover stopped taking writes
+        # Standby side: the primary handed over to us. Kept apart from `handover_requested`: the
+        # stepping-down primary's role loop must not take its own switchover for an invitation
+        # (it stood at once, before its peer, and won its own handover).
+        self.invited = False
         self._role_news = trio.Event()  # wakes the role loop (a handover, a manual promotion)
         self.failovers = 0
         self.promoted = trio.Event()
         self.last_failover_seconds = 0.0
+        self.last_rejoin_seconds = 0.0   # the standby's last (re)connection until it was in sync
+        self.rejoins = 0
+        self._rejoin_from: float | None = None
         self.no_primary_since: float | None = now
         self.frames_refused = 0
         self.stale_dropped = 0
@@ -349,6 +358,7 @@ class Member:
         self.node.role = "standby"
         self.forced = False
         self.lease_until = 0.0
+        self._rejoin_from = None
         self._tail.clear()
         self.acked_changed.set()  # a batch waiting for the standby fails now, not at its timeout
         self.acked_changed = trio.Event()
@@ -400,8 +410,8 @@ class Member:
     async def _wait_election_due(self) -> bool:
         """Wait until an election is due; True when the primary handed over to us."""
         while self.node.role != "primary":
-            if self.handover_requested:
-                self.handover_requested = False
+            if self.invited:
+                self.invited = False
                 return True
             await buggify.point("member.timer", self.name)  # simulator only: a paused process acts on resume
             due = max(self.last_heard + self.failover_timeout, self.granted_until)
@@ -465,21 +475,36 @@ class Member:
         return False
 
     async def _ballot(self, request: VoteRequest, epoch: int) -> tuple[dict[str, Message | None], list[str]]:
-        """Ask the witness and the peer at once; adopt any higher epoch they report."""
+        """Ask the witness and the peer at once; adopt any higher epoch they report.
+
+        Returns as soon as the outcome is known: one grant is a majority (with our own vote),
+        and two answers are all there is. A silent voter is never waited for once a grant is
+        in; after a refusal, a pre-vote gives the silent one only `ballot_grace` (a paused or
+        cut-off node would hold the candidate for the whole timeout, and the pre-vote records
+        nothing, so asking again soon costs nothing). A request cut short drops its connection
+        (`PeerClient`): its reply, if any, is never read as another request's.
+        """
         replies: dict[str, Message | None] = {}
         timeout = max(0.1, self.failover_timeout / 3)
+        voters = [(label, client) for label, client in (("witness", self.witness), ("peer", self.peer_votes)) if client is not None]
 
-        async def ask(label: str, client: PeerClient | None) -> None:
-            if client is not None:
-                replies[label] = await client.request(request, timeout)
+        def grants(reply: Message | None) -> bool:
+            # A reply counts only for the epoch it answers (PeerClient never keeps a connection
+            # with a reply outstanding; this is the second line of defence).
+            return isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ask, "witness", self.witness)
-            nursery.start_soon(ask, "peer", self.peer_votes)
-        # A reply counts only for the epoch it answers (PeerClient never keeps a connection
-        # with a reply outstanding; this is the second line of defence).
-        granted = [label for label, reply in replies.items()
-                   if isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch]
+            async def ask(label: str, client: PeerClient) -> None:
+                reply = await client.request(request, timeout)
+                replies[label] = reply
+                if grants(reply) or len(replies) == len(voters):
+                    nursery.cancel_scope.cancel()
+                elif request.pre and reply is not None:
+                    nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + self.ballot_grace)
+
+            for label, client in voters:
+                nursery.start_soon(ask, label, client)
+        granted = [label for label, reply in replies.items() if grants(reply)]
         for reply in replies.values():
             if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
                 self._see_epoch(reply.promised_epoch, reply.leader or None)
@@ -655,6 +680,7 @@ class Member:
             if isinstance(reply, Ack) and reply.ok:
                 self.behind_maybe = False
                 log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
+                self._note_in_sync()
             else:
                 log.warning("ClearBehind not confirmed node=%s standby=%s (%s): staying synchronous",
                             self.name, self.peer.name, getattr(reply, "reason", "no answer"))
@@ -703,6 +729,8 @@ class Member:
             self._acked(start)
             self.acked_lsn = start
             self.peer_connected = True
+            if self._rejoin_from is None:
+                self._rejoin_from = self.clock()
             self._ship_sessions += 1
             sent_times: deque[tuple[float, int, bool]] = deque()
             sent = start
@@ -792,9 +820,31 @@ class Member:
         if settles:
             self._retracted_after = None  # the standby applied the Truncate sent before it
         self._acked(reply.last_lsn)
-        if (self.behind_recorded or self.behind_maybe) and self.acked_lsn >= self.node.store.last_lsn():
+        if (self.behind_recorded or self.behind_maybe) and self._caught_up():
             nursery.start_soon(self._clear_behind_once)
+        self._note_in_sync()
         return True
+
+    def _caught_up(self) -> bool:
+        """Whether the standby keeps up closely enough for a clear of its behind record to work.
+
+        The clear itself is exact (`_clear_behind`: it requires the standby for every batch from
+        then on and waits until it holds every record written before, all that was acknowledged
+        alone); this only says when to start it. Waiting for a reply that names our very last
+        LSN, as continuous writes may postpone for seconds, would leave the standby unelectable
+        all that time: a standby that acknowledged everything but the last few records, the
+        oldest of which was shipped a fraction of `standby_timeout` ago, will catch up in time.
+        """
+        behind = self.node.store.last_lsn() - self.acked_lsn
+        return behind <= 0 or (behind <= CATCH_UP_RECORDS and self.lag_seconds() < self.standby_timeout / 2)
+
+    def _note_in_sync(self) -> None:
+        """The standby is connected and not behind: the rejoin that began at its `Sync` ends."""
+        if self._rejoin_from is not None and self.peer_connected and not (self.behind_recorded or self.behind_maybe):
+            self.last_rejoin_seconds = self.clock() - self._rejoin_from
+            self._rejoin_from = None
+            self.rejoins += 1
+            log.info("standby in sync node=%s standby=%s after %.3f s", self.name, self.peer.name if self.peer else "", self.last_rejoin_seconds)
 
     async def _reconcile(self, channel: Channel, sync: Sync) -> int:
         """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""
@@ -881,7 +931,7 @@ class Member:
             return self._vote(message)
         if isinstance(message, Handover):
             if self._see_epoch(message.epoch) and self.node.store.last_lsn() >= message.lsn:
-                self.handover_requested = True
+                self.invited = True
                 self.granted_until = 0.0
                 self._wake_role_loop()
                 return Ack(ok=True, epoch=self.promised_epoch)
@@ -1111,6 +1161,8 @@ class Member:
             "forced": self.forced,
             "failovers": self.failovers,
             "last_failover_seconds": round(self.last_failover_seconds, 3),
+            "last_rejoin_seconds": round(self.last_rejoin_seconds, 3),
+            "rejoins": self.rejoins,
             "seconds_without_primary": round(now - self.no_primary_since, 3) if self.no_primary_since is not None else 0.0,
             "witness": self.witness_address,
             "loss_window_records": lag if self.mode == "async" else 0,

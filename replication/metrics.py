@@ -37,6 +37,7 @@ class ReplicationCollector:
         yield gauge("acd_async_loss_window_records", "Acknowledged records not yet on the standby (async mode)", view["loss_window_records"])
         yield gauge("acd_seconds_without_primary", "Seconds this node has seen no writable primary", view["seconds_without_primary"])
         yield gauge("acd_last_failover_seconds", "Time without a primary before this node's last promotion", view["last_failover_seconds"])
+        yield gauge("acd_last_rejoin_seconds", "Time from the standby's last (re)connection until it was in sync (connected, not behind)", view["last_rejoin_seconds"])
         yield gauge("acd_sync_mode", "1 in sync mode, 0 in async mode", 1.0 if view["mode"] == "sync" else 0.0)
         counter = CounterMetricFamily("acd_failovers", "Times this node became primary")
         counter.add_metric([], view["failovers"])

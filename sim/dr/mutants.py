@@ -132,7 +132,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "clear-behind-before-catch-up",
         "the witness's behind record is cleared as soon as the standby answers, before it caught up",
         (
-            (CLUSTER, "if (self.behind_recorded or self.behind_maybe) and self.acked_lsn >= self.node.store.last_lsn():",
+            (CLUSTER, "if (self.behind_recorded or self.behind_maybe) and self._caught_up():",
              "if self.behind_recorded or self.behind_maybe:"),
             (CLUSTER, "            target = self.node.store.last_lsn()\n            with trio.move_on_after(self.standby_timeout):",
              "            target = 0\n            with trio.move_on_after(self.standby_timeout):"),
@@ -213,8 +213,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             (CLUSTER, "            finally:\n                if not answered:\n                    await self.reset()",
              "            finally:\n                if False:\n                    await self.reset()"),
-            (CLUSTER, "if isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch]",
-             "if isinstance(reply, VoteReply) and reply.granted]"),
+            (CLUSTER, "return isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch",
+             "return isinstance(reply, VoteReply) and reply.granted"),
         ),
         (("swarm", SWARM_SEEDS_MAX),),
     ),

@@ -18,7 +18,7 @@ def tls_sample_config(directory: Path) -> Path:
         certificate = authority.issue_cert("127.0.0.1", "localhost")
         certificate.private_key_pem.write_to_path(str(directory / f"{name}.key"))
         certificate.cert_chain_pems[0].write_to_path(str(directory / f"{name}.pem"))
-    source = SAMPLE.read_text().replace("failover_timeout = 1.5", f'failover_timeout = 1.5\ntls_ca = "{directory / "ca.pem"}"')
+    source = SAMPLE.read_text().replace("failover_timeout = 0.8", f'failover_timeout = 0.8\ntls_ca = "{directory / "ca.pem"}"')
     for name, data_dir in (("a", "data/a"), ("b", "data/b"), ("witness", "data/w")):
         source = source.replace(
             f'data_dir = "{data_dir}"',
