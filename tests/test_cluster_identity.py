@@ -71,7 +71,9 @@ def test_a_config_whose_address_another_cluster_holds_is_refused_and_that_cluste
 
 
 def test_status_exit_codes_healthy_degraded_unreachable(tmp_path: Path) -> None:
-    config = prepare_config(SAMPLE, tmp_path, always_open=True)
+    # With the witness and the standby gone the primary keeps its lease for failover_timeout
+    # only: long enough here for `acd status` (a new process) to find it still primary.
+    config = prepare_config(SAMPLE, tmp_path, always_open=True, overrides={"cluster.failover_timeout": "4"})
     cluster = LocalCluster(config, tmp_path)
     try:
         primary = cluster.start()
