@@ -73,7 +73,9 @@ def test_the_callback_desk_dials_a_promised_callback_end_to_end(tmp_path: Path) 
     from acd.core import commands as c
 
     settings = write_settings(tmp_path)
-    clock = [time.time()]
+    # 10:00 in Seoul: the ten minutes to the call-back never cross the center's midnight,
+    # whose statistics start a new day.
+    clock = [dt.datetime(2026, 12, 7, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9))).timestamp()]
     number = "01012345678"
 
     async def main() -> None:
