@@ -272,6 +272,18 @@ def _with_line(text: str, file: str, key: str, message: str) -> str:
     return f"{where}: {key or 'file'}: {message}"
 
 
+def descriptor_limit() -> int | None:
+    """How many descriptors this process may open (its soft RLIMIT_NOFILE, `LimitNOFILE` under
+    systemd), which the connection caps stay under; None when unlimited or unknown."""
+    import resource
+
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 def load(path: str | Path) -> Settings:
     """Read and validate a config file; SettingsError lists every problem."""
     file = str(path)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import resource
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import trio
+
+from acd.settings import descriptor_limit
 
 from .protocol import Channel, Hello, admission
 
@@ -91,11 +92,6 @@ def witness_limits(settings: Settings) -> PortLimits:
     )
 
 
-def _descriptor_limit() -> int:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
-
-
 class _Connection:
     """One accepted connection as its gate sees it; the `protocol.Admission` of its task."""
 
@@ -129,7 +125,7 @@ class Gate:
     def __init__(self, limits: PortLimits) -> None:
         self.limits = limits
         self.log = logging.getLogger(f"acd.{limits.name}")
-        usable = max(4, _descriptor_limit() - DESCRIPTORS_RESERVED)
+        usable = max(4, (descriptor_limit() or 1 << 20) - DESCRIPTORS_RESERVED)
         self.connections_max = max(1, min(limits.connections_max, usable))
         self.per_address_max = max(1, min(limits.connections_per_address_max, self.connections_max))
         self.networks = [ipaddress.ip_network(entry, strict=False) for entry in limits.allow_from]

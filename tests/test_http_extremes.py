@@ -296,6 +296,7 @@ SWEEP = [
 def test_each_extreme_in_each_field_of_each_command_on_both_nodes(cluster: LocalCluster, clients: dict[str, httpx.Client]) -> None:
     ids = {"calls": "seed-1", "agents": "jung"}
     sent = 0
+    answers: dict[str, list[tuple[str, str, int]]] = {"primary": [], "standby": []}
     for template, fields in ENDPOINTS:
         path = template.replace("{id}", ids[template.split("/")[2]])
         valid = {"id": '"sweep"', "queue": '"transport"', "caller": f'"{CALLER}"', "channel": '"voice"', "priority": "0",
@@ -308,9 +309,15 @@ def test_each_extreme_in_each_field_of_each_command_on_both_nodes(cluster: Local
                 pairs += [(f'"{field}"', valid[field]) for field in fields if field != name and not (pairs and field == "priority")]
                 body = _encode(_join_object([*pairs, (f'"{name}"', token)]))
                 for target in ("primary", "standby"):
-                    send(cluster, clients, target, path, body)
+                    answers[target].append((path, f"{name}={token[:20]}", send(cluster, clients, target, path, body)))
                     sent += 1
     print(f"sweep: {sent} requests")
+    assert sent == sum(2 * len(SWEEP) * len(fields or ("x",)) for _, fields in ENDPOINTS)
+    # The standby refuses every write unread; the primary refuses each extreme by name (a 4xx),
+    # and takes only an integral float where an integer belongs.
+    assert {status for _, _, status in answers["standby"]} == {503}
+    taken = [(path, what, status) for path, what, status in answers["primary"] if not 400 <= status < 500]
+    assert all(what.endswith("=5.0") for _, what, _ in taken), taken
 
 
 def test_a_write_the_standby_refuses_unread_leaves_its_connection_usable(cluster: LocalCluster, clients: dict[str, httpx.Client]) -> None:

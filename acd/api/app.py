@@ -24,6 +24,7 @@ first reply while the call has not moved); the same id with another body is a 40
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -354,9 +355,9 @@ class Api:
         return b"".join(chunks)
 
     async def _body(self, request: Request, decoder: msgspec.json.Decoder[Any], empty_ok: bool = False, command: bool = True) -> Any:
-        if command and (self.node.role != "primary" or not self.node.replicator.can_accept()):
-            # A write goes to the primary: a standby refuses it before reading the body.
-            raise NotPrimary(f"node {self.node.name} is {self.node.role}", self.node.replicator.primary_api())
+        refusal = self.node.writable_error() if command else None
+        if refusal is not None:
+            raise refusal  # a write goes to the primary: a standby refuses it before reading the body
         raw = await self._read_body(request)
         if empty_ok and not raw.strip():
             raw = b"{}"
@@ -502,11 +503,7 @@ class Api:
             raise ApiError(409, "call_not_offered", f"interaction {call_id!r} is not a call-back due for dialling")
         await self._submit(c.Audit(actor=request.principal.name, action="callback.dial", detail=call_id))
         call = self.node.center.state.interactions[call_id]
-        number = call.caller
-        if number is None and call.caller_key is not None and call.caller_sealed is not None:
-            # A promised call-back carries the number its origin sealed (under the origin's id).
-            key = self.node.store.secret(call.caller_key)
-            number = None if key is None else self.node.sealer.open(call.sealed_for or call.id, call.caller_sealed, key)
+        number = self.node.caller_number(call_id)
         if not number:
             raise ApiError(409, "number_unavailable", f"no number is kept for interaction {call_id!r}")
         return _json(200, views.DialView(id=call_id, number=number, attempt=call.attempts))
@@ -790,8 +787,7 @@ class Api:
 
     async def cluster_view(self, request: Request) -> Reply:
         request.principal.require("supervisor", "admin")
-        import os  # the pid lets `acd drill` signal this very process, never one found by name
-
+        # The pid lets `acd drill` signal this very process, never one found by name.
         if self.cluster is not None:
             return _json(200, {**self.cluster.view(), "pid": os.getpid()})
         node = self.node

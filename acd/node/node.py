@@ -292,13 +292,24 @@ class Node:
         self._snapshot_when_due()
 
     def caller_number(self, call_id: str) -> str | None:
-        """The clear number of a live interaction, opened with its key; None once it is over
-        (the key is destroyed) or for an interaction that never had a sealed number."""
+        """The clear number of a live interaction: kept in clear (an unsealed arrival's
+        call-back), or opened with its key (a promised call-back's is its origin's, sealed for
+        the origin's id); None once it is over (the key is destroyed) or when none is kept."""
         call = self.center.state.interactions.get(call_id)
-        if call is None or call.caller_sealed is None or call.caller_key is None:
+        if call is None:
+            return None
+        if call.caller is not None:
+            return call.caller
+        if call.caller_sealed is None or call.caller_key is None:
             return None
         key = self.store.secret(call.caller_key)
-        return None if key is None else self.sealer.open(call_id, call.caller_sealed, key)
+        return None if key is None else self.sealer.open(call.sealed_for or call_id, call.caller_sealed, key)
+
+    def writable_error(self) -> NotPrimary | None:
+        """Why this node takes no write now (the refusal to raise), or None when it does."""
+        if self.role == "primary" and self.replicator.can_accept():
+            return None
+        return NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
 
     def reload(self, *, publish: bool = True) -> None:
         """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
@@ -310,8 +321,9 @@ class Node:
         """Run a command through the pipeline; returns once durable (and replicated)."""
         if self._closed:
             raise NodeClosed("node is shutting down")
-        if self.role != "primary" or not self.replicator.can_accept():
-            raise NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
+        refusal = self.writable_error()
+        if refusal is not None:
+            raise refusal
         try:
             payload = c.validate(command)
         except msgspec.ValidationError as error:
@@ -322,7 +334,7 @@ class Node:
             raise CommandFailed(f"this command made the node fail before (error id {error_id}); it is refused", error_id)
         secret = b""
         if type(command) is c.Arrive and command.caller:
-            command, secret = self.sealer.seal(command)
+            command, secret = self.sealer.seal(command, payload)
             payload = c.encode_command(command)
         submission = _Submission(command, payload, secret, digest)
         await self._send.send(submission)
@@ -380,8 +392,9 @@ class Node:
                 pending.done.set()
 
     async def _process(self, batch: list[_Submission]) -> None:
-        if self.role != "primary" or not self.replicator.can_accept():
-            self._fail(batch, NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api()))
+        refusal = self.writable_error()
+        if refusal is not None:
+            self._fail(batch, refusal)
             return
         epoch = self.store.epoch()
         records: list[Record] = []

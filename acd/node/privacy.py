@@ -46,10 +46,13 @@ class Sealer:
         """HMAC-SHA256 of the number, the first 32 hex digits (the core's own form)."""
         return hmac.new(self._hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def seal(self, command: c.Arrive) -> tuple[c.Arrive, bytes]:
-        """The arrival as the log holds it, and the secret that goes beside its record."""
+    def seal(self, command: c.Arrive, encoded: bytes | None = None) -> tuple[c.Arrive, bytes]:
+        """The arrival as the log holds it, and the secret that goes beside its record
+        (`encoded`: the command's encoding as submitted, when the caller has it already)."""
         caller = command.caller
-        fingerprint = hashlib.blake2b(c.encode_command(command), digest_size=12, key=self._fingerprint_key).hexdigest()
+        if encoded is None:
+            encoded = c.encode_command(command)
+        fingerprint = hashlib.blake2b(encoded, digest_size=12, key=self._fingerprint_key).hexdigest()
         key = self._random(_KEY_BYTES)
         key_id = self._random(SECRET_ID_BYTES // 2).hex()
         nonce = self._random(_NONCE_BYTES)

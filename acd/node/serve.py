@@ -26,7 +26,6 @@ import gc
 import inspect
 import logging
 import math
-import resource
 import signal
 import socket
 import struct
@@ -49,7 +48,7 @@ import trio
 
 from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
-from acd.settings import Settings
+from acd.settings import Settings, descriptor_limit
 
 from .locks import QuickLock
 from .metrics import GcPauses
@@ -98,14 +97,6 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     config.acd_write_timeout = limits.write_timeout_seconds  # type: ignore[attr-defined]
     config.acd_h2c = limits.http2_cleartext  # type: ignore[attr-defined]
     return config
-
-
-def _descriptor_limit() -> int:
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return 0
-    return 0 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 class ConnectionGate:
@@ -177,11 +168,11 @@ def connection_gate(settings: Settings, registry: Any = None) -> ConnectionGate:
     """The gate for `[limits]`; the total is lowered to fit the process's descriptor limit."""
     limits = settings.limits
     total = limits.connections_max
-    descriptors = _descriptor_limit()
+    descriptors = descriptor_limit()
     reserved = RESERVED_DESCRIPTORS
     if not settings.standalone:  # the replication port has connections of its own
         reserved += getattr(settings.cluster, "replication_connections_max", 0)
-    if descriptors and total > descriptors - reserved:
+    if descriptors is not None and total > descriptors - reserved:
         lowered = max(1, descriptors - reserved)
         log.warning(
             "limits.connections_max=%d lowered to %d: the process may open %d descriptors (raise LimitNOFILE)",
