@@ -426,7 +426,7 @@ def _mismatch_reason(node: str, mine: tuple[int, ...], theirs: Hello) -> str:
 def _log_mismatch(reason: str, key: tuple[str, tuple[int, ...], tuple[int, ...]]) -> None:
     now = trio.current_time()
     last = _mismatch_logged.get(key)
-    if last is not None and now - last < _MISMATCH_LOG_SECONDS:
+    if last is not None and 0 <= now - last < _MISMATCH_LOG_SECONDS:
         return
     if len(_mismatch_logged) > 1024:
         _mismatch_logged.clear()

@@ -28,6 +28,7 @@ import trio.testing
 
 from acd import versions
 from acd.store import Record, Store, StoreError, UnsupportedFormat, lmdb_store
+from replication import protocol
 from replication.network import PortLimits, TcpNetwork
 from replication.protocol import (
     Channel,
@@ -42,6 +43,11 @@ from replication.protocol import (
 from replication.witness import MemoryStateStore, Witness
 
 SECRET = b"s"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mismatch_log() -> None:
+    protocol._mismatch_logged.clear()  # each test sees its own first refusal logged
 
 
 # --------------------------------------------------------------------------- versions.py
@@ -123,6 +129,22 @@ def test_without_a_common_version_both_sides_refuse_and_name_both_sides_versions
         lines = [record.getMessage() for record in caplog.records if "no common protocol version" in record.getMessage()]
         assert len(lines) == 2
         assert all("3-4" in line and "1-2" in line for line in lines)
+
+    trio.run(main)
+
+
+def test_a_peer_refused_again_and_again_is_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        with caplog.at_level(logging.WARNING, logger="acd.replication"):
+            for _ in range(5):
+                _client, _server, errors = await _pair((5,), (1,))
+                assert len(errors) == 2
+            assert len([r for r in caplog.records if "no common protocol version" in r.getMessage()]) == 2  # one per side
+            await trio.sleep(0)
+            key = next(iter(protocol._mismatch_logged))
+            protocol._mismatch_logged[key] -= protocol._MISMATCH_LOG_SECONDS  # a minute later
+            await _pair((5,), (1,))
+            assert len([r for r in caplog.records if "no common protocol version" in r.getMessage()]) == 3
 
     trio.run(main)
 
