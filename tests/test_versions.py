@@ -460,3 +460,50 @@ def test_a_new_store_is_created_at_the_current_format(tmp_path: Path) -> None:
     finally:
         store.close()
     assert not _backups(tmp_path / "a")
+
+
+def _rewrite_meta(path: Path, put: dict[bytes, bytes], delete: tuple[bytes, ...] = ()) -> None:
+    env = lmdb.open(str(path), max_dbs=8, subdir=True)
+    try:
+        meta = env.open_db(b"meta")
+        with env.begin(write=True) as txn:
+            for key, value in put.items():
+                txn.put(key, value, db=meta)
+            for key in delete:
+                txn.delete(key, db=meta)
+    finally:
+        env.close()
+
+
+def test_a_node_started_on_a_format_1_store_migrates_it_and_keeps_its_state(tmp_path: Path) -> None:
+    from acd.core import commands as c
+    from acd.node.node import Node
+    from acd.node.verify import verify
+    from tests.helpers.inprocess import running_node, write_settings
+
+    settings = write_settings(tmp_path)
+    digest: dict[str, object] = {}
+
+    async def write() -> None:
+        async with running_node(settings) as running:
+            await running.node.submit(c.Login(agent="kim"))
+            await running.node.submit(c.Ready(agent="kim"))
+            digest.update(lsn=running.node.lsn, hash=running.node.center.state_hash())
+
+    trio.run(write)
+    data = settings.data_dir("a")
+    _rewrite_meta(data, {b"format": b"1"}, (b"release", b"migrations"))
+    node = Node(settings, "a")  # start-up: migrated before anything is served
+    try:
+        assert (node.lsn, node.center.state_hash()) == (digest["lsn"], digest["hash"])
+        assert node.store.format() == versions.STORE_FORMAT
+        (migration,) = node.store.migrations()
+    finally:
+        node.close()
+    (backup,) = _backups(data)
+    assert migration.backup == str(backup)
+    assert verify(settings, "a").ok
+    # A store from a release with a newer format: the node does not start, and says why.
+    _rewrite_meta(data, {b"format": str(versions.STORE_FORMAT + 1).encode()})
+    with pytest.raises(UnsupportedFormat, match=rf"has format {versions.STORE_FORMAT + 1}.*opens store formats 1-{versions.STORE_FORMAT}"):
+        Node(settings, "a")
