@@ -135,7 +135,7 @@ class Migration(msgspec.Struct, frozen=True, kw_only=True):
     from_format: int
     to_format: int
     release: str   # the release of the binary that migrated it
-    at: float      # Unix time of the migration's commit
+    at: float      # Unix time at which it was migrated
     backup: str    # the verified copy of the store at ``from_format``, taken just before
 
 
