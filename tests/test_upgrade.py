@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import trio
@@ -215,8 +216,6 @@ def test_acd_serve_on_a_store_of_a_newer_core_version_exits_with_the_reason(tmp_
     monkeypatch.setenv(versions.NEXT_CORE_ENV, "1")
     node = NodeProcess(tmp_path)
     with node:
-        import httpx
-
         raised = httpx.post(node.url + "/v1/cluster/upgrade", json={"version": 2}, timeout=10)
         assert raised.status_code == 200, raised.text
         lsn = raised.json()["lsn"]
@@ -229,6 +228,4 @@ def test_acd_serve_on_a_store_of_a_newer_core_version_exits_with_the_reason(tmp_
     # With the switch, the same binary starts on it and runs version 2.
     monkeypatch.setenv(versions.NEXT_CORE_ENV, "1")
     with node:
-        import httpx
-
         assert httpx.get(node.url + "/v1/version", timeout=5).json()["active_core_version"] == 2
