@@ -66,6 +66,8 @@ def test_a_standalone_node_shows_its_versions_and_raises_the_core_version_with_t
             assert (down.status_code, down.json()["error"]) == (409, "core_version_downgrade")
             bad = await client.post("/v1/cluster/upgrade", json={"version": 0})
             assert bad.status_code == 400
+            empty = await client.post("/v1/cluster/upgrade")  # the body is required: `{}` for the default
+            assert (empty.status_code, empty.json()["error"]) == (400, "bad_json")
             assert node.lsn == lsn + 1
 
     trio.run(main)
@@ -80,7 +82,7 @@ def test_finalize_is_refused_beyond_this_binarys_range_and_on_a_standby(tmp_path
             client, node = running.client, running.node
             assert (await client.get("/v1/version")).json()["core_versions"] == [1, 1]
             lsn = node.lsn
-            same = await client.post("/v1/cluster/upgrade")  # nothing higher is supported: nothing to do
+            same = await client.post("/v1/cluster/upgrade", json={})  # nothing higher is supported: nothing to do
             assert (same.status_code, same.json()["changed"], same.json()["active_core_version"]) == (200, False, 1)
             refused = await client.post("/v1/cluster/upgrade", json={"version": 2})
             assert refused.status_code == 409

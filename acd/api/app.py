@@ -812,7 +812,7 @@ class Api:
 
     async def finalize_upgrade(self, request: Request) -> Reply:
         request.principal.require("admin")
-        body: schemas.UpgradeBody = await self._body(request, _decoders[schemas.UpgradeBody], empty_ok=True, command=False)
+        body: schemas.UpgradeBody = await self._body(request, _decoders[schemas.UpgradeBody], command=False)
         result = await self._cluster_operation(upgrade.finalize(self.node, body.version, actor=f"api:{request.principal.name}"))
         self.peer_versions = next((view for view in result["nodes"] if view["name"] != self.node.name), self.peer_versions)
         return _json(200, result)
