@@ -5,7 +5,8 @@ without it (1..1): finalize is refused and nothing changes. Node b is then resta
 switch (the rolling upgrade of its binary), finalize raises the cluster to version 2, and the
 rule that version changes (a `longest-idle` queue offers to the agent who handled the fewest)
 is in effect on the primary and, after a switchover, on the other node, whose state hash
-equals its peer's at the same LSN.
+equals its peer's at the same LSN. Last, the standby goes back to a binary without version 2:
+it refuses to start, naming both versions, and the primary goes on.
 """
 
 from __future__ import annotations
@@ -181,4 +182,18 @@ def test_finalize_waits_for_both_binaries_then_the_new_rule_holds_on_both_nodes(
     for row in rows:
         cells = row.split()
         assert cells[cells.index(versions.BINARY_VERSION) + 1:][:2] == ["2", "(1..2)"], table.stdout
+
+    # The standby goes back to a binary without version 2: it refuses to start, and says why.
+    standby = cluster.standby_of(other)
+    cluster.signal(standby, signal.SIGTERM)
+    cluster.processes[standby].wait(timeout=20)
+    log = cluster.logs / f"{standby}.log"
+    logged = log.stat().st_size
+    monkeypatch.delenv(versions.NEXT_CORE_ENV, raising=False)
+    cluster.start_node(standby)
+    assert cluster.processes[standby].wait(timeout=60) != 0
+    output = log.read_bytes()[logged:].decode(errors="replace")
+    assert "the store's active core version 2 (" in output and "is newer than this binary supports (1..1): upgrade the binary" in output, output
+    assert "Traceback" not in output, output
+    assert cluster.primary() == other  # the primary goes on alone
     assert os.environ.get(versions.NEXT_CORE_ENV) is None
