@@ -319,13 +319,14 @@ def _token_hash(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from acd.core.versions import CoreVersionUnsupported
     from acd.node.verify import verify
     from acd.store import StoreError
 
     settings = _load(args.config)
     try:
         report = verify(settings, args.node)
-    except StoreError as error:
+    except (StoreError, CoreVersionUnsupported) as error:  # a store of a newer core version: this binary cannot replay it
         return _fail(str(error))
     if args.json:
         import msgspec

@@ -227,6 +227,8 @@ def test_acd_serve_on_a_store_of_a_newer_core_version_exits_with_the_reason(tmp_
     output = result.stdout + result.stderr
     assert TOO_OLD.format(where=f"activated at LSN {lsn}") in output, output
     assert "Traceback" not in output
+    verified = node.run_cli("verify", "--config", str(node.config_path), "--node", "a")
+    assert verified.returncode == 2 and "core version 2 is newer than this binary supports (1..1): upgrade the binary" in verified.stderr, verified.stderr
     # With the switch, the same binary starts on it and runs version 2.
     monkeypatch.setenv(versions.NEXT_CORE_ENV, "1")
     with node:

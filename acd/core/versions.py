@@ -101,7 +101,7 @@ def activate(center: Center, command: ActivateCoreVersion, now: float) -> Reject
     from . import events as e
 
     state = center.state
-    require_supported(command.version, what="a record of the log activates core version")
+    require_supported(command.version, what="core version")
     if command.version < state.core_version:
         return reject(
             Code.core_version_downgrade,
