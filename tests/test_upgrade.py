@@ -158,7 +158,9 @@ def test_finalize_reads_the_peers_range_and_shows_it_in_the_cluster_view(tmp_pat
             assert raised.status_code == 200, raised.text
             assert raised.json()["active_core_version"] == 2
             assert [view["name"] for view in raised.json()["nodes"]] == ["a", "b"]
-            assert (await running.client.get("/v1/cluster")).json()["peer_versions"] == peer
+            binary = {key: peer[key] for key in ("name", "cluster", "binary_version", "core_versions")}
+            assert raised.json()["nodes"][1] == binary
+            assert (await running.client.get("/v1/cluster")).json()["peer_versions"] == binary
 
     trio.run(main)
 

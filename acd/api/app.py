@@ -792,7 +792,7 @@ class Api:
         # The pid lets `acd drill` signal this very process, never one found by name.
         versions = self._versions()
         if self.cluster is not None:
-            return _json(200, {**self.cluster.view(), "pid": os.getpid(), **versions})
+            return _json(200, {**versions, **self.cluster.view(), "pid": os.getpid()})
         node = self.node
         return _json(200, schemas.ClusterView(
             name=node.name, cluster=self.settings.cluster.name, role=node.role, epoch=node.store.epoch(),

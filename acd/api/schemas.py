@@ -82,7 +82,7 @@ class VersionView(msgspec.Struct, kw_only=True):
     cluster: str
     binary_version: str
     core_versions: list[int]
-    active_core_version: int
+    active_core_version: int | None = None  # absent for a peer in an upgrade's result (it follows the log)
 
 
 class UpgradeResult(msgspec.Struct, kw_only=True):
@@ -133,7 +133,7 @@ class ClusterView(msgspec.Struct, kw_only=True):
     binary_version: str | None = None
     core_versions: list[int] | None = None  # [lowest, highest] this node's binary applies
     active_core_version: int | None = None
-    peer_versions: VersionView | None = None  # the peer's, as last asked (acd upgrade finalize)
+    peer_versions: VersionView | None = None  # the peer's binary and core versions, as last asked (acd upgrade finalize)
 
 
 class ConfigReloaded(msgspec.Struct, kw_only=True):

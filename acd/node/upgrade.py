@@ -95,13 +95,14 @@ async def finalize(node: Node, requested: int | None, actor: str) -> dict[str, A
                 f"node {peer['name']} runs binary {peer.get('binary_version')}, which supports core versions "
                 f"{describe((peer_low, peer_high))}, not {target}: upgrade it first",
             )
-    nodes = [mine, *peers]
+    # A peer's binary as it answered; its active version follows the log (it applies the record too).
+    binaries = [{key: peer.get(key) for key in ("name", "cluster", "binary_version", "core_versions")} for peer in peers]
     if target == active:
-        return {"changed": False, "active_core_version": active, "previous_core_version": active, "lsn": node.lsn, "nodes": nodes}
+        return {"changed": False, "active_core_version": active, "previous_core_version": active, "lsn": node.lsn, "nodes": [mine, *binaries]}
     result = await node.submit(c.ActivateCoreVersion(version=target, actor=actor))
     if isinstance(result, Rejection):
         raise UpgradeRefused(result.code, result.message)
     return {
         "changed": True, "active_core_version": node.center.state.core_version, "previous_core_version": active,
-        "lsn": result.lsn, "nodes": [local_versions(node), *peers],
+        "lsn": result.lsn, "nodes": [local_versions(node), *binaries],
     }
