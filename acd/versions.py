@@ -23,8 +23,9 @@ versions, never skip one in the middle.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -52,8 +53,22 @@ RELEASE: Final[str] = _release()
 
 # Core (routing semantics) versions this binary can apply, oldest first. A node applies each
 # record of the log with the semantics of the version active at that record, so a binary must
-# support every version still active in its cluster's log.
+# support every version still active in its cluster's log (acd/core/versions.py has the rules).
 CORE_VERSIONS: Final[tuple[int, ...]] = (1,)
+# The test-only "next" core version, and the environment switch that makes a binary support it
+# (tests and upgrade drills only: the shipped binary cannot activate it).
+CORE_VERSION_NEXT: Final = 2
+NEXT_CORE_ENV: Final = "ACD_ENABLE_NEXT_CORE"
+
+
+def supported_core_versions(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The (lowest, highest) core version this binary applies: `CORE_VERSIONS`, extended to
+    `CORE_VERSION_NEXT` when the environment sets `NEXT_CORE_ENV=1`."""
+    environ = os.environ if environ is None else environ
+    low, high = CORE_VERSIONS[0], CORE_VERSIONS[-1]
+    if environ.get(NEXT_CORE_ENV) == "1":
+        high = max(high, CORE_VERSION_NEXT)
+    return (low, high)
 
 # Replication and witness wire protocol versions this binary speaks, oldest first. Version 1
 # is the message set of replication/protocol.py as it stands.

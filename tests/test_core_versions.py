@@ -56,7 +56,7 @@ def test_the_binary_version_is_the_packages() -> None:
     from pathlib import Path
 
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
-    assert versions.BINARY_VERSION == project["project"]["version"]
+    assert versions.RELEASE == project["project"]["version"]
 
 
 def test_replay_applies_the_old_rule_before_the_switch_and_the_new_one_after(next_core: None) -> None:

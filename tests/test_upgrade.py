@@ -46,10 +46,10 @@ def test_a_standalone_node_shows_its_versions_and_raises_the_core_version_with_t
         async with running_node(settings) as running:
             client, node = running.client, running.node
             version = (await client.get("/v1/version")).json()
-            assert version == {"name": "a", "cluster": "standalone", "binary_version": versions.BINARY_VERSION,
+            assert version == {"name": "a", "cluster": "standalone", "binary_version": versions.RELEASE,
                                "core_versions": [1, 2], "active_core_version": 1}
             view = (await client.get("/v1/cluster")).json()
-            assert (view["binary_version"], view["core_versions"], view["active_core_version"]) == (versions.BINARY_VERSION, [1, 2], 1)
+            assert (view["binary_version"], view["core_versions"], view["active_core_version"]) == (versions.RELEASE, [1, 2], 1)
             lsn = node.lsn
             raised = await client.post("/v1/cluster/upgrade", json={})  # default: the highest every node supports
             assert raised.status_code == 200, raised.text

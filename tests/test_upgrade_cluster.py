@@ -181,7 +181,7 @@ def test_finalize_waits_for_both_binaries_then_the_new_rule_holds_on_both_nodes(
     assert "binary" in header.split() and "core" in header.split()
     for row in rows:
         cells = row.split()
-        assert cells[cells.index(versions.BINARY_VERSION) + 1:][:2] == ["2", "(1..2)"], table.stdout
+        assert cells[cells.index(versions.RELEASE) + 1:][:2] == ["2", "(1..2)"], table.stdout
 
     # The standby goes back to a binary without version 2: it refuses to start, and says why.
     standby = cluster.standby_of(other)

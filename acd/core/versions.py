@@ -30,9 +30,9 @@ binary cannot activate it, and refuses a store that did.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from acd.versions import CORE_VERSION_NEXT, NEXT_CORE_ENV, RELEASE, supported_core_versions
 
 from .rejections import Code, Rejection, reject
 
@@ -40,23 +40,15 @@ if TYPE_CHECKING:
     from .center import Center
     from .commands import ActivateCoreVersion
 
-# The release of this binary (pyproject.toml's version).
-BINARY_VERSION = "0.1.0"
 # The version of a center whose log never activated one.
 CORE_VERSION_INITIAL = 1
-# The range every build of this release supports.
-CORE_VERSIONS = (1, 1)
-# The test-only next version, and the switch that makes a binary support it.
-CORE_VERSION_NEXT = 2
-NEXT_CORE_ENV = "ACD_ENABLE_NEXT_CORE"
 
-
-def supported_core_versions(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """The (lowest, highest) core version this binary applies: 1..1, or 1..2 with the test switch."""
-    environ = os.environ if environ is None else environ
-    if environ.get(NEXT_CORE_ENV) == "1":
-        return (CORE_VERSIONS[0], CORE_VERSION_NEXT)
-    return CORE_VERSIONS
+# This binary's release and the core versions it supports are stated once, in acd.versions;
+# they are named here too for the core's readers.
+__all__ = [
+    "CORE_VERSION_INITIAL", "CORE_VERSION_NEXT", "NEXT_CORE_ENV", "RELEASE", "CoreVersionUnsupported",
+    "activate", "describe", "require_supported", "routing_strategy", "supported_core_versions",
+]
 
 
 def describe(supported: tuple[int, int]) -> str:

@@ -20,7 +20,7 @@ import httpx
 from acd import identity
 from acd.core import Rejection
 from acd.core import commands as c
-from acd.core.versions import BINARY_VERSION, describe, supported_core_versions
+from acd.core.versions import RELEASE, describe, supported_core_versions
 
 if TYPE_CHECKING:
     from acd.node.node import Node
@@ -41,7 +41,7 @@ def local_versions(node: Node) -> dict[str, Any]:
     """This node's binary, the core versions it supports and the one its state runs."""
     low, high = supported_core_versions()
     return {
-        "name": node.name, "cluster": node.settings.cluster.name, "binary_version": BINARY_VERSION, "core_versions": [low, high],
+        "name": node.name, "cluster": node.settings.cluster.name, "binary_version": RELEASE, "core_versions": [low, high],
         "active_core_version": node.center.state.core_version,
     }
 
@@ -85,7 +85,7 @@ async def finalize(node: Node, requested: int | None, actor: str) -> dict[str, A
     if not low <= target <= high:
         raise UpgradeRefused(
             "version_unsupported",
-            f"node {node.name} runs binary {BINARY_VERSION}, which supports core versions {describe((low, high))}, not {target}: upgrade it first",
+            f"node {node.name} runs binary {RELEASE}, which supports core versions {describe((low, high))}, not {target}: upgrade it first",
         )
     for peer in peers:
         peer_low, peer_high = peer["core_versions"]
