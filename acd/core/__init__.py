@@ -2,8 +2,7 @@
 
 from . import commands, events
 from .center import Center, InvariantViolation, invariant
-from .config import Center as CenterConfig
-from .config import ConfigError, validate_center
+from .config import CenterConfig, ConfigError, validate_center
 from .rejections import Code, Rejection
 from .state import AgentState, CallState, Presence, State
 

@@ -27,7 +27,7 @@ import enum
 
 import msgspec
 
-from .config import Center as CenterConfig
+from .config import CenterConfig
 
 
 class CallState(enum.Enum):
