@@ -33,6 +33,7 @@ from .config import Calendar, Queue
 from .events import Event
 from .state import (
     TERMINAL,
+    TRANSITIONS,
     AgentDay,
     AgentRecord,
     AgentState,
@@ -78,6 +79,14 @@ def invariant(condition: bool, message: str) -> None:
     # Not `assert`: Python drops asserts under -O, and these checks must always run.
     if not condition:
         raise InvariantViolation(message)
+
+
+def _moved(call: Interaction, move: str) -> CallState:
+    """The state `move` takes `call` to (`acd.core.state.TRANSITIONS`); an illegal move is a bug."""
+    target = TRANSITIONS.get((call.state, move))
+    if target is None:
+        raise InvariantViolation(f"{call.id}: no move {move!r} from {call.state._value_}")
+    return target
 
 
 class CenterBase:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import _CLOSED, _OFFERED, _SCHEDULED, _TERMINAL, _WAITING, invariant
+from .base import _CLOSED, _OFFERED, _SCHEDULED, _TERMINAL, _WAITING, _moved, invariant
 from .calendar import next_opening
 from .commands import Answer, CallbackAttempt, RequestCallback
 from .conversations import answer, find_call
@@ -44,7 +44,7 @@ def merge_callback(center: Center, call: Interaction, now: float) -> bool:
         agent = center._withdraw_offer(call, "merged", now)
         center._dequeue(call)
     center._count_outcome(call, _closed)
-    center._finish(call, _CLOSED, now, "merged")
+    center._finish(call, "close", now, "merged")
     center._emit(CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing_id))
     if agent is not None:
         center._dispatch_agent(agent, now)  # the agent whose offer went is free again (invariant 5)
@@ -154,9 +154,9 @@ def callback_attempt(center: Center, command: CallbackAttempt, now: float) -> Re
     if due is None:
         center._emit(CallbackAttempted(at=now, call=call.id, agent=name, outcome=command.outcome, attempt=attempt))
         center._count_callback(call, _callback_expired)
-        center._finish(call, _CLOSED, now, "wrong_number" if command.outcome == "wrong_number" else "unreachable")
+        center._finish(call, "close", now, "wrong_number" if command.outcome == "wrong_number" else "unreachable")
     else:
-        call.state = _SCHEDULED
+        call.state = _moved(call, "schedule")
         call.due_at = due
         call.preferred_agent = None
         call.preferred_until = None
@@ -181,7 +181,7 @@ def on_callback_due(center: Center, call_id: str, _detail: str, now: float) -> N
             center._emit(CallScheduled(at=now, call=call.id, queue=call.queue, due_at=opening, agent=call.preferred_agent))
             return
     call.due_at = None
-    call.state = _WAITING
+    call.state = _moved(call, "due")
     call.queued_at = now
     call.place_at = now
     if call.preferred_agent is not None:

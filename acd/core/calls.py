@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
-    _CLOSED,
     _CONNECTED,
     _OFFERED,
     _SCHEDULED,
@@ -16,6 +15,7 @@ from .base import (
     _TRANSFERRED,
     _WAITING,
     _WRAPUP,
+    _moved,
     invariant,
 )
 from .calendar import next_opening
@@ -122,7 +122,7 @@ def arrive(center: Center, command: Arrive, now: float) -> Rejection | None:
         opening = next_opening(calendar, now) if calendar.closed_action == "callback" else None
         if opening is None:
             center._count_outcome(call, _closed)
-            center._finish(call, _CLOSED, now, "closed")
+            center._finish(call, "close", now, "closed")
             center._emit(CallClosed(at=now, call=call.id, queue=call.queue, reason="closed", message=calendar.closed_message))
             return None
         if not sealed:
@@ -130,7 +130,7 @@ def arrive(center: Center, command: Arrive, now: float) -> Rejection | None:
         call.callback = True
         # Scheduled before the merge check: the new interaction never waited in line,
         # so a merge must not take it out of the queue's count.
-        call.state = _SCHEDULED
+        call.state = _moved(call, "schedule")
         call.due_at = opening
         center._count_queue(call, _callback_requested)
         if merge_callback(center, call, now):
@@ -146,18 +146,16 @@ def arrive(center: Center, command: Arrive, now: float) -> Rejection | None:
     if queue.external:
         center._count_queue_arrival(call, now)
         center._count_outcome(call, _sent_out)
-        center._finish(call, _TRANSFERRED, now, "external")
+        center._finish(call, "send_out", now, "external")
         center._emit(CallTransferred(at=now, call=call.id, source="", target=queue.name, external=True))
         return None
     center._count_queue_arrival(call, now)
     queue_name = call.queue
     if queue.max_length and center.waiting_count(queue_name) >= queue.max_length:
-        call.state = _WAITING
         center._count_waiting(call, +1)  # _overflow takes it out of the queue again
         center._call_token[call_id] = -1
         overflow(center, call, now)
         return None
-    call.state = _WAITING
     center._enqueue(call)
     center._emit_queued(call, now)
     center._dispatch_call(call, now)
@@ -203,7 +201,7 @@ def move_to_queue(center: Center, call: Interaction, target: Queue, now: float, 
         center._count_queue_arrival(call, now)
         center._count_queue(call, _transferred_in)
         center._count_outcome(call, _sent_out)
-        center._finish(call, _TRANSFERRED, now, "overflow" if overflow else "transfer")
+        center._finish(call, "send_out", now, "overflow" if overflow else "transfer")
         return
     center._count_queue_arrival(call, now)
     center._count_queue(call, _transferred_in)
@@ -213,7 +211,7 @@ def move_to_queue(center: Center, call: Interaction, target: Queue, now: float, 
             # The caller already waits for a call-back from this queue: one is enough
             # (and one entry per caller and queue keeps a restored center identical).
             center._count_outcome(call, _closed)
-            center._finish(call, _CLOSED, now, "merged")
+            center._finish(call, "close", now, "merged")
             center._emit(CallbackRequested(at=now, call=call.id, queue=call.queue, merged_into=existing))
             return
         center._pending_callbacks[(call.caller_hash, call.queue)] = call.id
@@ -248,7 +246,7 @@ def transfer(center: Center, command: Transfer, now: float) -> Rejection | None:
         center._emit(CallTransferred(at=now, call=call.id, source=source, target=target.name, external=target.external))
         if target.external:
             center._count_outcome(call, _sent_out)
-            center._finish(call, _TRANSFERRED, now, "transfer")
+            center._finish(call, "send_out", now, "transfer")
         elif not merge_callback(center, call, now):
             center._pending_callbacks[(call.caller_hash, call.queue)] = call.id
         return None
@@ -260,7 +258,7 @@ def transfer(center: Center, command: Transfer, now: float) -> Rejection | None:
         agent = center.state.agents[call.agent or ""]
         end_leg(center, call, agent, now, transferred=True)
         call.agent = None
-        call.state = _WAITING
+        call.state = _moved(call, "transfer")
         center._count_waiting(call, +1)
         center._call_token[call.id] = -1
     move_to_queue(center, call, target, now, answered=answered)

@@ -23,12 +23,13 @@ from .base import (
     _WAITING,
     _WRAPUP,
     _heappush,
+    _moved,
     invariant,
 )
 from .commands import Abandon, Answer, Hangup, Hold, Reject, Unhold
 from .events import CallAbandoned, CallAnswered, CallEnded, CallHeld, CallResumed
 from .rejections import Code, Rejection, reject
-from .state import AgentRecord, Held, Interaction
+from .state import TRANSITIONS, AgentRecord, Held, Interaction
 from .statistics import _callback_reached
 from .timers import _RANK_WRAPUP
 
@@ -81,14 +82,14 @@ def answer(center: Center, command: Answer, now: float) -> Rejection | None:
         return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
     if call.state in _TERMINAL:
         return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
-    if call.state is not _OFFERED:
+    if (call.state, "answer") not in TRANSITIONS:  # only a ringing offer is answered
         return reject(Code.call_not_offered, f"interaction {call.id!r} is {call.state.value}, not offered")
     if call.agent != agent.name:
         return reject(Code.not_offered_to_agent, f"interaction {call.id!r} is offered to another agent", field="agent")
     agent.offer = None
     counts = center._waiting_count[call.queue]
     counts[call.priority] -= 1  # counted while it waited and rang
-    call.state = _CONNECTED
+    call.state = _moved(call, "answer")
     call.offer_expires_at = None
     call.answered_at = now
     if call.preferred_agent is not None:
@@ -205,7 +206,7 @@ def abandon(center: Center, command: Abandon, now: float) -> Rejection | None:
             if center_short:
                 counters.short_abandoned += 1
             counters.wait_abandoned_seconds += center_wait
-    center._finish(call, _ABANDONED, now, "abandoned")
+    center._finish(call, "abandon", now, "abandoned")
     center._emit(CallAbandoned(at=now, call=call.id, queue=call.queue, wait=round(wait, 3)))
     if agent is not None:
         center._dispatch_agent(agent, now)
@@ -216,7 +217,7 @@ def hangup(center: Center, command: Hangup, now: float) -> Rejection | None:
     call = center.state.interactions.get(command.call)
     if call is None:
         return reject(Code.unknown_call, f"no interaction {command.call!r}", field="call")
-    if call.state is not _CONNECTED:
+    if (call.state, "hangup") not in TRANSITIONS:  # only a conversation hangs up
         if call.state in (_WRAPUP, _COMPLETED):
             return None
         if call.state in _TERMINAL:
@@ -248,7 +249,7 @@ def hangup(center: Center, command: Hangup, now: float) -> Rejection | None:
         center._show(agent, _SHOWN_WRAPUP, now)
     else:
         center._agent_changed(agent, now)
-    call.state = _WRAPUP
+    call.state = _moved(call, "hangup")
     call.ended_at = now
     return None
 

@@ -23,12 +23,13 @@ from .base import (
     _SHOWN_NOT_READY,
     _TERMINAL,
     _WAITING,
+    _moved,
 )
 from .calendar import DayClock, open_between
 from .config import Calendar, CenterConfig, Queue
 from .events import CallQueued, QueueUpdated
 from .privacy import _hmac_pads
-from .state import AgentRecord, CallState, Interaction
+from .state import AgentRecord, Interaction
 from .timers import Timers
 
 
@@ -401,9 +402,10 @@ class Indices(Timers):
             elif queue_name in free_by_queue:
                 free_by_queue[queue_name].discard(name)
 
-    def _finish(self, call: Interaction, state: CallState, now: float, reason: str = "") -> None:
+    def _finish(self, call: Interaction, move: str, now: float, reason: str = "") -> None:
+        """The interaction ends by `move` (to a terminal state): out of every index."""
+        call.state = state = _moved(call, move)
         # A store into a state record costs more than a read, hence the tests first.
-        call.state = state
         call.completed_at = now
         if call.reason != reason:
             call.reason = reason

@@ -11,7 +11,15 @@ import heapq
 from typing import TYPE_CHECKING, Any
 
 from .agents import Agents
-from .base import _NOT_READY, _OFFERED, _READY, _SHOWN_OFFERED, _WAITING, _heappush, invariant
+from .base import (
+    _NOT_READY,
+    _READY,
+    _SHOWN_OFFERED,
+    _WAITING,
+    _heappush,
+    _moved,
+    invariant,
+)
 from .config import Queue
 from .events import CallOffered, OfferWithdrawn
 from .state import AgentRecord, Interaction
@@ -174,7 +182,7 @@ class Routing(Agents):
         call = interactions[call_id]
         # Out of waiting, but an offered call still holds its place in line (and its count).
         tokens.pop(call_id, None)
-        call.state = _OFFERED
+        call.state = _moved(call, "offer")
         call.agent = name
         call.offer_expires_at = expires = now + self._queues[call.queue].ring_timeout
         state = self.state
@@ -218,7 +226,7 @@ class Routing(Agents):
         invariant(agent.offer == call.id, f"offer of {call.id} not held by {agent.name}")
         agent.offer = None
         self._count_waiting(call, -1)
-        call.state = _WAITING
+        call.state = _moved(call, "withdraw")
         call.agent = None
         call.offer_expires_at = None
         call.last_offer_agent = agent.name

@@ -140,7 +140,7 @@ def complete_wrapup(
         call.disposition = disposition
         if call.abusive is not abusive:
             call.abusive = abusive
-        center._finish(call, _COMPLETED, now)
+        center._finish(call, "wrap_up", now)
     else:
         center._touched_calls.add(call_id)
     center._events.append(
