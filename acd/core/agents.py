@@ -62,19 +62,6 @@ class Agents(Indices):
             return
         self._shown(agent, previous, state, reason, now)
 
-    def _show(self, agent: AgentRecord, state: AgentState, now: float) -> None:
-        """`_agent_changed` for a caller that knows the new shown state (its reason empty).
-
-        It does not mark the agent for re-indexing: the caller does when the agent may have
-        come free or stopped being free.
-        """
-        name = agent.name
-        self._touched_agents.add(name)
-        previous = agent.state
-        if state is previous and not agent.shown_reason:
-            return
-        self._shown(agent, previous, state, "", now)
-
     def _shown(self, agent: AgentRecord, previous: AgentState, state: AgentState, reason: str, now: float) -> None:
         """Count the time spent in the previous shown state, show the new one, emit the event."""
         name = agent.name

@@ -25,7 +25,6 @@ Everything here but `state` is derived from the state and rebuilt by a restore
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 from .calendar import DayClock
@@ -44,8 +43,6 @@ from .state import (
     State,
 )
 
-_heappop = heapq.heappop
-_heappush = heapq.heappush
 # Enum members as module constants: `CallState.WAITING` goes through the enum's class
 # attribute lookup, several times the cost of reading a global.
 _SCHEDULED = CallState.SCHEDULED

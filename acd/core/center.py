@@ -48,7 +48,6 @@ from .base import (
     _WAITING,
     _WRAPUP,
     InvariantViolation,
-    _heappop,
     invariant,
 )
 from .commands import (
@@ -78,7 +77,6 @@ from .events import Audited, Event
 from .invariants import Invariants
 from .rejections import Rejection
 from .state import AgentRecord, State
-from .timers import _RANK_OFFER, _RANK_PRUNE, _RANK_WRAPUP
 
 __all__ = ["Center", "InvariantViolation", "invariant"]
 
@@ -232,28 +230,13 @@ class Center(Invariants):
         return result  # type: ignore[return-value]
 
     def next_deadline(self) -> float | None:
+        """When the first valid timer falls due (stale ones at the top are dropped), or None."""
         timers = self._timers
-        interactions = self.state.interactions
         while timers:
             timer = timers[0]
-            rank = timer[1]
-            # `_timer_valid`, inlined for the usual kinds: offers answered in time and wrap-ups
-            # finished early are stale; the hourly prune is always valid.
-            if rank == _RANK_OFFER:
-                call = interactions.get(timer[3])
-                if call is not None and call.state is _OFFERED and call.offer_expires_at == timer[0]:
-                    return timer[0]
-            elif rank == _RANK_PRUNE:
+            if self._timer_valid(timer):
                 return timer[0]
-            elif rank == _RANK_WRAPUP:
-                agent = self.state.agents.get(timer[3])
-                if agent is not None:
-                    held = agent.held.get(timer[4])
-                    if held is not None and held.wrap_deadline == timer[0]:
-                        return timer[0]
-            elif self._timer_valid(timer):
-                return timer[0]
-            _heappop(timers)
+            heapq.heappop(timers)
         return None
 
     def snapshot(self) -> bytes:

@@ -5,7 +5,6 @@ Command handlers: `(center, command, now)`, a rejection or None (see `Center.app
 
 from __future__ import annotations
 
-import heapq
 from typing import TYPE_CHECKING
 
 from .base import (
@@ -17,12 +16,9 @@ from .base import (
     _OFFERED,
     _READY,
     _SCHEDULED,
-    _SHOWN_BUSY,
-    _SHOWN_WRAPUP,
     _TERMINAL,
     _WAITING,
     _WRAPUP,
-    _heappush,
     _moved,
     invariant,
 )
@@ -31,7 +27,6 @@ from .events import CallAbandoned, CallAnswered, CallEnded, CallHeld, CallResume
 from .rejections import Code, Rejection, reject
 from .state import TRANSITIONS, AgentRecord, Held, Interaction
 from .statistics import _callback_reached
-from .timers import _RANK_WRAPUP
 
 if TYPE_CHECKING:
     from .center import Center
@@ -131,17 +126,9 @@ def answer(center: Center, command: Answer, now: float) -> Rejection | None:
     call.handled_key = stats_key
     center._touched_calls.add(call_id)
     center._events.append(CallAnswered(at=now, call=call_id, agent=name, queue=queue_name, wait=round(wait, 3)))
-    # `_agent_changed`, with the state it would derive (logged in, no offer, a call
-    # connected). A voice-only agent holding a call is in no free-agent heap, nor was
-    # while the offer rang, and re-indexing would find nothing to do.
+    center._agent_changed(agent, now)
     if not center._voice_only.get(name):
-        center._unindexed[name] = None
-        center._show(agent, _SHOWN_BUSY, now)
         center._dispatch_agent(agent, now)  # a chat agent may take more
-    else:
-        if name in center._free_anywhere:
-            center._unindexed[name] = None
-        center._show(agent, _SHOWN_BUSY, now)
     return None
 
 
@@ -223,32 +210,7 @@ def hangup(center: Center, command: Hangup, now: float) -> Rejection | None:
         if call.state in _TERMINAL:
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         return reject(Code.call_not_connected, f"interaction {call.id!r} is {call.state.value}; use abandon")
-    agent = center.state.agents[call.agent or ""]
-    # `end_leg(center, call, agent, now, transferred=False)`, inlined.
-    call_id = call.id
-    name = agent.name
-    agent_held = agent.held
-    held = agent_held[call_id]
-    held.phase = "wrapup"
-    held.ended_at = now
-    if held.hold_since is not None:
-        end_hold(center, call_id, name, held, now)
-    if held.transferred:
-        held.transferred = False
-    wrapup = center._queues[held.queue].wrapup_seconds
-    if wrapup:
-        held.wrap_deadline = deadline = now + wrapup
-        _heappush(center._timers, (deadline, _RANK_WRAPUP, "wrapup", name, call_id))
-    center._touched_calls.add(call_id)
-    center._events.append(CallEnded(at=now, call=call_id, agent=name, talk=round(now - held.answered_at, 3)))
-    if len(agent_held) == 1 and agent.offer is None and agent.presence is not _LOGGED_OUT:
-        # `_agent_changed`, with the state it would derive: wrapping up the only call held.
-        # Holding it, a voice-only agent stays out of the free-agent heaps.
-        if name in center._free_anywhere or not center._voice_only[name]:
-            center._unindexed[name] = None
-        center._show(agent, _SHOWN_WRAPUP, now)
-    else:
-        center._agent_changed(agent, now)
+    end_leg(center, call, center.state.agents[call.agent or ""], now, transferred=False)
     call.state = _moved(call, "hangup")
     call.ended_at = now
     return None
@@ -309,7 +271,7 @@ def end_leg(center: Center, call: Interaction, agent: AgentRecord, now: float, t
     wrapup = center._queues[held.queue].wrapup_seconds
     if wrapup:
         held.wrap_deadline = deadline = now + wrapup
-        heapq.heappush(center._timers, (deadline, _RANK_WRAPUP, "wrapup", agent.name, call_id))
+        center._push_timer(deadline, "wrapup", agent.name, call_id)
     center._touched_calls.add(call_id)
     name = agent.name
     center._events.append(CallEnded(at=now, call=call_id, agent=name, talk=round(now - held.answered_at, 3)))

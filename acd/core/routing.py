@@ -14,9 +14,7 @@ from .agents import Agents
 from .base import (
     _NOT_READY,
     _READY,
-    _SHOWN_OFFERED,
     _WAITING,
-    _heappush,
     _moved,
     invariant,
 )
@@ -24,7 +22,6 @@ from .config import Queue
 from .events import CallOffered, OfferWithdrawn
 from .state import AgentRecord, Interaction
 from .statistics import _callback_attempted
-from .timers import _RANK_OFFER
 
 if TYPE_CHECKING:
     from .center import Center
@@ -93,14 +90,7 @@ class Routing(Agents):
         for level, heap in heaps:
             if level < min_level:
                 break
-            # The head with a current token (stale entries go), inlined.
-            head = None
-            while heap:
-                entry = heap[0]
-                if tokens.get(entry[4]) == entry[3]:
-                    head = entry
-                    break
-                heapq.heappop(heap)
+            head = self._head(heap, tokens)  # the head with a current token (stale entries go)
             if head is None:
                 continue
             if passed_over and head[4] in passed_over:
@@ -189,7 +179,7 @@ class Routing(Agents):
         state.order = order = state.order + 1
         agent.offer = call_id
         agent.last_offer_order = order
-        _heappush(self._timers, (expires, _RANK_OFFER, "offer", call_id, ""))
+        self._push_timer(expires, "offer", call_id)
         self._touched_calls.add(call_id)
         if call.callback:
             call.attempts += 1
@@ -200,9 +190,7 @@ class Routing(Agents):
                 expires_at=expires, callback=call.callback, warning=call.warning,
             )
         )
-        # `_agent_changed`, with the state it would derive: the agent is ready (checked above).
-        self._unindexed[name] = None
-        self._show(agent, _SHOWN_OFFERED, now)
+        self._agent_changed(agent, now)
 
     def _head_not_held(self, heap: list[Any], agent: AgentRecord) -> Any:
         """The first valid entry of `heap` that `agent` does not hold already.

@@ -20,9 +20,6 @@ from .privacy import Privacy
 TIMER_RANK = {
     "offer": 0, "due": 1, "preferred": 2, "relax": 3, "overflow": 4, "wrapup": 5, "recovery": 6, "prune": 7,
 }
-_RANK_OFFER = TIMER_RANK["offer"]
-_RANK_WRAPUP = TIMER_RANK["wrapup"]
-_RANK_PRUNE = TIMER_RANK["prune"]
 
 if TYPE_CHECKING:
     from .center import Center
