@@ -137,14 +137,7 @@ class Routing(Agents):
                 continue
             emptied = False
             for heap in by_priority.values():
-                # _head, inlined: this loop is the hottest in the core.
-                head = None
-                while heap:
-                    entry = heap[0]
-                    if tokens.get(entry[3]) == entry[2]:
-                        head = entry
-                        break
-                    heapq.heappop(heap)
+                head = self._head(heap, tokens)
                 if head is None:
                     emptied = True
                     continue
