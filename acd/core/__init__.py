@@ -1,4 +1,4 @@
-"""The routing core: a pure, deterministic state machine (sans-IO). See `center.py`."""
+"""The routing core: a pure, deterministic state machine (sans-IO). See `center.py`; its parts by concept: `base.py`."""
 
 from . import commands, events
 from .center import Center, InvariantViolation, invariant

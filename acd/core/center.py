@@ -29,6 +29,11 @@ longest-idle (default), fewest-handled, best-skill-level, or round-robin.
 Speed. Waiting interactions live in heaps per (queue, channel, priority) and free agents in
 heaps per (queue, channel, skill level), both with lazy deletion by token, so a command
 costs O(log n) in the numbers of waiting interactions and agents, not O(n).
+
+Layout. This module keeps the step itself (`apply`, `tick`, `next_deadline`, the timers'
+firing) and the snapshot and restore; `Center` builds on one class per concept, and the
+command and timer handlers are functions of the concept modules (see `acd.core.base` for the
+map). The legal moves of an interaction are the table `acd.core.state.TRANSITIONS`.
 """
 
 from __future__ import annotations
