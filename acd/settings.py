@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from acd.core.config import Center, validate_center
+from acd.core.config import CenterConfig, validate_center
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]
 
@@ -126,7 +126,7 @@ class TokenSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class CenterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The scalar part of `acd.core.config.Center`; lists come from top-level tables."""
+    """The scalar part of `acd.core.config.CenterConfig`; lists come from top-level tables."""
 
     name: str = "acd"
     time_zone: str = "Asia/Seoul"
@@ -161,7 +161,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     store: StoreSection
     limits: LimitsSection
     tokens: list[TokenSection]
-    center: Center
+    center: CenterConfig
     hash_key_file: str = ""  # [abuse] hash_key_file: the key of caller hashes, kept out of the log
     inline_hash_key: str = ""  # [abuse] hash_key, taken out of the center so the log never holds it
 
@@ -316,7 +316,7 @@ def loads(text: str, file: str = "<config>") -> Settings:
     center_raw["agents"] = shape.agents
     try:
         msgspec.convert(shape.center, CenterSection)
-        center = msgspec.convert(center_raw, Center)
+        center = msgspec.convert(center_raw, CenterConfig)
     except msgspec.ValidationError as error:
         key, message = _msgspec_path(error)
         if key.startswith(("abuse", "calendars", "queues", "agents")):

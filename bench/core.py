@@ -45,9 +45,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from acd.core import Center, CenterConfig, Rejection
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import (
+    Abandon,
+    Answer,
+    Arrive,
+    Command,
+    Hangup,
+    Login,
+    NotReady,
+    Ready,
+    Tick,
+    WrapUp,
+)
 from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue
+from acd.core.events import (
+    AgentChanged,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    CallQueued,
+    Event,
+    OfferWithdrawn,
+)
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 DAY_START = dt.datetime(2024, 3, 4, 8, 30, tzinfo=SEOUL).timestamp()  # a Monday, opening time
@@ -110,9 +130,9 @@ class Workload:
         self.agents = list(self.center.state.agents)
         self.waiting_target = waiting_target
         self.arrivals_per_second = arrivals_per_second
-        self.log: list[tuple[c.Command, float]] = []  # what the node would log: replayed to measure
+        self.log: list[tuple[Command, float]] = []  # what the node would log: replayed to measure
         self.now = DAY_START
-        self.actions: list[tuple[float, int, Callable[[], c.Command | None]]] = []
+        self.actions: list[tuple[float, int, Callable[[], Command | None]]] = []
         self.sequence = 0
         self.calls = 0
         self.waiting: list[str] = []            # waiting calls, for picking one who gives up
@@ -121,11 +141,11 @@ class Workload:
 
     # -- the driver's own queue of things to do ---------------------------------------
 
-    def later(self, seconds: float, action: Callable[[], c.Command | None]) -> None:
+    def later(self, seconds: float, action: Callable[[], Command | None]) -> None:
         self.sequence += 1
         heapq.heappush(self.actions, (self.now + seconds, self.sequence, action))
 
-    def apply(self, command: c.Command) -> None:
+    def apply(self, command: Command) -> None:
         result = self.center.apply(command, self.now)
         if isinstance(result, Rejection):
             raise AssertionError(f"the workload sent a refused command {command!r}: {result}")
@@ -150,7 +170,7 @@ class Workload:
             else:
                 assert deadline is not None
                 self.now = max(self.now, deadline)
-                command = c.Tick()
+                command = Tick()
             self.apply(command)
             done += 1
 
@@ -183,7 +203,7 @@ class Workload:
 
     # -- callers ----------------------------------------------------------------------
 
-    def arrive(self) -> c.Command:
+    def arrive(self) -> Command:
         self.calls += 1
         call = f"call{self.calls:08d}"
         topic = self.rng.choices(TOPICS, TOPIC_SHARE)[0]
@@ -194,20 +214,20 @@ class Workload:
         if self.waiting_target is None and self.arrivals_per_second:
             self.later(self.rng.expovariate(self.arrivals_per_second), self.arrive)
         caller = f"010{self.rng.randrange(10**8):08d}"
-        return c.Arrive(id=call, queue=topic, caller=caller, channel=channel, attributes=attributes)  # type: ignore[arg-type]
+        return Arrive(id=call, queue=topic, caller=caller, channel=channel, attributes=attributes)  # type: ignore[arg-type]
 
-    def answer(self, call: str, agent: str) -> c.Command | None:
+    def answer(self, call: str, agent: str) -> Command | None:
         if self.offered.get(call) != agent:
             return None  # the offer was withdrawn meanwhile (the agent went on a break)
         del self.offered[call]
-        return c.Answer(call=call, agent=agent)
+        return Answer(call=call, agent=agent)
 
-    def abandon(self, call: str) -> c.Command | None:
+    def abandon(self, call: str) -> Command | None:
         if call not in self.waiting_index:
             return None  # answered (or offered) meanwhile: this caller stays
         if self.waiting_target is not None:
             self.later(self.rng.uniform(0, 1), self.arrive)  # someone else calls in
-        return c.Abandon(call=call)
+        return Abandon(call=call)
 
     def _wait(self, call: str) -> None:
         self.waiting_index[call] = len(self.waiting)
@@ -224,44 +244,44 @@ class Workload:
 
     # -- reactions to the core's events -------------------------------------------------
 
-    def react(self, event: e.Event) -> None:
-        if isinstance(event, e.CallQueued):
+    def react(self, event: Event) -> None:
+        if isinstance(event, CallQueued):
             self._wait(event.call)
-        elif isinstance(event, e.CallOffered):
+        elif isinstance(event, CallOffered):
             self._stop_waiting(event.call)
             if self.waiting_target is not None:
                 self.later(self.rng.uniform(0, 1), self.arrive)  # keep the queue at its length
             self.offered[event.call] = event.agent
             if self.rng.random() < 0.97:  # 3 % ring out: the agent missed it
                 self.later(self.rng.uniform(1, 6), lambda: self.answer(event.call, event.agent))
-        elif isinstance(event, e.OfferWithdrawn):
+        elif isinstance(event, OfferWithdrawn):
             self.offered.pop(event.call, None)
             if event.reason != "abandoned":
                 self._wait(event.call)
-        elif isinstance(event, e.CallAbandoned):
+        elif isinstance(event, CallAbandoned):
             self._stop_waiting(event.call)
-        elif isinstance(event, e.CallAnswered):
+        elif isinstance(event, CallAnswered):
             talk = self.rng.expovariate(1 / TALK_MEAN_SECONDS) + 10
-            self.later(talk, lambda: c.Hangup(call=event.call))
+            self.later(talk, lambda: Hangup(call=event.call))
             if self.rng.random() < 0.03:  # a break after this call: applied after wrap-up
-                self.later(talk / 2, lambda: c.NotReady(agent=event.agent, reason="break"))
-        elif isinstance(event, e.CallEnded):
+                self.later(talk / 2, lambda: NotReady(agent=event.agent, reason="break"))
+        elif isinstance(event, CallEnded):
             disposition = self.rng.choices(("resolved", "unresolved", "transferred"), (0.78, 0.17, 0.05))[0]
             self.later(
                 min(100.0, self.rng.expovariate(1 / WRAP_MEAN_SECONDS)),
-                lambda: c.WrapUp(call=event.call, agent=event.agent, disposition=disposition),  # type: ignore[arg-type]
+                lambda: WrapUp(call=event.call, agent=event.agent, disposition=disposition),  # type: ignore[arg-type]
             )
-        elif isinstance(event, e.AgentChanged) and event.state == "not_ready" and event.reason in ("no_answer", "break"):
+        elif isinstance(event, AgentChanged) and event.state == "not_ready" and event.reason in ("no_answer", "break"):
             pause = 10.0 if event.reason == "no_answer" else self.rng.uniform(300, 900)
-            self.later(pause, lambda: c.Ready(agent=event.agent))
+            self.later(pause, lambda: Ready(agent=event.agent))
 
     # -- set-up ---------------------------------------------------------------------------
 
     def open(self, prefill: int) -> None:
         """Log every agent in and make them ready; `prefill` callers arrive at once."""
         for agent in self.agents:
-            self.apply(c.Login(agent=agent))
-            self.apply(c.Ready(agent=agent))
+            self.apply(Login(agent=agent))
+            self.apply(Ready(agent=agent))
         for _ in range(prefill):
             self.apply(self.arrive())
 

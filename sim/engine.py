@@ -52,8 +52,7 @@ from acd.core import Center, ConfigError, Presence, Rejection, State
 from acd.core import commands as c
 from acd.core import events as e
 from acd.core.calendar import is_open
-from acd.core.config import Agent, Calendar, Queue
-from acd.core.config import Center as CenterConfig
+from acd.core.config import Agent, Calendar, CenterConfig, Queue
 
 from .workload import INTERVAL_SECONDS, CallFactory, CallSpec, Scenario, agent_plan
 

@@ -38,8 +38,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from acd.core.config import Agent
-from acd.core.config import Center as CenterConfig
+from acd.core.config import Agent, CenterConfig
 
 INTERVAL_SECONDS = 900  # the core's statistics interval (state.py: 96 per day)
 INTERVALS_PER_DAY = 96

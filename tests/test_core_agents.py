@@ -3,38 +3,45 @@
 from __future__ import annotations
 
 from acd.core import CenterConfig
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import Login, Logout, NotReady, Ready, Reject, Transfer
 from acd.core.config import Abuse, Agent, Capacity, Queue
+from acd.core.events import (
+    AgentChanged,
+    CallOffered,
+    CallQueued,
+    CallWrappedUp,
+    Event,
+    OfferWithdrawn,
+)
 from acd.core.rejections import Code
 
 from .test_core_harness import Desk, chat_agent, of_type, offers, one_queue_center, only
 
 
-def agent_states(events: list[e.Event], agent: str) -> list[str]:
-    return [event.state for event in of_type(events, e.AgentChanged) if event.agent == agent]
+def agent_states(events: list[Event], agent: str) -> list[str]:
+    return [event.state for event in of_type(events, AgentChanged) if event.agent == agent]
 
 
 def test_agent_moves_through_logged_out_not_ready_ready_offered_busy_wrapup() -> None:
     desk = Desk(one_queue_center(wrapup_seconds=30))
     assert desk.agent_state("a1") == "logged_out"
-    login = only(desk.do(c.Login(agent="a1")), e.AgentChanged)
+    login = only(desk.do(Login(agent="a1")), AgentChanged)
     assert (login.state, login.reason) == ("not_ready", "login")
-    assert agent_states(desk.do(c.Ready(agent="a1")), "a1") == ["ready"]
+    assert agent_states(desk.do(Ready(agent="a1")), "a1") == ["ready"]
     assert agent_states(desk.arrive("x"), "a1") == ["offered"]
     assert agent_states(desk.answer("x"), "a1") == ["busy"]
     assert agent_states(desk.hangup("x"), "a1") == ["wrapup"]
     assert agent_states(desk.wrapup("x"), "a1") == ["ready"]
-    break_ = only(desk.do(c.NotReady(agent="a1", reason="lunch")), e.AgentChanged)
+    break_ = only(desk.do(NotReady(agent="a1", reason="lunch")), AgentChanged)
     assert (break_.state, break_.reason) == ("not_ready", "lunch")
-    assert agent_states(desk.do(c.Logout(agent="a1")), "a1") == ["logged_out"]
+    assert agent_states(desk.do(Logout(agent="a1")), "a1") == ["logged_out"]
 
 
 def test_not_ready_agent_is_offered_nothing() -> None:
     desk = Desk(one_queue_center())
     desk.ready("a1")
-    desk.do(c.NotReady(agent="a1", reason="training"))
-    assert of_type(desk.arrive("x"), e.CallOffered) == []
+    desk.do(NotReady(agent="a1", reason="training"))
+    assert of_type(desk.arrive("x"), CallOffered) == []
     assert desk.state_of("x") == "waiting"
 
 
@@ -42,9 +49,9 @@ def test_not_ready_while_ringing_withdraws_the_offer() -> None:
     desk = Desk(one_queue_center(agents=2))
     desk.ready("a1")
     desk.arrive("x")
-    desk.do(c.Login(agent="a2"))
-    events = desk.do(c.NotReady(agent="a1", reason="meeting"))
-    assert only(events, e.OfferWithdrawn).reason == "agent_left"
+    desk.do(Login(agent="a2"))
+    events = desk.do(NotReady(agent="a1", reason="meeting"))
+    assert only(events, OfferWithdrawn).reason == "agent_left"
     assert desk.agent_state("a1") == "not_ready"
     assert desk.state_of("x") == "waiting"
 
@@ -53,8 +60,8 @@ def test_logout_while_ringing_withdraws_the_offer_without_offering_it_back() -> 
     desk = Desk(one_queue_center(agents=2))
     desk.ready("a1")
     desk.arrive("x")
-    events = desk.do(c.Logout(agent="a1"))
-    assert only(events, e.OfferWithdrawn).reason == "agent_left"
+    events = desk.do(Logout(agent="a1"))
+    assert only(events, OfferWithdrawn).reason == "agent_left"
     assert offers(events) == []
     assert desk.agent_state("a1") == "logged_out"
     assert offers(desk.ready("a2")) == [("x", "a2")]
@@ -67,11 +74,11 @@ def test_ring_timeout_returns_call_to_its_place_and_agent_goes_not_ready_no_answ
     desk.arrive("second", after=5)
     desk.ready("a2")  # takes "second": "first" rings at a1
     assert desk.offer_of("a2") == "second"
-    desk.do(c.Reject(call="second", agent="a2"))  # "second" goes back behind "first"
+    desk.do(Reject(call="second", agent="a2"))  # "second" goes back behind "first"
     desk.arrive("third", after=1)
     assert desk.center.next_deadline() == desk.call("first").offer_expires_at
     events = desk.wait_until(desk.call("first").offer_expires_at)
-    withdrawn = only(events, e.OfferWithdrawn)
+    withdrawn = only(events, OfferWithdrawn)
     assert (withdrawn.call, withdrawn.agent, withdrawn.reason) == ("first", "a1", "no_answer")
     assert desk.agent_state("a1") == "not_ready"
     assert desk.agent("a1").reason == "no_answer"
@@ -84,7 +91,7 @@ def test_ring_timeout_leaves_the_agent_ready_when_so_configured() -> None:
     desk.ready("a1")
     desk.arrive("x")
     events = desk.wait(10)
-    assert only(events, e.OfferWithdrawn).reason == "no_answer"
+    assert only(events, OfferWithdrawn).reason == "no_answer"
     assert offers(events) == [("x", "a1")]  # offered again: nobody else is free
 
 
@@ -93,8 +100,8 @@ def test_reject_returns_call_to_its_place_and_agent_goes_not_ready() -> None:
     desk.arrive("first")
     desk.arrive("second", after=5)
     desk.ready("a1")
-    events = desk.do(c.Reject(call="first", agent="a1"), after=2)
-    assert only(events, e.OfferWithdrawn).reason == "rejected"
+    events = desk.do(Reject(call="first", agent="a1"), after=2)
+    assert only(events, OfferWithdrawn).reason == "rejected"
     assert desk.agent_state("a1") == "not_ready"
     assert [desk.center.position(call) for call in ("first", "second")] == [1, 2]
     assert offers(desk.ready("a2")) == [("first", "a2")]
@@ -105,7 +112,7 @@ def test_not_ready_during_a_call_is_applied_after_wrapup_with_no_offer_in_betwee
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    pending = of_type(desk.do(c.NotReady(agent="a1", reason="lunch")), e.AgentChanged)
+    pending = of_type(desk.do(NotReady(agent="a1", reason="lunch")), AgentChanged)
     assert [(event.state, event.pending, event.reason) for event in pending][-1] == ("busy", "not_ready", "lunch")
     desk.arrive("y")
     desk.hangup("x", after=60)
@@ -121,12 +128,12 @@ def test_logout_during_a_call_is_applied_after_wrapup_with_no_offer_in_between()
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    assert only(desk.do(c.Logout(agent="a1")), e.AgentChanged).pending == "logout"
-    assert desk.do(c.Logout(agent="a1")) == []
+    assert only(desk.do(Logout(agent="a1")), AgentChanged).pending == "logout"
+    assert desk.do(Logout(agent="a1")) == []
     desk.arrive("y")
     desk.hangup("x", after=60)
     events = desk.wait(20)  # the wrap-up times out
-    assert only(events, e.CallWrappedUp).timed_out
+    assert only(events, CallWrappedUp).timed_out
     assert offers(events) == []
     assert desk.agent_state("a1") == "logged_out"
 
@@ -136,8 +143,8 @@ def test_ready_during_a_call_cancels_a_deferred_not_ready() -> None:
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    desk.do(c.NotReady(agent="a1", reason="lunch"))
-    desk.do(c.Ready(agent="a1"))
+    desk.do(NotReady(agent="a1", reason="lunch"))
+    desk.do(Ready(agent="a1"))
     desk.arrive("y")
     desk.hangup("x")
     assert offers(desk.wrapup("x")) == [("y", "a1")]
@@ -150,8 +157,8 @@ def test_chat_agent_deferring_not_ready_loses_the_ringing_offer_for_good() -> No
     desk.answer("x")
     desk.arrive("y", channel="chat")
     assert desk.offer_of("c1") == "y"
-    events = desk.do(c.NotReady(agent="c1", reason="lunch"))
-    assert only(events, e.OfferWithdrawn).call == "y"
+    events = desk.do(NotReady(agent="c1", reason="lunch"))
+    assert only(events, OfferWithdrawn).call == "y"
     assert offers(events) == []
     assert desk.state_of("y") == "waiting"
     assert desk.agent("c1").pending == "not_ready"
@@ -208,7 +215,7 @@ def test_abusive_wrapup_gives_the_agent_a_recovery_period_with_no_offers() -> No
     desk.hangup("x", after=30)
     desk.arrive("y")
     events = desk.wrapup("x", abusive=True)
-    assert only(events, e.CallWrappedUp).abusive
+    assert only(events, CallWrappedUp).abusive
     assert offers(events) == []
     assert desk.agent_state("a1") == "recovering"
     assert desk.center.next_deadline() == desk.now + 300
@@ -228,20 +235,20 @@ def test_caller_flagged_abusive_k_times_within_d_days_arrives_warned_and_routed_
     desk.ready("a1")
     caller = "01055550000"
     for index in range(2):
-        queued = only(desk.arrive(f"rude{index}", caller=caller, after=3600), e.CallQueued)
+        queued = only(desk.arrive(f"rude{index}", caller=caller, after=3600), CallQueued)
         assert (queued.queue, queued.warning) == ("q", False)
         desk.answer(f"rude{index}")
         desk.hangup(f"rude{index}", after=60)
         desk.wrapup(f"rude{index}", abusive=True)
     events = desk.arrive("rude2", caller=caller, after=3600)
-    queued = only(events, e.CallQueued)
+    queued = only(events, CallQueued)
     assert (queued.queue, queued.warning) == ("protect", True)
     assert offers(events) == []
-    offered = only(desk.ready("senior"), e.CallOffered)
+    offered = only(desk.ready("senior"), CallOffered)
     assert (offered.call, offered.warning) == ("rude2", True)
     # Another caller is not affected; the flags expire after the window.
-    assert only(desk.arrive("polite", caller="01055551111"), e.CallQueued).queue == "q"
-    assert only(desk.arrive("later", caller=caller, after=8 * 86400), e.CallQueued).warning is False
+    assert only(desk.arrive("polite", caller="01055551111"), CallQueued).queue == "q"
+    assert only(desk.arrive("later", caller=caller, after=8 * 86400), CallQueued).warning is False
 
 
 def test_caller_number_is_kept_only_as_a_keyed_hash_once_the_call_ended() -> None:
@@ -265,8 +272,8 @@ def test_presence_commands_for_logged_out_or_unknown_agents_are_refused() -> Non
     desk = Desk(one_queue_center())
     # Desk.refuse asserts the code and that the state did not change; the field names the agent.
     for command, code in (
-        (c.Ready(agent="a1"), Code.agent_logged_out), (c.NotReady(agent="a1", reason="x"), Code.agent_logged_out),
-        (c.Login(agent="nobody"), Code.unknown_agent), (c.Logout(agent="nobody"), Code.unknown_agent),
+        (Ready(agent="a1"), Code.agent_logged_out), (NotReady(agent="a1", reason="x"), Code.agent_logged_out),
+        (Login(agent="nobody"), Code.unknown_agent), (Logout(agent="nobody"), Code.unknown_agent),
     ):
         assert desk.refuse(command, code).field == "agent"
 
@@ -277,6 +284,6 @@ def test_chat_agent_wrapping_up_a_transferred_chat_takes_the_callers_behind_it()
     desk.ready("c1")
     desk.arrive("x", channel="chat")
     desk.answer("x")
-    desk.do(c.Transfer(call="x", queue="tax"))  # c1 wraps x up; x waits in tax, which c1 serves
+    desk.do(Transfer(call="x", queue="tax"))  # c1 wraps x up; x waits in tax, which c1 serves
     assert desk.offer_of("c1") is None  # x does not come back to c1
     assert offers(desk.arrive("y", queue="tax", channel="chat", after=1)) == [("y", "c1")]

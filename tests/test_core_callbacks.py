@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from acd.core import CenterConfig
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import NotReady, Ready, RequestCallback, Transfer, WrapUp
 from acd.core.config import Agent, Calendar, Queue
+from acd.core.events import (
+    CallbackRequested,
+    CallClosed,
+    CallOffered,
+    CallQueued,
+    CallScheduled,
+    CallTransferred,
+    OfferWithdrawn,
+)
 from acd.core.rejections import Code
 
 from .test_core_harness import MONDAY_9AM, Desk, of_type, offers, one_queue_center, only, seoul
@@ -34,13 +42,13 @@ def test_waiting_caller_who_asks_for_a_callback_keeps_the_place() -> None:
     desk.arrive("first")
     desk.arrive("asks", after=10)
     desk.arrive("last", after=10)
-    requested = only(desk.do(c.RequestCallback(call="asks"), after=5), e.CallbackRequested)
+    requested = only(desk.do(RequestCallback(call="asks"), after=5), CallbackRequested)
     assert (requested.call, requested.merged_into) == ("asks", None)
     assert desk.state_of("asks") == "waiting"
     assert [desk.center.position(call) for call in ("first", "asks", "last")] == [1, 2, 3]
     desk.ready("a1")
     desk.serve("first")
-    offered = of_type(desk.events, e.CallOffered)[-1]
+    offered = of_type(desk.events, CallOffered)[-1]
     assert (offered.call, offered.callback) == ("asks", True)
 
 
@@ -48,31 +56,31 @@ def test_callback_request_while_ringing_withdraws_the_offer_and_keeps_the_place(
     desk = Desk(one_queue_center(agents=1))
     desk.ready("a1")
     desk.arrive("x")
-    events = desk.do(c.RequestCallback(call="x"))
-    assert only(events, e.OfferWithdrawn).reason == "callback"
-    offered = only(events, e.CallOffered)  # the agent is free, and the task is first in line
+    events = desk.do(RequestCallback(call="x"))
+    assert only(events, OfferWithdrawn).reason == "callback"
+    offered = only(events, CallOffered)  # the agent is free, and the task is first in line
     assert (offered.call, offered.callback) == ("x", True)
 
 
 def test_second_callback_request_of_the_same_caller_for_the_same_queue_merges_into_the_first() -> None:
     desk = Desk(one_queue_center(agents=1))
     desk.arrive("first", caller="01011112222")
-    desk.do(c.RequestCallback(call="first"))
+    desk.do(RequestCallback(call="first"))
     desk.arrive("again", caller="01011112222", after=60)
-    merged = only(desk.do(c.RequestCallback(call="again")), e.CallbackRequested)
+    merged = only(desk.do(RequestCallback(call="again")), CallbackRequested)
     assert merged.merged_into == "first"
     assert desk.state_of("again") == "closed"
     assert desk.call("again").reason == "merged"
     assert desk.center.waiting_count("q") == 1
-    assert desk.do(c.RequestCallback(call="again")) == []  # a repeat of a merge took effect
+    assert desk.do(RequestCallback(call="again")) == []  # a repeat of a merge took effect
 
 
 def test_callback_request_of_another_caller_does_not_merge() -> None:
     desk = Desk(one_queue_center(agents=1))
     desk.arrive("one", caller="01011112222")
-    desk.do(c.RequestCallback(call="one"))
+    desk.do(RequestCallback(call="one"))
     desk.arrive("two", caller="01033334444")
-    assert only(desk.do(c.RequestCallback(call="two")), e.CallbackRequested).merged_into is None
+    assert only(desk.do(RequestCallback(call="two")), CallbackRequested).merged_into is None
     assert desk.center.waiting_count("q") == 2
 
 
@@ -82,21 +90,21 @@ def test_callback_request_needs_a_waiting_caller() -> None:
     desk.arrive("x")
     desk.answer("x")
     # `refuse` checks the code and an unchanged state; the message says why.
-    assert "only a waiting caller asks for a call-back" in desk.refuse(c.RequestCallback(call="x"), Code.call_not_waiting).message
+    assert "only a waiting caller asks for a call-back" in desk.refuse(RequestCallback(call="x"), Code.call_not_waiting).message
     desk.hangup("x")
     desk.wrapup("x")
-    assert "'x' is completed" in desk.refuse(c.RequestCallback(call="x"), Code.call_finished).message
+    assert "'x' is completed" in desk.refuse(RequestCallback(call="x"), Code.call_finished).message
 
 
 # -- call-backs promised at wrap-up --------------------------------------------------------
 
-def promise_callback(desk: Desk, call: str, in_seconds: float) -> e.CallScheduled:
+def promise_callback(desk: Desk, call: str, in_seconds: float) -> CallScheduled:
     desk.arrive(call)
     agent = desk.agent_of(call)
     desk.answer(call, agent)
     desk.hangup(call, after=60)
     events = desk.wrapup(call, agent, "callback", callback_at=desk.now + in_seconds)
-    return only(events, e.CallScheduled)
+    return only(events, CallScheduled)
 
 
 def test_wrapup_with_a_callback_disposition_schedules_a_callback_for_that_agent() -> None:
@@ -105,9 +113,9 @@ def test_wrapup_with_a_callback_disposition_schedules_a_callback_for_that_agent(
     scheduled = promise_callback(desk, "x", 3600)
     assert (scheduled.call, scheduled.queue, scheduled.agent, scheduled.due_at) == ("x:cb1", "q", "a1", desk.now + 3600)
     assert desk.state_of("x:cb1") == "scheduled"
-    assert of_type(desk.wait(3599), e.CallOffered) == []
+    assert of_type(desk.wait(3599), CallOffered) == []
     events = desk.wait(1)
-    offered = only(events, e.CallOffered)
+    offered = only(events, CallOffered)
     assert (offered.call, offered.agent, offered.callback) == ("x:cb1", "a1", True)
 
 
@@ -116,7 +124,7 @@ def test_promised_callback_waits_for_its_agent_then_goes_to_anyone() -> None:
     desk = Desk(CenterConfig(queues=config.queues, agents=config.agents, callback_preferred_seconds=600))
     desk.ready("a1")
     promise_callback(desk, "x", 60)
-    desk.do(c.NotReady(agent="a1", reason="meeting"))
+    desk.do(NotReady(agent="a1", reason="meeting"))
     desk.ready("a2")
     assert offers(desk.wait(60)) == []  # due, but kept for a1 for ten minutes
     assert desk.state_of("x:cb1") == "waiting"
@@ -148,7 +156,7 @@ def test_wrapup_with_a_callback_disposition_needs_a_time() -> None:
     desk.arrive("x")
     desk.answer("x")
     desk.hangup("x")
-    rejection = desk.refuse(c.WrapUp(call="x", agent="a1", disposition="callback"), Code.callback_time_missing)
+    rejection = desk.refuse(WrapUp(call="x", agent="a1", disposition="callback"), Code.callback_time_missing)
     assert rejection.field == "callback_at"
 
 
@@ -158,29 +166,29 @@ def test_promised_callback_due_while_closed_waits_for_the_opening() -> None:
     evening = seoul(2024, 3, 4, 20, 0)
     scheduled = promise_callback(desk, "x", evening - desk.now - 60)
     assert scheduled.due_at == evening
-    rescheduled = only(desk.wait_until(evening), e.CallScheduled)
+    rescheduled = only(desk.wait_until(evening), CallScheduled)
     assert rescheduled.due_at == seoul(2024, 3, 5, 8, 30)
     assert desk.state_of("x:cb1") == "scheduled"
-    desk.do(c.Ready(agent="a1"))
-    offered = only(desk.wait_until(seoul(2024, 3, 5, 8, 30)), e.CallOffered)
+    desk.do(Ready(agent="a1"))
+    offered = only(desk.wait_until(seoul(2024, 3, 5, 8, 30)), CallOffered)
     assert (offered.call, offered.agent) == ("x:cb1", "a1")
 
 
 def test_promised_callback_merges_into_a_pending_request_of_the_same_caller() -> None:
     desk = Desk(one_queue_center(agents=2))
     desk.arrive("waits", caller="01077778888")
-    desk.do(c.RequestCallback(call="waits"))
+    desk.do(RequestCallback(call="waits"))
     desk.ready("a1")
     desk.arrive("talks", caller="01077778888")  # behind "waits", which a1 gets first
     desk.answer("waits", "a1")
     desk.ready("a2")
     desk.answer("talks", "a2")
     desk.arrive("asks-again", caller="01077778888")
-    desk.do(c.RequestCallback(call="asks-again"))
+    desk.do(RequestCallback(call="asks-again"))
     desk.hangup("talks")
     events = desk.wrapup("talks", "a2", "callback", callback_at=desk.now + 60)
-    assert only(events, e.CallbackRequested).merged_into == "asks-again"
-    assert of_type(events, e.CallScheduled) == []
+    assert only(events, CallbackRequested).merged_into == "asks-again"
+    assert of_type(events, CallScheduled) == []
 
 
 # -- overflow -------------------------------------------------------------------------------
@@ -199,7 +207,7 @@ def test_caller_waiting_past_max_wait_overflows_to_the_overflow_queue_keeping_th
     desk.arrive("newer", queue="spare", after=10)
     assert desk.center.next_deadline() == desk.now - 10 + 120
     events = desk.wait(110)
-    moved = only(events, e.CallTransferred)
+    moved = only(events, CallTransferred)
     assert (moved.call, moved.source, moved.target, moved.overflow) == ("x", "q", "spare", True)
     assert [desk.center.position(call) for call in ("older", "x", "newer")] == [1, 2, 3]
 
@@ -207,7 +215,7 @@ def test_caller_waiting_past_max_wait_overflows_to_the_overflow_queue_keeping_th
 def test_caller_past_max_wait_overflows_out_of_the_center_to_an_external_queue() -> None:
     desk = Desk(overflow_center(max_wait=60, overflow="district"))
     desk.arrive("x")
-    moved = only(desk.wait(60), e.CallTransferred)
+    moved = only(desk.wait(60), CallTransferred)
     assert (moved.target, moved.external, moved.overflow) == ("district", True, True)
     assert desk.state_of("x") == "transferred"
 
@@ -217,8 +225,8 @@ def test_caller_arriving_at_a_full_queue_overflows() -> None:
     desk.arrive("one")
     desk.arrive("two")
     events = desk.arrive("three")
-    assert only(events, e.CallTransferred).target == "spare"
-    assert only(events, e.CallQueued).queue == "spare"
+    assert only(events, CallTransferred).target == "spare"
+    assert only(events, CallQueued).queue == "spare"
     assert desk.center.waiting_count("q") == 2
 
 
@@ -226,7 +234,7 @@ def test_caller_arriving_at_a_full_queue_may_overflow_to_a_callback() -> None:
     desk = Desk(overflow_center(max_length=1, overflow="callback"))
     desk.arrive("one")
     events = desk.arrive("two", after=5)
-    requested = only(events, e.CallbackRequested)
+    requested = only(events, CallbackRequested)
     assert requested.call == "two"
     assert desk.call("two").callback
     desk.ready("a1")
@@ -238,10 +246,10 @@ def test_caller_waiting_past_max_wait_may_overflow_to_a_callback_keeping_the_pla
     desk = Desk(overflow_center(max_wait=100, overflow="callback"))
     desk.arrive("x")
     desk.arrive("y", after=50)
-    assert only(desk.wait(50), e.CallbackRequested).call == "x"
+    assert only(desk.wait(50), CallbackRequested).call == "x"
     assert desk.center.position("x") == 1
     assert desk.center.next_deadline() == desk.now + 50  # y's max wait; x waits no more
-    assert only(desk.wait(50), e.CallbackRequested).call == "y"
+    assert only(desk.wait(50), CallbackRequested).call == "y"
 
 
 def test_answered_caller_does_not_overflow() -> None:
@@ -249,14 +257,14 @@ def test_answered_caller_does_not_overflow() -> None:
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    assert of_type(desk.wait(60), e.CallTransferred) == []
+    assert of_type(desk.wait(60), CallTransferred) == []
 
 
 # -- calendars ------------------------------------------------------------------------------
 
 def test_caller_arriving_while_closed_is_told_the_closed_message() -> None:
     desk = Desk(office_center("reject", closed_message="Open weekdays 08:30-18:30."), start=seoul(2024, 3, 4, 19, 0))
-    closed = only(desk.arrive("x"), e.CallClosed)
+    closed = only(desk.arrive("x"), CallClosed)
     assert (closed.reason, closed.message) == ("closed", "Open weekdays 08:30-18:30.")
     assert desk.state_of("x") == "closed"
 
@@ -264,11 +272,11 @@ def test_caller_arriving_while_closed_is_told_the_closed_message() -> None:
 def test_caller_arriving_while_closed_may_leave_a_callback_for_the_next_opening() -> None:
     friday_evening = seoul(2024, 3, 8, 19, 0)
     desk = Desk(office_center("callback"), start=friday_evening)
-    scheduled = only(desk.arrive("x"), e.CallScheduled)
+    scheduled = only(desk.arrive("x"), CallScheduled)
     assert scheduled.due_at == seoul(2024, 3, 11, 8, 30)  # Monday: the weekend is closed
     desk.ready("a1")
     events = desk.wait_until(seoul(2024, 3, 11, 8, 30))
-    queued = only(events, e.CallQueued)
+    queued = only(events, CallQueued)
     assert (queued.call, queued.callback) == ("x", True)
     assert offers(events) == [("x", "a1")]
 
@@ -276,38 +284,38 @@ def test_caller_arriving_while_closed_may_leave_a_callback_for_the_next_opening(
 def test_calendar_hours_are_read_in_seoul_time_by_default() -> None:
     assert office_hours().time_zone == "Asia/Seoul"
     desk = Desk(office_center(), start=seoul(2024, 3, 4, 8, 29))
-    assert of_type(desk.arrive("early"), e.CallClosed)
-    assert of_type(desk.arrive("open", after=60), e.CallQueued)
-    assert of_type(desk.arrive("closing", after=10 * 3600), e.CallClosed)  # 18:30
+    assert of_type(desk.arrive("early"), CallClosed)
+    assert of_type(desk.arrive("open", after=60), CallQueued)
+    assert of_type(desk.arrive("closing", after=10 * 3600), CallClosed)  # 18:30
 
 
 def test_calendar_in_another_time_zone() -> None:
     desk = Desk(office_center(time_zone="UTC"), start=seoul(2024, 3, 4, 9, 0))  # 00:00 UTC
-    assert of_type(desk.arrive("x"), e.CallClosed)
-    assert of_type(desk.arrive("y", after=9 * 3600), e.CallQueued)  # 09:00 UTC
+    assert of_type(desk.arrive("x"), CallClosed)
+    assert of_type(desk.arrive("y", after=9 * 3600), CallQueued)  # 09:00 UTC
 
 
 def test_holiday_closes_the_center_all_day() -> None:
     desk = Desk(office_center(holidays={"2024-03-04": []}))
     assert desk.now == MONDAY_9AM
-    assert of_type(desk.arrive("x"), e.CallClosed)
-    assert of_type(desk.arrive("y", after=86400), e.CallQueued)
+    assert of_type(desk.arrive("x"), CallClosed)
+    assert of_type(desk.arrive("y", after=86400), CallQueued)
 
 
 def test_holiday_may_open_shorter_hours() -> None:
     desk = Desk(office_center(holidays={"2024-03-04": ["10:00-12:00"]}))
-    assert of_type(desk.arrive("nine"), e.CallClosed)
-    assert of_type(desk.arrive("ten", after=3600), e.CallQueued)
+    assert of_type(desk.arrive("nine"), CallClosed)
+    assert of_type(desk.arrive("ten", after=3600), CallQueued)
 
 
 def test_weekend_hours_differ_from_weekday_hours() -> None:
     gwangju = Calendar(name="office", hours={**{day: ["08:00-22:00"] for day in WEEKDAYS}, "sat": ["09:00-18:00"], "sun": ["09:00-18:00"]})
     config = CenterConfig(calendars=[gwangju], queues=[Queue(name="q", calendar="office")])
     desk = Desk(config, start=seoul(2024, 3, 9, 8, 30))  # Saturday
-    assert of_type(desk.arrive("x"), e.CallClosed)
-    assert of_type(desk.arrive("y", after=1800), e.CallQueued)
-    assert of_type(desk.arrive("z", after=9 * 3600), e.CallClosed)  # 18:00
-    assert of_type(desk.arrive("monday-night", after=2 * 86400 + 3 * 3600 + 1800), e.CallQueued)  # Mon 21:00
+    assert of_type(desk.arrive("x"), CallClosed)
+    assert of_type(desk.arrive("y", after=1800), CallQueued)
+    assert of_type(desk.arrive("z", after=9 * 3600), CallClosed)  # 18:00
+    assert of_type(desk.arrive("monday-night", after=2 * 86400 + 3 * 3600 + 1800), CallQueued)  # Mon 21:00
 
 
 def test_callback_promised_after_a_transfer_out_goes_to_the_queue_the_agent_served() -> None:
@@ -316,7 +324,7 @@ def test_callback_promised_after_a_transfer_out_goes_to_the_queue_the_agent_serv
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    desk.do(c.Transfer(call="x", queue="district"))  # to the district office: x ends here
-    scheduled = only(desk.wrapup("x", "a1", "callback", callback_at=desk.now + 60), e.CallScheduled)
+    desk.do(Transfer(call="x", queue="district"))  # to the district office: x ends here
+    scheduled = only(desk.wrapup("x", "a1", "callback", callback_at=desk.now + 60), CallScheduled)
     assert (scheduled.call, scheduled.queue, scheduled.agent) == ("x:cb1", "q", "a1")
     assert offers(desk.wait(60)) == [("x:cb1", "a1")]

@@ -9,9 +9,35 @@ from __future__ import annotations
 import pytest
 
 from acd.core import Center, CenterConfig
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import (
+    Abandon,
+    Answer,
+    Arrive,
+    Command,
+    Hangup,
+    Login,
+    Logout,
+    NotReady,
+    Ready,
+    Reject,
+    RequestCallback,
+    Survey,
+    Transfer,
+    WrapUp,
+)
 from acd.core.config import Agent, Capacity, Queue
+from acd.core.events import (
+    AgentChanged,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    CallQueued,
+    CallTransferred,
+    CallWrappedUp,
+    OfferWithdrawn,
+    SurveyRecorded,
+)
 from acd.core.rejections import Code
 
 from .test_core_harness import Desk, of_type, one_queue_center, only
@@ -24,24 +50,24 @@ def test_interaction_on_each_channel_goes_from_arrival_to_completed(channel: str
     desk.ready("a1")
 
     arrived = desk.arrive("x", channel=channel)
-    queued = only(arrived, e.CallQueued)
+    queued = only(arrived, CallQueued)
     assert (queued.call, queued.queue, queued.channel, queued.position) == ("x", "q", channel, 1)
-    offered = only(arrived, e.CallOffered)
+    offered = only(arrived, CallOffered)
     assert (offered.call, offered.agent, offered.channel) == ("x", "a1", channel)
     assert desk.state_of("x") == "offered"
     assert desk.agent_state("a1") == "offered"
 
-    answered = only(desk.answer("x", "a1", after=4), e.CallAnswered)
+    answered = only(desk.answer("x", "a1", after=4), CallAnswered)
     assert (answered.agent, answered.wait) == ("a1", 4.0)
     assert desk.state_of("x") == "connected"
     assert desk.agent_state("a1") == "busy"
 
-    ended = only(desk.hangup("x", after=100), e.CallEnded)
+    ended = only(desk.hangup("x", after=100), CallEnded)
     assert ended.talk == 100.0
     assert desk.state_of("x") == "wrapup"
     assert desk.agent_state("a1") == "wrapup"
 
-    wrapped = only(desk.wrapup("x", "a1", "resolved", after=12), e.CallWrappedUp)
+    wrapped = only(desk.wrapup("x", "a1", "resolved", after=12), CallWrappedUp)
     assert (wrapped.disposition, wrapped.timed_out) == ("resolved", False)
     assert desk.state_of("x") == "completed"
     assert desk.agent_state("a1") == "ready"
@@ -50,17 +76,17 @@ def test_interaction_on_each_channel_goes_from_arrival_to_completed(channel: str
 def test_caller_waits_in_queue_while_no_agent_is_ready() -> None:
     desk = Desk(one_queue_center(agents=1))
     events = desk.arrive("x")
-    assert of_type(events, e.CallOffered) == []
+    assert of_type(events, CallOffered) == []
     assert desk.state_of("x") == "waiting"
     assert desk.center.position("x") == 1
-    offered = only(desk.ready("a1"), e.CallOffered)
+    offered = only(desk.ready("a1"), CallOffered)
     assert (offered.call, offered.agent) == ("x", "a1")
 
 
 def test_waiting_caller_who_hangs_up_is_abandoned() -> None:
     desk = Desk(one_queue_center(agents=1))
     desk.arrive("x")
-    abandoned = only(desk.do(c.Abandon(call="x"), after=42), e.CallAbandoned)
+    abandoned = only(desk.do(Abandon(call="x"), after=42), CallAbandoned)
     assert (abandoned.call, abandoned.wait) == ("x", 42.0)
     assert desk.state_of("x") == "abandoned"
     assert desk.center.waiting_count("q") == 0
@@ -71,9 +97,9 @@ def test_caller_who_hangs_up_while_ringing_withdraws_the_offer_and_frees_the_age
     desk.ready("a1")
     desk.arrive("x")
     desk.arrive("y")
-    events = desk.do(c.Abandon(call="x"), after=3)
-    assert only(events, e.OfferWithdrawn).reason == "abandoned"
-    assert only(events, e.CallOffered).call == "y"
+    events = desk.do(Abandon(call="x"), after=3)
+    assert only(events, OfferWithdrawn).reason == "abandoned"
+    assert only(events, CallOffered).call == "y"
     assert desk.state_of("x") == "abandoned"
 
 
@@ -84,8 +110,8 @@ def test_wrapup_ends_by_itself_after_the_queue_wrapup_time() -> None:
     desk.answer("x")
     desk.hangup("x", after=60)
     assert desk.center.next_deadline() == desk.now + 30
-    assert of_type(desk.wait(29), e.CallWrappedUp) == []
-    wrapped = only(desk.wait(1), e.CallWrappedUp)
+    assert of_type(desk.wait(29), CallWrappedUp) == []
+    wrapped = only(desk.wait(1), CallWrappedUp)
     assert (wrapped.disposition, wrapped.timed_out) == ("not_recorded", True)
     assert desk.state_of("x") == "completed"
     assert desk.agent_state("a1") == "ready"
@@ -100,8 +126,8 @@ def test_agent_who_finishes_wrapup_is_offered_the_next_caller_at_once() -> None:
     desk.hangup("x", after=30)
     assert desk.state_of("y") == "waiting"
     events = desk.wrapup("x", "a1", after=5)
-    assert [type(event) for event in events] == [e.CallWrappedUp, e.AgentChanged, e.CallOffered, e.AgentChanged]
-    assert only(events, e.CallOffered).call == "y"
+    assert [type(event) for event in events] == [CallWrappedUp, AgentChanged, CallOffered, AgentChanged]
+    assert only(events, CallOffered).call == "y"
 
 
 def test_transfer_to_another_queue_keeps_the_place_in_line() -> None:
@@ -114,11 +140,11 @@ def test_transfer_to_another_queue_keeps_the_place_in_line() -> None:
     desk.arrive("x", queue="q", after=10)
     desk.arrive("late", queue="tax", after=10)
     desk.ready("a1")
-    events = desk.do(c.Transfer(call="x", queue="tax"), after=5)  # ringing at a1: withdrawn
-    assert only(events, e.OfferWithdrawn).reason == "transferred"
-    moved = only(events, e.CallTransferred)
+    events = desk.do(Transfer(call="x", queue="tax"), after=5)  # ringing at a1: withdrawn
+    assert only(events, OfferWithdrawn).reason == "transferred"
+    moved = only(events, CallTransferred)
     assert (moved.source, moved.target, moved.external) == ("q", "tax", False)
-    assert only(events, e.CallQueued).queue == "tax"
+    assert only(events, CallQueued).queue == "tax"
     # x arrived between "early" and "late", and keeps that place in the tax queue.
     assert [desk.center.position(call) for call in ("early", "x", "late")] == [1, 2, 3]
     desk.ready("t1")
@@ -134,9 +160,9 @@ def test_transfer_of_a_conversation_puts_the_caller_back_in_line_and_the_agent_i
     desk.ready("a1", "t1")
     desk.arrive("x")
     desk.answer("x", "a1")
-    events = desk.do(c.Transfer(call="x", queue="tax"), after=60)
-    assert only(events, e.CallEnded).agent == "a1"
-    assert only(events, e.CallOffered).agent == "t1"
+    events = desk.do(Transfer(call="x", queue="tax"), after=60)
+    assert only(events, CallEnded).agent == "a1"
+    assert only(events, CallOffered).agent == "t1"
     assert desk.agent_state("a1") == "wrapup"
     desk.answer("x", "t1")
     desk.wrapup("x", "a1", "transferred", after=5)  # the first leg's wrap-up
@@ -152,8 +178,8 @@ def test_transfer_to_an_external_queue_ends_the_interaction_as_transferred() -> 
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    events = desk.do(c.Transfer(call="x", queue="district"), after=30)
-    moved = only(events, e.CallTransferred)
+    events = desk.do(Transfer(call="x", queue="district"), after=30)
+    moved = only(events, CallTransferred)
     assert (moved.target, moved.external) == ("district", True)
     assert desk.state_of("x") == "transferred"
     assert desk.agent_state("a1") == "wrapup"
@@ -166,22 +192,22 @@ def test_arrival_in_an_external_queue_is_transferred_out_at_once() -> None:
     config = CenterConfig(queues=[Queue(name="q"), Queue(name="district", external=True)])
     desk = Desk(config)
     events = desk.arrive("x", queue="district")
-    assert only(events, e.CallTransferred).external is True
+    assert only(events, CallTransferred).external is True
     assert desk.state_of("x") == "transferred"
 
 
 def test_caller_flagged_as_vulnerable_keeps_a_raised_priority() -> None:
     desk = Desk(one_queue_center())
     for attribute in ("vulnerable", "elderly", "disabled"):
-        queued = only(desk.arrive(attribute, attributes={attribute: True}), e.CallQueued)
+        queued = only(desk.arrive(attribute, attributes={attribute: True}), CallQueued)
         assert queued.priority == desk.center.config.vulnerable_priority
-    assert only(desk.arrive("plain", attributes={"elderly": False}), e.CallQueued).priority == 0
-    assert only(desk.arrive("asked", priority=7, attributes={"disabled": True}), e.CallQueued).priority == 7
+    assert only(desk.arrive("plain", attributes={"elderly": False}), CallQueued).priority == 0
+    assert only(desk.arrive("asked", priority=7, attributes={"disabled": True}), CallQueued).priority == 7
 
 
 def test_repeated_arrival_with_the_same_body_takes_effect_once() -> None:
     desk = Desk(one_queue_center())
-    command = c.Arrive(id="x", queue="q", caller="01012345678")
+    command = Arrive(id="x", queue="q", caller="01012345678")
     desk.do(command)
     assert desk.do(command, after=5) == []
     assert desk.center.waiting_count("q") == 1
@@ -190,27 +216,27 @@ def test_repeated_arrival_with_the_same_body_takes_effect_once() -> None:
 
 def test_arrival_with_a_known_id_and_another_body_is_an_id_conflict() -> None:
     desk = Desk(one_queue_center())
-    desk.do(c.Arrive(id="x", queue="q", caller="01012345678"))
-    rejection = desk.refuse(c.Arrive(id="x", queue="q", caller="01099999999"), Code.id_conflict)
+    desk.do(Arrive(id="x", queue="q", caller="01012345678"))
+    rejection = desk.refuse(Arrive(id="x", queue="q", caller="01099999999"), Code.id_conflict)
     assert rejection.field == "id"
-    desk.refuse(c.Arrive(id="x", queue="q", caller="01012345678", priority=3), Code.id_conflict)
+    desk.refuse(Arrive(id="x", queue="q", caller="01012345678", priority=3), Code.id_conflict)
 
 
 @pytest.mark.parametrize(
     "command",
     [
-        c.Answer(call="x", agent="a1"),
-        c.Hangup(call="x"),
-        c.WrapUp(call="x", agent="a1", disposition="resolved"),
-        c.Survey(call="x", score=4),
+        Answer(call="x", agent="a1"),
+        Hangup(call="x"),
+        WrapUp(call="x", agent="a1", disposition="resolved"),
+        Survey(call="x", score=4),
     ],
     ids=lambda command: type(command).__name__,
 )
-def test_repeating_a_command_that_took_effect_returns_no_events(command: c.Command) -> None:
+def test_repeating_a_command_that_took_effect_returns_no_events(command: Command) -> None:
     desk = Desk(one_queue_center())
     desk.ready("a1")
     desk.arrive("x")
-    for step in (c.Answer(call="x", agent="a1"), c.Hangup(call="x"), c.WrapUp(call="x", agent="a1", disposition="resolved"), c.Survey(call="x", score=4)):
+    for step in (Answer(call="x", agent="a1"), Hangup(call="x"), WrapUp(call="x", agent="a1", disposition="resolved"), Survey(call="x", score=4)):
         desk.do(step, after=1)
         if step == command:
             break
@@ -224,29 +250,29 @@ def test_repeating_abandon_reject_transfer_and_callback_returns_no_events() -> N
     desk = Desk(config)
     desk.ready("a1")
     desk.arrive("x")
-    desk.do(c.Reject(call="x", agent="a1"))
-    assert desk.do(c.Reject(call="x", agent="a1")) == []
-    desk.do(c.Transfer(call="x", queue="other"))
-    assert desk.do(c.Transfer(call="x", queue="other")) == []
-    desk.do(c.RequestCallback(call="x"))
-    assert desk.do(c.RequestCallback(call="x")) == []
-    desk.do(c.Abandon(call="x"))
-    assert desk.do(c.Abandon(call="x")) == []
+    desk.do(Reject(call="x", agent="a1"))
+    assert desk.do(Reject(call="x", agent="a1")) == []
+    desk.do(Transfer(call="x", queue="other"))
+    assert desk.do(Transfer(call="x", queue="other")) == []
+    desk.do(RequestCallback(call="x"))
+    assert desk.do(RequestCallback(call="x")) == []
+    desk.do(Abandon(call="x"))
+    assert desk.do(Abandon(call="x")) == []
     desk.arrive("y")
-    desk.do(c.Transfer(call="y", queue="district"))
-    assert desk.do(c.Transfer(call="y", queue="district")) == []
+    desk.do(Transfer(call="y", queue="district"))
+    assert desk.do(Transfer(call="y", queue="district")) == []
 
 
 def test_repeating_agent_commands_returns_no_events() -> None:
     desk = Desk(one_queue_center())
-    desk.do(c.Login(agent="a1"))
-    assert desk.do(c.Login(agent="a1")) == []
-    desk.do(c.Ready(agent="a1"))
-    assert desk.do(c.Ready(agent="a1")) == []
-    desk.do(c.NotReady(agent="a1", reason="lunch"))
-    assert desk.do(c.NotReady(agent="a1", reason="lunch")) == []
-    desk.do(c.Logout(agent="a1"))
-    assert desk.do(c.Logout(agent="a1")) == []
+    desk.do(Login(agent="a1"))
+    assert desk.do(Login(agent="a1")) == []
+    desk.do(Ready(agent="a1"))
+    assert desk.do(Ready(agent="a1")) == []
+    desk.do(NotReady(agent="a1", reason="lunch"))
+    assert desk.do(NotReady(agent="a1", reason="lunch")) == []
+    desk.do(Logout(agent="a1"))
+    assert desk.do(Logout(agent="a1")) == []
 
 
 def test_survey_scores_an_answered_interaction_once() -> None:
@@ -254,12 +280,12 @@ def test_survey_scores_an_answered_interaction_once() -> None:
     desk.ready("a1")
     desk.arrive("x")
     desk.serve("x")
-    recorded = only(desk.do(c.Survey(call="x", score=5)), e.SurveyRecorded)
+    recorded = only(desk.do(Survey(call="x", score=5)), SurveyRecorded)
     assert (recorded.call, recorded.agent, recorded.score) == ("x", "a1", 5)
-    desk.refuse(c.Survey(call="x", score=2), Code.survey_already_recorded)
+    desk.refuse(Survey(call="x", score=2), Code.survey_already_recorded)
     desk.arrive("never")
-    desk.do(c.Abandon(call="never"))
-    desk.refuse(c.Survey(call="never", score=3), Code.call_not_answered)
+    desk.do(Abandon(call="never"))
+    desk.refuse(Survey(call="never", score=3), Code.call_not_answered)
 
 
 def test_snapshot_restores_to_the_same_state_and_replay_reproduces_it() -> None:

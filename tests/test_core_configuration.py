@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from acd.core import Center, CenterConfig, ConfigError
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import Abandon, Configure, Login, Logout, Transfer
 from acd.core.config import Abuse, Agent, Calendar, Queue, RelaxationStep
+from acd.core.events import ConfigApplied
 from acd.core.rejections import Code
 
 from .test_core_harness import Desk, offers, one_queue_center, only
@@ -15,7 +15,7 @@ from .test_core_harness import Desk, offers, one_queue_center, only
 
 def test_configure_applies_the_center_and_reports_its_size() -> None:
     desk = Desk(CenterConfig())
-    applied = only(desk.do(c.Configure(center=one_queue_center(agents=3), actor="ops")), e.ConfigApplied)
+    applied = only(desk.do(Configure(center=one_queue_center(agents=3), actor="ops")), ConfigApplied)
     assert (applied.version, applied.queues, applied.agents, applied.actor) == (2, 1, 3, "ops")
     assert desk.center.queue("q") is not None
     assert sorted(desk.center.state.agents) == ["a1", "a2", "a3"]
@@ -64,7 +64,7 @@ def test_center_built_from_an_invalid_config_raises_naming_the_key() -> None:
 )
 def test_invalid_config_is_rejected_naming_the_key(config: CenterConfig, key: str) -> None:
     desk = Desk(one_queue_center())
-    rejection = desk.refuse(c.Configure(center=config), Code.invalid_config)
+    rejection = desk.refuse(Configure(center=config), Code.invalid_config)
     assert rejection.field == key
     assert rejection.status == 400
 
@@ -72,11 +72,11 @@ def test_invalid_config_is_rejected_naming_the_key(config: CenterConfig, key: st
 def test_removing_a_logged_in_agent_is_refused() -> None:
     desk = Desk(one_queue_center(agents=2))
     desk.ready("a2")
-    rejection = desk.refuse(c.Configure(center=one_queue_center(agents=1)), Code.invalid_config)
+    rejection = desk.refuse(Configure(center=one_queue_center(agents=1)), Code.invalid_config)
     assert rejection.field == "agents"
     assert "a2" in rejection.message
-    desk.do(c.Logout(agent="a2"))
-    desk.do(c.Configure(center=one_queue_center(agents=1)))
+    desk.do(Logout(agent="a2"))
+    desk.do(Configure(center=one_queue_center(agents=1)))
     assert list(desk.center.state.agents) == ["a1"]
 
 
@@ -84,9 +84,9 @@ def test_removing_a_queue_with_waiting_callers_is_refused() -> None:
     config = CenterConfig(queues=[Queue(name="q"), Queue(name="old")])
     desk = Desk(config)
     desk.arrive("x", queue="old")
-    assert desk.refuse(c.Configure(center=CenterConfig(queues=[Queue(name="q")])), Code.invalid_config).field == "queues"
-    desk.do(c.Abandon(call="x"))
-    desk.do(c.Configure(center=CenterConfig(queues=[Queue(name="q")])))
+    assert desk.refuse(Configure(center=CenterConfig(queues=[Queue(name="q")])), Code.invalid_config).field == "queues"
+    desk.do(Abandon(call="x"))
+    desk.do(Configure(center=CenterConfig(queues=[Queue(name="q")])))
 
 
 def test_removing_a_queue_whose_call_an_agent_still_wraps_up_is_refused() -> None:
@@ -95,17 +95,17 @@ def test_removing_a_queue_whose_call_an_agent_still_wraps_up_is_refused() -> Non
     desk.ready("a1")
     desk.arrive("x", queue="old")
     desk.answer("x")
-    desk.do(c.Transfer(call="x", queue="district"))  # the call is gone; a1's wrap-up is not
+    desk.do(Transfer(call="x", queue="district"))  # the call is gone; a1's wrap-up is not
     smaller = CenterConfig(queues=[Queue(name="q"), Queue(name="district", external=True)], agents=[Agent(name="a1")])
-    assert desk.refuse(c.Configure(center=smaller), Code.invalid_config).field == "queues"
+    assert desk.refuse(Configure(center=smaller), Code.invalid_config).field == "queues"
     desk.wrapup("x", "a1", "transferred")
-    desk.do(c.Configure(center=smaller))
+    desk.do(Configure(center=smaller))
 
 
 def test_adding_an_agent_routes_waiting_callers_to_them_at_once() -> None:
     desk = Desk(one_queue_center(agents=1))
     desk.arrive("x")
-    desk.do(c.Configure(center=one_queue_center(agents=2)))
+    desk.do(Configure(center=one_queue_center(agents=2)))
     assert desk.agent_state("a2") == "logged_out"
     assert offers(desk.ready("a2")) == [("x", "a2")]
 
@@ -117,7 +117,7 @@ def test_giving_an_agent_a_skill_routes_waiting_callers_to_them_at_once() -> Non
     desk.ready("a1")
     desk.arrive("x", queue="tax")
     assert desk.state_of("x") == "waiting"
-    assert offers(desk.do(c.Configure(center=after))) == [("x", "a1")]
+    assert offers(desk.do(Configure(center=after))) == [("x", "a1")]
 
 
 def test_queue_agents_lists_who_serves_each_queue_and_follows_a_reconfiguration() -> None:
@@ -129,19 +129,19 @@ def test_queue_agents_lists_who_serves_each_queue_and_follows_a_reconfiguration(
     assert center.queue_agents("nope") == ()
     for agent in ("a1", "a2"):
         assert {q for q in ("tax", "all", "out") if agent in center.queue_agents(q)} == set(center.agent_levels(agent))
-    desk.do(c.Configure(center=CenterConfig(queues=queues, agents=[Agent(name="a1", skills={"tax": 1}), Agent(name="a3")])))
+    desk.do(Configure(center=CenterConfig(queues=queues, agents=[Agent(name="a1", skills={"tax": 1}), Agent(name="a3")])))
     assert (center.queue_agents("tax"), center.queue_agents("all")) == (("a1",), ("a1", "a3"))
 
 
 def test_reconfiguring_keeps_agents_and_callers_where_they_are() -> None:
     desk = Desk(one_queue_center(agents=2))
     desk.ready("a1")
-    desk.do(c.Login(agent="a2"))
+    desk.do(Login(agent="a2"))
     desk.arrive("talking")
     desk.answer("talking")
     for index in range(3):
         desk.arrive(f"w{index}", after=1)
-    desk.do(c.Configure(center=one_queue_center(agents=2, strategy="round-robin", wrapup_seconds=5)))
+    desk.do(Configure(center=one_queue_center(agents=2, strategy="round-robin", wrapup_seconds=5)))
     assert (desk.agent_state("a1"), desk.agent_state("a2")) == ("busy", "not_ready")
     assert [desk.center.position(f"w{index}") for index in range(3)] == [1, 2, 3]
     desk.hangup("talking")
@@ -172,11 +172,11 @@ def test_a_configuration_checked_again_gets_the_same_outcome_and_types() -> None
     assert as_float == as_int == as_bool  # what a cache keyed by equality would confuse
     for first, second in ((as_float, as_int), (as_int, as_float)):
         desk = Desk(base)
-        desk.do(c.Configure(center=first))
-        desk.do(c.Configure(center=second))
+        desk.do(Configure(center=first))
+        desk.do(Configure(center=second))
         stored = desk.center.config.queues[0].ring_timeout
         assert type(stored) is float and stored == 1.0
     desk = Desk(base)
-    desk.do(c.Configure(center=as_float))
-    rejection = desk.refuse(c.Configure(center=as_bool), Code.invalid_config)
+    desk.do(Configure(center=as_float))
+    rejection = desk.refuse(Configure(center=as_bool), Code.invalid_config)
     assert rejection.field == "queues[0].ring_timeout"

@@ -16,16 +16,16 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from acd.core import Center, CenterConfig, Rejection
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import Answer, Arrive, Command, Configure, Hangup, Login, Ready, Tick, WrapUp
 from acd.core.config import Agent, Capacity, Queue
+from acd.core.events import CallOffered, Event
 from acd.core.rejections import Code
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 # Monday 4 March 2024, 09:00 in Seoul: a working day, inside every calendar the tests use.
 MONDAY_9AM = dt.datetime(2024, 3, 4, 9, 0, tzinfo=SEOUL).timestamp()
 
-EventType = TypeVar("EventType", bound=e.Event)
+EventType = TypeVar("EventType", bound=Event)
 
 
 def seoul(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
@@ -45,19 +45,19 @@ def chat_agent(name: str, chats: int = 3, **options: Any) -> Agent:
     return Agent(name=name, capacity=Capacity(voice=0, chat=chats, sms=chats), **options)
 
 
-def of_type(events: Iterable[e.Event], kind: type[EventType]) -> list[EventType]:
+def of_type(events: Iterable[Event], kind: type[EventType]) -> list[EventType]:
     return [event for event in events if isinstance(event, kind)]
 
 
-def only(events: Iterable[e.Event], kind: type[EventType]) -> EventType:
+def only(events: Iterable[Event], kind: type[EventType]) -> EventType:
     found = of_type(events, kind)
     assert len(found) == 1, f"expected one {kind.__name__}, got {found}"
     return found[0]
 
 
-def offers(events: Iterable[e.Event]) -> list[tuple[str, str]]:
+def offers(events: Iterable[Event]) -> list[tuple[str, str]]:
     """(call, agent) of every offer, in order."""
-    return [(event.call, event.agent) for event in of_type(events, e.CallOffered)]
+    return [(event.call, event.agent) for event in of_type(events, CallOffered)]
 
 
 class Desk:
@@ -66,13 +66,13 @@ class Desk:
     def __init__(self, config: CenterConfig, start: float = MONDAY_9AM) -> None:
         self.center = Center()
         self.now = start
-        self.log: list[tuple[c.Command, float]] = []
-        self.events: list[e.Event] = []
-        self.do(c.Configure(center=config))
+        self.log: list[tuple[Command, float]] = []
+        self.events: list[Event] = []
+        self.do(Configure(center=config))
 
     # -- driving ----------------------------------------------------------------------
 
-    def do(self, command: c.Command, after: float = 0.0) -> list[e.Event]:
+    def do(self, command: Command, after: float = 0.0) -> list[Event]:
         """Apply an accepted command `after` seconds from now; its events."""
         self.now += after
         result = self.center.apply(command, self.now)
@@ -82,7 +82,7 @@ class Desk:
         self.center.check_invariants()
         return result
 
-    def refuse(self, command: c.Command, code: Code) -> Rejection:
+    def refuse(self, command: Command, code: Code) -> Rejection:
         """Apply a command that must be refused with `code`, leaving the state unchanged."""
         before = self.center.state_hash()
         result = self.center.apply(command, self.now)
@@ -91,34 +91,34 @@ class Desk:
         assert self.center.state_hash() == before, f"{command!r} was refused but changed the state"
         return result
 
-    def wait(self, seconds: float) -> list[e.Event]:
+    def wait(self, seconds: float) -> list[Event]:
         """Let time pass: one tick `seconds` from now."""
-        return self.do(c.Tick(), after=seconds)
+        return self.do(Tick(), after=seconds)
 
-    def wait_until(self, at: float) -> list[e.Event]:
-        return self.do(c.Tick(), after=at - self.now)
+    def wait_until(self, at: float) -> list[Event]:
+        return self.do(Tick(), after=at - self.now)
 
     # -- shorthands -------------------------------------------------------------------
 
-    def ready(self, *agents: str) -> list[e.Event]:
-        produced: list[e.Event] = []
+    def ready(self, *agents: str) -> list[Event]:
+        produced: list[Event] = []
         for agent in agents:
-            produced += self.do(c.Login(agent=agent))
-            produced += self.do(c.Ready(agent=agent))
+            produced += self.do(Login(agent=agent))
+            produced += self.do(Ready(agent=agent))
         return produced
 
-    def arrive(self, call: str, queue: str = "q", caller: str | None = None, after: float = 0.0, **options: Any) -> list[e.Event]:
+    def arrive(self, call: str, queue: str = "q", caller: str | None = None, after: float = 0.0, **options: Any) -> list[Event]:
         number = caller if caller is not None else "010" + str(zlib.crc32(call.encode()) % 10**8).zfill(8)
-        return self.do(c.Arrive(id=call, queue=queue, caller=number, **options), after=after)
+        return self.do(Arrive(id=call, queue=queue, caller=number, **options), after=after)
 
-    def answer(self, call: str, agent: str | None = None, after: float = 0.0) -> list[e.Event]:
-        return self.do(c.Answer(call=call, agent=agent or self.agent_of(call)), after=after)
+    def answer(self, call: str, agent: str | None = None, after: float = 0.0) -> list[Event]:
+        return self.do(Answer(call=call, agent=agent or self.agent_of(call)), after=after)
 
-    def hangup(self, call: str, after: float = 0.0) -> list[e.Event]:
-        return self.do(c.Hangup(call=call), after=after)
+    def hangup(self, call: str, after: float = 0.0) -> list[Event]:
+        return self.do(Hangup(call=call), after=after)
 
-    def wrapup(self, call: str, agent: str | None = None, disposition: str = "resolved", after: float = 0.0, **options: Any) -> list[e.Event]:
-        return self.do(c.WrapUp(call=call, agent=agent or self.held_by(call), disposition=disposition, **options), after=after)  # type: ignore[arg-type]
+    def wrapup(self, call: str, agent: str | None = None, disposition: str = "resolved", after: float = 0.0, **options: Any) -> list[Event]:
+        return self.do(WrapUp(call=call, agent=agent or self.held_by(call), disposition=disposition, **options), after=after)  # type: ignore[arg-type]
 
     def serve(self, call: str, talk: float = 60.0, wrap: float = 10.0, disposition: str = "resolved") -> str:
         """Answer the offered call, talk, hang up and wrap up; the agent who served it."""

@@ -13,7 +13,26 @@ from collections.abc import Callable
 import pytest
 
 from acd.core import AgentState, CallState, Center, CenterConfig, Rejection
-from acd.core import commands as c
+from acd.core.commands import (
+    Abandon,
+    ActivateCoreVersion,
+    Answer,
+    Arrive,
+    Audit,
+    Command,
+    Configure,
+    Hangup,
+    Login,
+    Logout,
+    NotReady,
+    Ready,
+    Reject,
+    RequestCallback,
+    Survey,
+    Tick,
+    Transfer,
+    WrapUp,
+)
 from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue
 from acd.core.rejections import Code
 
@@ -23,7 +42,7 @@ from .test_core_harness import Desk, one_queue_center
 def test_refused_command_stamped_later_leaves_even_the_clock_unchanged() -> None:
     desk = Desk(one_queue_center())
     before = desk.center.state_hash()
-    result = desk.center.apply(c.Answer(call="nobody", agent="a1"), desk.now + 5)
+    result = desk.center.apply(Answer(call="nobody", agent="a1"), desk.now + 5)
     assert isinstance(result, Rejection) and result.code == "unknown_call"
     assert desk.center.state_hash() == before
     assert desk.replayed().state_hash() == before
@@ -31,7 +50,7 @@ def test_refused_command_stamped_later_leaves_even_the_clock_unchanged() -> None
 
 def test_rejection_carries_the_code_its_http_status_and_the_field() -> None:
     desk = Desk(one_queue_center())
-    rejection = desk.refuse(c.Arrive(id="x", queue="nowhere", caller="0101"), Code.unknown_queue)
+    rejection = desk.refuse(Arrive(id="x", queue="nowhere", caller="0101"), Code.unknown_queue)
     assert (rejection.code, rejection.status, rejection.field) == ("unknown_queue", 404, "queue")
     assert "nowhere" in rejection.message
 
@@ -56,53 +75,53 @@ def precedence_desk() -> Desk:
 
 def test_unknown_queue_comes_before_an_id_conflict() -> None:
     desk = precedence_desk()
-    assert desk.refuse(c.Arrive(id="x", queue="nowhere", caller="0102"), Code.unknown_queue).field == "queue"
+    assert desk.refuse(Arrive(id="x", queue="nowhere", caller="0102"), Code.unknown_queue).field == "queue"
 
 
 def test_id_conflict_comes_before_a_channel_the_queue_does_not_serve() -> None:
     desk = precedence_desk()
-    assert desk.refuse(c.Arrive(id="x", queue="voice-only", caller="0102", channel="sms"), Code.id_conflict).field == "id"
+    assert desk.refuse(Arrive(id="x", queue="voice-only", caller="0102", channel="sms"), Code.id_conflict).field == "id"
 
 
 def test_unknown_agent_comes_before_an_unknown_call() -> None:
     desk = precedence_desk()
-    assert desk.refuse(c.Answer(call="nobody", agent="nobody"), Code.unknown_agent).field == "agent"
-    assert desk.refuse(c.WrapUp(call="nobody", agent="nobody", disposition="resolved"), Code.unknown_agent).field == "agent"
+    assert desk.refuse(Answer(call="nobody", agent="nobody"), Code.unknown_agent).field == "agent"
+    assert desk.refuse(WrapUp(call="nobody", agent="nobody", disposition="resolved"), Code.unknown_agent).field == "agent"
 
 
 def test_unknown_queue_comes_before_an_unknown_call_in_a_transfer() -> None:
     desk = precedence_desk()
-    assert desk.refuse(c.Transfer(call="nobody", queue="nowhere"), Code.unknown_queue).field == "queue"
+    assert desk.refuse(Transfer(call="nobody", queue="nowhere"), Code.unknown_queue).field == "queue"
 
 
 def test_channel_not_served_comes_before_call_finished_in_a_transfer() -> None:
     desk = precedence_desk()
-    desk.do(c.Abandon(call="chat"))
-    assert desk.refuse(c.Transfer(call="chat", queue="voice-only"), Code.channel_not_served).field == "queue"
+    desk.do(Abandon(call="chat"))
+    assert desk.refuse(Transfer(call="chat", queue="voice-only"), Code.channel_not_served).field == "queue"
 
 
 def test_logged_out_agent_comes_before_an_offer_to_someone_else() -> None:
     desk = precedence_desk()
     desk.ready("a2")
     assert desk.offer_of("a2") == "x"
-    desk.refuse(c.Answer(call="x", agent="a1"), Code.agent_logged_out)
-    desk.refuse(c.Reject(call="x", agent="a1"), Code.agent_logged_out)
-    desk.do(c.Login(agent="a1"))
-    desk.refuse(c.Answer(call="x", agent="a1"), Code.not_offered_to_agent)
+    desk.refuse(Answer(call="x", agent="a1"), Code.agent_logged_out)
+    desk.refuse(Reject(call="x", agent="a1"), Code.agent_logged_out)
+    desk.do(Login(agent="a1"))
+    desk.refuse(Answer(call="x", agent="a1"), Code.not_offered_to_agent)
 
 
 def test_call_finished_comes_before_not_handled_by_agent() -> None:
     desk = precedence_desk()
-    desk.do(c.Login(agent="a1"))
-    desk.do(c.Abandon(call="x"))
-    assert "abandoned" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_finished).message
+    desk.do(Login(agent="a1"))
+    desk.do(Abandon(call="x"))
+    assert "abandoned" in desk.refuse(WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_finished).message
 
 
 def test_call_not_ended_comes_before_a_missing_callback_time() -> None:
     desk = precedence_desk()
     desk.ready("a1")
     desk.answer("x", "a1")
-    assert "still connected" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="callback"), Code.call_not_ended).message
+    assert "still connected" in desk.refuse(WrapUp(call="x", agent="a1", disposition="callback"), Code.call_not_ended).message
 
 
 def test_wrapup_repeated_with_other_values_is_refused() -> None:
@@ -111,23 +130,23 @@ def test_wrapup_repeated_with_other_values_is_refused() -> None:
     desk.answer("x", "a1")
     desk.hangup("x")
     desk.wrapup("x", "a1", "resolved")
-    desk.refuse(c.WrapUp(call="x", agent="a1", disposition="unresolved"), Code.already_wrapped_up)
-    assert desk.do(c.WrapUp(call="x", agent="a1", disposition="resolved")) == []
+    desk.refuse(WrapUp(call="x", agent="a1", disposition="unresolved"), Code.already_wrapped_up)
+    assert desk.do(WrapUp(call="x", agent="a1", disposition="resolved")) == []
 
 
 def test_commands_on_the_wrong_state_are_named() -> None:
     # `refuse` checks the code and an unchanged state; the messages name the state and the way out.
     desk = precedence_desk()
     desk.ready("a1")
-    assert "use abandon" in desk.refuse(c.Hangup(call="x"), Code.call_not_connected).message
-    refused = desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.not_handled_by_agent)
+    assert "use abandon" in desk.refuse(Hangup(call="x"), Code.call_not_connected).message
+    refused = desk.refuse(WrapUp(call="x", agent="a1", disposition="resolved"), Code.not_handled_by_agent)
     assert refused.field == "agent" and "holds no interaction 'x'" in refused.message
     desk.answer("x", "a1")
-    assert "use hangup" in desk.refuse(c.Abandon(call="x"), Code.call_connected).message
-    assert "hang up first" in desk.refuse(c.WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_not_ended).message
-    assert desk.refuse(c.Answer(call="chat", agent="c1"), Code.agent_logged_out).field == "agent"
+    assert "use hangup" in desk.refuse(Abandon(call="x"), Code.call_connected).message
+    assert "hang up first" in desk.refuse(WrapUp(call="x", agent="a1", disposition="resolved"), Code.call_not_ended).message
+    assert desk.refuse(Answer(call="chat", agent="c1"), Code.agent_logged_out).field == "agent"
     desk.hangup("x")
-    assert "'x' is wrapup" in desk.refuse(c.Transfer(call="x", queue="voice-only"), Code.call_finished).message
+    assert "'x' is wrapup" in desk.refuse(Transfer(call="x", queue="voice-only"), Code.call_finished).message
 
 
 # -- every (state, command) pair -----------------------------------------------------------
@@ -159,10 +178,10 @@ def drive_call(state: CallState) -> tuple[Desk, str]:
     if state is CallState.WAITING:
         return desk, "x"
     if state is CallState.ABANDONED:
-        desk.do(c.Abandon(call="x"))
+        desk.do(Abandon(call="x"))
         return desk, "x"
     if state is CallState.TRANSFERRED:
-        desk.do(c.Transfer(call="x", queue="district"))
+        desk.do(Transfer(call="x", queue="district"))
         return desk, "x"
     desk.ready("a1")
     if state is CallState.OFFERED:
@@ -191,11 +210,11 @@ def agent_desk(state: AgentState) -> Desk:
     if state is AgentState.LOGGED_OUT:
         desk.arrive("x", caller=X_CALLER)
         return desk
-    desk.do(c.Login(agent="a1"))
+    desk.do(Login(agent="a1"))
     if state is AgentState.NOT_READY:
         desk.arrive("x", caller=X_CALLER)
         return desk
-    desk.do(c.Ready(agent="a1"))
+    desk.do(Ready(agent="a1"))
     if state is AgentState.READY:
         desk.arrive("x", queue="district", caller=X_CALLER)
         return desk
@@ -213,42 +232,42 @@ def agent_desk(state: AgentState) -> Desk:
     return desk
 
 
-COMMANDS: dict[str, Callable[[str], c.Command]] = {
-    "arrive-new": lambda call: c.Arrive(id="new", queue="q", caller="01012345678"),
-    "arrive-same": lambda call: c.Arrive(id="x", queue="q", caller=X_CALLER),
-    "arrive-conflict": lambda call: c.Arrive(id=call, queue="q", caller="01099999999", priority=9),
-    "arrive-unknown-queue": lambda call: c.Arrive(id="new", queue="nowhere", caller="0101"),
-    "arrive-chat": lambda call: c.Arrive(id="new-chat", queue="q", caller="0101", channel="chat"),
-    "answer-a1": lambda call: c.Answer(call=call, agent="a1"),
-    "answer-a2": lambda call: c.Answer(call=call, agent="a2"),
-    "answer-unknown-agent": lambda call: c.Answer(call=call, agent="nobody"),
-    "reject-a1": lambda call: c.Reject(call=call, agent="a1"),
-    "reject-a2": lambda call: c.Reject(call=call, agent="a2"),
-    "abandon": lambda call: c.Abandon(call=call),
-    "abandon-unknown": lambda call: c.Abandon(call="nobody"),
-    "hangup": lambda call: c.Hangup(call=call),
-    "transfer-other": lambda call: c.Transfer(call=call, queue="other"),
-    "transfer-same": lambda call: c.Transfer(call=call, queue="q"),
-    "transfer-external": lambda call: c.Transfer(call=call, queue="district"),
-    "transfer-unknown": lambda call: c.Transfer(call=call, queue="nowhere"),
-    "callback": lambda call: c.RequestCallback(call=call),
-    "wrapup-a1": lambda call: c.WrapUp(call=call, agent="a1", disposition="resolved"),
-    "wrapup-a1-callback": lambda call: c.WrapUp(call=call, agent="a1", disposition="callback", callback_at=2e9),
-    "wrapup-a1-callback-no-time": lambda call: c.WrapUp(call=call, agent="a1", disposition="callback"),
-    "wrapup-a2": lambda call: c.WrapUp(call=call, agent="a2", disposition="unresolved", abusive=True),
-    "survey": lambda call: c.Survey(call=call, score=4),
-    "login": lambda call: c.Login(agent="a1"),
-    "ready": lambda call: c.Ready(agent="a1"),
-    "not-ready": lambda call: c.NotReady(agent="a1", reason="lunch"),
-    "logout": lambda call: c.Logout(agent="a1"),
-    "logout-a2": lambda call: c.Logout(agent="a2"),
-    "tick": lambda call: c.Tick(),
-    "configure-same": lambda call: c.Configure(center=matrix_config()),
-    "configure-without-a1": lambda call: c.Configure(center=CenterConfig(queues=matrix_config().queues, calendars=matrix_config().calendars, agents=[Agent(name="a2")])),
-    "configure-without-q": lambda call: c.Configure(center=CenterConfig(queues=matrix_config().queues[1:], calendars=matrix_config().calendars, agents=matrix_config().agents)),
-    "configure-invalid": lambda call: c.Configure(center=CenterConfig(queues=[Queue(name="q", calendar="nope")])),
-    "audit": lambda call: c.Audit(actor="ops", action="check"),
-    "activate-core-1": lambda call: c.ActivateCoreVersion(version=1),
+COMMANDS: dict[str, Callable[[str], Command]] = {
+    "arrive-new": lambda call: Arrive(id="new", queue="q", caller="01012345678"),
+    "arrive-same": lambda call: Arrive(id="x", queue="q", caller=X_CALLER),
+    "arrive-conflict": lambda call: Arrive(id=call, queue="q", caller="01099999999", priority=9),
+    "arrive-unknown-queue": lambda call: Arrive(id="new", queue="nowhere", caller="0101"),
+    "arrive-chat": lambda call: Arrive(id="new-chat", queue="q", caller="0101", channel="chat"),
+    "answer-a1": lambda call: Answer(call=call, agent="a1"),
+    "answer-a2": lambda call: Answer(call=call, agent="a2"),
+    "answer-unknown-agent": lambda call: Answer(call=call, agent="nobody"),
+    "reject-a1": lambda call: Reject(call=call, agent="a1"),
+    "reject-a2": lambda call: Reject(call=call, agent="a2"),
+    "abandon": lambda call: Abandon(call=call),
+    "abandon-unknown": lambda call: Abandon(call="nobody"),
+    "hangup": lambda call: Hangup(call=call),
+    "transfer-other": lambda call: Transfer(call=call, queue="other"),
+    "transfer-same": lambda call: Transfer(call=call, queue="q"),
+    "transfer-external": lambda call: Transfer(call=call, queue="district"),
+    "transfer-unknown": lambda call: Transfer(call=call, queue="nowhere"),
+    "callback": lambda call: RequestCallback(call=call),
+    "wrapup-a1": lambda call: WrapUp(call=call, agent="a1", disposition="resolved"),
+    "wrapup-a1-callback": lambda call: WrapUp(call=call, agent="a1", disposition="callback", callback_at=2e9),
+    "wrapup-a1-callback-no-time": lambda call: WrapUp(call=call, agent="a1", disposition="callback"),
+    "wrapup-a2": lambda call: WrapUp(call=call, agent="a2", disposition="unresolved", abusive=True),
+    "survey": lambda call: Survey(call=call, score=4),
+    "login": lambda call: Login(agent="a1"),
+    "ready": lambda call: Ready(agent="a1"),
+    "not-ready": lambda call: NotReady(agent="a1", reason="lunch"),
+    "logout": lambda call: Logout(agent="a1"),
+    "logout-a2": lambda call: Logout(agent="a2"),
+    "tick": lambda call: Tick(),
+    "configure-same": lambda call: Configure(center=matrix_config()),
+    "configure-without-a1": lambda call: Configure(center=CenterConfig(queues=matrix_config().queues, calendars=matrix_config().calendars, agents=[Agent(name="a2")])),
+    "configure-without-q": lambda call: Configure(center=CenterConfig(queues=matrix_config().queues[1:], calendars=matrix_config().calendars, agents=matrix_config().agents)),
+    "configure-invalid": lambda call: Configure(center=CenterConfig(queues=[Queue(name="q", calendar="nope")])),
+    "audit": lambda call: Audit(actor="ops", action="check"),
+    "activate-core-1": lambda call: ActivateCoreVersion(version=1),
 }
 CODES = {code.code: code for code in Code}
 SCENARIOS: dict[str, Callable[[], tuple[Desk, str]]] = {
@@ -290,7 +309,7 @@ def test_every_state_and_command_gives_a_named_rejection_or_a_legal_new_state(sc
         center.check_invariants()
         # A command that took effect, applied again, takes no further effect (safe retry),
         # except those that are not requests to reach a state (ticks, audits, configure).
-        if not isinstance(command, c.Tick | c.Audit | c.Configure):
+        if not isinstance(command, Tick | Audit | Configure):
             again = center.apply(command, now + seconds)
             assert again == [], (command_name, again)
         restored = Center.restore(center.snapshot())

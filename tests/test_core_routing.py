@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from acd.core import CenterConfig
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import Login, Ready, RequestCallback
 from acd.core.config import Agent, Queue, RelaxationStep
+from acd.core.events import CallOffered
 
 from .test_core_harness import Desk, of_type, offers, one_queue_center
 
@@ -15,8 +15,8 @@ from .test_core_harness import Desk, of_type, offers, one_queue_center
 def staffed_then_idle(desk: Desk, agents: list[str], gap: float = 10.0) -> None:
     """Log agents in and make them ready one after another, `gap` seconds apart."""
     for agent in agents:
-        desk.do(c.Login(agent=agent), after=gap)
-        desk.do(c.Ready(agent=agent))
+        desk.do(Login(agent=agent), after=gap)
+        desk.do(Ready(agent=agent))
 
 
 def test_longest_idle_agent_gets_the_call() -> None:
@@ -157,7 +157,7 @@ def test_skill_relaxation_keeps_the_callers_place() -> None:
     desk.arrive("first", queue="tax")
     desk.arrive("second", queue="tax", after=30)
     desk.ready("novice")
-    assert [event.call for event in of_type(desk.wait(30), e.CallOffered)] == ["first"]
+    assert [event.call for event in of_type(desk.wait(30), CallOffered)] == ["first"]
     assert desk.center.position("second") == 1
     desk.ready("expert")
     assert desk.offer_of("expert") == "second"
@@ -194,6 +194,6 @@ def test_caller_goes_to_another_free_agent_when_the_first_choice_takes_someone_e
     # The transport caller asks for a call-back while ringing: back in line, and "both" is
     # free again. The queue's first choice, "both", takes the tax caller (priority 5); the
     # transport caller must then go to the other free agent, not wait beside them.
-    desk.do(c.RequestCallback(call="transport-caller"), after=1)
+    desk.do(RequestCallback(call="transport-caller"), after=1)
     assert desk.offer_of("both") == "tax-caller"
     assert desk.offer_of("transport-only") == "transport-caller"

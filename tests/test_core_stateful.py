@@ -35,9 +35,30 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from acd.core import AgentState, Center, CenterConfig, Rejection
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core.commands import (
+    Abandon,
+    Answer,
+    Arrive,
+    Audit,
+    CallbackAttempt,
+    Command,
+    Configure,
+    Hangup,
+    Hold,
+    Login,
+    Logout,
+    NotReady,
+    Ready,
+    Reject,
+    RequestCallback,
+    Survey,
+    Tick,
+    Transfer,
+    Unhold,
+    WrapUp,
+)
 from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue, RelaxationStep
+from acd.core.events import CallOffered, Event
 from acd.core.rejections import Code
 from acd.core.state import CallState, State
 
@@ -137,14 +158,14 @@ class CenterMachine(RuleBasedStateMachine):
         super().__init__()
         self.center = Center()
         self.now = MONDAY_9AM
-        self.log: list[tuple[c.Command, float]] = []
+        self.log: list[tuple[Command, float]] = []
         self.snapshots: list[tuple[int, bytes]] = []
-        self.arrivals: dict[str, c.Arrive] = {}
+        self.arrivals: dict[str, Arrive] = {}
         self.counter = 0
 
     # -- driving --------------------------------------------------------------------
 
-    def _apply(self, command: c.Command, at: float) -> list[e.Event] | Rejection:
+    def _apply(self, command: Command, at: float) -> list[Event] | Rejection:
         before = self.center.snapshot()
         result = self.center.apply(command, at)
         if isinstance(result, Rejection):
@@ -155,25 +176,25 @@ class CenterMachine(RuleBasedStateMachine):
         self.log.append((command, at))
         self.snapshots.append((len(self.log), self.center.snapshot()))  # a restore point after every entry
         self._check_offer_order(msgspec.msgpack.decode(before, type=State), result)
-        if isinstance(command, c.Tick):
+        if isinstance(command, Tick):
             deadline = self.center.next_deadline()
             assert deadline is None or deadline > self.center.now, "a tick left a timer due"
         return result
 
-    def step(self, command: c.Command, seconds: float) -> list[e.Event] | Rejection:
+    def step(self, command: Command, seconds: float) -> list[Event] | Rejection:
         self.now += seconds
         deadline = self.center.next_deadline()
         # The pipeline ticks first whenever the deadline has passed (acd.node), judged at
         # the time the core will apply the command: a stamp in the past counts as now.
         if deadline is not None and deadline <= max(self.now, self.center.now):
-            self._apply(c.Tick(), self.now)
+            self._apply(Tick(), self.now)
         result = self._apply(command, self.now)
         self.center.check_invariants()
         outcome = result.code if isinstance(result, Rejection) else "accepted"
         hypothesis.event(f"{type(command).__name__}: {outcome}")
         return result
 
-    def _check_offer_order(self, before: State, events: list[e.Event]) -> None:
+    def _check_offer_order(self, before: State, events: list[Event]) -> None:
         """Invariant 6: an offer never passes over an earlier caller of the same line.
 
         For each offer, no interaction that waited before the command (and that nothing
@@ -185,7 +206,7 @@ class CenterMachine(RuleBasedStateMachine):
         after = self.center.state.interactions
         seen: set[str] = set()
         for event in events:
-            if isinstance(event, e.CallOffered):
+            if isinstance(event, CallOffered):
                 offered = after.get(event.call)
                 if offered is not None and offered.preferred_agent is None:
                     # The line is the event's: the call may move on later in the same step
@@ -238,10 +259,10 @@ class CenterMachine(RuleBasedStateMachine):
 
     @initialize(variant=st.integers(0, 3), staff=st.lists(st.sampled_from(AGENTS[:5]), max_size=4, unique=True))
     def open_the_center(self, variant: int, staff: list[str]) -> None:
-        self.step(c.Configure(center=center_config(variant)), 0)
+        self.step(Configure(center=center_config(variant)), 0)
         for agent in staff:
-            self.step(c.Login(agent=agent), 0)
-            self.step(c.Ready(agent=agent), 0)
+            self.step(Login(agent=agent), 0)
+            self.step(Ready(agent=agent), 0)
 
     @rule(data=st.data(), move=st.sampled_from(MOVES))
     def act(self, data: st.DataObject, move: str) -> None:
@@ -259,7 +280,7 @@ class CenterMachine(RuleBasedStateMachine):
             st.sampled_from([{}, {}, {}, {}, {"elderly": True}, {"disabled": False}, {"vulnerable": 1, "topic": "bus"}]),
             label="attributes",
         )
-        command = c.Arrive(
+        command = Arrive(
             id=call, queue=queue, channel=channel,  # type: ignore[arg-type]
             caller=data.draw(st.sampled_from(CALLERS), label="caller"),
             priority=data.draw(st.sampled_from((0, 0, 0, 0, 1, 5, 9)), label="priority"),
@@ -276,7 +297,7 @@ class CenterMachine(RuleBasedStateMachine):
         if self.arrivals and data.draw(st.integers(0, 2), label="repeat an id?") == 0:
             command = self.arrivals[data.draw(st.sampled_from(sorted(self.arrivals)), label="repeat")]
             if data.draw(st.booleans(), label="different body?"):
-                command = c.Arrive(id=command.id, queue=command.queue, caller=command.caller, channel=command.channel,
+                command = Arrive(id=command.id, queue=command.queue, caller=command.caller, channel=command.channel,
                                    priority=(command.priority + 1) % 10, attributes=command.attributes)
             self.step(command, self._time(data))
             return
@@ -285,19 +306,19 @@ class CenterMachine(RuleBasedStateMachine):
 
     def _staff(self, data: st.DataObject) -> None:
         agent = data.draw(st.sampled_from(AGENTS[:-1]), label="agent")
-        self.step(c.Login(agent=agent), self._time(data))
-        self.step(c.Ready(agent=agent), 0)
+        self.step(Login(agent=agent), self._time(data))
+        self.step(Ready(agent=agent), 0)
 
     def _presence(self, data: st.DataObject) -> None:
         agent = data.draw(st.sampled_from(AGENTS[:-1]), label="agent")
         action = data.draw(st.sampled_from(["not_ready", "not_ready", "logout", "ready"]), label="action")
-        command: c.Command
+        command: Command
         if action == "not_ready":
-            command = c.NotReady(agent=agent, reason=data.draw(st.sampled_from(["", "lunch", "training"]), label="reason"))
+            command = NotReady(agent=agent, reason=data.draw(st.sampled_from(["", "lunch", "training"]), label="reason"))
         elif action == "logout":
-            command = c.Logout(agent=agent)
+            command = Logout(agent=agent)
         else:
-            command = c.Ready(agent=agent)
+            command = Ready(agent=agent)
         self.step(command, self._time(data))
 
     def _work(self, data: st.DataObject) -> None:
@@ -318,50 +339,50 @@ class CenterMachine(RuleBasedStateMachine):
         elif what == "wrapup":
             take = "wrapup"
         elif what == "back":
-            self.step(c.Ready(agent=agent), seconds)
+            self.step(Ready(agent=agent), seconds)
             return
         else:
             take = data.draw(st.sampled_from(["abandon", "callback", "transfer"]), label="take")
-        command: c.Command
+        command: Command
         if take == "answer":
-            command = c.Answer(call=call, agent=agent)
+            command = Answer(call=call, agent=agent)
         elif take == "reject":
-            command = c.Reject(call=call, agent=agent)
+            command = Reject(call=call, agent=agent)
         elif take == "abandon":
-            command = c.Abandon(call=call)
+            command = Abandon(call=call)
         elif take == "callback":
-            command = c.RequestCallback(call=call)
+            command = RequestCallback(call=call)
         elif take == "transfer":
-            command = c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target"))
+            command = Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES[:-1]), label="target"))
         elif take == "hangup":
-            command = c.Hangup(call=call)
+            command = Hangup(call=call)
         elif take == "attempt":  # a dialler's outcome (refused unless a call-back rings)
             outcome = data.draw(st.sampled_from(["reached", "no_answer", "busy", "wrong_number"]), label="outcome")
-            command = c.CallbackAttempt(call=call, outcome=outcome)  # type: ignore[arg-type]
+            command = CallbackAttempt(call=call, outcome=outcome)  # type: ignore[arg-type]
         elif take == "hold":
-            command = c.Hold(call=call)
+            command = Hold(call=call)
         elif take == "unhold":
-            command = c.Unhold(call=call)
+            command = Unhold(call=call)
         else:
             disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
             callback_at = None
             if disposition == "callback":
                 callback_at = self.now + data.draw(st.sampled_from([0.0, 30.0, 300.0, 12 * 3600.0]), label="due in")
             abusive = data.draw(st.sampled_from([False] * 5 + [True]), label="abusive")
-            command = c.WrapUp(call=call, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
+            command = WrapUp(call=call, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
         self.step(command, seconds)
 
     def _survey(self, data: st.DataObject) -> None:
         ended = self._calls_in(CallState.COMPLETED, CallState.TRANSFERRED, CallState.CONNECTED)
         call = data.draw(st.sampled_from(ended), label="ended") if ended else "nope"
-        self.step(c.Survey(call=call, score=data.draw(st.integers(1, 5), label="score")), self._time(data))
+        self.step(Survey(call=call, score=data.draw(st.integers(1, 5), label="score")), self._time(data))
 
     def _tick(self, data: st.DataObject) -> None:
-        self.step(c.Tick(), self._quiet_time(data))
+        self.step(Tick(), self._quiet_time(data))
 
     def _configure(self, data: st.DataObject) -> None:
         variant = data.draw(st.integers(-1, 3), label="variant")
-        result = self.step(c.Configure(center=INVALID if variant < 0 else center_config(variant)), self._time(data))
+        result = self.step(Configure(center=INVALID if variant < 0 else center_config(variant)), self._time(data))
         if variant < 0:
             assert isinstance(result, Rejection) and result.code == "invalid_config"
 
@@ -374,35 +395,35 @@ class CenterMachine(RuleBasedStateMachine):
             "answer", "reject", "abandon", "hangup", "transfer", "callback", "wrapup", "survey", "login", "ready",
             "not_ready", "logout", "audit",
         ]), label="kind")
-        command: c.Command
+        command: Command
         if kind == "answer":
-            command = c.Answer(call=call, agent=agent)
+            command = Answer(call=call, agent=agent)
         elif kind == "reject":
-            command = c.Reject(call=call, agent=agent)
+            command = Reject(call=call, agent=agent)
         elif kind == "abandon":
-            command = c.Abandon(call=call)
+            command = Abandon(call=call)
         elif kind == "hangup":
-            command = c.Hangup(call=call)
+            command = Hangup(call=call)
         elif kind == "transfer":
-            command = c.Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES), label="target"))
+            command = Transfer(call=call, queue=data.draw(st.sampled_from(QUEUES), label="target"))
         elif kind == "callback":
-            command = c.RequestCallback(call=call)
+            command = RequestCallback(call=call)
         elif kind == "wrapup":
             disposition = data.draw(st.sampled_from(DISPOSITIONS), label="disposition")
             callback_at = self.now + 60 if disposition == "callback" and data.draw(st.booleans(), label="time?") else None
-            command = c.WrapUp(call=call, agent=agent, disposition=disposition, callback_at=callback_at)  # type: ignore[arg-type]
+            command = WrapUp(call=call, agent=agent, disposition=disposition, callback_at=callback_at)  # type: ignore[arg-type]
         elif kind == "survey":
-            command = c.Survey(call=call, score=data.draw(st.integers(1, 5), label="score"))
+            command = Survey(call=call, score=data.draw(st.integers(1, 5), label="score"))
         elif kind == "login":
-            command = c.Login(agent=agent)
+            command = Login(agent=agent)
         elif kind == "ready":
-            command = c.Ready(agent=agent)
+            command = Ready(agent=agent)
         elif kind == "not_ready":
-            command = c.NotReady(agent=agent, reason="break")
+            command = NotReady(agent=agent, reason="break")
         elif kind == "logout":
-            command = c.Logout(agent=agent)
+            command = Logout(agent=agent)
         else:
-            command = c.Audit(actor="supervisor", action="note")
+            command = Audit(actor="supervisor", action="note")
         self.step(command, self._time(data))
 
     # -- invariant 7 ----------------------------------------------------------------

@@ -14,7 +14,7 @@ ratios of them, computed here the way a reader of the state would:
 from __future__ import annotations
 
 from acd.core import CenterConfig
-from acd.core import commands as c
+from acd.core.commands import Abandon, Login, Logout, Ready, RequestCallback, Survey, Transfer
 from acd.core.config import Agent, Queue
 from acd.core.state import Counters
 
@@ -28,23 +28,23 @@ def busy_morning() -> Desk:
         short_abandon_seconds=5,
     )
     desk = Desk(config)
-    desk.do(c.Login(agent="a1"))
-    desk.do(c.Ready(agent="a1"), after=100)
+    desk.do(Login(agent="a1"))
+    desk.do(Ready(agent="a1"), after=100)
     desk.arrive("fast")
     desk.answer("fast", after=5)
     desk.hangup("fast", after=60)
     desk.wrapup("fast", disposition="resolved", after=10)
-    desk.do(c.Survey(call="fast", score=5))
+    desk.do(Survey(call="fast", score=5))
     desk.arrive("slow")
     desk.answer("slow", after=2)
     desk.arrive("short", after=1)
-    desk.do(c.Abandon(call="short"), after=3)  # gave up within 5 s: a short abandon
+    desk.do(Abandon(call="short"), after=3)  # gave up within 5 s: a short abandon
     desk.arrive("long")
-    desk.do(c.Abandon(call="long"), after=40)
+    desk.do(Abandon(call="long"), after=40)
     desk.hangup("slow", after=100)
     desk.wrapup("slow", disposition="unresolved", after=20)
-    desk.do(c.Survey(call="slow", score=2))
-    desk.do(c.Logout(agent="a1"), after=50)
+    desk.do(Survey(call="slow", score=2))
+    desk.do(Logout(agent="a1"), after=50)
     return desk
 
 
@@ -78,7 +78,7 @@ def test_counts_fall_into_the_fifteen_minute_interval_of_arrival() -> None:
     desk.arrive("nine", after=0)
     desk.arrive("nine-fourteen", after=14 * 60 + 59)
     desk.arrive("nine-fifteen", after=1)
-    desk.do(c.Abandon(call="nine"), after=30 * 60)  # abandoned at 09:45, counted at 09:00
+    desk.do(Abandon(call="nine"), after=30 * 60)  # abandoned at 09:45, counted at 09:00
     intervals = desk.day().center.intervals
     assert {index: counters.offered for index, counters in intervals.items()} == {36: 2, 37: 1}
     assert intervals[36].abandoned == 1
@@ -98,8 +98,8 @@ def test_answered_within_uses_each_queue_threshold_and_the_center_threshold() ->
     config = CenterConfig(service_level_threshold=30, queues=[Queue(name="q", service_level_threshold=10)], agents=[Agent(name="a1")])
     desk = Desk(config)
     desk.arrive("x")
-    desk.do(c.Login(agent="a1"))
-    desk.do(c.Ready(agent="a1"), after=12)
+    desk.do(Login(agent="a1"))
+    desk.do(Ready(agent="a1"), after=12)
     desk.answer("x", after=3)  # waited 15 s
     assert desk.day().queues["q"].total.answered_within == 0
     assert desk.day().center.total.answered_within == 1
@@ -114,9 +114,9 @@ def test_transfers_overflows_and_callbacks_are_counted() -> None:
     desk.arrive("overflows")
     desk.wait(60)
     desk.arrive("out")
-    desk.do(c.Transfer(call="out", queue="district"))
+    desk.do(Transfer(call="out", queue="district"))
     desk.arrive("asks", queue="spare")
-    desk.do(c.RequestCallback(call="asks"))
+    desk.do(RequestCallback(call="asks"))
     desk.ready("a1")
     desk.serve("overflows")
     desk.serve("asks")
@@ -133,8 +133,8 @@ def test_every_interaction_is_counted_once_in_one_outcome() -> None:
     desk.arrive("transferred-after-answer")
     desk.ready("a1")
     desk.answer("transferred-after-answer")
-    desk.do(c.Transfer(call="transferred-after-answer", queue="other"))
-    desk.do(c.Abandon(call="transferred-after-answer"))  # answered first: counted as answered
+    desk.do(Transfer(call="transferred-after-answer", queue="other"))
+    desk.do(Abandon(call="transferred-after-answer"))  # answered first: counted as answered
     total: Counters = desk.day().center.total
     assert total.offered == 5
     assert total.offered == total.answered + total.abandoned + total.closed + total.transfers_out

@@ -10,7 +10,18 @@ from __future__ import annotations
 import pytest
 
 from acd.core import CenterConfig, kpis
-from acd.core import commands as c
+from acd.core.commands import (
+    Abandon,
+    Hold,
+    Login,
+    NotReady,
+    Ready,
+    RequestCallback,
+    Survey,
+    Tick,
+    Transfer,
+    Unhold,
+)
 from acd.core.config import Agent, Queue
 from acd.core.state import Counters
 
@@ -26,21 +37,21 @@ def test_short_abandon_and_the_two_service_level_bases() -> None:
     # SL (offered) = 1 / 4 = 0.25; SL (answered) = 1 / 2 = 0.5
     # abandon rate = (2 - 1) / 4 = 0.25; ASA = (10 + 30) / 2 = 20 s
     desk = Desk(one_queue_center(agents=2))
-    desk.do(c.Login(agent="a1"))
-    desk.do(c.Login(agent="a2"))
+    desk.do(Login(agent="a1"))
+    desk.do(Login(agent="a2"))
     start = desk.now
     desk.arrive("A")
     desk.arrive("B")
     desk.arrive("C", after=1)
     desk.arrive("D")
     desk.arrive("E")
-    desk.do(c.Abandon(call="C"), after=3)                        # t = 4: waited 3 s
-    desk.do(c.Ready(agent="a1"), after=start + 10 - desk.now)  # t = 10: A is offered
+    desk.do(Abandon(call="C"), after=3)                        # t = 4: waited 3 s
+    desk.do(Ready(agent="a1"), after=start + 10 - desk.now)  # t = 10: A is offered
     desk.answer("A")
-    desk.do(c.RequestCallback(call="E"), after=start + 23 - desk.now)  # waited 22 s
-    desk.do(c.Ready(agent="a2"), after=start + 30 - desk.now)
+    desk.do(RequestCallback(call="E"), after=start + 23 - desk.now)  # waited 22 s
+    desk.do(Ready(agent="a2"), after=start + 30 - desk.now)
     desk.answer("B")
-    desk.do(c.Abandon(call="D"), after=start + 41 - desk.now)   # waited 40 s
+    desk.do(Abandon(call="D"), after=start + 41 - desk.now)   # waited 40 s
     for counters in (desk.day().center.total, desk.day().queues["q"].total):
         figures = kpis.kpis(counters)
         assert (figures.offered, figures.answered, figures.answered_within_threshold) == (5, 2, 1)
@@ -69,13 +80,13 @@ def test_a_callback_promised_and_completed_is_work_not_a_second_caller() -> None
     desk.answer("X")
     desk.hangup("X", after=60)
     desk.wrapup("X", disposition="callback", after=10, callback_at=desk.now + 10 + 3600)
-    desk.do(c.Survey(call="X", score=5))
+    desk.do(Survey(call="X", score=5))
     desk.wait(3600)
     assert desk.offer_of("a1") == "X:cb1"
     desk.answer("X:cb1", after=5)
     desk.hangup("X:cb1", after=30)
     desk.wrapup("X:cb1", after=10)
-    desk.do(c.Survey(call="X:cb1", score=3))
+    desk.do(Survey(call="X:cb1", score=3))
     figures = kpis.kpis(desk.day().center.total)
     assert (figures.offered, figures.answered, figures.asa_seconds) == (1, 1, 0.0)
     assert (figures.fcr, figures.first_contacts) == (0.0, 1)
@@ -100,11 +111,11 @@ def test_a_transfer_counts_one_caller_two_legs_and_the_first_contact_only() -> N
     )
     desk = Desk(config)
     desk.ready("a1")
-    desk.do(c.Login(agent="t1"))
+    desk.do(Login(agent="t1"))
     desk.arrive("x")
     desk.answer("x", "a1")
-    desk.do(c.Transfer(call="x", queue="tax"), after=60)
-    desk.do(c.Ready(agent="t1"))
+    desk.do(Transfer(call="x", queue="tax"), after=60)
+    desk.do(Ready(agent="t1"))
     desk.answer("x", "t1", after=4)
     desk.wrapup("x", "a1", "transferred", after=5)
     desk.hangup("x", after=20)  # 25 s after t1 answered
@@ -209,17 +220,17 @@ def test_a_held_call_counts_its_hold_in_aht_and_apart_from_talk() -> None:
     # x: answered at once, 30 s of talk, 45 s on hold, 25 s of talk, 10 s of wrap-up.
     #   hold 45 s; AHT = talk 55 + hold 45 + wrap-up 10 = 110 s; the leg's talk is 55 s
     from acd.api import views
-    from acd.core import events as e
+    from acd.core.events import CallResumed
 
     desk = Desk(one_queue_center(agents=1))
     desk.ready("a1")
     desk.arrive("x")
     desk.answer("x")
-    desk.do(c.Hold(call="x"), after=30)
-    desk.do(c.Hold(call="x"), after=20)  # repeated: on hold already, nothing changes
-    resumed = desk.do(c.Unhold(call="x"), after=25)
-    assert [event.hold for event in resumed if isinstance(event, e.CallResumed)] == [45.0]
-    desk.do(c.Unhold(call="x"))  # repeated: resumed already
+    desk.do(Hold(call="x"), after=30)
+    desk.do(Hold(call="x"), after=20)  # repeated: on hold already, nothing changes
+    resumed = desk.do(Unhold(call="x"), after=25)
+    assert [event.hold for event in resumed if isinstance(event, CallResumed)] == [45.0]
+    desk.do(Unhold(call="x"))  # repeated: resumed already
     desk.hangup("x", after=25)
     desk.wrapup("x", after=10)
     figures = kpis.kpis(desk.day().center.total)
@@ -234,42 +245,42 @@ def test_hold_needs_a_conversation() -> None:
 
     desk = Desk(one_queue_center(agents=1))
     desk.arrive("x")
-    desk.refuse(c.Hold(call="x"), Code.call_not_connected)
-    desk.refuse(c.Hold(call="nobody"), Code.unknown_call)
+    desk.refuse(Hold(call="x"), Code.call_not_connected)
+    desk.refuse(Hold(call="nobody"), Code.unknown_call)
     desk.ready("a1")
     desk.answer("x")
-    desk.do(c.Hold(call="x"), after=5)
+    desk.do(Hold(call="x"), after=5)
     desk.hangup("x", after=5)  # hanging up on hold ends the hold
     assert desk.center.state.agents["a1"].held["x"].hold_seconds == 5.0
-    desk.refuse(c.Unhold(call="x"), Code.call_finished)
+    desk.refuse(Unhold(call="x"), Code.call_finished)
 
 
 def test_ewt_counts_only_agents_available_now_or_soon_and_updates_are_pushed() -> None:
     # Two agents serve q, both busy; a third caller waits at position 1 with AHT 180 s.
     # Both available: EWT = (1 - 0 free) / 2 * 180 = 90 s. One goes on lunch after the call
     # (not ready): EWT = 1 / 1 * AHT, never the optimistic half of it.
-    from acd.core import events as e
+    from acd.core.events import CallQueued, QueueUpdated
 
     desk = Desk(one_queue_center(agents=3, aht_seconds=180.0, wrapup_seconds=0.0))
     desk.ready("a1", "a2")
-    desk.do(c.Login(agent="a3"))  # logged in, not ready: not available
+    desk.do(Login(agent="a3"))  # logged in, not ready: not available
     desk.arrive("x")
     desk.answer("x")
     desk.arrive("y")
     desk.answer("y")
     events = desk.arrive("z", after=30)
-    queued = only(events, e.CallQueued)
+    queued = only(events, CallQueued)
     assert (queued.position, queued.ewt) == (1, 90.0)
-    assert [(u.queue, u.waiting, u.available, u.ewt) for u in of_type(events, e.QueueUpdated)] == [("q", 1, 2, [90.0])]
-    events = desk.do(c.NotReady(agent="a2", reason="lunch"), after=3)  # deferred until after y
-    assert of_type(events, e.QueueUpdated) == []
+    assert [(u.queue, u.waiting, u.available, u.ewt) for u in of_type(events, QueueUpdated)] == [("q", 1, 2, [90.0])]
+    events = desk.do(NotReady(agent="a2", reason="lunch"), after=3)  # deferred until after y
+    assert of_type(events, QueueUpdated) == []
     desk.hangup("y", after=3)
     events = desk.wrapup("y")  # a2 goes to lunch, 6 s after the last update: not pushed yet
-    assert of_type(events, e.QueueUpdated) == []
+    assert of_type(events, QueueUpdated) == []
     assert desk.agent_state("a2") == "not_ready"
     # y's 36 s moved the queue's AHT average to 180 + 0.1 x (36 - 180) = 165.6 s; one agent left
     assert desk.center.ewt("q", 1) == 165.6  # with a2 counted it would be half that
-    events = desk.do(c.Tick(), after=10)
-    assert of_type(events, e.QueueUpdated) == []  # nothing moved since
-    events = desk.do(c.Abandon(call="z"))
-    assert [(u.waiting, u.available) for u in of_type(events, e.QueueUpdated)] == [(0, 1)]
+    events = desk.do(Tick(), after=10)
+    assert of_type(events, QueueUpdated) == []  # nothing moved since
+    events = desk.do(Abandon(call="z"))
+    assert [(u.waiting, u.available) for u in of_type(events, QueueUpdated)] == [(0, 1)]

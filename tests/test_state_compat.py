@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from acd.core import Center, Rejection
-from acd.core import commands as c
+from acd.core.commands import Hangup, Tick, WrapUp
 
 from .test_core_harness import Desk, one_queue_center
 
@@ -67,7 +67,7 @@ def test_a_snapshot_of_the_former_shape_restores_and_goes_on() -> None:
     old = old_shape(desk.center.snapshot())
     assert b"queue_updates" not in old and b"legs" not in old
     restored = Center.restore(old)
-    for command, after in ((c.Hangup(call="y"), 10.0), (c.WrapUp(call="y", agent="a2", disposition="resolved"), 5.0), (c.Tick(), 590.0)):
+    for command, after in ((Hangup(call="y"), 10.0), (WrapUp(call="y", agent="a2", disposition="resolved"), 5.0), (Tick(), 590.0)):
         desk.now += after
         assert not isinstance(restored.apply(command, desk.now), Rejection), command
     restored.check_invariants()

@@ -1,9 +1,8 @@
-"""The routing core: a pure, deterministic state machine (sans-IO). See `center.py`."""
+"""The routing core: a pure, deterministic state machine (sans-IO). See `center.py`; its parts by concept: `base.py`."""
 
 from . import commands, events
 from .center import Center, InvariantViolation, invariant
-from .config import Center as CenterConfig
-from .config import ConfigError, validate_center
+from .config import CenterConfig, ConfigError, validate_center
 from .rejections import Code, Rejection
 from .state import AgentState, CallState, Presence, State
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .config import Center, Channel, Name
+from .config import CenterConfig, Channel, Name
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]
 Caller = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9+*#-]+$")]
@@ -37,7 +37,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbi
 class Configure(Command, tag="configure", frozen=True):
     """Replace the center's configuration (queues, agents, calendars); applied atomically."""
 
-    center: Center
+    center: CenterConfig
     actor: str = ""
 
 

@@ -102,7 +102,7 @@ class Abuse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     hash_key: str = "change-me"
 
 
-class Center(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CenterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole center: the configuration the routing core runs on."""
 
     name: str = "acd"
@@ -149,7 +149,7 @@ def parse_span(span: str) -> tuple[int, int]:
     return start, end
 
 
-def validate_center(center: Center) -> list[ConfigError]:
+def validate_center(center: CenterConfig) -> list[ConfigError]:
     """Every cross-reference problem of `center`, each naming its key; [] when usable."""
     from .calendar import load_zone  # local import: calendar imports this module
 

@@ -17,8 +17,11 @@ Theory of operation of an interaction (the per-interaction machine):
 
 A transfer or overflow into an `external` queue (a district office) ends the interaction as
 TRANSFERRED; a caller who arrives while the center is closed and may not leave a call-back
-request, or whose call-back request merges into an earlier one, ends as CLOSED. The legal
-(state, command) moves are the table `TRANSITIONS` in `acd.core.center`.
+request, or whose call-back request merges into an earlier one, ends as CLOSED. The legal moves are the table
+`TRANSITIONS` below: (state, move) -> next state. Every change of an interaction's state in
+the core goes through it (`acd.core.base._moved`), so an illegal move is a missing key, and
+a bug (`InvariantViolation`), never a silent jump; tests/test_core_transitions.py checks the
+table against the invariants and the handlers against the table.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import enum
 
 import msgspec
 
-from .config import Center as CenterConfig
+from .config import CenterConfig
 
 
 class CallState(enum.Enum):
@@ -43,6 +46,32 @@ class CallState(enum.Enum):
 
 
 TERMINAL = frozenset({CallState.COMPLETED, CallState.ABANDONED, CallState.TRANSFERRED, CallState.CLOSED})
+# A caller's interaction is created WAITING (an arrival), a promised call-back SCHEDULED.
+INITIAL = frozenset({CallState.WAITING, CallState.SCHEDULED})
+
+# The legal moves of an interaction: (state, move) -> next state. A move that is not a key
+# here is illegal. An offer that ends unanswered first goes back to its place ("withdraw"),
+# so an abandon, a transfer or a call-back request while ringing is two moves.
+TRANSITIONS: dict[tuple[CallState, str], CallState] = {
+    # A call-back task waiting for its due time.
+    (CallState.SCHEDULED, "due"): CallState.WAITING,            # into its queue's line
+    (CallState.SCHEDULED, "send_out"): CallState.TRANSFERRED,   # transferred to a district office
+    (CallState.SCHEDULED, "close"): CallState.CLOSED,            # merged into the caller's pending call-back
+    # In line.
+    (CallState.WAITING, "offer"): CallState.OFFERED,            # to a free agent
+    (CallState.WAITING, "schedule"): CallState.SCHEDULED,       # after hours with a call-back; a call-back to retry
+    (CallState.WAITING, "abandon"): CallState.ABANDONED,        # the caller hung up
+    (CallState.WAITING, "send_out"): CallState.TRANSFERRED,     # to an external queue (arrival, overflow, transfer)
+    (CallState.WAITING, "close"): CallState.CLOSED,             # closed hours, merged call-back, unreachable call-back
+    # Ringing at one agent.
+    (CallState.OFFERED, "answer"): CallState.CONNECTED,
+    (CallState.OFFERED, "withdraw"): CallState.WAITING,         # rejected, timed out, agent left, ...: back to its place
+    # In conversation.
+    (CallState.CONNECTED, "hangup"): CallState.WRAPUP,
+    (CallState.CONNECTED, "transfer"): CallState.WAITING,       # into the target queue's line
+    # The agent records the disposition.
+    (CallState.WRAPUP, "wrap_up"): CallState.COMPLETED,
+}
 
 
 class Presence(enum.Enum):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from acd.versions import CORE_VERSION_NEXT, NEXT_CORE_ENV, RELEASE, supported_core_versions
 
+from .events import Audited
 from .rejections import Code, Rejection, reject
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ def activate(center: Center, command: ActivateCoreVersion, now: float) -> Reject
     rules of `command.version`. The same version again is a no-op (a retry); a lower one is
     refused; one this binary does not support raises `CoreVersionUnsupported` (the primary
     checks before it logs one, so only replay and a standby can meet it)."""
-    from . import events as e
-
     state = center.state
     require_supported(command.version, what="core version")
     if command.version < state.core_version:
@@ -110,5 +109,5 @@ def activate(center: Center, command: ActivateCoreVersion, now: float) -> Reject
     # The free-agent heaps hold keys of the former rules: rebuilt from the state, as a center
     # restored from a snapshot taken now would build them.
     center._rebuild_indices()
-    center._emit(e.Audited(at=now, actor=command.actor, action="core_version.activated", detail=detail))
+    center._emit(Audited(at=now, actor=command.actor, action="core_version.activated", detail=detail))
     return None

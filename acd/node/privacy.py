@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from acd.core import commands as c
-from acd.core.center import mask_caller
+from acd.core.privacy import mask_caller
 from acd.store.records import SECRET_ID_BYTES
 
 _KEY_BYTES = 32
