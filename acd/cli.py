@@ -219,7 +219,7 @@ def _config_check(args: argparse.Namespace) -> int:
 def _config_reload(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     token = args.token or os.environ.get("ACD_TOKEN")
@@ -299,7 +299,7 @@ def _health(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     deadline = time.monotonic() + args.wait
@@ -353,9 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The replication layer's subcommands import its whole stack; `acd serve` (started and
     # restarted by supervisors and tests) and the other commands here do not need them.
     if not argv or argv[0] not in OWN_COMMANDS:
-        from acd.backup import add_parsers as add_backup
-        from acd.demo import add_parser as add_demo
-        from acd.drill import add_parser as add_drill
+        from acd.tools.backup import add_parsers as add_backup
+        from acd.tools.demo import add_parser as add_demo
+        from acd.tools.drill import add_parser as add_drill
         from replication.cli import register
 
         register(subparsers)

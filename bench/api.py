@@ -216,7 +216,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import httpx
 
-    from acd.launcher import LocalCluster, prepare_config
+    from acd.tools.launcher import LocalCluster, prepare_config
     from tests.helpers import NodeProcess, free_port, wait_until
 
     results = []

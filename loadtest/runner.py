@@ -4,7 +4,7 @@ Order of a run:
 1. write the center (`source.toml`: the sample, compressed for `day`, generated for `stress` and
    `soak`), copy it with `prepare_config` (free loopback ports, data in the run folder,
    calendars always open), write `plan.json`;
-2. start the witness and both nodes (`acd.launcher.LocalCluster`), optionally HAProxy in front;
+2. start the witness and both nodes (`acd.tools.launcher.LocalCluster`), optionally HAProxy in front;
 3. start Locust headless as a subprocess (this process never imports Locust) and sample the
    CPU time and memory of every process once a second;
 4. with `--failover-at S`, SIGKILL the primary S seconds after the first arrival, wait for the
@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, free_port, prepare_config, wait_for
 
 from . import checks, records, report
 from . import plan as plans
@@ -545,7 +545,7 @@ class Runner:
 def _prepare_config(source: Path, out: Path) -> Path:
     """`prepare_config`, again when two free ports it drew happen to be the same one.
 
-    `acd.launcher.free_port` closes each probe socket before the next, so the kernel may hand
+    `acd.tools.launcher.free_port` closes each probe socket before the next, so the kernel may hand
     out one port twice; `settings.load` then refuses the config ("also used by").
     """
     from acd.settings import SettingsError

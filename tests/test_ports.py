@@ -26,8 +26,8 @@ import pytest
 import trio
 import trio.testing
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
 from acd.store import Snapshot
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from replication.network import Gate, PortLimits, TcpNetwork
 from replication.protocol import (
     FRAME_BYTES_MAX,
@@ -240,7 +240,7 @@ def test_the_witness_refuses_a_candidate_that_is_not_a_node_and_saves_nothing(wi
 
 async def _serve_witness(limits: PortLimits, nursery: trio.Nursery, nodes: list[str] | None = None) -> tuple[Witness, str]:
     """A witness on a free loopback port of this process, guarded by `limits`."""
-    from acd.launcher import free_port
+    from acd.tools.launcher import free_port
 
     address = f"127.0.0.1:{free_port()}"
     witness = Witness(cluster="c", address=address, store=MemoryStateStore("c"), lease_seconds=1.0, secret=b"s",
@@ -461,7 +461,7 @@ def test_over_tls_one_deadline_covers_the_tls_handshake_and_the_hello(tmp_path: 
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            from acd.launcher import free_port
+            from acd.tools.launcher import free_port
 
             address = f"127.0.0.1:{free_port()}"
             network = TcpNetwork(server, client, limits=PortLimits(name="witness", handshake_seconds=0.5))

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import trio
 
-from acd import backup as backup_module
 from acd import settings as settings_module
 from acd.core import commands as c
-from acd.launcher import LocalCluster, prepare_config, wait_for
 from acd.node.node import Node
 from acd.store import Store
+from acd.tools import backup as backup_module
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.inprocess import running_node, write_settings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"

@@ -24,10 +24,10 @@ import msgspec
 import pytest
 import trio
 
-from acd.backup import export
 from acd.core import Center, Rejection
 from acd.core import commands as c
 from acd.core import kpis as kpi
+from acd.tools.backup import export
 from sim import engine
 from sim.report import write_day_outputs
 from sim.workload import load_scenario

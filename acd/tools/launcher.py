@@ -273,7 +273,7 @@ class LocalCluster:
 
     def proxies(self) -> dict[str, Any]:
         """A cuttable link proxy in front of every node's replication listener (see `proxied`)."""
-        from acd.proxy import LinkProxy
+        from acd.tools.proxy import LinkProxy
 
         return {
             node.name: LinkProxy(node.replication, node.replication_bind)
