@@ -178,7 +178,7 @@ def _load(path: str) -> settings_module.Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from acd.node import serve as serve_module
+    from acd import server as serve_module
     from acd.store import StoreError
 
     logs.configure(args.log_level)

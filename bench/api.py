@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 64)
 TARGET_RATIO = 0.5
 TARGET_P99_SECONDS = 0.025
-KEEP_ALIVE_MAX_REQUESTS = 100_000  # the node's setting too (acd.node.serve)
+KEEP_ALIVE_MAX_REQUESTS = 100_000  # the node's setting too (acd.connections)
 
 
 # ------------------------------------------------------------------------------ bare server
