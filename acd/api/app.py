@@ -54,6 +54,7 @@ from . import schemas, sse, views
 from .auth import ANONYMOUS, Authenticator, FailureLimiter, Principal, single_authorization
 from .errors import ApiError, validation_field
 from .metrics import CenterCollector
+from .openapi import document
 
 if TYPE_CHECKING:
     from acd.node.node import Node
@@ -778,8 +779,6 @@ class Api:
         return Reply(200, body, content_type=prometheus_client.CONTENT_TYPE_LATEST.encode())
 
     async def openapi(self, request: Request) -> Reply:
-        from .openapi import document
-
         # A node without [[tokens]] asks no operation for a token: its document says so.
         authenticated = self.auth.enabled
         key = "authenticated" if authenticated else "open"
