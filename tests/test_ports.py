@@ -64,13 +64,8 @@ class LimitedWitnessCluster(LocalCluster):
 
     def start_witness(self) -> None:
         assert self.settings.witness is not None
-        log = open(self.logs / "witness.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.processes["witness"] = subprocess.Popen(
-            [self.python, "-m", "acd", "witness", "--config", str(self.config), "--log-level", self.log_level],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True, preexec_fn=_low_descriptor_limit,
-        )
-        log.close()
+        self._spawn("witness", ["witness", "--config", str(self.config), "--log-level", self.log_level],
+                    preexec_fn=_low_descriptor_limit)
 
 
 def _port_open(address: str) -> bool:

@@ -1,4 +1,5 @@
-"""Operator and test tools built on the ground layers, never imported by them.
+"""Operator and test tools on top of the ground layers. The layers (core, store, node, API,
+replication) never import this package; only the command lines (`acd.cli`, `replication.cli`) do.
 
 `demo`, `drill` and `backup` are `acd` subcommands; `launcher` runs a local cluster as real
 processes (the demo, drills, load tests, benchmarks and process-level tests use it); `client`
