@@ -7,8 +7,7 @@ from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Abuse, Agent, Capacity, Queue
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, chat_agent, of_type, offers, one_queue_center, only
+from tests.helpers.core_harness import Desk, chat_agent, of_type, offers, one_queue_center, only
 
 
 def agent_states(events: list[e.Event], agent: str) -> list[str]:

@@ -7,8 +7,15 @@ from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Agent, Calendar, Queue
 from acd.core.rejections import Code
-
-from .test_core_harness import MONDAY_9AM, Desk, of_type, offers, one_queue_center, only, seoul
+from tests.helpers.core_harness import (
+    MONDAY_9AM,
+    Desk,
+    of_type,
+    offers,
+    one_queue_center,
+    only,
+    seoul,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 

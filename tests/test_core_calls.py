@@ -13,8 +13,7 @@ from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Agent, Capacity, Queue
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, of_type, one_queue_center, only
+from tests.helpers.core_harness import Desk, of_type, one_queue_center, only
 
 
 @pytest.mark.parametrize("channel", ["voice", "chat", "sms"])

@@ -9,8 +9,7 @@ from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Abuse, Agent, Calendar, Queue, RelaxationStep
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, offers, one_queue_center, only
+from tests.helpers.core_harness import Desk, offers, one_queue_center, only
 
 
 def test_configure_applies_the_center_and_reports_its_size() -> None:

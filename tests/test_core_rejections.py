@@ -16,8 +16,7 @@ from acd.core import AgentState, CallState, Center, CenterConfig, Rejection
 from acd.core import commands as c
 from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, one_queue_center
+from tests.helpers.core_harness import Desk, one_queue_center
 
 
 def test_refused_command_stamped_later_leaves_even_the_clock_unchanged() -> None:

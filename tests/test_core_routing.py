@@ -8,8 +8,7 @@ from acd.core import CenterConfig
 from acd.core import commands as c
 from acd.core import events as e
 from acd.core.config import Agent, Queue, RelaxationStep
-
-from .test_core_harness import Desk, of_type, offers, one_queue_center
+from tests.helpers.core_harness import Desk, of_type, offers, one_queue_center
 
 
 def staffed_then_idle(desk: Desk, agents: list[str], gap: float = 10.0) -> None:
