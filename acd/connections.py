@@ -51,6 +51,9 @@ from acd.settings import Settings, descriptor_limit
 log = logging.getLogger("acd.serve")
 
 GRACEFUL_SECONDS = 5.0
+# A PBX keeps one connection for hours; reconnecting every 1,000 requests (Hypercorn's default)
+# only costs handshakes.
+KEEP_ALIVE_MAX_REQUESTS = 100_000
 # Descriptors kept for everything but API connections (the store, logs, replication, the
 # snapshot child's pipe): the connection cap is lowered to fit the process's limit.
 RESERVED_DESCRIPTORS = 64
@@ -69,9 +72,7 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     config.h11_max_incomplete_size = limits.header_bytes_max
     config.h2_max_header_list_size = limits.header_bytes_max
     config.keep_alive_timeout = limits.idle_timeout_seconds
-    # A PBX keeps one connection for hours; reconnecting every 1,000 requests (Hypercorn's
-    # default) only costs handshakes.
-    config.keep_alive_max_requests = 100_000
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     config.graceful_timeout = GRACEFUL_SECONDS
     config.backlog = min(limits.connections_max, 4096)
     # A TLS handshake is part of the first request's head: same deadline.
