@@ -222,7 +222,7 @@ def _load(path: str) -> settings_module.Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from acd.node import serve as serve_module
+    from acd import server as serve_module
     from acd.store import StoreError
 
     logs.configure(args.log_level)
@@ -263,7 +263,7 @@ def _config_check(args: argparse.Namespace) -> int:
 def _config_reload(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     token = args.token or os.environ.get("ACD_TOKEN")
@@ -344,7 +344,7 @@ def _health(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     deadline = time.monotonic() + args.wait
@@ -388,7 +388,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def upgrade_status(settings: settings_module.Settings, token: str = "") -> dict[str, Any]:
     """Every node's versions as it answers /v1/cluster, the active core version and the next one."""
-    from acd import identity
+    from acd.tools import identity
 
     answers = identity.ask_all(settings, token)
     nodes: list[dict[str, Any]] = []
@@ -452,7 +452,7 @@ def _upgrade_status(args: argparse.Namespace) -> int:
 def _upgrade_finalize(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     try:
@@ -503,9 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The replication layer's subcommands import its whole stack; `acd serve` (started and
     # restarted by supervisors and tests) and the other commands here do not need them.
     if not argv or argv[0] not in OWN_COMMANDS:
-        from acd.backup import add_parsers as add_backup
-        from acd.demo import add_parser as add_demo
-        from acd.drill import add_parser as add_drill
+        from acd.tools.backup import add_parsers as add_backup
+        from acd.tools.demo import add_parser as add_demo
+        from acd.tools.drill import add_parser as add_drill
         from replication.cli import register
 
         register(subparsers)

@@ -125,18 +125,10 @@ class TokenSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     agent: str = ""
 
 
-class CenterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The scalar part of `acd.core.config.CenterConfig`; lists come from top-level tables."""
-
-    name: str = "acd"
-    time_zone: str = "Asia/Seoul"
-    service_level_threshold: float = 20.0
-    short_abandon_seconds: float = 5.0
-    priority_weight_seconds: float = 60.0
-    vulnerable_priority: int = 5
-    no_answer_not_ready: bool = True
-    callback_preferred_seconds: float = 1800.0
-    retention_days: int = 35
+# `[center]` holds the scalar keys of the core's `acd.core.config.CenterConfig`, with the core's
+# defaults and types (defined there only); its tables come from the top-level sections.
+CENTER_TABLES = ("abuse", "calendars", "queues", "agents")
+CENTER_KEYS = tuple(name for name in CenterConfig.__struct_fields__ if name not in CENTER_TABLES)
 
 
 class FileShape(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -314,8 +306,12 @@ def loads(text: str, file: str = "<config>") -> Settings:
     center_raw["calendars"] = shape.calendars
     center_raw["queues"] = shape.queues
     center_raw["agents"] = shape.agents
+    unknown = [key for key in shape.center if key not in CENTER_KEYS]
+    if unknown:
+        raise SettingsError([
+            _with_line(text, file, f"center.{key}", f"unknown key; [center] takes {', '.join(CENTER_KEYS)}") for key in unknown
+        ])
     try:
-        msgspec.convert(shape.center, CenterSection)
         center = msgspec.convert(center_raw, CenterConfig)
     except msgspec.ValidationError as error:
         key, message = _msgspec_path(error)

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 64)
 TARGET_RATIO = 0.5
 TARGET_P99_SECONDS = 0.025
-KEEP_ALIVE_MAX_REQUESTS = 100_000  # the node's setting too (acd.node.serve)
 
 
 # ------------------------------------------------------------------------------ bare server
@@ -42,6 +41,8 @@ def hello_main(port: int) -> None:
     import hypercorn.config
     import hypercorn.trio
     import trio
+
+    from acd.connections import KEEP_ALIVE_MAX_REQUESTS
 
     body = b'{"ok":true}'
 
@@ -66,7 +67,7 @@ def hello_main(port: int) -> None:
     config.accesslog = None
     config.errorlog = None
     config.include_server_header = False
-    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS  # the node's (bare and node servers alike)
     trio.run(hypercorn.trio.serve, app, config)
 
 
@@ -216,7 +217,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import httpx
 
-    from acd.launcher import LocalCluster, prepare_config
+    from acd.tools.launcher import LocalCluster, prepare_config
     from tests.helpers import NodeProcess, free_port, wait_until
 
     results = []

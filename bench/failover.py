@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 import trio
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
-from acd.proxy import LinkProxy
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.proxy import LinkProxy
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 KINDS = ("kill", "stop", "isolate")
@@ -56,7 +56,7 @@ class BenchCluster(LocalCluster):
         assert witness is not None
         self.witness_links: dict[str, LinkProxy] = {}
         self.node_configs: dict[str, Path] = {}
-        from acd.launcher import free_port
+        from acd.tools.launcher import free_port
 
         for node in self.settings.nodes:
             address = f"127.0.0.1:{free_port()}"

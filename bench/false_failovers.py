@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import trio
 
-from acd.launcher import LocalCluster, prepare_config
+from acd.tools.launcher import LocalCluster, prepare_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 HOG = "while True: pass"

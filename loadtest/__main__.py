@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from acd.launcher import config_problem
+    from acd.tools.launcher import config_problem
 
     from .runner import Options, run
 

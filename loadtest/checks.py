@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .records import Window, window
 
 if TYPE_CHECKING:
-    from .runner import Run
+    from .rundata import Run
 
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 # After the last client-seen outage ends, event streams reconnect, offers that rang out during
@@ -213,7 +213,7 @@ def machine_context(run: Run, start: float, end: float) -> dict[str, Any]:
     """
     import os
 
-    from .runner import cpu_share, machine_busy, pipeline_figures
+    from .rundata import cpu_share, machine_busy, pipeline_figures
 
     cores = os.cpu_count() or 1
     shares = {name: cpu_share(run.samples, name, start, end) for name in ("locust", *run.cluster_nodes, "witness")}
@@ -291,7 +291,7 @@ def _minimum_threshold() -> float:
 
 def step_figures(run: Run, step: dict[str, Any], excluded: tuple[float, float] | None) -> dict[str, Any]:
     """One ramp step: achieved rate, service level, latency, errors and who was busy."""
-    from .runner import cpu_share, machine_busy, pipeline_figures
+    from .rundata import cpu_share, machine_busy, pipeline_figures
 
     journal = run.journal
     assert journal is not None

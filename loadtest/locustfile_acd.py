@@ -27,11 +27,13 @@ Theory of operation
   since each stream costs the node a connection and its own writes.
 * `Supervisor` (one user) polls queues and stats.
 
-Every request goes through `AcdClient`, which finds the primary by itself: on a refused
-connection, a `503 not_primary` (it follows the address the node names) or `shutting_down`,
-it switches node and repeats the same request until a deadline; commands are idempotent, so a
-repeat of one that took effect succeeds again (docs/design.md). It also measures the outage each
-client sees (first failed write to next success).
+Every request goes through `AcdClient`, which finds the primary by itself with the same retry
+decision as the project's own client (`acd.tools.client.retry_decision`, a pure function: no
+Trio comes into this process): on no answer, a `503 not_primary` (it follows the address the
+node names) or `shutting_down`, or a load balancer's 502/504, it switches node and repeats the
+same request until a deadline; commands are idempotent, so a repeat of one that took effect
+succeeds again (docs/design.md). It also measures the outage each client sees (first failed
+write to next success).
 
 Records, in `LOADTEST_OUT`: `journal-<pid>.jsonl` (every interaction this process created, and
 everything that happened to it as Locust saw it, with times), `timeline-<pid>.json` (requests,
@@ -58,6 +60,8 @@ import gevent.pool
 from geventhttpclient import HTTPClient
 from geventhttpclient.client import HTTPClientPool
 from locust import FastHttpUser, constant, events, task
+
+from acd.tools.client import retry_decision
 
 PLAN: dict[str, Any] = json.loads(Path(os.environ["LOADTEST_PLAN"]).read_text(encoding="utf-8"))
 OUT = Path(os.environ.get("LOADTEST_OUT", "."))
@@ -204,8 +208,6 @@ class Result:
 class AcdClient:
     """Requests that follow the primary and repeat across a failover, with outage tracking."""
 
-    RETRIED_STATUSES = {0, 502, 503, 504}
-
     def __init__(self, session: Any, label: str) -> None:
         self.session = session
         self.label = label
@@ -219,7 +221,7 @@ class AcdClient:
 
         A 4xx whose code is in `conflicts` is an expected business outcome (the caller hung up
         while the agent answered, ...): Locust counts it as a success. Any other 4xx or 5xx is
-        a failure in Locust's statistics; refused connections and 503s are also retried.
+        a failure in Locust's statistics; what `retry_decision` repeats is also retried.
         """
         give_up = time.monotonic() + deadline
         write = method != "GET"
@@ -227,7 +229,6 @@ class AcdClient:
         while True:
             base = ROUTER.current
             sent = time.time()
-            named = None
             with self.session.request(method, base + path, json=body, name=name, catch_response=True) as response:
                 status = response.status_code or 0
                 data: dict[str, Any] = {}
@@ -244,16 +245,15 @@ class AcdClient:
                     response.failure(f"no response from {base}: {getattr(response, 'error', '') or 'connection failed'}")
                 else:
                     response.failure(f"{status} {code}: {data.get('message', '')}"[:200])
-                if status == 503:
-                    named = data.get("primary")
+            decision = retry_decision(status, data if status else None)
             now = time.time()
-            if status not in self.RETRIED_STATUSES and not (status == 409 and code == "not_primary"):
+            if not decision.retry:
                 if write:
                     self._succeeded(now)
                 return Result(status, data, code, sent, now)
             if write:
                 self._failed(now)
-            ROUTER.failed(base, named)
+            ROUTER.failed(base, decision.primary)
             if time.monotonic() > give_up:
                 JOURNAL.write("gave_up", client=self.label, method=method, path=path, status=status)
                 return None

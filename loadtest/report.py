@@ -17,7 +17,7 @@ from .checks import Result, failover_window, limiting_process
 from .records import percentile, read_locust_totals
 
 if TYPE_CHECKING:
-    from .runner import Run
+    from .rundata import Run
 
 
 def _mark(result: Result) -> str:

@@ -48,9 +48,7 @@ from typing import Any
 
 import msgspec
 
-from acd.core import Center, ConfigError, Presence, Rejection, State
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core import Center, ConfigError, Presence, Rejection, State, commands, events
 from acd.core.calendar import is_open
 from acd.core.config import Agent, Calendar, CenterConfig, Queue
 
@@ -59,7 +57,7 @@ from .workload import INTERVAL_SECONDS, CallFactory, CallSpec, Scenario, agent_p
 # Kinds of the engine's own events, in no particular order (ties break by sequence number).
 ARRIVE, ANSWER, END_TALK, WRAPUP, ABANDON, ASK_CALLBACK, SURVEY, AGENT, READY_AGAIN, INTERVAL, STAFF = range(11)
 AGENT_STATES = ("ready", "offered", "busy", "wrapup", "not_ready", "recovering")
-TICK = c.Tick()
+TICK = commands.Tick()
 NO_ATTRIBUTES: dict[str, Any] = {}
 VULNERABLE = {"vulnerable": True}
 _trace_encoder = msgspec.msgpack.Encoder()
@@ -92,12 +90,12 @@ class Simulation:
 
     def __init__(
         self, config: CenterConfig, *, seed: int, start: float, behaviour: Behaviour | None = None,
-        detail: bool = False, trace: bool = True, command_log: list[tuple[c.Command, float]] | None = None,
+        detail: bool = False, trace: bool = True, command_log: list[tuple[commands.Command, float]] | None = None,
     ) -> None:
         # The core starts at the run's first instant: `Center(config)` would configure it at
         # t = 0 (1970), and the engine would then tick its hourly timers all the way to `start`.
         self.center = Center(state=State(now=start))
-        configure = c.Configure(center=config)
+        configure = commands.Configure(center=config)
         configured = self.center.apply(configure, start)
         if isinstance(configured, Rejection):
             raise ConfigError(configured.field or "center", configured.message)
@@ -123,7 +121,7 @@ class Simulation:
         self.planned: dict[str, str] = {}
         self.rejections: Counter[str] = Counter()
         self.commands = 0
-        self.soon: deque[c.Command] = deque()
+        self.soon: deque[commands.Command] = deque()
         self.on_outcome: Callable[[CallSpec], None] | None = None
         self.on_talk: Callable[[CallSpec, float, float], None] | None = None
         self.detail = detail
@@ -150,15 +148,15 @@ class Simulation:
         # The core's events the engine reacts to (the others are only traced). Without detail
         # nobody looks at the line or the agents' shown states: those handlers are left out.
         self._on: dict[type, Callable[[Any], None]] = {
-            e.CallOffered: self._on_offered, e.CallAnswered: self._on_answered,
-            e.CallWrappedUp: self._on_wrapped_up, e.CallAbandoned: self._on_abandoned,
-            e.CallScheduled: self._on_scheduled,
-            e.CallClosed: self._on_closed, e.CallTransferred: self._on_transferred,
-            e.CallbackRequested: self._on_callback_requested, e.OfferWithdrawn: self._on_withdrawn,
-            e.AgentChanged: self._on_agent_changed if detail else self._on_agent_missed,
+            events.CallOffered: self._on_offered, events.CallAnswered: self._on_answered,
+            events.CallWrappedUp: self._on_wrapped_up, events.CallAbandoned: self._on_abandoned,
+            events.CallScheduled: self._on_scheduled,
+            events.CallClosed: self._on_closed, events.CallTransferred: self._on_transferred,
+            events.CallbackRequested: self._on_callback_requested, events.OfferWithdrawn: self._on_withdrawn,
+            events.AgentChanged: self._on_agent_changed if detail else self._on_agent_missed,
         }
         if detail:
-            self._on[e.CallQueued] = self._on_queued
+            self._on[events.CallQueued] = self._on_queued
         self._on_get = self._on.get  # bound once: looked up for every event of every command
         self._center_apply = self.center.apply
         self._figures: IntervalFigures | None = None   # the current interval's
@@ -218,7 +216,7 @@ class Simulation:
 
     # ------------------------------------------------------------------ talking to the core
 
-    def command(self, command: c.Command, now: float) -> bool:
+    def command(self, command: commands.Command, now: float) -> bool:
         """Apply a command and everything it makes people do at the same instant.
 
         What the handlers queue in `soon` is applied after this command's events have all
@@ -270,7 +268,7 @@ class Simulation:
         if self.records is not None:
             self.records.append(call)
         self.command(
-            c.Arrive(id=call.id, queue=call.queue, caller=call.caller, channel=call.channel,
+            commands.Arrive(id=call.id, queue=call.queue, caller=call.caller, channel=call.channel,
                      attributes=VULNERABLE if call.vulnerable else NO_ATTRIBUTES),
             at,
         )
@@ -286,7 +284,7 @@ class Simulation:
     def _answer(self, at: float, call_id: str, detail: tuple[str, int]) -> None:
         agent, token = detail
         if self.offers.get(call_id) == token:
-            self.command(c.Answer(call=call_id, agent=agent), at)
+            self.command(commands.Answer(call=call_id, agent=agent), at)
 
     def _end_talk(self, at: float, call: CallSpec, detail: tuple[str, int]) -> None:
         """The conversation is over: the caller hangs up, or the agent transfers the call."""
@@ -297,11 +295,11 @@ class Simulation:
             self.on_talk(call, call.connected_at, at)
         if call.transfer_to and call.transfers == 0:
             call.transfers = 1
-            if self.command(c.Transfer(call=call.id, queue=call.transfer_to), at):
+            if self.command(commands.Transfer(call=call.id, queue=call.transfer_to), at):
                 self._start_wrapup(call, agent, at, "transferred", abusive=call.abusive)
                 return
             # Refused (counted in `rejections`): the agent ends the call instead.
-        if self.command(c.Hangup(call=call.id), at):
+        if self.command(commands.Hangup(call=call.id), at):
             disposition = call.disposition if call.disposition != "transferred" else "resolved"
             self._start_wrapup(call, agent, at, disposition, abusive=call.abusive and call.transfers == 0)
 
@@ -313,10 +311,10 @@ class Simulation:
         else:
             self.schedule(at + call.wrapup, WRAPUP, call, detail)
 
-    def _wrapup_command(self, call: CallSpec, detail: tuple[str, str, bool], at: float) -> c.WrapUp:
+    def _wrapup_command(self, call: CallSpec, detail: tuple[str, str, bool], at: float) -> commands.WrapUp:
         agent, disposition, abusive = detail
         callback_at = at + call.callback_in if disposition == "callback" else None
-        return c.WrapUp(call=call.id, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
+        return commands.WrapUp(call=call.id, agent=agent, disposition=disposition, abusive=abusive, callback_at=callback_at)  # type: ignore[arg-type]
 
     def _wrapup(self, at: float, call: CallSpec, detail: tuple[str, str, bool]) -> None:
         if (call.id, detail[0]) in self.wrapping:  # not already ended by the core's wrap-up limit
@@ -324,29 +322,29 @@ class Simulation:
 
     def _abandon(self, at: float, call: CallSpec, _detail: Any) -> None:
         if not call.outcome and not call.callback and call.answered_at is None:
-            self.command(c.Abandon(call=call.id), at)
+            self.command(commands.Abandon(call=call.id), at)
 
     def _ask_callback(self, at: float, call: CallSpec, _detail: Any) -> None:
         if not call.outcome and not call.callback and call.answered_at is None:
-            self.command(c.RequestCallback(call=call.id), at)
+            self.command(commands.RequestCallback(call=call.id), at)
 
     def _survey(self, at: float, call_id: str, score: int) -> None:
-        self.command(c.Survey(call=call_id, score=score), at)
+        self.command(commands.Survey(call=call_id, score=score), at)
 
     def _agent_action(self, at: float, agent: str, detail: tuple[str, str]) -> None:
         action, reason = detail
         if action == "login":
             self.planned[agent] = "login"
-            self.command(c.Login(agent=agent), at)
+            self.command(commands.Login(agent=agent), at)
         elif action == "ready":
             self.planned[agent] = "ready"
-            self.command(c.Ready(agent=agent), at)
+            self.command(commands.Ready(agent=agent), at)
         elif action == "not_ready":
             self.planned[agent] = "break"
-            self.command(c.NotReady(agent=agent, reason=reason), at)
+            self.command(commands.NotReady(agent=agent, reason=reason), at)
         elif action == "logout":
             self.planned[agent] = "off"
-            self.command(c.Logout(agent=agent), at)
+            self.command(commands.Logout(agent=agent), at)
 
     def _ready_again(self, at: float, agent: str, reason: str) -> None:
         """Back from a missed offer or a rest, if the plan still says ready and nothing changed."""
@@ -356,7 +354,7 @@ class Simulation:
         resting = record.presence is Presence.NOT_READY and record.reason == reason
         deferred = record.pending == "not_ready" and record.pending_reason == reason  # still on a call
         if resting or deferred:
-            self.command(c.Ready(agent=agent), at)
+            self.command(commands.Ready(agent=agent), at)
 
     def _interval(self, at: float, key: tuple[int, int], _detail: Any) -> None:
         """An interval boundary: close the previous interval's figures, open the next."""
@@ -388,17 +386,17 @@ class Simulation:
             agent = self.off_duty.pop()
             self.on_duty.append(agent)
             self.planned[agent] = "ready"
-            self.command(c.Login(agent=agent), at)
-            self.command(c.Ready(agent=agent), at)
+            self.command(commands.Login(agent=agent), at)
+            self.command(commands.Ready(agent=agent), at)
         while len(self.on_duty) > required:
             agent = self.on_duty.pop()
             self.off_duty.append(agent)
             self.planned[agent] = "off"
-            self.command(c.Logout(agent=agent), at)  # deferred by the core while busy
+            self.command(commands.Logout(agent=agent), at)  # deferred by the core while busy
 
     # ------------------------------------------------------------------ the core's events
 
-    def _adopt(self, event: e.CallOffered) -> CallSpec:
+    def _adopt(self, event: events.CallOffered) -> CallSpec:
         """A call-back task the core created (promised at wrap-up): make it a record."""
         talk = self.behaviour.callback_talk() if self.behaviour.callback_talk else 0.0
         call = CallSpec(id=event.call, arrival=event.at, queue=event.queue, channel=event.channel, talk=talk, topic="callback")
@@ -409,7 +407,7 @@ class Simulation:
             self.records.append(call)
         return call
 
-    def _on_offered(self, event: e.CallOffered) -> None:
+    def _on_offered(self, event: events.CallOffered) -> None:
         call = self.live.get(event.call)
         if call is None:
             call = self._adopt(event)
@@ -421,14 +419,14 @@ class Simulation:
             return  # nobody picks up; the core's ring timeout takes the offer back
         delay = behaviour.ring_delay() if behaviour.ring_delay is not None else 0.0
         if delay <= 0:
-            self.soon.append(c.Answer(call=event.call, agent=event.agent))
+            self.soon.append(commands.Answer(call=event.call, agent=event.agent))
         else:
             self.schedule(event.at + delay, ANSWER, event.call, (event.agent, token))
 
-    def _on_withdrawn(self, event: e.OfferWithdrawn) -> None:
+    def _on_withdrawn(self, event: events.OfferWithdrawn) -> None:
         self.offers.pop(event.call, None)
 
-    def _on_answered(self, event: e.CallAnswered) -> None:
+    def _on_answered(self, event: events.CallAnswered) -> None:
         self.offers.pop(event.call, None)
         call = self.live[event.call]
         at = event.at
@@ -447,7 +445,7 @@ class Simulation:
         talk = call.talk if call.legs == 1 else call.talk_after_transfer
         self.schedule(at + talk, END_TALK, call, (event.agent, call.legs))
 
-    def _on_wrapped_up(self, event: e.CallWrappedUp) -> None:
+    def _on_wrapped_up(self, event: events.CallWrappedUp) -> None:
         self.wrapping.discard((event.call, event.agent))
         call = self.live.get(event.call)
         if call is None:
@@ -478,7 +476,7 @@ class Simulation:
         busy = sum(end - max(begin, window_start) for begin, end in worked)
         if busy / behaviour.occupancy_window_seconds > behaviour.max_occupancy and self.planned.get(agent) == "ready":
             worked.clear()
-            self.soon.append(c.NotReady(agent=agent, reason="rest"))
+            self.soon.append(commands.NotReady(agent=agent, reason="rest"))
             self.schedule(at + behaviour.rest_seconds, READY_AGAIN, agent, "rest")
 
     def _finish(self, call: CallSpec | None, outcome: str, at: float) -> None:
@@ -493,24 +491,24 @@ class Simulation:
         if self.waiting:
             self._left_line(call.id, at)
 
-    def _on_abandoned(self, event: e.CallAbandoned) -> None:
+    def _on_abandoned(self, event: events.CallAbandoned) -> None:
         self.offers.pop(event.call, None)
         self._finish(self.live.get(event.call), "abandoned", event.at)
 
-    def _on_closed(self, event: e.CallClosed) -> None:
+    def _on_closed(self, event: events.CallClosed) -> None:
         call = self.live.get(event.call)
         if call is not None:
             call.after_hours = event.reason == "closed"
         self._finish(call, "closed" if event.reason == "closed" else event.reason, event.at)
 
-    def _on_scheduled(self, event: e.CallScheduled) -> None:
+    def _on_scheduled(self, event: events.CallScheduled) -> None:
         call = self.live.get(event.call)
         if call is not None and call.answered_at is None and not call.callback:
             # Arrived while closed: the caller left a number for a call-back (docs/domain.md).
             call.callback = True
             call.after_hours = True
 
-    def _on_transferred(self, event: e.CallTransferred) -> None:
+    def _on_transferred(self, event: events.CallTransferred) -> None:
         call = self.live.get(event.call)
         if call is None:
             return
@@ -518,7 +516,7 @@ class Simulation:
         if event.external and call.answered_at is None:
             self._finish(call, "overflow" if event.overflow else "transferred", event.at)
 
-    def _on_callback_requested(self, event: e.CallbackRequested) -> None:
+    def _on_callback_requested(self, event: events.CallbackRequested) -> None:
         call = self.live.get(event.call)
         if call is None:
             return
@@ -529,7 +527,7 @@ class Simulation:
         if self.waiting:
             self._left_line(call.id, event.at)
 
-    def _on_queued(self, event: e.CallQueued) -> None:
+    def _on_queued(self, event: events.CallQueued) -> None:
         if event.callback:
             return
         waiting = self.waiting
@@ -545,12 +543,12 @@ class Simulation:
         if since is not None and figures is not None and at - since > figures.longest_wait:
             figures.longest_wait = at - since
 
-    def _on_agent_missed(self, event: e.AgentChanged) -> None:
+    def _on_agent_missed(self, event: events.AgentChanged) -> None:
         """Without detail only a missed offer matters: the agent is ready again a while later."""
         if event.reason == "no_answer" and event.state == "not_ready":
             self.schedule(event.at + self.behaviour.ready_after_miss_seconds, READY_AGAIN, event.agent, "no_answer")
 
-    def _on_agent_changed(self, event: e.AgentChanged) -> None:
+    def _on_agent_changed(self, event: events.AgentChanged) -> None:
         state = event.state
         if event.reason == "no_answer" and state == "not_ready":
             self.schedule(event.at + self.behaviour.ready_after_miss_seconds, READY_AGAIN, event.agent, "no_answer")
@@ -992,8 +990,8 @@ def _run_mmc_batch_means(
     simulation.on_outcome = stats.outcome
     simulation.on_talk = stats.talk
     for agent in simulation.center.config.agents:
-        simulation.command(c.Login(agent=agent.name), start)
-        simulation.command(c.Ready(agent=agent.name), start)
+        simulation.command(commands.Login(agent=agent.name), start)
+        simulation.command(commands.Ready(agent=agent.name), start)
     simulation.feed(arrivals())
     began = time.perf_counter()
     cpu_began = time.process_time()
@@ -1114,7 +1112,7 @@ def simulate_days(
     scenario: Scenario, *, seed: int | None = None, days: int | None = None, start: str | None = None,
     config: CenterConfig | None = None, staffing: dict[tuple[int, int], int] | None = None,
     transform: Callable[[CallSpec], CallSpec | None] | None = None, progress: bool = False,
-    trace: bool = True, command_log: list[tuple[c.Command, float]] | None = None,
+    trace: bool = True, command_log: list[tuple[commands.Command, float]] | None = None,
 ) -> DayRun:
     """Run the scenario's days through the core.
 

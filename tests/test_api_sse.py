@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from acd.core import commands as c
+from acd.core import commands
 from tests.helpers import NodeProcess
 from tests.helpers.inprocess import running_node, write_settings
 from tests.helpers.sse import Event, collect, events
@@ -195,7 +195,7 @@ def test_a_slow_reader_is_cut_off_and_never_slows_the_pipeline(tmp_path: Path) -
             await reader.headers_sent.wait()
             with trio.fail_after(10):  # the pipeline keeps acknowledging while the reader stalls
                 for number in range(40):
-                    await node.submit(c.Arrive(id=f"slow-{number}", queue="general", caller=CALLER))
+                    await node.submit(commands.Arrive(id=f"slow-{number}", queue="general", caller=CALLER))
             assert node.broker.statistics().cut_off == 1
             reader.released.set()
             with trio.fail_after(10):
@@ -218,7 +218,7 @@ def test_resuming_from_an_lsn_no_longer_held_starts_with_a_reset(tmp_path: Path)
         async with running_node(settings) as running:
             node = running.node
             for number in range(20):
-                await node.submit(c.Arrive(id=f"old-{number}", queue="general", caller=CALLER))
+                await node.submit(commands.Arrive(id=f"old-{number}", queue="general", caller=CALLER))
             reader = BlockedReader()
             reader.released.set()
             with trio.move_on_after(1):

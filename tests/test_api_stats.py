@@ -73,7 +73,7 @@ def test_hold_intervals_and_agents_over_http(tmp_path: Path) -> None:
 
 
 def test_the_callback_desk_dials_a_promised_callback_end_to_end(tmp_path: Path) -> None:
-    from acd.core import commands as c
+    from acd.core import commands
 
     settings = write_settings(tmp_path)
     clock = [MORNING]
@@ -92,7 +92,7 @@ def test_the_callback_desk_dials_a_promised_callback_end_to_end(tmp_path: Path) 
 
             async def tick(after: float) -> None:
                 clock[0] += after
-                await node.submit(c.Tick())
+                await node.submit(commands.Tick())
 
             await post("/v1/agents/kim/login")
             await post("/v1/agents/kim/ready")

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from acd import settings as settings_module
-from acd.backup import BackupError, backup, export, read_manifest, restore
-from acd.launcher import LocalCluster, prepare_config
+from acd.tools.backup import BackupError, backup, export, read_manifest, restore
+from acd.tools.launcher import LocalCluster, prepare_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def test_backup_of_a_running_node_restores_to_the_same_state(node, tmp_path: Pat
     assert kept is not None and kept.exists()
     cluster.start_node("a")
     api = cluster.api("a")
-    from acd.launcher import wait_for
+    from acd.tools.launcher import wait_for
 
     wait_for(lambda: cluster.healthy(settings.node("a").api), 20, what="the restored node")
     after = httpx.get(f"{api}/v1/admin/state").json()

@@ -4,17 +4,14 @@ holds it; the dialler's attempt outcomes follow the retry policy of the config."
 
 from __future__ import annotations
 
-from acd.core import Center, CenterConfig, kpis
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core import Center, CenterConfig, commands, events, kpis
 from acd.core.config import Agent, Queue
 from acd.core.rejections import Code
+from tests.helpers.core_harness import Desk, of_type, only
 
-from .test_core_harness import Desk, of_type, only
 
-
-def sealed_arrival(call: str, key: str, caller_hash: str = "h-citizen") -> c.Arrive:
-    return c.Arrive(id=call, queue="q", caller="", caller_hash=caller_hash, caller_masked="*******5678",
+def sealed_arrival(call: str, key: str, caller_hash: str = "h-citizen") -> commands.Arrive:
+    return commands.Arrive(id=call, queue="q", caller="", caller_hash=caller_hash, caller_masked="*******5678",
                     caller_sealed=b"nonce-and-ciphertext-" + key.encode(), caller_key=key, fingerprint=f"f-{call}")
 
 
@@ -53,10 +50,10 @@ def test_a_restored_center_counts_the_holders_of_a_key_from_its_state() -> None:
     promise(desk, "x", "key-x")
     desk.center.take_released_keys()
     restored = Center.restore(desk.center.snapshot())
-    restored.apply(c.Tick(), desk.now + 600)
-    restored.apply(c.Answer(call="x:cb1", agent="a1"), desk.now + 600)
-    restored.apply(c.Hangup(call="x:cb1"), desk.now + 630)
-    restored.apply(c.WrapUp(call="x:cb1", agent="a1", disposition="resolved"), desk.now + 635)
+    restored.apply(commands.Tick(), desk.now + 600)
+    restored.apply(commands.Answer(call="x:cb1", agent="a1"), desk.now + 600)
+    restored.apply(commands.Hangup(call="x:cb1"), desk.now + 630)
+    restored.apply(commands.WrapUp(call="x:cb1", agent="a1", disposition="resolved"), desk.now + 635)
     assert restored.take_released_keys() == ["key-x"]
 
 
@@ -76,16 +73,16 @@ def test_unanswered_dials_follow_the_retry_policy_then_expire() -> None:
     promise(desk, "x", "key-x")
     desk.center.take_released_keys()
     desk.wait(600)
-    events = desk.do(c.CallbackAttempt(call="x:cb1", outcome="no_answer"), after=5)
-    attempted = only(events, e.CallbackAttempted)
+    emitted = desk.do(commands.CallbackAttempt(call="x:cb1", outcome="no_answer"), after=5)
+    attempted = only(emitted, events.CallbackAttempted)
     assert (attempted.attempt, attempted.next_due_at) == (1, desk.now + 300)
     assert desk.state_of("x:cb1") == "scheduled"
     assert desk.agent_state("a1") == "ready"
-    desk.do(c.CallbackAttempt(call="x:cb1", outcome="no_answer"))  # the same report again: nothing new
+    desk.do(commands.CallbackAttempt(call="x:cb1", outcome="no_answer"))  # the same report again: nothing new
     desk.wait(300)
     assert desk.offer_of("a1") == "x:cb1"
-    events = desk.do(c.CallbackAttempt(call="x:cb1", outcome="busy"), after=5)
-    assert only(events, e.CallbackAttempted).next_due_at is None
+    emitted = desk.do(commands.CallbackAttempt(call="x:cb1", outcome="busy"), after=5)
+    assert only(emitted, events.CallbackAttempted).next_due_at is None
     assert (desk.state_of("x:cb1"), desk.call("x:cb1").reason) == ("closed", "unreachable")
     assert desk.center.take_released_keys() == ["key-x"]  # the number is destroyed with the task
     figures = kpis.kpis(desk.day().center.total)
@@ -98,15 +95,15 @@ def test_a_wrong_number_ends_the_callback_and_reached_answers_it() -> None:
     desk.ready("a1")
     promise(desk, "x", "key-x")
     desk.wait(600)
-    desk.do(c.CallbackAttempt(call="x:cb1", outcome="wrong_number"))
+    desk.do(commands.CallbackAttempt(call="x:cb1", outcome="wrong_number"))
     assert (desk.state_of("x:cb1"), desk.call("x:cb1").reason) == ("closed", "wrong_number")
-    desk.do(c.CallbackAttempt(call="x:cb1", outcome="wrong_number"))  # repeated: took effect
-    desk.refuse(c.CallbackAttempt(call="x:cb1", outcome="busy"), Code.call_finished)
-    desk.refuse(c.CallbackAttempt(call="x", outcome="busy"), Code.call_finished)
+    desk.do(commands.CallbackAttempt(call="x:cb1", outcome="wrong_number"))  # repeated: took effect
+    desk.refuse(commands.CallbackAttempt(call="x:cb1", outcome="busy"), Code.call_finished)
+    desk.refuse(commands.CallbackAttempt(call="x", outcome="busy"), Code.call_finished)
     promise(desk, "y", "key-y")
-    desk.refuse(c.CallbackAttempt(call="y:cb1", outcome="no_answer"), Code.call_not_offered)  # not due yet
+    desk.refuse(commands.CallbackAttempt(call="y:cb1", outcome="no_answer"), Code.call_not_offered)  # not due yet
     desk.wait(600)
-    events = desk.do(c.CallbackAttempt(call="y:cb1", outcome="reached"))
-    assert only(events, e.CallAnswered).agent == "a1"
-    assert of_type(events, e.CallbackAttempted) == []
+    emitted = desk.do(commands.CallbackAttempt(call="y:cb1", outcome="reached"))
+    assert only(emitted, events.CallAnswered).agent == "a1"
+    assert of_type(emitted, events.CallbackAttempted) == []
     assert kpis.kpis(desk.day().center.total).callbacks_reached == 1

@@ -9,9 +9,9 @@ from acd import cli
 
 
 def acd_parser() -> argparse.ArgumentParser:
-    from acd.backup import add_parsers as add_backup
-    from acd.demo import add_parser as add_demo
-    from acd.drill import add_parser as add_drill
+    from acd.tools.backup import add_parsers as add_backup
+    from acd.tools.demo import add_parser as add_demo
+    from acd.tools.drill import add_parser as add_drill
     from replication.cli import register
 
     parser, subparsers = cli._parser()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.node_process import ROOT, NodeProcess, child_environment
 from tests.helpers.tls import tls_sample_config
 
@@ -138,7 +138,7 @@ def test_a_drill_signals_only_the_pid_that_holds_the_nodes_listening_socket() ->
 
     import pytest
 
-    from acd.identity import IdentityError, local_pid
+    from acd.tools.identity import IdentityError, local_pid
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

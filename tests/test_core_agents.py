@@ -14,8 +14,7 @@ from acd.core.events import (
     OfferWithdrawn,
 )
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, chat_agent, of_type, offers, one_queue_center, only
+from tests.helpers.core_harness import Desk, chat_agent, of_type, offers, one_queue_center, only
 
 
 def agent_states(events: list[Event], agent: str) -> list[str]:

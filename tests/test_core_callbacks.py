@@ -15,8 +15,15 @@ from acd.core.events import (
     OfferWithdrawn,
 )
 from acd.core.rejections import Code
-
-from .test_core_harness import MONDAY_9AM, Desk, of_type, offers, one_queue_center, only, seoul
+from tests.helpers.core_harness import (
+    MONDAY_9AM,
+    Desk,
+    of_type,
+    offers,
+    one_queue_center,
+    only,
+    seoul,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 

@@ -39,8 +39,7 @@ from acd.core.events import (
     SurveyRecorded,
 )
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, of_type, one_queue_center, only
+from tests.helpers.core_harness import Desk, of_type, one_queue_center, only
 
 
 @pytest.mark.parametrize("channel", ["voice", "chat", "sms"])

@@ -9,8 +9,7 @@ from acd.core.commands import Abandon, Configure, Login, Logout, Transfer
 from acd.core.config import Abuse, Agent, Calendar, Queue, RelaxationStep
 from acd.core.events import ConfigApplied
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, offers, one_queue_center, only
+from tests.helpers.core_harness import Desk, offers, one_queue_center, only
 
 
 def test_configure_applies_the_center_and_reports_its_size() -> None:

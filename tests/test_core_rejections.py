@@ -35,8 +35,7 @@ from acd.core.commands import (
 )
 from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue
 from acd.core.rejections import Code
-
-from .test_core_harness import Desk, one_queue_center
+from tests.helpers.core_harness import Desk, one_queue_center
 
 
 def test_refused_command_stamped_later_leaves_even_the_clock_unchanged() -> None:

@@ -8,8 +8,7 @@ from acd.core import CenterConfig
 from acd.core.commands import Login, Ready, RequestCallback
 from acd.core.config import Agent, Queue, RelaxationStep
 from acd.core.events import CallOffered
-
-from .test_core_harness import Desk, of_type, offers, one_queue_center
+from tests.helpers.core_harness import Desk, of_type, offers, one_queue_center
 
 
 def staffed_then_idle(desk: Desk, agents: list[str], gap: float = 10.0) -> None:

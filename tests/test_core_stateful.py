@@ -61,8 +61,7 @@ from acd.core.config import Abuse, Agent, Calendar, Capacity, Queue, RelaxationS
 from acd.core.events import CallOffered, Event
 from acd.core.rejections import Code
 from acd.core.state import CallState, State
-
-from .test_core_harness import MONDAY_9AM
+from tests.helpers.core_harness import MONDAY_9AM
 
 CODES = {code.code for code in Code}
 CALLERS = ("01012340001", "01012340002", "01012340003", "0511200004", "0511200005")

@@ -17,8 +17,7 @@ from acd.core import CenterConfig
 from acd.core.commands import Abandon, Login, Logout, Ready, RequestCallback, Survey, Transfer
 from acd.core.config import Agent, Queue
 from acd.core.state import Counters
-
-from .test_core_harness import Desk, one_queue_center, seoul
+from tests.helpers.core_harness import Desk, one_queue_center, seoul
 
 
 def busy_morning() -> Desk:

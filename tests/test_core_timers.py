@@ -6,8 +6,7 @@ from acd.core import Center, CenterConfig, Rejection
 from acd.core.commands import Abandon, Answer, Login, NotReady, Reject
 from acd.core.config import Agent, Queue
 from acd.core.events import CallQueued, CallWrappedUp, OfferWithdrawn
-
-from .test_core_harness import Desk, offers, one_queue_center, only, seoul
+from tests.helpers.core_harness import Desk, offers, one_queue_center, only, seoul
 
 
 def test_next_deadline_is_the_earliest_timer_and_tick_fires_it_at_its_own_time() -> None:

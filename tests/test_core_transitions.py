@@ -32,7 +32,7 @@ from acd.core.commands import (
 )
 from acd.core.config import Agent, Calendar, CenterConfig, Queue
 from acd.core.state import INITIAL, TERMINAL, TRANSITIONS, CallState
-from tests.test_core_harness import Desk
+from tests.helpers.core_harness import Desk
 
 CORE = pathlib.Path(state.__file__).parent
 # The names the core's modules give the CallState members (`_WAITING = CallState.WAITING`).

@@ -7,12 +7,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from acd.core import Center, Rejection, versions
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core import Center, Rejection, commands, events, versions
 from acd.core.rejections import Code
+from tests.helpers.core_harness import Desk, of_type, offers, one_queue_center
 
-from .test_core_harness import Desk, of_type, offers, one_queue_center
 from .test_state_compat import old_shape
 
 
@@ -29,11 +27,11 @@ def shipped_core(monkeypatch: pytest.MonkeyPatch) -> None:
 def busy_agent_idle_longest(desk: Desk, call: str) -> None:
     """a1 serves `call` (one more handled), then a2 comes back from a break: a1 is the agent idle
     longest, a2 the one who handled fewer. The next caller tells which rule is in force."""
-    desk.do(c.NotReady(agent="a2"))
+    desk.do(commands.NotReady(agent="a2"))
     desk.arrive(call, after=1)
     assert desk.agent_of(call) == "a1"
     desk.serve(call, talk=30, wrap=5)
-    desk.do(c.Ready(agent="a2"), after=1)
+    desk.do(commands.Ready(agent="a2"), after=1)
     assert desk.agent("a1").handled > desk.agent("a2").handled
     assert desk.agent("a1").available_since < desk.agent("a2").available_since
 
@@ -65,9 +63,9 @@ def test_replay_applies_the_old_rule_before_the_switch_and_the_new_one_after(nex
     desk.arrive("before", after=1)
     assert desk.agent_of("before") == "a1"  # version 1: the longest idle
     desk.serve("before", talk=30, wrap=5)
-    produced = desk.do(c.ActivateCoreVersion(version=2, actor="test"), after=1)
+    produced = desk.do(commands.ActivateCoreVersion(version=2, actor="test"), after=1)
     assert desk.center.state.core_version == 2
-    assert [(event.action, event.detail) for event in of_type(produced, e.Audited)] == [("core_version.activated", "1 -> 2")]
+    assert [(event.action, event.detail) for event in of_type(produced, events.Audited)] == [("core_version.activated", "1 -> 2")]
     busy_agent_idle_longest(desk, "warm2")
     desk.arrive("after", after=1)
     assert desk.agent_of("after") == "a2"  # version 2: the fewest handled
@@ -75,7 +73,7 @@ def test_replay_applies_the_old_rule_before_the_switch_and_the_new_one_after(nex
     # A fresh center replaying the log offers the same calls to the same agents: the old rule
     # up to the record, the new one after it, and ends in the same state.
     replayed = Center()
-    replayed_events: list[e.Event] = []
+    replayed_events: list[events.Event] = []
     for command, at in desk.log:
         result = replayed.apply(command, at)
         assert not isinstance(result, Rejection), result
@@ -87,9 +85,9 @@ def test_replay_applies_the_old_rule_before_the_switch_and_the_new_one_after(nex
 
     # The same log without the record keeps version 1's rule throughout: the gate decides.
     without = Center()
-    without_events: list[e.Event] = []
+    without_events: list[events.Event] = []
     for command, at in desk.log:
-        if isinstance(command, c.ActivateCoreVersion):
+        if isinstance(command, commands.ActivateCoreVersion):
             continue
         result = without.apply(command, at)
         assert not isinstance(result, Rejection), result
@@ -99,12 +97,12 @@ def test_replay_applies_the_old_rule_before_the_switch_and_the_new_one_after(nex
 
 def test_a_snapshot_keeps_the_active_version_and_its_rule(next_core: None) -> None:
     desk = two_agent_desk()
-    desk.do(c.ActivateCoreVersion(version=2), after=1)
+    desk.do(commands.ActivateCoreVersion(version=2), after=1)
     busy_agent_idle_longest(desk, "warm")
     restored = Center.restore(desk.center.snapshot())
     assert restored.state.core_version == 2
     assert restored.state_hash() == desk.center.state_hash()
-    events = restored.apply(c.Arrive(id="next", queue="q", caller="01012345678"), desk.now + 1)
+    events = restored.apply(commands.Arrive(id="next", queue="q", caller="01012345678"), desk.now + 1)
     assert not isinstance(events, Rejection)
     assert offers(events) == [("next", "a2")]
     desk.arrive("next", caller="01012345678", after=1)
@@ -120,18 +118,18 @@ def test_an_old_snapshot_without_the_field_restores_as_version_1(shipped_core: N
     assert b"core_version" not in old
     restored = Center.restore(old)
     assert restored.state.core_version == 1
-    events = restored.apply(c.Arrive(id="next", queue="q", caller="01012345678"), desk.now + 1)
+    events = restored.apply(commands.Arrive(id="next", queue="q", caller="01012345678"), desk.now + 1)
     assert not isinstance(events, Rejection)
     assert offers(events) == [("next", "a1")]
 
 
 def test_a_lower_version_is_refused_and_the_same_one_again_changes_nothing(next_core: None) -> None:
     desk = two_agent_desk()
-    desk.do(c.ActivateCoreVersion(version=2), after=1)
+    desk.do(commands.ActivateCoreVersion(version=2), after=1)
     before = desk.center.state_hash()
-    assert desk.do(c.ActivateCoreVersion(version=2)) == []
+    assert desk.do(commands.ActivateCoreVersion(version=2)) == []
     assert desk.center.state_hash() == before
-    refusal = desk.refuse(c.ActivateCoreVersion(version=1), Code.core_version_downgrade)
+    refusal = desk.refuse(commands.ActivateCoreVersion(version=1), Code.core_version_downgrade)
     assert refusal.field == "version"
     assert desk.center.state.core_version == 2
 
@@ -139,7 +137,7 @@ def test_a_lower_version_is_refused_and_the_same_one_again_changes_nothing(next_
 def test_a_version_the_binary_does_not_support_raises_on_the_record_and_on_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(versions.NEXT_CORE_ENV, "1")
     desk = two_agent_desk()
-    desk.do(c.ActivateCoreVersion(version=2), after=1)
+    desk.do(commands.ActivateCoreVersion(version=2), after=1)
     snapshot = desk.center.snapshot()
     monkeypatch.delenv(versions.NEXT_CORE_ENV)
     with pytest.raises(versions.CoreVersionUnsupported) as raised:
@@ -148,17 +146,17 @@ def test_a_version_the_binary_does_not_support_raises_on_the_record_and_on_a_sna
     assert (raised.value.version, raised.value.supported) == (2, (1, 1))
     fresh = Center(one_queue_center(agents=1))
     with pytest.raises(versions.CoreVersionUnsupported) as raised:
-        fresh.apply(c.ActivateCoreVersion(version=2), desk.now)
+        fresh.apply(commands.ActivateCoreVersion(version=2), desk.now)
     assert "core version 2 is newer than this binary supports (1..1)" in str(raised.value)
     assert fresh.state.core_version == 1
     # Version 3 exists in no binary, even with the switch.
     monkeypatch.setenv(versions.NEXT_CORE_ENV, "1")
     with pytest.raises(versions.CoreVersionUnsupported, match=r"3 is newer than this binary supports \(1\.\.2\)"):
-        fresh.apply(c.ActivateCoreVersion(version=3), desk.now)
+        fresh.apply(commands.ActivateCoreVersion(version=3), desk.now)
 
 
 def test_the_command_round_trips_through_the_log_and_its_bounds_are_checked() -> None:
-    command = c.ActivateCoreVersion(version=2, actor="api:ops")
-    assert c.decode_command(c.validate(command)) == command
+    command = commands.ActivateCoreVersion(version=2, actor="api:ops")
+    assert commands.decode_command(commands.validate(command)) == command
     with pytest.raises(msgspec.ValidationError):
-        c.validate(c.ActivateCoreVersion(version=0))
+        commands.validate(commands.ActivateCoreVersion(version=0))

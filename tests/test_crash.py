@@ -25,8 +25,7 @@ import httpx
 import lmdb
 import trio
 
-from acd.core import Center, Rejection
-from acd.core import commands as c
+from acd.core import Center, Rejection, commands
 from acd.node.verify import rebuild
 from acd.settings import load
 from tests.helpers import NodeProcess, wait_until
@@ -194,7 +193,7 @@ def node_with_history(tmp_path: Path, calls: int = 12) -> NodeProcess:
     async def write() -> None:
         async with running_node(load(node.config_path)) as running:
             for number in range(calls):
-                command = c.Arrive(id=f"history-{number}", queue="general", caller=CALLER)
+                command = commands.Arrive(id=f"history-{number}", queue="general", caller=CALLER)
                 assert not isinstance(await running.node.submit(command), Rejection)
 
     trio.run(write)

@@ -1,6 +1,6 @@
 """Real processes on loopback: a witness and two nodes, faults injected under write load.
 
-Each test starts a cluster with `LocalCluster`, runs a drill (`acd.drill.Drill`: its own
+Each test starts a cluster with `LocalCluster`, runs a drill (`acd.tools.drill.Drill`: its own
 writes, one fault, heal, convergence check, every acknowledged write read back from both
 nodes) and asserts on the drill's report. docs/design.md invariants 1 (no acknowledged write
 lost) and 2 (no split brain) are what these check on real processes.
@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
-from acd.drill import Drill, DrillReport
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.drill import Drill, DrillReport
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 

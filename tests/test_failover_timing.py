@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from acd.launcher import prepare_config, wait_for
+from acd.tools.launcher import prepare_config, wait_for
 from bench import false_failovers
 from bench.failover import SAMPLE, Bench, BenchCluster
 

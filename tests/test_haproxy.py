@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from acd.launcher import LocalCluster, free_port, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, free_port, prepare_config, wait_for
 from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent

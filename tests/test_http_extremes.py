@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 EXAMPLES = int(os.environ.get("ACD_EXTREME_EXAMPLES", "200"))

@@ -1,29 +1,93 @@
-"""The node's classes for Hypercorn connections (`acd.node.serve`).
+"""The node's classes for Hypercorn connections (`acd.connections`).
 
 The keep-alive timer (`_IdleDeadline`) replaces Hypercorn's per-request timer task with one
 deadline per connection that moves; these tests hold it to Hypercorn's behaviour: idle for the
 timeout closes, a request in progress is never timed out, a stopping server answers the request
 in progress first. The HTTP/1.1 protocol (`_H11Protocol`) writes a response in one socket
 write; its tests check the writes and what the client reads.
+
+Both override Hypercorn's private methods: the first tests fail, never skip, when the installed
+Hypercorn is not the series they are written for or any overridden method has changed.
 """
 
 from __future__ import annotations
 
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import hypercorn.config
 import hypercorn.events
 import hypercorn.protocol
+import hypercorn.protocol.h11
 import hypercorn.trio
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 import pytest
 import trio
 import trio.testing
+from packaging.requirements import Requirement
 
+from acd import connections
+from acd.connections import _H11Protocol, _IdleDeadline, _TCPServer, hypercorn_problems, install
 from acd.node.locks import QuickLock
-from acd.node.serve import _H11Protocol, _IdleDeadline, _TCPServer, _use_moving_idle_deadline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------- the Hypercorn they extend
+
+
+def test_the_installed_hypercorn_is_the_series_the_node_classes_are_written_for() -> None:
+    problems = hypercorn_problems()
+    assert problems == [], (
+        "the node's Hypercorn classes (acd.connections) are not written for the installed Hypercorn "
+        f"{connections.hypercorn_version()}: " + "; ".join(problems)
+        + ". Check every override against it, then widen TESTED_HYPERCORN and the bound in pyproject.toml"
+    )
+    assert install() is True
+
+
+def test_the_dependency_is_bounded_to_the_tested_series() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [hypercorn] = [Requirement(line.split("#")[0]) for line in dependencies if line.lower().startswith("hypercorn")]
+    major, minor = (int(part) for part in connections.TESTED_HYPERCORN.split("."))
+    assert hypercorn.specifier.contains(f"{major}.{minor}.0") and hypercorn.specifier.contains(f"{major}.{minor}.9")
+    assert not hypercorn.specifier.contains(f"{major}.{minor + 1}.0"), f"{hypercorn} has no upper bound below the next series"
+    assert not hypercorn.specifier.contains(f"{major}.{minor - 1}.9"), f"{hypercorn} admits an older, untested series"
+    pinned = [line.partition("==")[2] for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("hypercorn==")]
+    assert len(pinned) == 1 and hypercorn.specifier.contains(pinned[0])
+
+
+def test_a_changed_or_missing_override_is_reported_and_nothing_is_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def changed(self: Any, event: Any, extra: int) -> None: ...
+
+    monkeypatch.setattr(hypercorn.protocol.h11.H11Protocol, "_send_h11_event", changed)
+    monkeypatch.delattr(hypercorn.trio.tcp_server.TCPServer, "_close")
+    monkeypatch.setattr(connections, "hypercorn_version", lambda: "0.99.1")
+    monkeypatch.setattr(hypercorn.trio.run, "TCPServer", hypercorn.trio.tcp_server.TCPServer)
+    monkeypatch.setattr(hypercorn.protocol, "H11Protocol", hypercorn.protocol.h11.H11Protocol)
+    problems = "\n".join(hypercorn_problems())
+    assert "0.99.1 is not of the tested series" in problems
+    assert "H11Protocol._send_h11_event('self', 'event', 'extra') is not (self, event)" in problems
+    assert "TCPServer._close is missing" in problems
+    assert install() is False
+    assert hypercorn.trio.run.TCPServer is hypercorn.trio.tcp_server.TCPServer
+    assert hypercorn.protocol.H11Protocol is hypercorn.protocol.h11.H11Protocol
+
+
+def test_a_hypercorn_that_no_longer_sets_the_replaced_timer_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def init(self: Any, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
+        self.timer = None
+
+    monkeypatch.setattr(hypercorn.trio.tcp_server.TCPServer, "__init__", init)
+    problems = hypercorn_problems()
+    assert problems == ["hypercorn.trio.tcp_server.TCPServer no longer sets idle_task",
+                        "hypercorn.trio.tcp_server.TCPServer no longer sets send_lock"]
+
+
+# ---------------------------------------------------------------------- the keep-alive timer
 
 
 class _Config:
@@ -143,7 +207,7 @@ def test_an_idle_connection_closed_by_the_client_ends_its_timer_at_once() -> Non
 
 
 def test_hypercorn_serves_with_the_moving_deadline() -> None:
-    _use_moving_idle_deadline()
+    install()
     assert hypercorn.trio.run.TCPServer is _TCPServer
     assert issubclass(_TCPServer, hypercorn.trio.tcp_server.TCPServer)
     server = _TCPServer(None, hypercorn.config.Config(), None, None, None)
@@ -151,7 +215,7 @@ def test_hypercorn_serves_with_the_moving_deadline() -> None:
 
 
 def test_hypercorn_serves_http1_with_one_write_per_response() -> None:
-    _use_moving_idle_deadline()
+    install()
     assert hypercorn.protocol.H11Protocol is _H11Protocol
 
 
@@ -180,7 +244,7 @@ def _serve_and_ask(exchanges: list[tuple[bytes, bytes]], monkeypatch: pytest.Mon
     """Serve `_asgi` with the node's classes; on one connection, send each request and read
     until what it ends with has arrived (or the server closes); the server's socket writes and
     what the client read."""
-    _use_moving_idle_deadline()
+    install()
     writes: list[bytes] = []
     original = _TCPServer.protocol_send
 

@@ -24,8 +24,7 @@ from acd.core.commands import (
 )
 from acd.core.config import Agent, Queue
 from acd.core.state import Counters
-
-from .test_core_harness import Desk, chat_agent, of_type, one_queue_center, only
+from tests.helpers.core_harness import Desk, chat_agent, of_type, one_queue_center, only
 
 
 def test_short_abandon_and_the_two_service_level_bases() -> None:

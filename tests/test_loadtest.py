@@ -140,7 +140,8 @@ def test_a_rate_holds_when_one_of_its_runs_holds_and_the_breaking_point_needs_bo
 
 def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histogram() -> None:
     from loadtest.records import Second, window
-    from loadtest.runner import MetricsScraper, pipeline_figures
+    from loadtest.rundata import pipeline_figures
+    from loadtest.runner import MetricsScraper
 
     timeline = {
         10: Second(requests=4, failures=0, writes=4, latency_ms={5: 2, 50: 1, 60: 1}),

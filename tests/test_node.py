@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from acd.core import Rejection
-from acd.core import commands as c
+from acd.core import Rejection, commands
 from acd.node.node import Accepted, Node
 from acd.node.snapshots import CAN_FORK
 from acd.node.verify import verify
@@ -16,8 +15,8 @@ from acd.settings import Settings
 from tests.helpers.inprocess import running_node, write_settings
 
 
-def arrive(number: int, queue: str = "general", **extra: object) -> c.Arrive:
-    return c.Arrive(id=f"call-{number}", queue=queue, caller=f"0105555{number:04d}", **extra)  # type: ignore[arg-type]
+def arrive(number: int, queue: str = "general", **extra: object) -> commands.Arrive:
+    return commands.Arrive(id=f"call-{number}", queue=queue, caller=f"0105555{number:04d}", **extra)  # type: ignore[arg-type]
 
 
 def batch_totals(node: Node) -> tuple[float, float]:
@@ -79,11 +78,11 @@ def test_acknowledged_writes_survive_a_restart_with_the_same_state(tmp_path: Pat
     async def write() -> None:
         async with running_node(settings) as running:
             node = running.node
-            await node.submit(c.Login(agent="kim"))
-            await node.submit(c.Ready(agent="kim"))
+            await node.submit(commands.Login(agent="kim"))
+            await node.submit(commands.Ready(agent="kim"))
             for number in range(10):
                 await node.submit(arrive(number, queue="transport"))
-            await node.submit(c.Answer(call="call-0", agent="kim"))
+            await node.submit(commands.Answer(call="call-0", agent="kim"))
             digest.update(lsn=node.lsn, hash=node.center.state_hash())
 
     async def reopen() -> None:
@@ -121,7 +120,7 @@ def test_snapshots_and_log_truncation_keep_the_state(tmp_path: Path) -> None:
             for number in range(60):
                 assert isinstance(await node.submit(arrive(number)), Accepted)
                 if number % 3 == 0:
-                    assert isinstance(await node.submit(c.Abandon(call=f"call-{number}")), Accepted)
+                    assert isinstance(await node.submit(commands.Abandon(call=f"call-{number}")), Accepted)
             await node.snapshot_settled()
             statistics = node.store.statistics()
             assert statistics.snapshot_lsn > 15
@@ -308,7 +307,7 @@ def test_refused_command_is_not_logged(tmp_path: Path) -> None:
         async with running_node(settings) as running:
             node = running.node
             lsn = node.lsn
-            result = await node.submit(c.Answer(call="nobody", agent="kim"))
+            result = await node.submit(commands.Answer(call="nobody", agent="kim"))
             assert isinstance(result, Rejection) and result.code == "unknown_call"
             assert node.store.last_lsn() == lsn
 
@@ -346,13 +345,24 @@ def test_a_snapshot_child_lets_go_of_the_store_lock_before_it_slows_down(tmp_pat
     child closes the store's descriptors (and with them its share of the store's lock) before
     it lowers its priority, which on a busy machine can keep it off the CPU for a long while."""
     import os
+    import select
     import time
 
     from acd.core import Center
     from acd.node import snapshots
     from acd.store import Store, StoreError
 
+    # The child says when it reaches its slow part through a named pipe (it closes every
+    # descriptor it inherited before that). The test's end is opened for reading and writing:
+    # that open never blocks and never sees an end of file, so it waits for the child's byte.
+    reached = tmp_path / "slow-part"
+    os.mkfifo(reached)
+    signal_end = os.open(reached, os.O_RDWR)
+
     def slow_child() -> None:
+        announce = os.open(reached, os.O_WRONLY)
+        os.write(announce, b"!")
+        os.close(announce)
         time.sleep(3.0)  # a niced child starved of CPU
 
     monkeypatch.setattr(snapshots, "_stay_out_of_the_way", slow_child)
@@ -361,7 +371,8 @@ def test_a_snapshot_child_lets_go_of_the_store_lock_before_it_slows_down(tmp_pat
     store = Store(path, cluster="c", node="a")
     child = snapshots.fork_encoder(Center(), lsn=1, epoch=1, at=0.0)
     try:
-        time.sleep(0.3)  # the child is now in its slow part
+        readable, _, _ = select.select([signal_end], [], [], 30.0)
+        assert readable and os.read(signal_end, 1) == b"!", "the child did not reach its slow part"
         store.close()    # the node is gone; only the child could still hold the lock
         try:
             again = Store(path, cluster="c", node="a")
@@ -370,6 +381,7 @@ def test_a_snapshot_child_lets_go_of_the_store_lock_before_it_slows_down(tmp_pat
         again.close()
         assert len(child.collect()) > 0  # and the child still delivers its snapshot
     finally:
+        os.close(signal_end)
         try:
             os.kill(child.pid, 9)
         except ProcessLookupError:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from acd.cli import main
-from acd.core import commands as c
+from acd.core import commands
 from acd.settings import hash_token
 from tests.helpers import NodeProcess
 from tests.helpers.inprocess import running_node, write_settings
@@ -38,6 +38,24 @@ def test_config_check_lists_every_problem_with_file_line_and_key(tmp_path: Path,
     assert any(":" in line.split(str(bad))[1][:6] and "overflow" in line for line in problems)
     assert any("calendar" in line and "sometimes" in line for line in problems)
     assert all(line.split(":")[1].isdigit() for line in problems)  # file:line: key: message
+
+
+def test_every_scalar_key_of_the_core_center_is_a_center_key_with_the_core_default(tmp_path: Path) -> None:
+    from acd import settings as settings_module
+    from acd.core.config import Center
+
+    text = (EXAMPLES / "standalone.toml").read_text()
+    plain = settings_module.loads(text, "plain.toml")
+    defaults = Center()
+    for key in settings_module.CENTER_KEYS:
+        if f"\n{key} =" not in text.split("[center]", 1)[1].split("\n[", 1)[0]:
+            assert getattr(plain.center, key) == getattr(defaults, key), f"[center] {key}: not the core's default"
+    changed = text.replace("[center]\n", "[center]\ncallback_attempts = 5\ncallback_retry_seconds = 120\nqueue_update_seconds = 0\n", 1)
+    center = settings_module.loads(changed, "changed.toml").center
+    assert (center.callback_attempts, center.callback_retry_seconds, center.queue_update_seconds) == (5, 120.0, 0.0)
+    with pytest.raises(settings_module.SettingsError) as refused:
+        settings_module.loads(text.replace("[center]\n", "[center]\ncolour = 5\n", 1), "bad.toml")
+    assert refused.value.problems[0].startswith("bad.toml:") and "center.colour: unknown key" in refused.value.problems[0]
 
 
 def test_config_check_of_a_missing_or_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,7 +103,7 @@ def test_verify_reports_agreement_and_exits_0(tmp_path: Path, capsys: pytest.Cap
     async def write() -> None:
         async with running_node(settings) as running:
             for number in range(25):
-                await running.node.submit(c.Arrive(id=f"v-{number}", queue="general", caller="0101234567"))
+                await running.node.submit(commands.Arrive(id=f"v-{number}", queue="general", caller="0101234567"))
 
     trio.run(write)
     assert main(["verify", "--config", settings.path, "--node", "a", "--json"]) == 0

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from acd.launcher import LocalCluster, prepare_config
+from acd.tools.launcher import LocalCluster, prepare_config
 from tests.helpers.node_process import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,12 +25,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acd.core import Center, Rejection
-from acd.core import commands as c
+from acd.core import Center, Rejection, commands
 from acd.node.node import Node
+from tests.helpers.core_harness import Desk, one_queue_center
 from tests.helpers.inprocess import running_node, write_settings
-
-from .test_core_harness import Desk, one_queue_center
 
 HUGE = 2**70
 
@@ -49,10 +47,10 @@ extreme_values = st.recursive(
 )
 
 
-def _command_strategies() -> st.SearchStrategy[c.Command]:
+def _command_strategies() -> st.SearchStrategy[commands.Command]:
     """Every command type but Configure and Tick, each field drawn from the extreme values."""
     strategies = []
-    for kind in (c.Arrive, c.Answer, c.Reject, c.Abandon, c.Hangup, c.Transfer, c.RequestCallback, c.WrapUp, c.Survey, c.Login, c.Ready, c.NotReady, c.Logout, c.Audit):
+    for kind in (commands.Arrive, commands.Answer, commands.Reject, commands.Abandon, commands.Hangup, commands.Transfer, commands.RequestCallback, commands.WrapUp, commands.Survey, commands.Login, commands.Ready, commands.NotReady, commands.Logout, commands.Audit):
         fields = {name: extreme_values for name in kind.__struct_fields__}
         if "attributes" in fields:
             fields["attributes"] = st.dictionaries(extreme_strings, extreme_values, max_size=70)
@@ -71,40 +69,40 @@ def _desk() -> Desk:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command=_command_strategies())
-def test_the_core_behind_its_check_holds_every_command_with_extreme_values(command: c.Command) -> None:
+def test_the_core_behind_its_check_holds_every_command_with_extreme_values(command: commands.Command) -> None:
     desk = _desk()
     try:
-        payload = c.validate(command)
+        payload = commands.validate(command)
     except msgspec.ValidationError as error:
         assert str(error)  # refused with a reason; nothing reached the core
         return
     # What passes the check decodes to the same command, and the core takes it or refuses
     # it by name: never an exception.
-    assert c.decode_command(payload) == command
+    assert commands.decode_command(payload) == command
     result = desk.center.apply(command, desk.now + 1)
     assert isinstance(result, (list, Rejection))
 
 
 @pytest.mark.parametrize("command", [
-    c.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": HUGE}),
-    c.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": -HUGE}),
-    c.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": 2**53 + 1}),
-    c.Arrive(id="x", queue="q", caller="0101234567", attributes={f"k{i}": i for i in range(65)}),
-    c.Arrive(id="x", queue="q", caller="0101234567", attributes={"s": "\ud800"}),
-    c.Arrive(id="x" * 65, queue="q", caller="0101234567"),
-    c.WrapUp(call="x", agent="a1", disposition="callback", callback_at=math.nan),
-    c.WrapUp(call="x", agent="a1", disposition="callback", callback_at=math.inf),
-    c.WrapUp(call="x", agent="a1", disposition="callback", callback_at=1e308),
-    c.NotReady(agent="a1", reason="r" * 201),
+    commands.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": HUGE}),
+    commands.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": -HUGE}),
+    commands.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": 2**53 + 1}),
+    commands.Arrive(id="x", queue="q", caller="0101234567", attributes={f"k{i}": i for i in range(65)}),
+    commands.Arrive(id="x", queue="q", caller="0101234567", attributes={"s": "\ud800"}),
+    commands.Arrive(id="x" * 65, queue="q", caller="0101234567"),
+    commands.WrapUp(call="x", agent="a1", disposition="callback", callback_at=math.nan),
+    commands.WrapUp(call="x", agent="a1", disposition="callback", callback_at=math.inf),
+    commands.WrapUp(call="x", agent="a1", disposition="callback", callback_at=1e308),
+    commands.NotReady(agent="a1", reason="r" * 201),
 ])
-def test_validate_refuses_what_the_core_cannot_hold(command: c.Command) -> None:
+def test_validate_refuses_what_the_core_cannot_hold(command: commands.Command) -> None:
     with pytest.raises(msgspec.ValidationError):
-        c.validate(command)
+        commands.validate(command)
 
 
 def test_validate_keeps_what_the_core_holds() -> None:
-    command = c.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": 2**53, "m": -(2**53), "vip": True, "s": "ü" * 200})
-    assert c.decode_command(c.validate(command)) == command
+    command = commands.Arrive(id="x", queue="q", caller="0101234567", attributes={"n": 2**53, "m": -(2**53), "vip": True, "s": "ü" * 200})
+    assert commands.decode_command(commands.validate(command)) == command
 
 
 # ----------------------------------------------------------------------------- the node
@@ -113,16 +111,16 @@ def test_validate_keeps_what_the_core_holds() -> None:
 def _plant_core_fault(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
     """The core raises for an arrival with id `poison`, after it changed its state (the worst
     case: half a command applied in memory)."""
-    arrive = Center._handlers[c.Arrive]
+    arrive = Center._handlers[commands.Arrive]
 
-    def faulty(center: Center, command: c.Arrive, now: float) -> Rejection | None:
+    def faulty(center: Center, command: commands.Arrive, now: float) -> Rejection | None:
         calls.append(command.id)
         result = arrive(center, command, now)
         if command.id == "poison":
             raise RuntimeError("planted core fault")
         return result
 
-    monkeypatch.setitem(Center._handlers, c.Arrive, faulty)
+    monkeypatch.setitem(Center._handlers, commands.Arrive, faulty)
 
 
 def _call(call_id: str, **extra: Any) -> dict[str, Any]:
@@ -227,7 +225,7 @@ def test_a_command_built_in_python_with_a_huge_integer_is_refused_before_the_cor
             from acd.node.node import InvalidCommand
 
             with pytest.raises(InvalidCommand):
-                await node.submit(c.Arrive(id="big", queue="general", caller="0101", attributes={"n": HUGE}))
+                await node.submit(commands.Arrive(id="big", queue="general", caller="0101", attributes={"n": HUGE}))
             assert "big" not in node.center.state.interactions
 
     trio.run(main)

@@ -26,8 +26,8 @@ import pytest
 import trio
 import trio.testing
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
 from acd.store import Snapshot
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from replication.network import Gate, PortLimits, TcpNetwork
 from replication.protocol import (
     FRAME_BYTES_MAX,
@@ -64,13 +64,8 @@ class LimitedWitnessCluster(LocalCluster):
 
     def start_witness(self) -> None:
         assert self.settings.witness is not None
-        log = open(self.logs / "witness.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.processes["witness"] = subprocess.Popen(
-            [self.python, "-m", "acd", "witness", "--config", str(self.config), "--log-level", self.log_level],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True, preexec_fn=_low_descriptor_limit,
-        )
-        log.close()
+        self._spawn("witness", ["witness", "--config", str(self.config), "--log-level", self.log_level],
+                    preexec_fn=_low_descriptor_limit)
 
 
 def _port_open(address: str) -> bool:
@@ -240,7 +235,7 @@ def test_the_witness_refuses_a_candidate_that_is_not_a_node_and_saves_nothing(wi
 
 async def _serve_witness(limits: PortLimits, nursery: trio.Nursery, nodes: list[str] | None = None) -> tuple[Witness, str]:
     """A witness on a free loopback port of this process, guarded by `limits`."""
-    from acd.launcher import free_port
+    from acd.tools.launcher import free_port
 
     address = f"127.0.0.1:{free_port()}"
     witness = Witness(cluster="c", address=address, store=MemoryStateStore("c"), lease_seconds=1.0, secret=b"s",
@@ -461,7 +456,7 @@ def test_over_tls_one_deadline_covers_the_tls_handshake_and_the_hello(tmp_path: 
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            from acd.launcher import free_port
+            from acd.tools.launcher import free_port
 
             address = f"127.0.0.1:{free_port()}"
             network = TcpNetwork(server, client, limits=PortLimits(name="witness", handshake_seconds=0.5))

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import trio
 
-from acd import backup as backup_module
 from acd import settings as settings_module
-from acd.core import commands as c
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.core import commands
 from acd.node.node import Node
 from acd.store import Store
+from acd.tools import backup as backup_module
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.inprocess import running_node, write_settings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
@@ -146,13 +146,13 @@ def test_the_standby_holds_the_keys_of_live_interactions_only(tmp_path: Path) ->
 
 
 def test_a_command_sealed_once_is_not_sealed_again() -> None:
-    command = c.Arrive(id="x", queue="q", caller="01012345678")
+    command = commands.Arrive(id="x", queue="q", caller="01012345678")
     from acd.node.privacy import Sealer
 
     sealer = Sealer(b"k")
     logged, secret = sealer.seal(command)
     assert logged.caller == "" and logged.caller_masked == "*******5678" and len(secret) == 64
-    assert "01012345678" not in c.encode_command(logged).decode("latin-1")
+    assert "01012345678" not in commands.encode_command(logged).decode("latin-1")
     assert Sealer.open("x", logged.caller_sealed, secret[32:]) == "01012345678"
     assert Sealer.open("y", logged.caller_sealed, secret[32:]) is None  # bound to its interaction
     # The fingerprint is that of the command as submitted: a retry with a new key matches.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from acd.launcher import LocalCluster, prepare_config
+from acd.tools.launcher import LocalCluster, prepare_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,10 +24,9 @@ import msgspec
 import pytest
 import trio
 
-from acd.backup import export
-from acd.core import Center, Rejection
-from acd.core import commands as c
+from acd.core import Center, Rejection, commands
 from acd.core import kpis as kpi
+from acd.tools.backup import export
 from sim import engine
 from sim.report import write_day_outputs
 from sim.workload import load_scenario
@@ -38,8 +37,8 @@ SEED = 1
 
 
 @pytest.fixture(scope="module")
-def day_run() -> tuple[engine.DayRun, list[tuple[c.Command, float]]]:
-    log: list[tuple[c.Command, float]] = []
+def day_run() -> tuple[engine.DayRun, list[tuple[commands.Command, float]]]:
+    log: list[tuple[commands.Command, float]] = []
     run = engine.simulate_days(load_scenario("busan-weekday"), seed=SEED, command_log=log)
     return run, log
 
@@ -53,7 +52,7 @@ def report(day_run: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     return loaded
 
 
-def _replay(log: list[tuple[c.Command, float]]) -> Center:
+def _replay(log: list[tuple[commands.Command, float]]) -> Center:
     fresh = Center()
     for command, at in log:
         result = fresh.apply(command, at)
@@ -76,7 +75,7 @@ def test_the_report_and_a_replay_of_the_command_log_agree(day_run: Any, report: 
             queue.offered, queue.answered, queue.service_level_offered, queue.service_level, queue.asa_seconds), name
 
 
-def _node_reading(log: list[tuple[c.Command, float]], day: str, directory: Path) -> tuple[dict[str, Any], Any]:
+def _node_reading(log: list[tuple[commands.Command, float]], day: str, directory: Path) -> tuple[dict[str, Any], Any]:
     settings = write_settings(directory)
     clock = [log[0][1]]
     result: dict[str, Any] = {}

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from acd import settings as settings_module
-from acd.identity import listening_pids
-from acd.launcher import LocalCluster, prepare_config
+from acd.tools.identity import listening_pids
+from acd.tools.launcher import LocalCluster, prepare_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "docs" / "operations.md"

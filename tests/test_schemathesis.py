@@ -50,8 +50,8 @@ import pytest
 from acd import settings as settings_module
 from acd.api.app import ROUTES
 from acd.api.openapi import document
-from acd.launcher import LocalCluster, prepare_config, wait_for
 from acd.settings import hash_token
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.node_process import NodeProcess
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,7 @@ import msgspec
 
 from acd.core import Center, Rejection
 from acd.core.commands import Hangup, Tick, WrapUp
-
-from .test_core_harness import Desk, one_queue_center
+from tests.helpers.core_harness import Desk, one_queue_center
 
 NEW_FIELDS = {
     "counters": {"after_hours", "left_unanswered", "callbacks_waiting", "callbacks_after_hours", "callbacks_promised",

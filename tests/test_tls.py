@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.tls import tls_sample_config
 
 

@@ -351,10 +351,7 @@ def test_a_format_1_store_is_migrated_after_a_verified_backup(tmp_path: Path, ca
 def test_the_backup_taken_before_a_migration_restores_with_acd_restore(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    try:
-        from acd.tools import backup as backup_tool  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        from acd import backup as backup_tool  # type: ignore[no-redef, unused-ignore]
+    from acd.tools import backup as backup_tool
     path = tmp_path / "a"
     _store_at_format_1(path)
     log_before = _contents(path)["log"]
@@ -476,7 +473,7 @@ def _rewrite_meta(path: Path, put: dict[bytes, bytes], delete: tuple[bytes, ...]
 
 
 def test_a_node_started_on_a_format_1_store_migrates_it_and_keeps_its_state(tmp_path: Path) -> None:
-    from acd.core import commands as c
+    from acd.core import commands
     from acd.node.node import Node
     from acd.node.verify import verify
     from tests.helpers.inprocess import running_node, write_settings
@@ -486,8 +483,8 @@ def test_a_node_started_on_a_format_1_store_migrates_it_and_keeps_its_state(tmp_
 
     async def write() -> None:
         async with running_node(settings) as running:
-            await running.node.submit(c.Login(agent="kim"))
-            await running.node.submit(c.Ready(agent="kim"))
+            await running.node.submit(commands.Login(agent="kim"))
+            await running.node.submit(commands.Ready(agent="kim"))
             digest.update(lsn=running.node.lsn, hash=running.node.center.state_hash())
 
     trio.run(write)

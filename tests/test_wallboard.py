@@ -28,7 +28,7 @@ import pytest
 import wsproto
 import wsproto.events
 
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,9 +36,7 @@ import prometheus_client
 import trio
 
 from acd import settings as settings_module
-from acd.core import Rejection
-from acd.core import commands as c
-from acd.core import events as e
+from acd.core import Rejection, commands, events
 from acd.core.state import CallState
 from acd.node import upgrade
 from acd.node.broker import Control, Subscription
@@ -55,6 +53,7 @@ from . import schemas, sse, views
 from .auth import ANONYMOUS, Authenticator, FailureLimiter, Principal, single_authorization
 from .errors import ApiError, validation_field
 from .metrics import CenterCollector
+from .openapi import document
 
 if TYPE_CHECKING:
     from acd.node.node import Node
@@ -389,7 +388,7 @@ class Api:
         except ValueError:
             raise ApiError(400, "invalid", "too many query parameters") from None
 
-    async def _submit(self, command: c.Command) -> Accepted:
+    async def _submit(self, command: commands.Command) -> Accepted:
         if self.shutting_down:
             raise NodeClosed("shutting down")
         result = await self.node.submit(command)
@@ -432,13 +431,13 @@ class Api:
     async def create_call(self, request: Request) -> Reply:
         request.principal.require("pbx", "admin")
         body: schemas.CallArrival = await self._body(request, _decoders[schemas.CallArrival])
-        accepted = await self._submit(c.Arrive(
+        accepted = await self._submit(commands.Arrive(
             id=body.id, queue=body.queue, caller=body.caller, channel=body.channel,
             priority=body.priority, attributes=body.attributes,
         ))
         position = ewt = None
         for event in accepted.events:
-            if type(event) is e.CallQueued and event.call == body.id:
+            if type(event) is events.CallQueued and event.call == body.id:
                 position, ewt = event.position, event.ewt
                 break
         center = self.node.center
@@ -455,38 +454,38 @@ class Api:
         _may_act_on_calls(request, "pbx", "admin")
         body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
-        await self._submit(c.Answer(call=request.params[0], agent=body.agent))
+        await self._submit(commands.Answer(call=request.params[0], agent=body.agent))
         return self._call_reply(request.params[0])
 
     async def reject(self, request: Request) -> Reply:
         _may_act_on_calls(request, "pbx", "admin")
         body: schemas.AgentAction = await self._body(request, _decoders[schemas.AgentAction])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
-        await self._submit(c.Reject(call=request.params[0], agent=body.agent))
+        await self._submit(commands.Reject(call=request.params[0], agent=body.agent))
         return self._call_reply(request.params[0])
 
     async def abandon(self, request: Request) -> Reply:
         request.principal.require("pbx", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        await self._submit(c.Abandon(call=request.params[0]))
+        await self._submit(commands.Abandon(call=request.params[0]))
         return self._call_reply(request.params[0])
 
     async def hangup(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        await self._submit(c.Hangup(call=request.params[0]))
+        await self._submit(commands.Hangup(call=request.params[0]))
         return self._call_reply(request.params[0])
 
     async def hold(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        await self._submit(c.Hold(call=request.params[0]))
+        await self._submit(commands.Hold(call=request.params[0]))
         return self._call_reply(request.params[0])
 
     async def unhold(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        await self._submit(c.Unhold(call=request.params[0]))
+        await self._submit(commands.Unhold(call=request.params[0]))
         return self._call_reply(request.params[0])
 
     async def list_callbacks(self, request: Request) -> Reply:
@@ -503,7 +502,7 @@ class Api:
             raise ApiError(404, "unknown_call", f"no interaction {call_id!r}", field="id")
         if not call.callback or call.state not in (CallState.WAITING, CallState.OFFERED):
             raise ApiError(409, "call_not_offered", f"interaction {call_id!r} is not a call-back due for dialling")
-        await self._submit(c.Audit(actor=request.principal.name, action="callback.dial", detail=call_id))
+        await self._submit(commands.Audit(actor=request.principal.name, action="callback.dial", detail=call_id))
         call = self.node.center.state.interactions[call_id]
         number = self.node.caller_number(call_id)
         if not number:
@@ -513,26 +512,26 @@ class Api:
     async def attempt(self, request: Request) -> Reply:
         request.principal.require("pbx", "dialer", "admin")
         body: views.AttemptBody = await self._body(request, _decoders[views.AttemptBody])
-        await self._submit(c.CallbackAttempt(call=request.params[0], outcome=body.outcome))
+        await self._submit(commands.CallbackAttempt(call=request.params[0], outcome=body.outcome))
         return self._call_reply(request.params[0])
 
     async def transfer(self, request: Request) -> Reply:
         self._allow_call(request, request.params[0], "pbx", "admin")
         body: schemas.TransferTo = await self._body(request, _decoders[schemas.TransferTo])
-        await self._submit(c.Transfer(call=request.params[0], queue=body.queue))
+        await self._submit(commands.Transfer(call=request.params[0], queue=body.queue))
         return self._call_reply(request.params[0])
 
     async def callback(self, request: Request) -> Reply:
         request.principal.require("pbx", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        await self._submit(c.RequestCallback(call=request.params[0]))
+        await self._submit(commands.RequestCallback(call=request.params[0]))
         return self._call_reply(request.params[0])
 
     async def wrapup(self, request: Request) -> Reply:
         _may_act_on_calls(request, "pbx", "admin")
         body: schemas.WrapUpBody = await self._body(request, _decoders[schemas.WrapUpBody])
         self._allow_call(request, request.params[0], "pbx", "admin", body_agent=body.agent)
-        await self._submit(c.WrapUp(
+        await self._submit(commands.WrapUp(
             call=request.params[0], agent=body.agent, disposition=body.disposition,
             abusive=body.abusive, callback_at=body.callback_at,
         ))
@@ -541,34 +540,34 @@ class Api:
     async def survey(self, request: Request) -> Reply:
         request.principal.require("pbx", "admin")
         body: schemas.SurveyBody = await self._body(request, _decoders[schemas.SurveyBody])
-        await self._submit(c.Survey(call=request.params[0], score=body.score))
+        await self._submit(commands.Survey(call=request.params[0], score=body.score))
         return self._call_reply(request.params[0])
 
     # ------------------------------------------------------------------ agents
 
-    async def _agent_command(self, request: Request, command: c.Command) -> Reply:
+    async def _agent_command(self, request: Request, command: commands.Command) -> Reply:
         await self._submit(command)
         return self._agent_reply(request.params[0])
 
     async def login(self, request: Request) -> Reply:
         request.principal.require_agent(request.params[0], "supervisor", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        return await self._agent_command(request, c.Login(agent=request.params[0]))
+        return await self._agent_command(request, commands.Login(agent=request.params[0]))
 
     async def ready(self, request: Request) -> Reply:
         request.principal.require_agent(request.params[0], "supervisor", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        return await self._agent_command(request, c.Ready(agent=request.params[0]))
+        return await self._agent_command(request, commands.Ready(agent=request.params[0]))
 
     async def not_ready(self, request: Request) -> Reply:
         request.principal.require_agent(request.params[0], "supervisor", "admin")
         body: schemas.NotReadyBody = await self._body(request, _decoders[schemas.NotReadyBody], empty_ok=True)
-        return await self._agent_command(request, c.NotReady(agent=request.params[0], reason=body.reason))
+        return await self._agent_command(request, commands.NotReady(agent=request.params[0], reason=body.reason))
 
     async def logout(self, request: Request) -> Reply:
         request.principal.require_agent(request.params[0], "supervisor", "admin")
         await self._body(request, _decoders[schemas.NoFields], empty_ok=True)
-        return await self._agent_command(request, c.Logout(agent=request.params[0]))
+        return await self._agent_command(request, commands.Logout(agent=request.params[0]))
 
     async def list_agents(self, request: Request) -> Reply:
         request.principal.require("supervisor", "admin")
@@ -780,8 +779,6 @@ class Api:
         return Reply(200, body, content_type=prometheus_client.CONTENT_TYPE_LATEST.encode())
 
     async def openapi(self, request: Request) -> Reply:
-        from .openapi import document
-
         # A node without [[tokens]] asks no operation for a token: its document says so.
         authenticated = self.auth.enabled
         key = "authenticated" if authenticated else "open"
@@ -870,7 +867,7 @@ class Api:
             center = node.center
             changed = not (center.state.config_version and center.config == fresh.center)
             if changed and apply_center:
-                await self._submit(c.Configure(center=fresh.center, actor=actor))
+                await self._submit(commands.Configure(center=fresh.center, actor=actor))
             changed = changed and apply_center
             # Only now the rest: a refused center leaves tokens and limits as they were. The
             # cluster's shape (nodes, witness, cluster) stays as started; it needs a restart.

@@ -7,8 +7,8 @@ document cannot drift from what the decoder accepts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -17,8 +17,34 @@ from acd.core.config import Name
 
 from . import schemas
 
-if TYPE_CHECKING:
-    from .app import Route
+
+class Route(Protocol):
+    """What the document reads of a route (`acd.api.app.Route`, which imports this module)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def handler(self) -> Callable[..., Any]: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def body(self) -> type | None: ...
+    @property
+    def response(self) -> Any: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def roles(self) -> str: ...
+    @property
+    def media(self) -> str: ...
+    @property
+    def public(self) -> bool: ...
+    @property
+    def errors(self) -> tuple[int, ...]: ...
+    @property
+    def parts(self) -> tuple[str, ...]: ...
 
 _REF = "#/components/schemas/{name}"
 _LSN = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}

@@ -28,7 +28,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from acd.core import commands as c
+from acd.core import commands
 from acd.core.privacy import mask_caller
 from acd.store.records import SECRET_ID_BYTES
 
@@ -46,12 +46,12 @@ class Sealer:
         """HMAC-SHA256 of the number, the first 32 hex digits (the core's own form)."""
         return hmac.new(self._hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def seal(self, command: c.Arrive, encoded: bytes | None = None) -> tuple[c.Arrive, bytes]:
+    def seal(self, command: commands.Arrive, encoded: bytes | None = None) -> tuple[commands.Arrive, bytes]:
         """The arrival as the log holds it, and the secret that goes beside its record
         (`encoded`: the command's encoding as submitted, when the caller has it already)."""
         caller = command.caller
         if encoded is None:
-            encoded = c.encode_command(command)
+            encoded = commands.encode_command(command)
         fingerprint = hashlib.blake2b(encoded, digest_size=12, key=self._fingerprint_key).hexdigest()
         key = self._random(_KEY_BYTES)
         key_id = self._random(SECRET_ID_BYTES // 2).hex()

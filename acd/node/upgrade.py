@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from acd import identity
-from acd.core import Rejection
-from acd.core import commands as c
+from acd.core import Rejection, commands
 from acd.core.versions import RELEASE, describe, supported_core_versions
+from acd.tools import identity
 
 if TYPE_CHECKING:
     from acd.node.node import Node
@@ -99,7 +98,7 @@ async def finalize(node: Node, requested: int | None, actor: str) -> dict[str, A
     binaries = [{key: peer.get(key) for key in ("name", "cluster", "binary_version", "core_versions")} for peer in peers]
     if target == active:
         return {"changed": False, "active_core_version": active, "previous_core_version": active, "lsn": node.lsn, "nodes": [mine, *binaries]}
-    result = await node.submit(c.ActivateCoreVersion(version=target, actor=actor))
+    result = await node.submit(commands.ActivateCoreVersion(version=target, actor=actor))
     if isinstance(result, Rejection):
         raise UpgradeRefused(result.code, result.message)
     return {

@@ -5,18 +5,16 @@
     httpx.get(node.url + "/v1/stats")
     node.kill()                           # SIGKILL; node.stop() is SIGTERM and a clean exit
 
-Nothing here sleeps to wait for something: `wait_until` polls a condition against a deadline
-and fails with what it last saw.
+The process is started and stopped by the project's one launcher (`acd.tools.launcher.spawn`
+and `stop`), as the local clusters of the tools are. Nothing here sleeps to wait for something:
+`wait_until` polls a condition against a deadline and fails with what it last saw.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from acd.tools import launcher
+from acd.tools.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "standalone.toml"
@@ -36,17 +37,9 @@ def child_environment() -> dict[str, str]:
     node start compile the project's modules again; the tests start dozens of nodes, so they
     cache the bytecode under the temporary directory instead.
     """
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "acd-test-pycache")
-    env["PYTHONUNBUFFERED"] = "1"
+    env = launcher.child_environment(PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "acd-test-pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
@@ -114,7 +107,6 @@ class NodeProcess:
         self.config = config
         self.write_config()
         self.process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
 
     @property
     def url(self) -> str:
@@ -125,15 +117,14 @@ class NodeProcess:
         self.config_path.write_text(node_config(self.data_dir, self.port, **self.config), encoding="utf-8")
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "acd", *args]
+        return launcher.acd_command(list(args))
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the process without waiting for it to serve."""
         assert self.process is None or self.process.poll() is not None, "already running"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
-        self.process = subprocess.Popen(
+        self.process = launcher.spawn(
             self.command("serve", "--config", str(self.config_path), "--node", "a", "--log-level", self.log_level),
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=child_environment(),
+            self.log_path, env=child_environment(), cwd=ROOT,
         )
         return self.process
 
@@ -163,16 +154,14 @@ class NodeProcess:
         self._reap()
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self._reap()
-                raise
-        code = self._reap()
+        """SIGTERM and wait for a clean exit; returns the exit code (fails when it had to be
+        killed after `timeout`)."""
+        if self.process is None:
+            return 0
+        running = self.process.poll() is None
+        code = launcher.stop(self.process, timeout)
+        if running and code == -signal.SIGKILL:
+            raise TimeoutError(f"the node did not exit within {timeout} s of SIGTERM:\n{self.log_tail()}")
         return code
 
     def wait(self, timeout: float = 15.0) -> int:
@@ -182,13 +171,7 @@ class NodeProcess:
         return self._reap()
 
     def _reap(self) -> int:
-        code = 0
-        if self.process is not None:
-            code = self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        return self.process.wait() if self.process is not None else 0
 
     def run_cli(self, *args: str, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -1,37 +1,36 @@
-"""`acd serve`: run one node, its pipeline and its HTTP API in one Trio nursery.
+"""The node's HTTP connections: Hypercorn's settings, the connection gate and Hypercorn's
+connection and HTTP/1.1 classes as the node runs them (docs/operations.md, "Security").
 
-Start-up: open the store and recover (snapshot, tail replay, verification; a store of another
-cluster, a damaged record or a gap stops here with a `StoreError` naming the problem), start
-the pipeline, join the cluster when the config has two nodes, apply the config file's center
-on a primary (once, through the log), then listen.
+Every accepted connection passes a gate first (`limits.connections_max` in total and
+`limits.connections_per_address_max`, by default half of that, from one source address; past
+either it is reset at once), its first request head must arrive within
+`limits.request_head_seconds`, a connection whose client closes is released at once, and a
+write that makes no progress for `limits.write_timeout_seconds` (a reader that stopped reading)
+resets the connection. HTTP/2 over cleartext is served only with `limits.http2_cleartext`.
 
-Connections (docs/operations.md, "Security"): every accepted connection passes a gate first
-(`limits.connections_max` in total and `limits.connections_per_address_max`, by default half
-of that, from one source address; past either it is reset at once), its first request head
-must arrive within `limits.request_head_seconds`, a connection whose client closes is released
-at once, and a write that makes no progress for `limits.write_timeout_seconds` (a reader that
-stopped reading) resets the connection. HTTP/2 over cleartext is served only with
-`limits.http2_cleartext`.
+Hypercorn has no public hooks for these: `_TCPServer` and `_H11Protocol` subclass its Trio
+connection handler and HTTP/1.1 protocol, override private methods (`_read_data`, `_close`,
+`_send_h11_event`, `_check_protocol`) and are swapped into its modules by `install()`. They are
+written against the Hypercorn series in `TESTED_HYPERCORN` (pyproject.toml bounds the
+dependency to it); `hypercorn_problems()` says what differs in another version, and
+tests/test_keepalive.py fails on any difference. Where it differs the node serves with
+Hypercorn's own classes, without the gate, and logs why.
 
-Shutdown (SIGTERM or SIGINT): refuse new writes, end every event stream with a final
-`stream.closed` event, let Hypercorn finish the requests in flight, stop the pipeline, close
-the store. A second signal cuts the wait short. SIGHUP re-reads the config file (`acd config
-reload` does the same over HTTP).
+Neither the API nor the node's pipeline is imported here (only the node's send lock without a
+schedule point, `QuickLock`): the wiring (`acd.server`) passes the gate in through Hypercorn's
+config.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import inspect
 import logging
 import math
-import signal
 import socket
 import struct
-import sys
 import time
-from functools import partial
+from importlib import metadata
 from typing import Any
 
 import h11
@@ -46,17 +45,15 @@ import hypercorn.trio.tcp_server
 import prometheus_client
 import trio
 
-from acd.api.app import Api, build_app
-from acd.api.errors import ApiError
+from acd.node.locks import QuickLock
 from acd.settings import Settings, descriptor_limit
-
-from .locks import QuickLock
-from .metrics import GcPauses
-from .node import Node, NodeError
 
 log = logging.getLogger("acd.serve")
 
 GRACEFUL_SECONDS = 5.0
+# A PBX keeps one connection for hours; reconnecting every 1,000 requests (Hypercorn's default)
+# only costs handshakes.
+KEEP_ALIVE_MAX_REQUESTS = 100_000
 # Descriptors kept for everything but API connections (the store, logs, replication, the
 # snapshot child's pipe): the connection cap is lowered to fit the process's limit.
 RESERVED_DESCRIPTORS = 64
@@ -64,10 +61,6 @@ RESERVED_DESCRIPTORS = 64
 # not cut: only a write that makes no progress for the timeout is.
 WRITE_PIECE = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-class ServeError(Exception):
-    """The node cannot start for a reason the operator must fix (printed without a traceback)."""
 
 
 def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None) -> hypercorn.config.Config:
@@ -79,9 +72,7 @@ def hypercorn_config(settings: Settings, node_name: str, bind: str | None = None
     config.h11_max_incomplete_size = limits.header_bytes_max
     config.h2_max_header_list_size = limits.header_bytes_max
     config.keep_alive_timeout = limits.idle_timeout_seconds
-    # A PBX keeps one connection for hours; reconnecting every 1,000 requests (Hypercorn's
-    # default) only costs handshakes.
-    config.keep_alive_max_requests = 100_000
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     config.graceful_timeout = GRACEFUL_SECONDS
     config.backlog = min(limits.connections_max, 4096)
     # A TLS handshake is part of the first request's head: same deadline.
@@ -424,154 +415,91 @@ class _H11Protocol(hypercorn.protocol.h11.H11Protocol):
         await super().stream_send(event)
 
 
-def _use_moving_idle_deadline() -> None:
+# The Hypercorn series the classes above are written against; pyproject.toml bounds the
+# dependency to it (`hypercorn>=0.18,<0.19`). A new series is taken in by checking every entry of
+# `_EXPECTED` against it, running tests/test_keepalive.py and widening both.
+TESTED_HYPERCORN = "0.18"
+
+# Hypercorn's private and semi-private methods the classes above override or call, with the
+# parameters they are written for (a renamed or added parameter is a changed contract).
+_EXPECTED: tuple[tuple[type, str, tuple[str, ...]], ...] = (
+    (hypercorn.trio.tcp_server.TCPServer, "__init__", ("self", "app", "config", "context", "state", "stream")),
+    (hypercorn.trio.tcp_server.TCPServer, "run", ("self",)),
+    (hypercorn.trio.tcp_server.TCPServer, "_read_data", ("self",)),
+    (hypercorn.trio.tcp_server.TCPServer, "_close", ("self",)),
+    (hypercorn.trio.tcp_server.TCPServer, "protocol_send", ("self", "event")),
+    (hypercorn.trio.tcp_server.TCPServer, "_initiate_server_close", ("self",)),
+    (hypercorn.protocol.h11.H11Protocol, "handle", ("self", "event")),
+    (hypercorn.protocol.h11.H11Protocol, "_check_protocol", ("self", "event")),
+    (hypercorn.protocol.h11.H11Protocol, "_send_h11_event", ("self", "event")),
+    (hypercorn.protocol.h11.H11Protocol, "_send_error_response", ("self", "status_code")),
+    (hypercorn.protocol.h11.H11Protocol, "stream_send", ("self", "event")),
+)
+# What `TCPServer.__init__` sets that `_TCPServer` replaces: the keep-alive timer (whose
+# `restart(task_group, action)` and `stop()` `_IdleDeadline` provides) and the send lock.
+_REPLACED_ATTRIBUTES = ("idle_task", "send_lock")
+
+
+def hypercorn_version() -> str:
+    try:
+        return metadata.version("hypercorn")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def hypercorn_problems() -> list[str]:
+    """How the installed Hypercorn differs from the one the node's classes are written for
+    (empty: it is the tested series, and every overridden method and swapped global is there
+    with the expected parameters)."""
+    problems = []
+    version = hypercorn_version()
+    if version.split(".")[:2] != TESTED_HYPERCORN.split("."):
+        problems.append(f"hypercorn {version} is not of the tested series {TESTED_HYPERCORN}")
+    for cls, name, parameters in _EXPECTED:
+        method = cls.__dict__.get(name) or getattr(cls, name, None)
+        if method is None:
+            problems.append(f"{cls.__module__}.{cls.__qualname__}.{name} is missing")
+            continue
+        found = tuple(inspect.signature(method).parameters)
+        if found != parameters:
+            problems.append(f"{cls.__module__}.{cls.__qualname__}.{name}{found} is not ({', '.join(parameters)})")
+    init_names = hypercorn.trio.tcp_server.TCPServer.__init__.__code__.co_names
+    for attribute in _REPLACED_ATTRIBUTES:
+        if attribute not in init_names:
+            problems.append(f"hypercorn.trio.tcp_server.TCPServer no longer sets {attribute}")
+    timer = getattr(hypercorn.trio.tcp_server, "TrioSingleTask", None)
+    if timer is None or tuple(inspect.signature(timer.restart).parameters) != ("self", "task_group", "action") \
+            or tuple(inspect.signature(timer.stop).parameters) != ("self",):
+        problems.append("hypercorn.trio.tcp_server.TrioSingleTask (the keep-alive timer) has changed")
+    for module, name in ((hypercorn.trio.run, "TCPServer"), (hypercorn.protocol, "H11Protocol"),
+                         (hypercorn.trio.tcp_server, "MAX_RECV")):
+        if not hasattr(module, name):
+            problems.append(f"{module.__name__}.{name} is missing")
+    if getattr(hypercorn.trio.run, "TCPServer", None) not in (hypercorn.trio.tcp_server.TCPServer, _TCPServer):
+        problems.append("hypercorn.trio.run.TCPServer is not hypercorn.trio.tcp_server.TCPServer")
+    if getattr(hypercorn.protocol, "H11Protocol", None) not in (hypercorn.protocol.h11.H11Protocol, _H11Protocol):
+        problems.append("hypercorn.protocol.H11Protocol is not hypercorn.protocol.h11.H11Protocol")
+    return problems
+
+
+def install() -> bool:
     """Make Hypercorn's Trio worker serve connections with `_TCPServer` and `_H11Protocol`
-    (idempotent).
+    (idempotent); True when it does.
 
-    Only where Hypercorn is built as this expects (tested with 0.18: the worker looks its
-    connection class up in `hypercorn.trio.run`, which keeps its timer in `idle_task` and closes
-    with `_initiate_server_close`; the protocol wrapper looks the HTTP/1.1 protocol up in
-    `hypercorn.protocol`, which writes through `_send_h11_event`); any other version serves
-    with its own classes, unchanged.
+    The worker looks its connection class up in `hypercorn.trio.run` and the protocol wrapper
+    the HTTP/1.1 protocol in `hypercorn.protocol`: both globals are swapped. With a Hypercorn
+    that differs from the tested one (`hypercorn_problems()`) nothing is swapped: the node
+    serves with Hypercorn's own classes, without the connection gate and write timeout, and
+    says so in its log.
     """
-    base = hypercorn.trio.tcp_server.TCPServer
-    if getattr(hypercorn.trio.run, "TCPServer", None) in (base, _TCPServer) and hasattr(base, "_initiate_server_close"):
-        setattr(hypercorn.trio.run, "TCPServer", _TCPServer)  # noqa: B010 (not a public attribute)
-    h11_base = hypercorn.protocol.h11.H11Protocol
-    if getattr(hypercorn.protocol, "H11Protocol", None) in (h11_base, _H11Protocol) and hasattr(h11_base, "_send_h11_event"):
-        setattr(hypercorn.protocol, "H11Protocol", _H11Protocol)  # noqa: B010 (not a public attribute)
-
-
-def _check_bind(config: hypercorn.config.Config) -> None:
-    """Fail with a plain message when the API address cannot be bound (in use, not local).
-
-    Hypercorn binds again right after (its sockets set SO_REUSEADDR), so this costs one bind.
-    """
-    try:
-        sockets = config.create_sockets()
-    except OSError as error:
-        raise ServeError(f"cannot listen on {', '.join(config.bind)}: {error.strerror or error}") from None
-    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-        sock.close()
-
-
-async def _join_cluster(node: Node, nursery: trio.Nursery, settings: Settings) -> Any:
-    if settings.standalone:
-        return None
-    try:
-        from replication import cluster as replication_cluster
-    except ImportError as error:
-        raise ServeError(
-            f"{settings.path}: this config describes a two-node cluster, but this build has no "
-            f"replication layer ({error}); run a one-node config (no [witness]) for a standalone node"
-        ) from None
-    result: Any = replication_cluster.run(node, nursery, settings)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-async def _handle_signals(api: Api, shutdown: trio.Event, cancel: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                # A standby reloads tokens and limits; the center reaches it through the log.
-                try:
-                    await api.reload_config(actor="sighup", apply_center=api.node.role == "primary")
-                except ApiError as error:
-                    log.error("config reload refused: %s problems=%s", error.message, "; ".join(error.problems or []))
-                except NodeError as error:
-                    log.error("config reload not applied: %s", error)
-                continue
-            if shutdown.is_set():
-                log.warning("second signal: stopping now signal=%s", signal.Signals(signum).name)
-                cancel.cancel()
-                return
-            log.info("shutting down signal=%s", signal.Signals(signum).name)
-            api.begin_shutdown()
-            shutdown.set()
-
-
-async def serve(
-    settings: Settings,
-    node_name: str,
-    *,
-    bind: str | None = None,
-    handle_signals: bool = True,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run node `node_name` of `settings` until a signal (or `shutdown`) stops it.
-
-    `task_status.started()` reports the addresses Hypercorn listens on (useful with port 0).
-    """
-    config = hypercorn_config(settings, node_name, bind)
-    _check_bind(config)
-    node = Node(settings, node_name)
-    for key, allowed in (("allow_unauthenticated_api", settings.cluster.allow_unauthenticated_api),
-                         ("allow_unauthenticated_replication", settings.cluster.allow_unauthenticated_replication)):
-        if allowed:
-            log.warning("protected mode relaxed by cluster.%s = true: check that something else authenticates every client", key)
-    if not settings.tokens:
+    problems = hypercorn_problems()
+    if problems:
         log.warning(
-            "AUTHENTICATION IS OFF: the config has no [[tokens]]; anyone who reaches %s may do "
-            "anything. Add tokens (acd token hash) before exposing this node",
-            bind or settings.node(node_name).api,
+            "hypercorn %s is not the tested series %s: serving without the connection gate, "
+            "the first-request deadline and the write timeout (%s)",
+            hypercorn_version(), TESTED_HYPERCORN, "; ".join(problems),
         )
-    shutdown = shutdown or trio.Event()
-    gc_pauses = GcPauses(node.metrics)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run_pipeline)
-            cluster = await _join_cluster(node, nursery, settings)
-            if node.role == "primary":
-                result = await node.apply_settings_center()
-                if result is not None:
-                    log.info("center configured from file node=%s lsn=%d version=%d", node.name, node.lsn, node.center.state.config_version)
-            api = build_app(node, cluster=cluster)
-            config.acd_gate = connection_gate(settings, node.metrics.registry)  # type: ignore[attr-defined]
-
-            async def run_http(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-                _use_moving_idle_deadline()
-                try:
-                    await hypercorn.trio.serve(api, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
-                finally:
-                    # The HTTP server is done (or failed): nothing may submit any more.
-                    nursery.cancel_scope.cancel()
-
-            async def watch_shutdown() -> None:
-                await shutdown.wait()
-                api.begin_shutdown()
-
-            binds = await nursery.start(run_http)
-            nursery.start_soon(watch_shutdown)
-            if handle_signals:
-                nursery.start_soon(_handle_signals, api, shutdown, nursery.cancel_scope)
-            # What exists now (modules, the recovered state) lives as long as the process: out
-            # of the cyclic collector's sight, a full collection walks only what came later,
-            # which keeps its pauses (every request waits for them) short.
-            gc.collect()
-            gc.freeze()
-            # A full collection walks every object made since (the day's state grows all day:
-            # 18 ms at 20,000 calls); with the default threshold one ran every ~10 s under
-            # load, a pause every request in flight waits for. One in ten times fewer.
-            gc.set_threshold(700, 10, 100)
-            gc_pauses.install()
-            # The commit's worker thread needs the GIL back after each fsync; while the event
-            # loop is busy it would wait up to the default 5 ms switch interval every time.
-            sys.setswitchinterval(0.001)
-            log.info(
-                "serving node=%s role=%s lsn=%d epoch=%d listen=%s queues=%d agents=%d",
-                node.name, node.role, node.lsn, node.store.epoch(), ",".join(binds),
-                len(node.center.config.queues), len(node.center.config.agents),
-            )
-            task_status.started(binds)
-    finally:
-        gc_pauses.remove()
-        node.close()
-        log.info("stopped node=%s lsn=%d", node.name, node.lsn)
-
-
-def run(settings: Settings, node_name: str) -> None:
-    """Blocking entry point of `acd serve`."""
-    trio.run(partial(serve, settings, node_name))
+        return False
+    setattr(hypercorn.trio.run, "TCPServer", _TCPServer)  # noqa: B010 (not a public attribute)
+    setattr(hypercorn.protocol, "H11Protocol", _H11Protocol)  # noqa: B010 (not a public attribute)
+    return True

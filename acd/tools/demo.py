@@ -36,10 +36,10 @@ import httpx
 import trio
 
 from acd.argtypes import non_negative, positive
-from acd.client import Router
-from acd.launcher import LocalCluster, config_problem, prepare_config
+from acd.tools.client import Router
+from acd.tools.launcher import LocalCluster, config_problem, prepare_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "abandoned", "transferred", "closed"}
 
 

@@ -1,9 +1,12 @@
-"""Run a local cluster as real processes: the demo, drills, load tests and fault tests use it.
+"""Run `acd` processes locally: the demo, drills, load tests, benchmarks and process tests use it.
 
-`LocalCluster` copies a cluster config into a work folder, moves every address to a free
-loopback port and every data directory into the folder, then starts the witness and the
-nodes as `python -m acd ...` subprocesses with their logs in `logs/`. It can kill, stop
-(SIGSTOP), continue and restart any of them, and find the primary through `/v1/cluster`.
+`spawn` is the one way a tool or a test starts a long-running `python -m acd ...` process (its
+output appended to a log file, in a session of its own) and `stop` the one way it ends one
+(SIGCONT, SIGTERM, then SIGKILL after a timeout). `LocalCluster` copies a cluster config into a
+work folder, moves every address to a free loopback port and every data directory into the
+folder, then spawns the witness and the nodes with their logs in `logs/`. It can kill, stop
+(SIGSTOP), continue and restart any of them, and find the primary through `/v1/cluster`. The
+tests' `NodeProcess` (tests/helpers) spawns a single standalone node the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +40,46 @@ def free_port(hold: list[socket.socket] | None = None) -> int:
     else:
         hold.append(sock)
     return port
+
+
+def child_environment(**changes: str) -> dict[str, str]:
+    """The environment of an `acd` child: this process's, with unbuffered output (a log shows
+    each line as it is written) and `changes`."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", **changes)
+
+
+def acd_command(arguments: list[str], python: str = sys.executable) -> list[str]:
+    """`python -m acd ARGUMENTS`."""
+    return [python, "-m", "acd", *arguments]
+
+
+def spawn(
+    command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None,
+    preexec_fn: Callable[[], Any] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `command` (an `acd_command`) with its output appended to `log`, in a session of its
+    own (a signal to the caller's process group does not reach it); returns at once."""
+    with open(log, "ab") as output:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=env if env is not None else child_environment(),
+            cwd=cwd, start_new_session=True, preexec_fn=preexec_fn,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """End `process` cleanly (SIGCONT, in case it was paused, then SIGTERM) and wait for it;
+    SIGKILL when it has not exited after `timeout` seconds. Its exit code (negative: the signal)."""
+    if process.poll() is None:
+        try:
+            os.kill(process.pid, signal.SIGCONT)
+            process.terminate()
+        except ProcessLookupError:
+            pass
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
@@ -144,14 +187,8 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ processes
 
-    def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        process = subprocess.Popen(
-            [self.python, "-m", "acd", *arguments], stdout=log, stderr=subprocess.STDOUT, env=environment,
-            start_new_session=True,
-        )
-        log.close()
+    def _spawn(self, name: str, arguments: list[str], preexec_fn: Callable[[], Any] | None = None) -> subprocess.Popen[bytes]:
+        process = spawn(acd_command(arguments, self.python), self.logs / f"{name}.log", preexec_fn=preexec_fn)
         self.processes[name] = process
         return process
 
@@ -223,11 +260,7 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
         for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -273,7 +306,7 @@ class LocalCluster:
 
     def proxies(self) -> dict[str, Any]:
         """A cuttable link proxy in front of every node's replication listener (see `proxied`)."""
-        from acd.proxy import LinkProxy
+        from acd.tools.proxy import LinkProxy
 
         return {
             node.name: LinkProxy(node.replication, node.replication_bind)
