@@ -76,6 +76,7 @@ def rebuild(settings: Settings, node_name: str) -> tuple[VerifyReport, Center]:
     store = Store(
         settings.data_dir(node_name), cluster=settings.cluster.name, node=node_name,
         map_size_bytes=settings.store.map_size_bytes, map_size_max_bytes=settings.store.map_size_max_bytes,
+        migrate=False,  # verifying reads the store as it is
     )
     try:
         last_lsn = store.last_lsn()

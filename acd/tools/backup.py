@@ -91,7 +91,7 @@ def backup(settings: settings_module.Settings, node: str, target: Path) -> Manif
     data_dir = settings.data_dir(node)
     copy_store(data_dir, target)
     try:
-        store = Store(target, cluster=settings.cluster.name, node=node)
+        store = Store(target, cluster=settings.cluster.name, node=node, migrate=False)  # a copy: as it was
     except StoreError as error:
         shutil.rmtree(target, ignore_errors=True)
         raise BackupError(f"the copy of {data_dir} does not verify: {error}") from None
@@ -165,7 +165,7 @@ def restore(settings: settings_module.Settings, node: str, source: Path, *, forc
         finally:
             env.close()
     try:
-        Store(data_dir, cluster=settings.cluster.name, node=node).close()
+        Store(data_dir, cluster=settings.cluster.name, node=node, migrate=False).close()  # the node migrates at start
     except StoreError as error:
         raise BackupError(f"the restored store in {data_dir} does not verify: {error}") from None
     return manifest, kept
@@ -180,7 +180,7 @@ def completed_interactions(settings: settings_module.Settings, node: str, rows: 
     with tempfile.TemporaryDirectory(prefix="acd-export-") as temporary:
         copy = Path(temporary) / "store"
         copy_store(settings.data_dir(node), copy)
-        store = Store(copy, cluster=settings.cluster.name, node=node)
+        store = Store(copy, cluster=settings.cluster.name, node=node, migrate=False)
         replica = Node(settings, node, store=store)
         try:
             builders = {"legs": views.leg_rows, "intervals": views.interval_export_rows, "agents": views.agent_export_rows}
