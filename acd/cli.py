@@ -263,7 +263,7 @@ def _config_check(args: argparse.Namespace) -> int:
 def _config_reload(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd.tools import identity
+    from acd import identity
 
     settings = _load(args.config)
     token = args.token or os.environ.get("ACD_TOKEN")
@@ -344,7 +344,7 @@ def _health(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from acd.tools import identity
+    from acd import identity
 
     settings = _load(args.config)
     deadline = time.monotonic() + args.wait
@@ -388,7 +388,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def upgrade_status(settings: settings_module.Settings, token: str = "") -> dict[str, Any]:
     """Every node's versions as it answers /v1/cluster, the active core version and the next one."""
-    from acd.tools import identity
+    from acd import identity
 
     answers = identity.ask_all(settings, token)
     nodes: list[dict[str, Any]] = []
@@ -452,7 +452,7 @@ def _upgrade_status(args: argparse.Namespace) -> int:
 def _upgrade_finalize(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd.tools import identity
+    from acd import identity
 
     settings = _load(args.config)
     try:

@@ -1,7 +1,7 @@
 """Cluster subcommands of `acd`: witness, status, switchover, promote.
 
 `status`, `switchover` and `promote` check first that every configured address answers as the
-node and cluster the config names (`acd.tools.identity`); a mismatch is an error naming both.
+node and cluster the config names (`acd.identity`); a mismatch is an error naming both.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import trio
 
+from acd import identity
 from acd import settings as settings_module
 from acd.argtypes import non_negative
 from acd.logs import LEVELS
-from acd.tools import identity
 
 from .network import TcpNetwork, witness_limits
 from .protocol import Channel, FrameError, StatusRequest, WitnessStatus, handshake

@@ -138,7 +138,7 @@ def test_a_drill_signals_only_the_pid_that_holds_the_nodes_listening_socket() ->
 
     import pytest
 
-    from acd.tools.identity import IdentityError, local_pid
+    from acd.identity import IdentityError, local_pid
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

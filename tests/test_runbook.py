@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from acd import settings as settings_module
-from acd.tools.identity import listening_pids
+from acd.identity import listening_pids
 from acd.tools.launcher import LocalCluster, prepare_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from acd import identity
 from acd.core import Rejection, commands
 from acd.core.versions import RELEASE, describe, supported_core_versions
-from acd.tools import identity
 
 if TYPE_CHECKING:
     from acd.node.node import Node

@@ -290,7 +290,7 @@ def _backup(args: argparse.Namespace) -> int:
     settings.node(args.node)
     # The node's address must answer as that node of this cluster (or not at all: a stopped
     # node is backed up from its data directory, whose store names its cluster too).
-    from acd.tools import identity
+    from acd import identity
 
     with identity.client(settings) as http:
         answer = identity.ask(settings, http, args.node, args.token)

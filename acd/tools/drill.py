@@ -36,10 +36,10 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from acd import identity
 from acd import settings as settings_module
 from acd.argtypes import positive
 from acd.groups import find_exception
-from acd.tools import identity
 from acd.tools.client import Router
 
 SCENARIOS = ("kill-primary", "stop-primary", "kill-standby", "kill-witness", "partition", "switchover")
