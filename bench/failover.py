@@ -15,7 +15,10 @@ probe asks every 10 ms; "elected" splits it: from the fault to the new primary's
 the new primary reporting it connected and not behind. A write acknowledged by the former
 primary after the new one acknowledged its first is counted (it must be 0).
 
-    python -m bench.failover [N] [--kinds kill,stop,isolate] [--failover-timeout S] [--json FILE]
+    python -m bench.failover [N] [--kinds kill,stop,isolate] [--failover-timeout S] [--json FILE] [--haproxy]
+
+With --haproxy, HAProxy with the shipped deploy/haproxy.cfg (its /readyz checks as shipped)
+stands in front of both nodes, and a second probe times the first write acknowledged through it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import datetime as dt
 import itertools
 import json
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +40,18 @@ from typing import Any
 import httpx
 import trio
 
-from acd.tools.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import (
+    LocalCluster,
+    free_port,
+    haproxy_config,
+    prepare_config,
+    stop,
+    wait_for,
+)
 from acd.tools.proxy import LinkProxy
 
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "examples" / "busan-120.toml"
 KINDS = ("kill", "stop", "isolate")
 WRITERS = 4
 IN_SYNC_LIMIT = 30.0
@@ -56,8 +69,6 @@ class BenchCluster(LocalCluster):
         assert witness is not None
         self.witness_links: dict[str, LinkProxy] = {}
         self.node_configs: dict[str, Path] = {}
-        from acd.tools.launcher import free_port
-
         for node in self.settings.nodes:
             address = f"127.0.0.1:{free_port()}"
             self.witness_links[node.name] = LinkProxy(address, witness.address)
@@ -93,6 +104,7 @@ class Bench:
         self.queue = cluster.settings.cluster.drill_queue or "drill"
 
     async def write(self, client: httpx.AsyncClient, node: str, timeout: float = 0.5) -> bool:
+        """One write to `node` (a node's name, or "haproxy": through HAProxy); True if acknowledged."""
         call_id = f"bench-{time.monotonic_ns()}-{next(self.serial)}"
         body = {"id": call_id, "queue": self.queue, "caller": "01000000000", "channel": "voice", "attributes": {"drill": "true"}}
         try:
@@ -151,7 +163,14 @@ class Bench:
             cluster.pause(primary)
         else:
             cluster.isolate(primary)
-        acked = await self.first_ack(client, other, 30.0)
+        via_haproxy: list[float | None] = []
+        async with trio.open_nursery() as nursery:
+            if "haproxy" in self.api:
+                async def through_haproxy() -> None:
+                    via_haproxy.append(await self.first_ack(client, "haproxy", 30.0))
+
+                nursery.start_soon(through_haproxy)
+            acked = await self.first_ack(client, other, 30.0)
         if acked is None:
             raise RuntimeError(f"{kind}: no write acknowledged by {other} within 30 s")
         self.target = other
@@ -166,7 +185,8 @@ class Bench:
         rejoin = await self.in_sync(client, other, IN_SYNC_LIMIT)
         zombie = sum(1 for at, node in self.acks if node == primary and at > acked)
         elected = self.elected_at(other)
-        return {"kind": kind, "from": primary, "to": other, "failover": failover,
+        haproxy = via_haproxy[0] - fault if via_haproxy and via_haproxy[0] is not None else None
+        return {"kind": kind, "from": primary, "to": other, "failover": failover, "haproxy": haproxy,
                 "elected": elected - fault_wall if elected is not None and elected > fault_wall else None,
                 "rejoin": rejoin if rejoin is not None else float("inf"), "zombie_acks": zombie}
 
@@ -191,13 +211,37 @@ class Bench:
                 for number in range(1, count + 1):
                     result = await self.one(client, kind, primary)
                     results.append(result)
-                    print(f"{kind:<8}{number:3d}: {result['from']} -> {result['to']}  failover {result['failover']:.3f} s  "
+                    through = f"  via HAProxy {result['haproxy']:.3f} s" if result.get("haproxy") is not None else ""
+                    print(f"{kind:<8}{number:3d}: {result['from']} -> {result['to']}  failover {result['failover']:.3f} s{through}  "
                           f"rejoin {result['rejoin']:.3f} s  zombie acks {result['zombie_acks']}", flush=True)
                     primary = result["to"]
                     if result["rejoin"] == float("inf"):
                         print(f"  {primary} still reports its standby behind or gone after {IN_SYNC_LIMIT:.0f} s", flush=True)
             nursery.cancel_scope.cancel()
         return results
+
+
+def start_haproxy(cluster: BenchCluster, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """HAProxy with the shipped config in front of the cluster's APIs; its address once it routes."""
+    binary = shutil.which("haproxy")
+    if binary is None:
+        raise SystemExit("bench.failover: --haproxy needs the haproxy binary (apt-get install haproxy)")
+    port = free_port()
+    servers = {node.name: node.api for node in cluster.settings.nodes}
+    config = haproxy_config(REPO / "deploy" / "haproxy.cfg", port, servers, workdir / "haproxy.cfg")
+    log = open(workdir / "logs" / "haproxy.log", "wb")  # noqa: SIM115 - the child keeps it
+    process = subprocess.Popen([binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    address = f"127.0.0.1:{port}"
+
+    def routes() -> bool:
+        try:
+            return httpx.get(f"http://{address}/readyz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(routes, 15.0, what="HAProxy to route to the primary")
+    return process, address
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -219,6 +263,13 @@ def summary(results: list[dict[str, Any]], failover_timeout: float) -> str:
         lines.append(f"{kind:<10}{len(rows):>4}{statistics.median(failover):>9.3f}{quantile(failover, 0.99):>9.3f}{max(failover):>9.3f}"
                      f"   {elected_text:>16}   {statistics.median(rejoin):>13.3f}{quantile(rejoin, 0.99):>9.3f}{max(rejoin):>9.3f}"
                      f"   {sum(r['zombie_acks'] for r in rows)}")
+    through = [r for r in results if r.get("haproxy") is not None]
+    if through:
+        lines.append("through HAProxy (deploy/haproxy.cfg's checks): seconds from the fault to the first write acknowledged through it")
+        for kind in KINDS:
+            values = [r["haproxy"] for r in through if r["kind"] == kind]
+            if values:
+                lines.append(f"{kind:<10}{len(values):>4}{statistics.median(values):>9.3f}{quantile(values, 0.99):>9.3f}{max(values):>9.3f}")
     return "\n".join(lines)
 
 
@@ -228,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated: kill, stop, isolate")
     parser.add_argument("--failover-timeout", type=float, default=None, help="override the sample's failover_timeout")
     parser.add_argument("--json", type=Path, default=None, help="write every measurement here")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="also put HAProxy (deploy/haproxy.cfg, its checks as shipped) in front and time the first write acknowledged through it")
     parser.add_argument("--log-level", default="warning", help="the nodes' and the witness's log level (their logs stay in the work directory)")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.kinds.split(",") if kind]
@@ -236,11 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="acd-bench-failover-"))
     overrides = {"cluster.failover_timeout": str(args.failover_timeout)} if args.failover_timeout else None
     cluster = BenchCluster(prepare_config(SAMPLE, workdir, always_open=True, proxied=True, overrides=overrides), workdir, args.log_level)
+    haproxy: subprocess.Popen[bytes] | None = None
     try:
         cluster.start()
         wait_for(lambda: cluster.primary() is not None, 20.0, what="a writable primary")
-        results = trio.run(Bench(cluster).run, kinds, args.count)
+        bench = Bench(cluster)
+        if args.haproxy:
+            haproxy, bench.api["haproxy"] = start_haproxy(cluster, workdir)
+        results = trio.run(bench.run, kinds, args.count)
     finally:
+        if haproxy is not None:
+            stop(haproxy)
         cluster.close()
     timeout = cluster.settings.cluster.failover_timeout
     print()

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from acd.tools.launcher import LocalCluster, free_port, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, free_port, haproxy_config, prepare_config, wait_for
 
 from . import checks, records, report
 from . import plan as plans
@@ -306,20 +306,8 @@ class Runner:
         if not shipped.exists():
             raise SystemExit(f"loadtest: --haproxy needs {shipped}")
         port = free_port()
-        servers = "\n".join(f"    server {name} {address.split('://', 1)[1]} check" for name, address in run.cluster_nodes.items())
-        lines = []
-        placed = False
-        for line in shipped.read_text(encoding="utf-8").splitlines():
-            stripped = line.strip()
-            if stripped.startswith("bind "):
-                line = f"    bind 127.0.0.1:{port}"
-            elif stripped.startswith("server "):
-                if placed:
-                    continue
-                line, placed = servers, True
-            lines.append(line)
-        config = self.out / "haproxy.cfg"
-        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        servers = {name: address.split("://", 1)[1] for name, address in run.cluster_nodes.items()}
+        config = haproxy_config(shipped, port, servers, self.out / "haproxy.cfg")
         log = open(self.out / "logs" / "haproxy.log", "wb")  # noqa: SIM115 - the child keeps it
         self.haproxy = subprocess.Popen([binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from acd.tools.launcher import LocalCluster, free_port, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, free_port, haproxy_config, prepare_config, wait_for
 from tests.helpers.tools import system_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,12 +21,7 @@ def haproxy_binary() -> str:
 
 def render_config(cluster: LocalCluster, port: int, target: Path) -> Path:
     """The shipped config with this test's loopback addresses in place of the sample hosts."""
-    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
-    text = re.sub(r"bind \S+", f"bind 127.0.0.1:{port}", text)
-    for node in cluster.settings.nodes:
-        text = re.sub(rf"server {node.name} \S+", f"server {node.name} {node.api}", text)
-    target.write_text(text)
-    return target
+    return haproxy_config(ROOT / "deploy" / "haproxy.cfg", port, {node.name: node.api for node in cluster.settings.nodes}, target)
 
 
 def test_requests_through_haproxy_reach_the_new_primary_after_a_failover(tmp_path: Path) -> None:

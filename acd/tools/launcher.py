@@ -82,6 +82,26 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
         return process.wait()
 
 
+def haproxy_config(shipped: Path, port: int, servers: dict[str, str], target: Path) -> Path:
+    """The shipped HAProxy config (deploy/haproxy.cfg) for a local cluster: its `bind` moved to
+    127.0.0.1:`port` and its `server` lines replaced by one per entry of `servers` (name ->
+    host:port of that node's API), every other line (checks, timeouts) as shipped."""
+    lines: list[str] = []
+    placed = False
+    for line in shipped.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("bind "):
+            line = f"    bind 127.0.0.1:{port}"
+        elif stripped.startswith("server "):
+            if placed:
+                continue
+            line = "\n".join(f"    server {name} {address} check" for name, address in servers.items())
+            placed = True
+        lines.append(line)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
