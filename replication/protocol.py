@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 from acd.store import Record, Snapshot
 
 # After the handshake. The largest ordinary frame is an `Append` of 256 records of at most

@@ -22,7 +22,7 @@ import pytest
 import trio
 import trio.testing
 
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 from acd.node.serve import _H11Protocol, _IdleDeadline, _TCPServer, _use_moving_idle_deadline
 
 

@@ -48,9 +48,9 @@ import trio
 
 from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
+from acd.locks import QuickLock
 from acd.settings import Settings, descriptor_limit
 
-from .locks import QuickLock
 from .metrics import GcPauses
 from .node import Node, NodeError
 
