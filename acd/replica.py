@@ -19,7 +19,7 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from acd.store import Record
+from acd.store import Record, Snapshot
 
 if TYPE_CHECKING:
     import prometheus_client
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from acd.core import commands as c
     from acd.locks import QuickLock
     from acd.settings import NodeSection
-    from acd.store import Store
 
 
 class Role(enum.StrEnum):
@@ -86,15 +85,47 @@ class Standalone:
         return True
 
 
+class ReplicaStore(Protocol):
+    """The node's store as replication sees it: a read view of the log, its epochs and
+    snapshots, the vote it must keep durably, and the few writes a standby makes on the
+    primary's word (an epoch, a truncated tail, an installed snapshot)."""
+
+    def last_lsn(self) -> int: ...
+
+    def first_lsn(self) -> int: ...
+
+    def read(self, after_lsn: int, limit: int = 1000) -> list[Record]: ...
+
+    def epoch(self) -> int: ...
+
+    def epoch_history(self) -> dict[int, int]: ...
+
+    def latest_snapshot(self) -> Snapshot | None: ...
+
+    def secrets(self) -> dict[str, tuple[int, bytes]]: ...
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def put_meta(self, key: str, value: bytes) -> None: ...
+
+    def set_epoch(self, epoch: int, first_lsn: int) -> None: ...
+
+    def truncate_tail(self, after_lsn: int) -> int: ...
+
+    def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None) -> None: ...
+
+
 class ReplicaNode(Protocol):
     """What the replication layer needs from its node (`acd.node.Node` is one)."""
 
     name: str
     section: NodeSection
-    store: Store                 # read and written under the node's rules below
     batch_lock: QuickLock        # held while a batch is applied but not yet durable
-    replicator: Replicator
+    replicator: Replicator       # set by the replication layer
     lsn: int                     # the last applied LSN
+
+    @property
+    def store(self) -> ReplicaStore: ...
 
     @property
     def role(self) -> Role: ...
