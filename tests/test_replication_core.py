@@ -304,6 +304,7 @@ def test_check_append() -> None:
 
 
 NAMES = ("a", "b")
+WIRE_MAX = 8    # requests and replies in flight at most; older ones are lost
 
 
 class Open:
@@ -421,6 +422,8 @@ class ReplicationModel(RuleBasedStateMachine):
 
     def _send(self, source: str, target: str, message: Message, tag: Any) -> None:
         self.wire.append(Envelope(source, target, message, tag))
+        if len(self.wire) > WIRE_MAX:
+            del self.wire[0]   # lost: the oldest message in flight
 
     def _become_primary(self, node: ModelNode, ballot: Ballot) -> None:
         epoch = ballot.request.epoch
@@ -479,7 +482,7 @@ class ReplicationModel(RuleBasedStateMachine):
             "standby_receives": any(s.to_standby for s in self.sessions),
             "primary_receives": any(s.to_primary for s in self.sessions),
         }
-        weights = {"deliver": 4, "standby_receives": 5, "primary_receives": 5, "ship": 3, "write": 2, "renew": 2, "clear_step": 2}
+        weights = {"deliver": 8, "standby_receives": 6, "primary_receives": 6, "ship": 3, "write": 2, "renew": 3, "clear_step": 3}
         choices = [name for name, enabled in possible.items() if enabled for _ in range(weights.get(name, 1))]
         action = data.draw(st.sampled_from(choices), label="action")
         index = data.draw(st.integers(0, 1000), label="which")
@@ -559,7 +562,7 @@ class ReplicationModel(RuleBasedStateMachine):
     def deliver(self, index: int, fate: str) -> None:
         """Deliver any message in flight (reordering), deliver it and keep a copy in flight
         (duplication), or lose it."""
-        envelope = self.wire[index % len(self.wire)]
+        envelope = self.wire[-1 - index % len(self.wire)]   # the newest first, the older ones reordered
         if fate != "duplicate":
             self.wire.remove(envelope)
         if fate == "lose":
