@@ -5,7 +5,7 @@ divergence); then a Hypothesis state machine that runs two nodes and a witness o
 alone, with the messages between them lost, duplicated and reordered, and checks the safety
 invariants after every step:
 
-- one leader per epoch;
+- one leader per epoch (and, beneath it, no voter votes for two candidates in one epoch);
 - every acknowledged write is in the log of every node that could be elected (one the witness
   does not record behind, or whose log is at least as far as its peer's);
 - a write acknowledged without the standby's copy is acknowledged only while the witness
@@ -388,6 +388,12 @@ class ReplicationModel(RuleBasedStateMachine):
         self.serials = count(1)
         self.leaders: dict[int, str] = {}
         self.acknowledged: set[tuple[int, int]] = set()   # (lsn, epoch) of acknowledged writes
+        self.votes: dict[tuple[str, int], str] = {}        # (voter, epoch) -> the candidate it voted for
+
+    def _voted(self, voter: str, epoch: int, candidate: str) -> None:
+        """A vote granted and recorded: no voter votes for two candidates in one epoch."""
+        first = self.votes.setdefault((voter, epoch), candidate)
+        assert first == candidate, f"{voter} voted for {first} and {candidate} in epoch {epoch}"
 
     # ------------------------------------------------------------------ node actions
 
@@ -531,6 +537,7 @@ class ReplicationModel(RuleBasedStateMachine):
             request = msgspec.structs.replace(request, pre=True)
         else:
             node.voter.promise(epoch, name)
+            self._voted(name, epoch, name)
         node.ballot_serial = next(self.serials)
         node.ballot = Ballot(request, ["witness", "peer"])
         node.ballot_sent_at = self.now
@@ -583,12 +590,15 @@ class ReplicationModel(RuleBasedStateMachine):
         message = envelope.message
         if envelope.target == "witness":
             reply, _ = self.witness.handle(message, self.now)
+            if isinstance(message, VoteRequest) and isinstance(reply, VoteReply) and reply.granted and not message.pre and not message.renew:
+                self._voted("witness", message.epoch, message.candidate)
             self._send("witness", envelope.source, reply, envelope.tag)
         elif isinstance(message, VoteRequest):
             node = self.nodes[envelope.target]
             last = node.log.last()
             reply, recorded = node.voter.answer(message, now=self.now, last=last, primary_with_lease=self._lease_holds(node))
             if recorded:
+                self._voted(node.name, message.epoch, message.candidate)
                 node.last_heard = self.now
                 if node.primary:
                     self._step_down(node)
