@@ -6,7 +6,7 @@ Production code marks the places where the simulator may make the world misbehav
 
 The points: `store.append` (`Node.append_records`: a slow disk, a crash or a pause in the
 middle of a commit), `node.pipeline` (the top of the pipeline loop) and `member.timer` (the
-lease watch and the election timer of `replication.cluster.Member`): where a paused process
+lease watch and the election timer of `replication.cluster.ReplicationDriver`): where a paused process
 stops. Outside a simulation `point()` returns at once without a checkpoint and `fire()` is
 False, so the marks cost one function call. Inside one (`with buggify.simulation(hooks):`), the
 simulator's hooks decide, from the run's seed, whether a point misbehaves this time: a slow
@@ -20,7 +20,7 @@ test switches on (`with buggify.bugs("ack_before_standby"):`) to prove that the 
 catches it. Known bugs:
 
 - `ack_before_standby`: the primary acknowledges a batch without waiting until the standby
-  holds it durably (`replication.cluster.Member.replicate`); breaks invariant 1.
+  holds it durably (`replication.cluster.ReplicationDriver.replicate`); breaks invariant 1.
 - `skip_lease_check`: the primary keeps acknowledging after its lease ran out (the simulator's
   member reports its lease valid while it has the primary role); breaks invariant 2.
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 from acd.store import Record, Snapshot
 from acd.versions import (
     LEGACY_PROTOCOL_VERSIONS,

@@ -52,7 +52,8 @@ from acd import buggify
 from acd.node.node import Node, NodeError, StorageFullError
 from acd.settings import Settings
 from acd.store import StorageFull
-from replication.cluster import DRIFT, Member, _promotion_audit
+from replication.cluster import ReplicationDriver, _promotion_audit
+from replication.core import DRIFT
 from replication.witness import MemoryStateStore, Witness
 
 from .clock import sleep
@@ -90,7 +91,7 @@ def draw_clock(rng: random.Random, *, drift: bool, edges: bool = False) -> Proce
     return ProcessClock(rate=rate, monotonic_offset=rng.uniform(0, 10_000), wall_offset=rng.uniform(-1.0, 1.0) if drift else 0.0)
 
 
-class SimMember(Member):
+class SimReplica(ReplicationDriver):
     """The real replication member, reporting role changes to the simulation."""
 
     def __init__(self, node: Node, settings: Settings, *, sim: SimCluster, **options: Any) -> None:
@@ -141,7 +142,7 @@ class Process:
     disk: DurableLog = field(default_factory=DurableLog)   # what its disk holds, for the checks
     incarnation: int = 0
     node: Node | None = None
-    member: SimMember | None = None
+    member: SimReplica | None = None
     witness: Witness | None = None
     scope: trio.CancelScope | None = None
     resumed: trio.Event = field(default_factory=trio.Event)
@@ -281,7 +282,7 @@ class SimCluster:
                 # leaves the run's fault schedule (self.rng) as it was.
                 keys = random.Random(f"keys:{name}:{process.incarnation}")
                 node = Node(settings, name, clock=process.clock.wall, store=store, append_in_thread=False, random_bytes=keys.randbytes)
-                member = SimMember(node, settings, sim=self, network=self.network.endpoint(name),
+                member = SimReplica(node, settings, sim=self, network=self.network.endpoint(name),
                                    clock=process.clock.monotonic, secret=SECRET)
             except Exception as error:
                 self._died(process, error)
