@@ -1,0 +1,118 @@
+"""The divergence alarm's decisions (`replication.core.StateCheck`), without Trio or I/O."""
+
+from __future__ import annotations
+
+from replication import core
+from replication.core import StateCheck
+
+
+def test_equal_hashes_at_the_same_lsn_agree_in_either_order() -> None:
+    check = StateCheck()
+    assert check.add_mine(100, "a") == []   # the standby's has not come yet
+    [outcome] = check.add_theirs([(100, "a")])
+    assert (outcome.lsn, outcome.news) == (100, "agree")
+    assert check.add_theirs([(200, "b")]) == []
+    [outcome] = check.add_mine(200, "b")
+    assert outcome.news == "agree"
+    assert check.compared == 2 and check.divergences == 0 and not check.diverged
+    assert check.mine == {} and check.theirs == {}   # each LSN is compared once
+
+
+def test_a_different_hash_raises_the_alarm_with_both_hashes() -> None:
+    check = StateCheck()
+    check.add_mine(300, "primary-hash")
+    [outcome] = check.add_theirs([(300, "standby-hash")])
+    assert (outcome.lsn, outcome.mine, outcome.theirs, outcome.news) == (300, "primary-hash", "standby-hash", "diverged")
+    assert check.diverged and check.diverged_at == 300 and check.divergences == 1
+    assert check.rebuild_wanted and check.last == outcome
+
+
+def test_hashes_of_other_lsns_are_not_compared() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    assert check.add_theirs([(200, "b")]) == []
+    assert check.compared == 0 and not check.diverged
+
+
+def test_only_the_newest_hashes_wait_for_the_other_side() -> None:
+    check = StateCheck()
+    for lsn in range(1, core.STATE_HASHES_KEPT + 11):
+        check.add_mine(lsn, "x")
+    assert len(check.mine) == core.STATE_HASHES_KEPT and min(check.mine) == 11
+    assert check.add_theirs([(5, "y")]) == []   # too old: ours is gone, nothing raised
+    assert not check.diverged
+
+
+def test_reports_of_the_diverged_state_count_for_nothing_until_the_rebuild() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    # Before the snapshot is sent, the standby still reports its diverged state.
+    check.add_mine(200, "b")
+    [outcome] = check.add_theirs([(200, "b")])
+    assert outcome.news == "ignored" and check.diverged and check.compared == 1
+    check.add_mine(300, "c")
+    [outcome] = check.add_theirs([(300, "other")])
+    assert outcome.news == "ignored" and check.divergences == 1
+
+
+def test_the_rebuilt_standby_agreeing_at_the_snapshot_clears_the_alarm() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    check.add_theirs([(150, "stale")])       # reported before the snapshot: dropped by it
+    check.rebuilding(140, "snap")
+    assert not check.rebuild_wanted and check.diverged
+    check.add_mine(150, "d")
+    [outcome] = check.add_theirs([(140, "snap")])
+    assert outcome.news == "cleared"
+    assert not check.diverged and check.diverged_at is None
+    assert check.theirs == {}                # the stale report of 150 went with the rebuild
+    [outcome] = check.add_theirs([(150, "d")])
+    assert outcome.news == "agree"
+
+
+def test_a_rebuilt_standby_that_still_differs_raises_it_again() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    check.rebuilding(90, "snap")
+    [outcome] = check.add_theirs([(90, "not-snap")])
+    assert outcome.news == "diverged" and check.divergences == 2 and check.diverged_at == 90
+    assert check.rebuild_wanted   # another rebuild
+
+
+def test_a_report_older_than_the_snapshot_does_not_clear_it() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    check.rebuilding(200, "snap")
+    check.add_mine(150, "b")
+    [outcome] = check.add_theirs([(150, "b")])
+    assert outcome.news == "ignored" and check.diverged
+
+
+def test_a_rebuild_cut_short_by_the_connection_is_sent_again() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    check.rebuilding(100, "a")
+    check.connection_lost()
+    assert check.rebuild_wanted
+    healthy = StateCheck()
+    healthy.connection_lost()
+    assert not healthy.rebuild_wanted and not healthy.diverged
+
+
+def test_a_new_term_forgets_the_waiting_hashes_but_not_the_alarm() -> None:
+    check = StateCheck()
+    check.add_mine(100, "a")
+    check.add_theirs([(100, "z")])
+    check.add_mine(200, "b")
+    check.new_term()
+    assert check.mine == {} and check.theirs == {} and check.diverged
+
+
+def test_the_rebuild_plan_replaces_the_standby_state() -> None:
+    plan = core.rebuild_plan()
+    assert plan.snapshot and plan.start == -1 and plan.truncate == ()
