@@ -78,6 +78,7 @@ log = logging.getLogger("acd.replication")
 
 SHIP_RETRY_MIN = 0.05   # seconds between attempts to reach the standby, at first
 SHIP_RETRY_MAX = 0.4    # and at most
+DIVERGED_META = "standby_diverged_at_lsn"   # store meta: the alarm this node raised, until it clears
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -199,8 +200,13 @@ class ReplicationDriver:
         # RecordBehind and ClearBehind one at a time, each with the state it settles: a record
         # confirmed while a clear waited for the standby would otherwise be cleared at once.
         self._behind_lock = QuickLock()
-        # Primary side: its state hashes against the standby's (the divergence alarm).
+        # Primary side: its state hashes against the standby's (the divergence alarm). An alarm
+        # outlives a restart: after one this node still refuses the peer its vote, and rebuilds
+        # it once primary again.
         self.state_check = core.StateCheck()
+        diverged = store.get_meta(DIVERGED_META)
+        if diverged:
+            self.state_check.diverged_at = int(diverged)
         node.replicator = self
         node.step_down()
         node.metrics_registry.register(ReplicationCollector(self.statistics))
@@ -810,16 +816,25 @@ class ReplicationDriver:
         outcomes += self.state_check.add_theirs(reply.state_hashes)
         diverged = False
         peer = self.peer.name if self.peer else ""
+        if any(outcome.news in ("diverged", "cleared") for outcome in outcomes):
+            self._save_divergence()
         for outcome in outcomes:
             if outcome.news == "diverged":
                 diverged = True
                 log.error("STATE DIVERGED: the standby's state differs from the primary's at lsn=%d primary=%s hash=%s "
                           "standby=%s hash=%s; the standby is recorded behind (not electable) and rebuilt from a snapshot",
                           outcome.lsn, self.name, outcome.mine, peer, outcome.theirs)
+            elif outcome.news == "rebuilt":
+                log.warning("diverged standby rebuilt from the snapshot at lsn=%d primary=%s standby=%s hash=%s; "
+                            "the alarm holds until its state agrees after records it applied itself", outcome.lsn, self.name, peer, outcome.mine)
             elif outcome.news == "cleared":
-                log.warning("standby rebuilt: state hashes agree again at lsn=%d primary=%s standby=%s hash=%s",
+                log.warning("divergence alarm cleared: state hashes agree again at lsn=%d primary=%s standby=%s hash=%s",
                             outcome.lsn, self.name, peer, outcome.mine)
         return diverged
+
+    def _save_divergence(self) -> None:
+        at = self.state_check.diverged_at
+        self.node.store.put_meta(DIVERGED_META, b"" if at is None else str(at).encode())
 
     async def _record_diverged(self) -> None:
         """Record the diverged standby behind at the witness, so that it cannot be elected; it is
@@ -973,6 +988,12 @@ class ReplicationDriver:
         self.last_heard = self.clock()
         if self.no_primary_since is not None:
             self.no_primary_since = None
+        if self.state_check.diverged:
+            # An alarm this node raised as primary about its peer, which is primary now (by
+            # an operator's forced promotion): its state is the reference from here on.
+            log.warning("divergence alarm dropped node=%s: the peer %s is primary now", self.name, primary)
+            self.state_check.diverged_at = None
+            self._save_divergence()
         if not isinstance(message, Truncate | InstallSnapshot | Append):
             raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
         # A batch our own pipeline took while we were primary (applied in memory, its commit

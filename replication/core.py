@@ -519,7 +519,10 @@ class Comparison:
     lsn: int
     mine: str
     theirs: str
-    news: str   # "agree", "diverged" (a new alarm), "cleared" (a rebuilt standby agrees), "ignored"
+    # "agree"; "diverged" (the alarm is raised, or raised again); "rebuilt" (the standby's state
+    # after installing our snapshot is the snapshot's); "cleared" (a rebuilt standby agrees
+    # after applying records of its own: the alarm ends); "ignored" (the diverged state).
+    news: str
 
 
 @dataclass
@@ -534,9 +537,10 @@ class StateCheck:
 
     A mismatch raises the alarm (`diverged_at`): the standby must be recorded behind (not
     electable) and rebuilt from a snapshot of the primary. Until the rebuild (`rebuilding`,
-    the snapshot's LSN and hash) nothing the standby reports counts; after it, the first
-    comparison at or after the snapshot's LSN settles it: equal hashes clear the alarm,
-    different ones raise it again.
+    the snapshot's LSN and hash) nothing the standby reports counts. After it, the standby's
+    hash at the snapshot's LSN shows the snapshot installed as it was sent ("rebuilt"), and
+    the first comparison after it, of a state the standby reached by applying records itself,
+    clears the alarm; a difference at either raises it again (another rebuild).
     """
 
     compared: int = 0
@@ -609,7 +613,9 @@ class StateCheck:
             return "agree" if equal else "diverged"
         if self.rebuild_from is None or lsn < self.rebuild_from:
             return "ignored"   # the diverged state, or a report from before the rebuild
-        return "cleared" if equal else "diverged"
+        if not equal:
+            return "diverged"
+        return "rebuilt" if lsn == self.rebuild_from else "cleared"
 
 
 def _keep_newest(hashes: dict[int, str]) -> None:

@@ -56,7 +56,7 @@ def test_reports_of_the_diverged_state_count_for_nothing_until_the_rebuild() -> 
     assert outcome.news == "ignored" and check.divergences == 1
 
 
-def test_the_rebuilt_standby_agreeing_at_the_snapshot_clears_the_alarm() -> None:
+def test_the_rebuilt_standby_clears_the_alarm_once_it_agrees_after_the_snapshot() -> None:
     check = StateCheck()
     check.add_mine(100, "a")
     check.add_theirs([(100, "z")])
@@ -65,10 +65,14 @@ def test_the_rebuilt_standby_agreeing_at_the_snapshot_clears_the_alarm() -> None
     assert not check.rebuild_wanted and check.diverged
     check.add_mine(150, "d")
     [outcome] = check.add_theirs([(140, "snap")])
-    assert outcome.news == "cleared"
-    assert not check.diverged and check.diverged_at is None
+    # The snapshot arrived intact; the alarm holds until the standby's own applying agrees.
+    assert outcome.news == "rebuilt" and check.diverged and check.diverged_at == 100
     assert check.theirs == {}                # the stale report of 150 went with the rebuild
     [outcome] = check.add_theirs([(150, "d")])
+    assert outcome.news == "cleared"
+    assert not check.diverged and check.diverged_at is None and check.divergences == 1
+    check.add_mine(160, "e")
+    [outcome] = check.add_theirs([(160, "e")])
     assert outcome.news == "agree"
 
 
@@ -80,6 +84,11 @@ def test_a_rebuilt_standby_that_still_differs_raises_it_again() -> None:
     [outcome] = check.add_theirs([(90, "not-snap")])
     assert outcome.news == "diverged" and check.divergences == 2 and check.diverged_at == 90
     assert check.rebuild_wanted   # another rebuild
+    check.rebuilding(110, "snap2")
+    check.add_theirs([(110, "snap2")])
+    check.add_mine(120, "b")
+    [outcome] = check.add_theirs([(120, "still-not-b")])   # intact snapshot, but it drifts again
+    assert outcome.news == "diverged" and check.divergences == 3 and check.rebuild_wanted
 
 
 def test_a_report_older_than_the_snapshot_does_not_clear_it() -> None:
