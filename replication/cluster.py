@@ -288,6 +288,7 @@ class ReplicationDriver:
         """The local commit of what was shipped after `after_lsn` failed: withdraw it
         (`ShipQueue.retract`)."""
         self.queue.retract(after_lsn)
+        self.state_check.withdraw(after_lsn)
         self.new_records.set()
         self.new_records = trio.Event()
 

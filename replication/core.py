@@ -588,6 +588,13 @@ class StateCheck:
         self.mine.clear()
         self.theirs.clear()
 
+    def withdraw(self, after_lsn: int) -> None:
+        """The records after `after_lsn` were withdrawn (`ShipQueue.retract`): the standby may
+        have reported hashes of them, acknowledged before the withdrawal; others take their LSNs."""
+        for hashes in (self.mine, self.theirs):
+            for lsn in [lsn for lsn in hashes if lsn > after_lsn]:
+                del hashes[lsn]
+
     def _settle(self, lsns: Iterable[int]) -> list[Comparison]:
         outcomes = []
         for lsn in lsns:

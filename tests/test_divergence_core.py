@@ -122,6 +122,18 @@ def test_a_new_term_forgets_the_waiting_hashes_but_not_the_alarm() -> None:
     assert check.mine == {} and check.theirs == {} and check.diverged
 
 
+def test_hashes_of_withdrawn_records_are_forgotten() -> None:
+    # The standby acknowledged (and hashed) a batch whose commit then failed on the primary;
+    # the primary writes other records at those LSNs.
+    check = StateCheck()
+    check.add_theirs([(100, "withdrawn"), (50, "kept")])
+    check.withdraw(99)
+    assert check.theirs == {50: "kept"}
+    assert check.add_mine(100, "rewritten") == []
+    [outcome] = check.add_theirs([(100, "rewritten")])
+    assert outcome.news == "agree" and not check.diverged
+
+
 def test_the_rebuild_plan_replaces_the_standby_state() -> None:
     plan = core.rebuild_plan()
     assert plan.snapshot and plan.start == -1 and plan.truncate == ()
