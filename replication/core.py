@@ -16,6 +16,8 @@ loses, duplicates and reorders the messages between two nodes and a witness).
   withdrawal when the local commit failed, and what to send next; `caught_up`.
 - Divergence: `reconcile`, where shipping to a standby starts after its `Sync` (which tail to
   truncate, whether a snapshot must replace its state); `check_append`, the standby's side.
+- State comparison (the divergence alarm): `StateCheck`, the primary's state hashes against
+  the standby's at the same LSNs, the alarm, and the rebuild that clears it (`rebuild_plan`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from acd import settings as settings_module
+from acd.cli import main
 from replication import core
 from replication.core import StateCheck
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 
 
 def test_equal_hashes_at_the_same_lsn_agree_in_either_order() -> None:
@@ -137,3 +145,16 @@ def test_hashes_of_withdrawn_records_are_forgotten() -> None:
 def test_the_rebuild_plan_replaces_the_standby_state() -> None:
     plan = core.rebuild_plan()
     assert plan.snapshot and plan.start == -1 and plan.truncate == ()
+
+
+def test_the_comparison_interval_is_a_checked_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert settings_module.load(EXAMPLE).cluster.compare_state_every_records == 5000
+    text = EXAMPLE.read_text().replace("[cluster]\n", "[cluster]\ncompare_state_every_records = -1\n", 1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert main(["config", "check", str(bad)]) == 2
+    [problem] = [line for line in capsys.readouterr().err.splitlines() if line.startswith(str(bad))]
+    line = text.splitlines().index("compare_state_every_records = -1") + 1
+    assert problem.startswith(f"{bad}:{line}: cluster.compare_state_every_records: "), problem
+    off = settings_module.loads(text.replace("= -1", "= 0", 1))
+    assert off.cluster.compare_state_every_records == 0   # 0: never compared
