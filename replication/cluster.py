@@ -844,15 +844,13 @@ class ReplicationDriver:
             return
         async with self._behind_lock:
             was_maybe = self.behind.record_sent()
-            reply = await self.witness.request(
-                RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0),
-                self.standby_timeout,
-            )
-            if self.behind.record_answered(reply, was_maybe):
+            request = RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0)
+            answer = await self.witness.request(request, self.standby_timeout)
+            if self.behind.record_answered(answer, was_maybe):
                 log.warning("diverged standby recorded behind node=%s standby=%s", self.name, self.peer.name)
             else:
                 log.warning("diverged standby not confirmed behind node=%s standby=%s (%s): tried again at the next connection",
-                            self.name, self.peer.name, getattr(reply, "reason", "no answer"))
+                            self.name, self.peer.name, getattr(answer, "reason", "no answer"))
 
     def _caught_up(self) -> bool:
         """Whether to start clearing the standby's behind record (`core.caught_up`)."""
