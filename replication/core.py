@@ -549,6 +549,7 @@ class StateCheck:
     divergences: int = 0
     diverged_at: int | None = None
     rebuild_from: int | None = None
+    rebuild_installed: bool = False   # the standby's hash at the snapshot's LSN was the snapshot's
     mine: dict[int, str] = field(default_factory=dict)
     theirs: dict[int, str] = field(default_factory=dict)
     last: Comparison | None = None   # the last comparison that raised the alarm
@@ -578,12 +579,13 @@ class StateCheck:
     def rebuilding(self, snapshot_lsn: int, digest: str) -> None:
         """A snapshot of ours at `snapshot_lsn` (state hash `digest`) replaces the standby's state."""
         self.rebuild_from = snapshot_lsn
+        self.rebuild_installed = False
         self.theirs.clear()          # what it reported of its diverged state counts no more
         self.mine[snapshot_lsn] = digest
 
     def connection_lost(self) -> None:
         """A rebuild whose snapshot may not have been installed is sent again on the next connection."""
-        if self.diverged:
+        if self.diverged and not self.rebuild_installed:
             self.rebuild_from = None
 
     def new_term(self) -> None:
@@ -610,10 +612,14 @@ class StateCheck:
                 self.divergences += 1
                 self.diverged_at = lsn
                 self.rebuild_from = None
+                self.rebuild_installed = False
                 self.last = outcome
+            elif outcome.news == "rebuilt":
+                self.rebuild_installed = True
             elif outcome.news == "cleared":
                 self.diverged_at = None
                 self.rebuild_from = None
+                self.rebuild_installed = False
             outcomes.append(outcome)
         return outcomes
 

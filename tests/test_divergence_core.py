@@ -116,6 +116,11 @@ def test_a_rebuild_cut_short_by_the_connection_is_sent_again() -> None:
     check.rebuilding(100, "a")
     check.connection_lost()
     assert check.rebuild_wanted
+    # Once the standby showed the snapshot installed, a new connection does not send it again.
+    check.rebuilding(120, "s")
+    check.add_theirs([(120, "s")])
+    check.connection_lost()
+    assert not check.rebuild_wanted and check.diverged
     healthy = StateCheck()
     healthy.connection_lost()
     assert not healthy.rebuild_wanted and not healthy.diverged
