@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from acd import settings as settings_module
@@ -163,3 +164,21 @@ def test_the_comparison_interval_is_a_checked_config_key(tmp_path: Path, capsys:
     assert problem.startswith(f"{bad}:{line}: cluster.compare_state_every_records: "), problem
     off = settings_module.loads(text.replace("= -1", "= 0", 1))
     assert off.cluster.compare_state_every_records == 0   # 0: never compared
+
+
+def test_the_state_hashes_in_append_reply_interoperate_with_a_release_without_them() -> None:
+    from replication.protocol import AppendReply, Message
+
+    class OlderAppendReply(Message, tag="append_reply", frozen=True):
+        epoch: int
+        ok: bool
+        last_lsn: int
+        lease_granted: bool = False
+        reason: str = ""
+
+    newer = AppendReply(epoch=3, ok=True, last_lsn=100, state_hashes=[(100, "ab" * 32)])
+    older = msgspec.msgpack.decode(msgspec.msgpack.encode(newer), type=OlderAppendReply)
+    assert (older.epoch, older.ok, older.last_lsn) == (3, True, 100)
+    from_older = msgspec.msgpack.decode(msgspec.msgpack.encode(older), type=AppendReply)
+    assert from_older.state_hashes == [] and from_older.last_lsn == 100
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(newer), type=AppendReply).state_hashes == [(100, "ab" * 32)]
