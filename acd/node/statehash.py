@@ -8,10 +8,10 @@ was shipped, so both hash the state after the same record; replication compares 
 a restart is of no use to the comparison after it.
 
 Encoding the state takes the GIL for tens of milliseconds on a large center (a state of 8.5 MB,
-20 queues, 500 agents, about a thousand waiting calls: 50-120 ms on a loaded two-core
-machine), so with a worker thread for the store the node forks and a child encodes and hashes
-the state as it was at that moment (about a millisecond in the event loop, as for the
-periodic snapshot: `acd.node.snapshots`). The simulator hashes inline.
+20 queues, 500 agents, about a thousand waiting calls: 27 ms on a two-core host, more under
+load), so with a worker thread for the store the node forks and a child encodes and hashes
+the state as it was at that moment (the fork: 1-3 ms in the event loop, as for the periodic
+snapshot: `acd.node.snapshots`; `python -m bench.state_hash`). The simulator hashes inline.
 
 A hash becomes available (`take`) only once its record is durable here (at or below the
 node's last applied LSN); a batch that failed or a tail that was truncated takes its hashes
