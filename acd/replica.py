@@ -153,4 +153,10 @@ class ReplicaNode(Protocol):
 
     def config_version(self) -> int: ...
 
+    def take_state_hashes(self) -> list[tuple[int, str]]:
+        """State hashes (LSN, hash) computed since the last call, of durable records only."""
+
+    def rehash_state(self) -> None:
+        """Forget the hashes not taken yet and hash the state as it is now."""
+
     async def apply_settings_center(self, actor: str = "startup") -> Any: ...

@@ -32,6 +32,7 @@ See `docs/replication.md` for the protocol (glossary, messages, safety argument)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -77,6 +78,7 @@ log = logging.getLogger("acd.replication")
 
 SHIP_RETRY_MIN = 0.05   # seconds between attempts to reach the standby, at first
 SHIP_RETRY_MAX = 0.4    # and at most
+DIVERGED_META = "standby_diverged_at_lsn"   # store meta: the alarm this node raised, until it clears
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -207,6 +209,13 @@ class ReplicationDriver:
         # RecordBehind and ClearBehind one at a time, each with the state it settles: a record
         # confirmed while a clear waited for the standby would otherwise be cleared at once.
         self._behind_lock = QuickLock()
+        # Primary side: its state hashes against the standby's (the divergence alarm). An alarm
+        # outlives a restart: after one this node still refuses the peer its vote, and rebuilds
+        # it once primary again.
+        self.state_check = core.StateCheck()
+        diverged = store.get_meta(DIVERGED_META)
+        if diverged:
+            self.state_check.diverged_at = int(diverged)
         node.replicator = self
         node.step_down()
         node.metrics_registry.register(ReplicationCollector(self.statistics))
@@ -288,6 +297,7 @@ class ReplicationDriver:
         """The local commit of what was shipped after `after_lsn` failed: withdraw it
         (`ShipQueue.retract`)."""
         self.queue.retract(after_lsn)
+        self.state_check.withdraw(after_lsn)
         self.new_records.set()
         self.new_records = trio.Event()
 
@@ -535,6 +545,7 @@ class ReplicationDriver:
         self.behind.elected(sync_with_peer=self.mode == "sync" and self.peer is not None,
                             witness_granted=witness_granted, witness_unanswered=witness_unanswered)
         self.queue.new_term()
+        self.state_check.new_term()
         # Time without a writable primary, as this node saw it: since it last heard one.
         self.last_failover_seconds = self.clock() - min(self.last_heard, self.no_primary_since or self.last_heard)
         self.no_primary_since = None
@@ -644,8 +655,8 @@ class ReplicationDriver:
         async with self._behind_lock:
             # From here every batch waits for the standby (or for a RecordBehind, which waits
             # for this lock): what was acknowledged alone is durable here, at or below target.
-            if not self.behind.clear_begin():
-                return
+            if self.state_check.diverged or not self.behind.clear_begin():
+                return  # (a diverged standby stays behind until it is rebuilt and agrees)
             target = self.node.store.last_lsn()
             with trio.move_on_after(self.standby_timeout):
                 while self.acked_lsn < target:
@@ -750,6 +761,7 @@ class ReplicationDriver:
                             await self.new_records.wait()
         finally:
             self.peer_connected = False
+            self.state_check.connection_lost()
             with trio.CancelScope(shield=True):
                 try:
                     await channel.aclose()
@@ -798,10 +810,56 @@ class ReplicationDriver:
         if outcome.settles:
             self.queue.retracted_after = None  # the standby applied the Truncate sent before it
         self._acked(outcome.acked)
-        if self.behind.clear_wanted(caught_up=self._caught_up()):
+        assert isinstance(reply, AppendReply)
+        if self._compare_states(reply):
+            nursery.cancel_scope.cancel()  # the next connection records it behind and rebuilds it
+            return False
+        if self.behind.clear_wanted(caught_up=self._caught_up() and not self.state_check.diverged):
             nursery.start_soon(self._clear_behind_once)
         self._note_in_sync()
         return True
+
+    def _compare_states(self, reply: AppendReply) -> bool:
+        """Compare our state hashes with those the standby reported (`core.StateCheck`); True
+        when they differ: the standby diverged, shipping on this connection ends."""
+        outcomes = [outcome for lsn, digest in self.node.take_state_hashes() for outcome in self.state_check.add_mine(lsn, digest)]
+        outcomes += self.state_check.add_theirs(reply.state_hashes)
+        diverged = False
+        peer = self.peer.name if self.peer else ""
+        if any(outcome.news in ("diverged", "cleared") for outcome in outcomes):
+            self._save_divergence()
+        for outcome in outcomes:
+            if outcome.news == "diverged":
+                diverged = True
+                log.error("STATE DIVERGED: the standby's state differs from the primary's at lsn=%d primary=%s hash=%s "
+                          "standby=%s hash=%s; the standby is recorded behind (not electable) and rebuilt from a snapshot",
+                          outcome.lsn, self.name, outcome.mine, peer, outcome.theirs)
+            elif outcome.news == "rebuilt":
+                log.warning("diverged standby rebuilt from the snapshot at lsn=%d primary=%s standby=%s hash=%s; "
+                            "the alarm holds until its state agrees after records it applied itself", outcome.lsn, self.name, peer, outcome.mine)
+            elif outcome.news == "cleared":
+                log.warning("divergence alarm cleared: state hashes agree again at lsn=%d primary=%s standby=%s hash=%s",
+                            outcome.lsn, self.name, peer, outcome.mine)
+        return diverged
+
+    def _save_divergence(self) -> None:
+        at = self.state_check.diverged_at
+        self.node.store.put_meta(DIVERGED_META, b"" if at is None else str(at).encode())
+
+    async def _record_diverged(self) -> None:
+        """Record the diverged standby behind at the witness, so that it cannot be elected; it is
+        cleared like any behind standby once it has been rebuilt, agrees and has caught up."""
+        if self.witness is None or self.peer is None:
+            return
+        async with self._behind_lock:
+            was_maybe = self.behind.record_sent()
+            request = RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0)
+            answer = await self.witness.request(request, self.standby_timeout)
+            if self.behind.record_answered(answer, was_maybe):
+                log.warning("diverged standby recorded behind node=%s standby=%s", self.name, self.peer.name)
+            else:
+                log.warning("diverged standby not confirmed behind node=%s standby=%s (%s): tried again at the next connection",
+                            self.name, self.peer.name, getattr(answer, "reason", "no answer"))
 
     def _caught_up(self) -> bool:
         """Whether to start clearing the standby's behind record (`core.caught_up`)."""
@@ -820,6 +878,9 @@ class ReplicationDriver:
         send a snapshot."""
         store = self.node.store
         plan = core.reconcile(sync, log=store, queue=self.queue, epoch_at=self._epoch_at)
+        if self.state_check.rebuild_wanted:
+            await self._record_diverged()
+            plan = core.rebuild_plan()
         for after_lsn in plan.truncate:
             log.warning("truncating standby tail standby=%s after_lsn=%d (its last %d)", self.peer.name if self.peer else "", after_lsn, sync.last_lsn)
             await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=after_lsn))
@@ -831,6 +892,8 @@ class ReplicationDriver:
                 snapshot = store.latest_snapshot()
             assert snapshot is not None
             log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
+            if self.state_check.rebuild_wanted:
+                self.state_check.rebuilding(snapshot.lsn, hashlib.sha256(snapshot.state).hexdigest())
             await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets()))
             start = snapshot.lsn
         return start
@@ -881,6 +944,8 @@ class ReplicationDriver:
         """Answer a vote (`core.Voter.answer`); a recorded vote is made durable, and a primary
         that grants one steps down."""
         now = self.clock()
+        if self.state_check.diverged and self.peer is not None and request.candidate == self.peer.name:
+            return self.voter.refuse(request, "diverged")  # its state is not ours: never elect it
         reply, recorded = self.voter.answer(request, now=now, last=self._last_position(), primary_with_lease=self.lease_valid())
         if recorded:
             self._save_vote()
@@ -931,6 +996,12 @@ class ReplicationDriver:
         self.last_heard = self.clock()
         if self.no_primary_since is not None:
             self.no_primary_since = None
+        if self.state_check.diverged:
+            # An alarm this node raised as primary about its peer, which is primary now (by
+            # an operator's forced promotion): its state is the reference from here on.
+            log.warning("divergence alarm dropped node=%s: the peer %s is primary now", self.name, primary)
+            self.state_check.diverged_at = None
+            self._save_divergence()
         if not isinstance(message, Truncate | InstallSnapshot | Append):
             raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
         # A batch our own pipeline took while we were primary (applied in memory, its commit
@@ -954,6 +1025,7 @@ class ReplicationDriver:
                 store.install_snapshot(message.snapshot, secrets=message.secrets)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()
+                self.node.rehash_state()  # the primary compares it with its snapshot's
                 return True
             reply = await self._append(message)
         await channel.send(reply)
@@ -978,7 +1050,8 @@ class ReplicationDriver:
         granted = message.lease and not self.primary
         if granted:
             self.granted_until = self.clock() + self.lease_seconds
-        return AppendReply(epoch=self.promised_epoch, ok=True, last_lsn=store.last_lsn(), lease_granted=granted)
+        return AppendReply(epoch=self.promised_epoch, ok=True, last_lsn=store.last_lsn(), lease_granted=granted,
+                           state_hashes=self.node.take_state_hashes())
 
     # ------------------------------------------------------------------ operations
 
@@ -1087,6 +1160,11 @@ class ReplicationDriver:
             "seconds_without_primary": round(now - self.no_primary_since, 3) if self.no_primary_since is not None else 0.0,
             "witness": self.witness_address,
             "loss_window_records": lag if self.mode == "async" else 0,
+            # The divergence alarm (primary only): the LSN where the standby's state hash last
+            # differed from ours, until it was rebuilt and agrees again; comparisons made.
+            "standby_diverged_at_lsn": self.state_check.diverged_at if self.primary else None,
+            "state_comparisons": self.state_check.compared,
+            "state_divergences": self.state_check.divergences,
         }
 
 
@@ -1104,7 +1182,8 @@ class ReplicationDriver:
             loss_window_records=view["loss_window_records"], seconds_without_primary=view["seconds_without_primary"],
             last_failover_seconds=view["last_failover_seconds"], last_rejoin_seconds=view["last_rejoin_seconds"],
             sync_mode=self.mode == "sync", failovers=self.failovers, frames_refused=self.frames_refused,
-            stale_dropped=self.stale_dropped, port=port,
+            stale_dropped=self.stale_dropped, port=port, state_comparisons=self.state_check.compared,
+            state_divergences=self.state_check.divergences, standby_diverged=view["standby_diverged_at_lsn"] is not None,
         )
 
 

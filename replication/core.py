@@ -16,6 +16,8 @@ loses, duplicates and reorders the messages between two nodes and a witness).
   withdrawal when the local commit failed, and what to send next; `caught_up`.
 - Divergence: `reconcile`, where shipping to a standby starts after its `Sync` (which tail to
   truncate, whether a snapshot must replace its state); `check_append`, the standby's side.
+- State comparison (the divergence alarm): `StateCheck`, the primary's state hashes against
+  the standby's at the same LSNs, the alarm, and the rebuild that clears it (`rebuild_plan`).
 """
 
 from __future__ import annotations
@@ -505,3 +507,137 @@ def check_append(records: Sequence[Record], prev_epoch: int, last: tuple[int, in
         # Our record at last_lsn is not the primary's: a tail of an older epoch.
         return "diverged"
     return ""
+
+
+# ---------------------------------------------------------------------- state comparison
+
+STATE_HASHES_KEPT = 64   # (LSN, hash) pairs of each side kept until the other side's arrives
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One LSN whose state hash both sides computed."""
+
+    lsn: int
+    mine: str
+    theirs: str
+    # "agree"; "diverged" (the alarm is raised, or raised again); "rebuilt" (the standby's state
+    # after installing our snapshot is the snapshot's); "cleared" (a rebuilt standby agrees
+    # after applying records of its own: the alarm ends); "ignored" (the diverged state).
+    news: str
+
+
+@dataclass
+class StateCheck:
+    """The primary's comparison of its state hashes with the standby's, at the same LSNs.
+
+    Both nodes hash their state right after applying the record at every LSN that is a
+    multiple of `compare_every_records`; the standby reports its (LSN, hash) pairs in its
+    `AppendReply`. Either side's hash may come first, so each waits here (the newest
+    `STATE_HASHES_KEPT`) for the other's. The primary adds only hashes of records durable in
+    its log; the driver passes only reports of the current shipping generation.
+
+    A mismatch raises the alarm (`diverged_at`): the standby must be recorded behind (not
+    electable) and rebuilt from a snapshot of the primary. Until the rebuild (`rebuilding`,
+    the snapshot's LSN and hash) nothing the standby reports counts. After it, the standby's
+    hash at the snapshot's LSN shows the snapshot installed as it was sent ("rebuilt"), and
+    the first comparison after it, of a state the standby reached by applying records itself,
+    clears the alarm; a difference at either raises it again (another rebuild).
+    """
+
+    compared: int = 0
+    divergences: int = 0
+    diverged_at: int | None = None
+    rebuild_from: int | None = None
+    rebuild_installed: bool = False   # the standby's hash at the snapshot's LSN was the snapshot's
+    mine: dict[int, str] = field(default_factory=dict)
+    theirs: dict[int, str] = field(default_factory=dict)
+    last: Comparison | None = None   # the last comparison that raised the alarm
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def rebuild_wanted(self) -> bool:
+        """The standby diverged and no snapshot was sent to rebuild it yet."""
+        return self.diverged and self.rebuild_from is None
+
+    def add_mine(self, lsn: int, digest: str) -> list[Comparison]:
+        self.mine[lsn] = digest
+        _keep_newest(self.mine)
+        return self._settle([lsn])
+
+    def add_theirs(self, pairs: Iterable[tuple[int, str]]) -> list[Comparison]:
+        lsns = []
+        for lsn, digest in pairs:
+            self.theirs[lsn] = digest
+            lsns.append(lsn)
+        _keep_newest(self.theirs)
+        return self._settle(lsns)
+
+    def rebuilding(self, snapshot_lsn: int, digest: str) -> None:
+        """A snapshot of ours at `snapshot_lsn` (state hash `digest`) replaces the standby's state."""
+        self.rebuild_from = snapshot_lsn
+        self.rebuild_installed = False
+        self.theirs.clear()          # what it reported of its diverged state counts no more
+        self.mine[snapshot_lsn] = digest
+
+    def connection_lost(self) -> None:
+        """A rebuild whose snapshot may not have been installed is sent again on the next connection."""
+        if self.diverged and not self.rebuild_installed:
+            self.rebuild_from = None
+
+    def new_term(self) -> None:
+        self.mine.clear()
+        self.theirs.clear()
+
+    def withdraw(self, after_lsn: int) -> None:
+        """The records after `after_lsn` were withdrawn (`ShipQueue.retract`): the standby may
+        have reported hashes of them, acknowledged before the withdrawal; others take their LSNs."""
+        for hashes in (self.mine, self.theirs):
+            for lsn in [lsn for lsn in hashes if lsn > after_lsn]:
+                del hashes[lsn]
+
+    def _settle(self, lsns: Iterable[int]) -> list[Comparison]:
+        outcomes = []
+        for lsn in lsns:
+            if lsn not in self.mine or lsn not in self.theirs:
+                continue
+            mine, theirs = self.mine.pop(lsn), self.theirs.pop(lsn)
+            outcome = Comparison(lsn=lsn, mine=mine, theirs=theirs, news=self._news(lsn, mine == theirs))
+            if outcome.news != "ignored":
+                self.compared += 1
+            if outcome.news == "diverged":
+                self.divergences += 1
+                self.diverged_at = lsn
+                self.rebuild_from = None
+                self.rebuild_installed = False
+                self.last = outcome
+            elif outcome.news == "rebuilt":
+                self.rebuild_installed = True
+            elif outcome.news == "cleared":
+                self.diverged_at = None
+                self.rebuild_from = None
+                self.rebuild_installed = False
+            outcomes.append(outcome)
+        return outcomes
+
+    def _news(self, lsn: int, equal: bool) -> str:
+        if not self.diverged:
+            return "agree" if equal else "diverged"
+        if self.rebuild_from is None or lsn < self.rebuild_from:
+            return "ignored"   # the diverged state, or a report from before the rebuild
+        if not equal:
+            return "diverged"
+        return "rebuilt" if lsn == self.rebuild_from else "cleared"
+
+
+def _keep_newest(hashes: dict[int, str]) -> None:
+    while len(hashes) > STATE_HASHES_KEPT:
+        del hashes[min(hashes)]
+
+
+def rebuild_plan() -> Plan:
+    """A diverged standby's state is replaced by a snapshot of ours, whatever its log holds."""
+    return Plan(truncate=(), start=-1, snapshot=True)

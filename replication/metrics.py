@@ -40,6 +40,9 @@ class ReplicationStatistics:
     frames_refused: int
     stale_dropped: int
     port: PortStatistics | None = None
+    state_comparisons: int = 0      # state hashes compared with the standby's (primary)
+    state_divergences: int = 0      # ... that differed
+    standby_diverged: bool = False  # the standby diverged and is not rebuilt yet
 
 
 class ReplicationCollector:
@@ -88,3 +91,10 @@ class ReplicationCollector:
         counter = CounterMetricFamily("acd_stale_epoch_messages_dropped", "Messages of a stale epoch dropped")
         counter.add_metric([], stats.stale_dropped)
         yield counter
+        counter = CounterMetricFamily("acd_replication_state_compared", "State hashes this primary compared with its standby's at the same LSN")
+        counter.add_metric([], stats.state_comparisons)
+        yield counter
+        counter = CounterMetricFamily("acd_replication_divergence", "Comparisons where the standby's state hash differed from this primary's")
+        counter.add_metric([], stats.state_divergences)
+        yield counter
+        yield gauge("acd_standby_diverged", "1 while the standby's state differs from this primary's (not electable until rebuilt)", 1.0 if stats.standby_diverged else 0.0)

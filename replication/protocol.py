@@ -201,6 +201,9 @@ class AppendReply(Message, tag="append_reply", frozen=True):
     last_lsn: int
     lease_granted: bool = False
     reason: str = ""
+    # The standby's state hashes (LSN, hex SHA-256) computed since its last reply, for the
+    # divergence alarm (`replication.core.StateCheck`); an older standby sends none.
+    state_hashes: list[tuple[int, str]] = []
 
 
 class InstallSnapshot(Message, tag="snapshot", frozen=True):

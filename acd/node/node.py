@@ -60,6 +60,7 @@ from . import snapshots
 from .broker import Broker
 from .metrics import NodeMetrics
 from .privacy import Sealer
+from .statehash import StateHashes, perturbation_hook
 
 log = logging.getLogger("acd.node")
 
@@ -184,6 +185,11 @@ class Node:
         # ids: a retry is refused at once instead of being applied again.
         self._poisoned: dict[bytes, str] = {}
         self._closed = False
+        # The state hash every `cluster.compare_state_every_records` records, which replication
+        # compares between primary and standby (acd.node.statehash); and a test hook.
+        every = 0 if settings.standalone else settings.cluster.compare_state_every_records
+        self.state_hashes = StateHashes(every, fork=self.snapshot_fork)
+        self._test_perturb = perturbation_hook()
         if settings.standalone and self.store.epoch() == 0:
             # A standalone node is the primary of epoch 1 from its first start: records carry
             # an epoch of at least 1 (acd.store), and no election ever moves it on.
@@ -228,6 +234,7 @@ class Node:
         # Keys released by the replayed records may have outlived a crash: destroy them now.
         self._forget = []
         self.store.forget_secrets(self.center.take_released_keys())
+        self.state_hashes.forget_after(self.lsn)  # hashes of a failed batch or a truncated tail
         if self.lsn != self.store.last_lsn():
             raise ReplayMismatch(f"log ends at LSN {self.store.last_lsn()} but replay reached {self.lsn}")
         log.info("recovered node=%s lsn=%d snapshot_lsn=%d replayed=%d", self.name, self.lsn, snapshot.lsn if snapshot else 0, replayed)
@@ -279,9 +286,27 @@ class Node:
             raise CoreVersionRefused(self.core_refusal)
         for record in records:
             self._apply_record(record)
+            self._replicated_applied(record)
         self._forget.extend(self.center.take_released_keys())
         self._since_snapshot += len(records)
         self._snapshot_when_due()
+
+    def _replicated_applied(self, record: Record) -> None:
+        """After a shipped record is applied: the state hash when due (and a test hook)."""
+        if self._test_perturb(record.lsn):
+            self.center.apply(c.Audit(actor="test-hook", action="diverge", detail=f"ACD_TEST_DIVERGE_AT_LSN={record.lsn}"), record.at)
+            log.warning("TEST HOOK: state perturbed after lsn=%d node=%s (ACD_TEST_DIVERGE_AT_LSN)", record.lsn, self.name)
+        if self.state_hashes.due(record.lsn):
+            self.state_hashes.hash_now(record.lsn, self.center, self._background)
+
+    def take_state_hashes(self) -> list[tuple[int, str]]:
+        """The state hashes computed since the last call, of durable records only (oldest first)."""
+        return self.state_hashes.take(self.lsn)
+
+    def rehash_state(self) -> None:
+        """Forget the hashes not taken yet and hash the state as it is now (a snapshot installed)."""
+        self.state_hashes.forget_all()
+        self.state_hashes.hash_now(self.lsn, self.center, self._background)
 
     def caller_number(self, call_id: str) -> str | None:
         """The clear number of a live interaction: kept in clear (an unsealed arrival's
@@ -418,6 +443,8 @@ class Node:
             records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=payload, secret=secret))
             if events:
                 published.append((lsn, events))
+            if self.state_hashes.due(lsn):  # the state right after this record (taken once durable)
+                self.state_hashes.hash_now(lsn, self.center, self._background)
             return lsn
 
         def tick_if_due(at: float) -> None:

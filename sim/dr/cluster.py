@@ -113,6 +113,14 @@ class SimReplica(ReplicationDriver):
             self.sim.on_replicate(self.name)
         await super().replicate(records)
 
+    def _compare_states(self, reply: Any) -> bool:
+        before = self.state_check.compared
+        diverged = super()._compare_states(reply)
+        self.sim.state_comparisons += self.state_check.compared - before
+        if diverged and self.state_check.last is not None:
+            self.sim.on_divergence(self.name, self.state_check.last.lsn)
+        return diverged
+
     def lease_valid(self) -> bool:
         if buggify.bug("skip_lease_check"):
             return self.node.role == "primary"
@@ -178,6 +186,8 @@ class SimCluster:
         self.promotions: list[tuple[float, str, int]] = []
         self.step_downs: list[tuple[float, str, int, str]] = []
         self.deaths: list[tuple[float, str, str, bool]] = []   # (at, node, error, expected)
+        self.divergences: list[tuple[float, str, int]] = []    # (at, primary, LSN): the alarm, raised
+        self.state_comparisons = 0                             # state hashes compared, all primaries
         self.marks: list[tuple[float, str, str]] = []          # (at, node, what) for the chart
         self.changed = trio.Event()
         self.replicating: dict[str, trio.Event] = {}
@@ -212,6 +222,10 @@ class SimCluster:
             self.monitor.on_primary(name, epoch)
         self.trace.add("role", name, f"primary epoch {epoch} (votes: self+{votes})")
         self._changed()
+
+    def on_divergence(self, name: str, lsn: int) -> None:
+        self.divergences.append((trio.current_time(), name, lsn))
+        self.trace.add("check", name, f"divergence alarm: the standby's state hash differs at lsn {lsn}")
 
     def on_step_down(self, name: str, epoch: int, reason: str) -> None:
         self.step_downs.append((trio.current_time(), name, epoch, reason))

@@ -370,6 +370,8 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
     for at, name, summary, expected in cluster.deaths:
         if not expected:
             violations.append(f"{name} died at {at:.6f}: {summary}")
+    for at, name, lsn in cluster.divergences:  # nothing in a run makes the states differ: a false alarm
+        violations.append(f"divergence alarm at {at:.6f}: primary {name} found the standby's state hash different at lsn {lsn}")
     for violation in violations:
         trace.add("check", "*", "VIOLATION " + violation.splitlines()[0])
     if not violations:
@@ -385,7 +387,7 @@ def _verdict(scenario: str, seed: int, config: RunConfig, bugs: tuple[str, ...],
         unresolved_probes=sum(1 for probe in probes if probe.seconds is None),
         unavailable_seconds=_unavailable(cluster, end), converged=bool(outcome["converged"]),
         deaths=[f"{at:.3f} {name}: {summary.splitlines()[0]}" for at, name, summary, _ in cluster.deaths],
-        counters=dict(history.counters), network=dict(cluster.network.statistics.__dict__),
+        counters={**history.counters, "state_comparisons": cluster.state_comparisons}, network=dict(cluster.network.statistics.__dict__),
         parameters={"scenario": scenario, "seed": seed, "safety_seconds": config.safety_seconds, **config.describe(),
                     "liveness_judged_under_faults": within_envelope(config)},
         final={name: {"up": final.up, "role": final.role, "lsn": final.lsn, "state_hash": final.state_hash[:16]} for name, final in finals.items()},
