@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(cluster)
         if args.haproxy:
             haproxy, bench.api["haproxy"] = start_haproxy(cluster, workdir)
+        started = time.monotonic()
         results = trio.run(bench.run, kinds, args.count)
+        elapsed = time.monotonic() - started
     finally:
         if haproxy is not None:
             stop(haproxy)
@@ -305,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"logs: {workdir / 'logs'}")
     print(summary(results, timeout))
+    # The load the faults and rejoins ran under (compare: `make loadtest-day` offers about
+    # 2,000 calls in 10 minutes, some 15 writes a second).
+    print(f"load: {len(bench.acks)} writes acknowledged in {elapsed:.0f} s ({len(bench.acks) / elapsed:.0f} per second, "
+          f"{WRITERS} writers, faults and rejoins included)")
     if args.json:
         args.json.write_text(json.dumps({"failover_timeout": timeout, "results": results}, indent=1), encoding="utf-8")
     zombies = sum(r["zombie_acks"] for r in results)
