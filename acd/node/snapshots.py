@@ -119,18 +119,25 @@ def _stay_out_of_the_way() -> None:
         pass
 
 
+def detach_child(read_fd: int, write_fd: int) -> None:
+    """The start of a forked child that works on the state and writes its result to `write_fd`
+    (a snapshot, a state hash): deaf to signals, holding no descriptor of the parent's but
+    `write_fd`, no garbage collection, and out of the node's way."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    # Let go of the parent's descriptors first, before the priority drops: among them is
+    # the store's lock, and a node killed now must be able to start again at once. Niced
+    # on a busy machine, the child could otherwise hold that lock for a long while.
+    os.close(read_fd)
+    os.closerange(3, write_fd)
+    os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
+    gc.disable()
+    _stay_out_of_the_way()
+
+
 def _encode_and_exit(center: Center, read_fd: int, write_fd: int, *, lsn: int, epoch: int, at: float) -> None:
     code = 1
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        # Let go of the parent's descriptors first, before the priority drops: among them is
-        # the store's lock, and a node killed now must be able to start again at once. Niced
-        # on a busy machine, the child could otherwise hold that lock for a long while.
-        os.close(read_fd)
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
-        gc.disable()
-        _stay_out_of_the_way()
+        detach_child(read_fd, write_fd)
         data = encode(Snapshot.make(lsn=lsn, epoch=epoch, at=at, state=center.snapshot()))
         os.write(write_fd, len(data).to_bytes(_LENGTH_BYTES, "big"))
         view = memoryview(data)

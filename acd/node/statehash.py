@@ -20,9 +20,7 @@ back (`forget_after`).
 
 from __future__ import annotations
 
-import gc
 import os
-import signal
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import trio
 
 from acd.core import Center
 
-from .snapshots import _stay_out_of_the_way
+from .snapshots import detach_child
 
 _DIGEST_BYTES = 64      # hex SHA-256
 _KEPT = 256             # hashes waiting to be taken, at most (the oldest go first)
@@ -72,12 +70,7 @@ def _fork_hasher(center: Center) -> _Child:
     if pid == 0:  # the child: hash, write 64 bytes, leave
         code = 1
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            os.close(read_fd)
-            os.closerange(3, write_fd)
-            os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
-            gc.disable()
-            _stay_out_of_the_way()
+            detach_child(read_fd, write_fd)
             os.write(write_fd, center.state_hash().encode("ascii"))
             code = 0
         finally:
