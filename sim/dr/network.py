@@ -347,6 +347,24 @@ class SimNetwork:
         self.paused.add(name)
         self._changed()
 
+    def hold_open_connections(self, src: str, dst: str, until: float, only: list[Connection] | None = None) -> list[Connection]:
+        """What `src` sends on its connections to `dst` open now (or on `only` of them) arrives
+        no earlier than `until` (a TCP connection whose segments are lost and retransmitted
+        with backoff); connections opened later flow. A client that gives up on such a
+        connection and closes it leaves its request buffered there: the server reads it late.
+        Returns the connections held."""
+        held = []
+        for connection in self.connections:
+            if connection.client != src or connection.server != dst or not connection.alive:
+                continue
+            if only is not None and connection not in only:
+                continue
+            pipe = connection.up
+            pipe.last_deliver_at = max(pipe.last_deliver_at, until)
+            pipe.chunks = deque((max(at, until), chunk) for at, chunk in pipe.chunks)
+            held.append(connection)
+        return held
+
     def resume(self, name: str) -> None:
         left = self._holds.get(name, 0) - 1
         if left > 0:
