@@ -952,3 +952,21 @@ def test_a_stale_refusal_is_never_a_confirmation() -> None:
     assert not behind.clear_answered(Ack(ok=False, reason="stale_request", epoch=1)) and behind.maybe
     behind.elected(sync_with_peer=True, witness_granted=True, witness_unanswered=False)
     assert behind.next_sequence() == 1   # numbered afresh in a new epoch
+
+
+def test_behind_requests_and_the_witness_state_of_an_older_binary_decode() -> None:
+    """An older primary's requests carry no sequence (0: applied in the order they come), and
+    an older witness's state file has no order yet: both decode with the defaults."""
+
+    class OldRecordBehind(msgspec.Struct, tag="record_behind", frozen=True):
+        epoch: int
+        primary: str
+        standby: str
+        lsn: int
+
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode(OldRecordBehind(epoch=3, primary="a", standby="b", lsn=9)), type=RecordBehind)
+    assert old == RecordBehind(epoch=3, primary="a", standby="b", lsn=9, sequence=0)
+    new = RecordBehind(epoch=3, primary="a", standby="b", lsn=9, sequence=7)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(new), type=OldRecordBehind).lsn == 9   # an older witness skips it
+    state = msgspec.json.decode(b'{"cluster":"c","promised_epoch":3,"leader":"a","behind":"b","behind_since_epoch":3}', type=WitnessState)
+    assert (state.behind_request_epoch, state.behind_request_sequence) == (0, 0)
