@@ -71,8 +71,13 @@ def supported_core_versions(environ: Mapping[str, str] | None = None) -> tuple[i
     return (low, high)
 
 # Replication and witness wire protocol versions this binary speaks, oldest first. Version 1
-# is the message set of replication/protocol.py as it stands.
-PROTOCOL_VERSIONS: Final[tuple[int, ...]] = (1,)
+# is the message set of replication/protocol.py; version 2 adds the ordering of behind
+# requests: `RecordBehind` and `ClearBehind` carry a sequence number, and a witness of
+# version 2 refuses one older than the last it applied (`stale_request`). A witness of
+# version 1 ignores the number (docs/versions.md: upgrade the witness first).
+PROTOCOL_VERSIONS: Final[tuple[int, ...]] = (1, 2)
+# The first version whose witness orders behind requests.
+BEHIND_ORDERED_PROTOCOL: Final = 2
 # What a peer whose Hello lists no versions speaks: its binary predates the list, and every
 # such binary speaks version 1.
 LEGACY_PROTOCOL_VERSIONS: Final[tuple[int, ...]] = (1,)

@@ -47,6 +47,7 @@ from acd.locks import QuickLock
 from acd.replica import NotPrimary, ReplicaNode, Role
 from acd.settings import Settings
 from acd.store import Record, StoreError
+from acd.versions import BEHIND_ORDERED_PROTOCOL
 
 from . import core
 from .core import Ballot, BehindRecord, ShipQueue, Voter
@@ -91,6 +92,7 @@ class PeerClient:
         self.purpose = purpose
         self.channel: Channel | None = None
         self.lock = QuickLock()
+        self.protocol = 0   # the wire protocol version agreed on the last connection
 
     async def request(self, message: Message, timeout: float) -> Message | None:
         """Send `message` and return its reply (None on timeout or a broken connection).
@@ -118,6 +120,7 @@ class PeerClient:
                                 channel = Channel(stream, cluster=self.member.cluster, secret=self.member.secret)
                                 await handshake(channel, node=self.member.name, role=str(self.member.node.role), purpose=self.purpose, initiator=True)
                                 self.channel = channel
+                                self.protocol = channel.protocol
                             assert self.channel is not None
                             await self.channel.send(message)
                             reply = await self.channel.receive()
@@ -209,6 +212,7 @@ class ReplicationDriver:
         # RecordBehind and ClearBehind one at a time, each with the state it settles: a record
         # confirmed while a clear waited for the standby would otherwise be cleared at once.
         self._behind_lock = QuickLock()
+        self._unordered_warned = 0
         # Primary side: its state hashes against the standby's (the divergence alarm). An alarm
         # outlives a restart: after one this node still refuses the peer its vote, and rebuilds
         # it once primary again.
@@ -633,14 +637,29 @@ class ReplicationDriver:
                 return False  # settled while a clear held the lock: the caller looks again
             was_maybe = self.behind.record_sent()
             reply = await self.witness.request(
-                RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn), self.standby_timeout
+                RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn,
+                             sequence=self.behind.next_sequence()), self.standby_timeout
             )
             if self.behind.record_answered(reply, was_maybe):
                 log.warning("standby recorded behind node=%s standby=%s lsn=%d: acknowledging alone", self.name, self.peer.name, lsn)
+                self._warn_unordered_witness()
                 return True
-            if not isinstance(reply, Ack):
+            if isinstance(reply, Ack):
+                log.warning("RecordBehind refused node=%s standby=%s (%s): staying synchronous", self.name, self.peer.name, reply.reason)
+            else:
                 log.warning("no answer to RecordBehind node=%s standby=%s: maybe recorded, staying synchronous", self.name, self.peer.name)
             return False
+
+    def _warn_unordered_witness(self) -> None:
+        """A witness older than protocol version 2 applies behind requests unordered: a clear
+        the primary gave up on may still undo this record (docs/versions.md: upgrade the
+        witness first). Said once per connection's version."""
+        assert self.witness is not None
+        protocol = self.witness.protocol
+        if 0 < protocol < BEHIND_ORDERED_PROTOCOL and self._unordered_warned != protocol:
+            self._unordered_warned = protocol
+            log.warning("the witness speaks protocol version %d, which does not order behind requests: "
+                        "upgrade the witness (docs/versions.md) node=%s", protocol, self.name)
 
     async def _clear_behind(self) -> None:
         """The standby caught up: require it again, then clear the witness's record.
@@ -666,7 +685,8 @@ class ReplicationDriver:
                 return
             self.behind.clear_sent()
             reply = await self.witness.request(
-                ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name), self.standby_timeout
+                ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name,
+                            sequence=self.behind.next_sequence()), self.standby_timeout
             )
             if self.behind.clear_answered(reply):
                 log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
@@ -854,7 +874,8 @@ class ReplicationDriver:
             return
         async with self._behind_lock:
             was_maybe = self.behind.record_sent()
-            request = RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0)
+            request = RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0,
+                                   sequence=self.behind.next_sequence())
             answer = await self.witness.request(request, self.standby_timeout)
             if self.behind.record_answered(answer, was_maybe):
                 log.warning("diverged standby recorded behind node=%s standby=%s", self.name, self.peer.name)

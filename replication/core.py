@@ -203,12 +203,21 @@ class BehindRecord:
     acknowledged alone. `maybe`: a request that would record it went unanswered, or a clear
     did (the witness saves before it replies, and a reply can be lost): it may be there, and
     is cleared once the standby has caught up. `require_standby`: every batch waits for the
-    standby's acknowledgement.
+    standby's acknowledgement. `sequence`: the number of the last behind request of this
+    term; each new `RecordBehind` or `ClearBehind` takes the next (`next_sequence`), a resend
+    of the same request keeps its own, and the witness refuses a request older than the last
+    it applied (`stale_request`), which is never a confirmation.
     """
 
     recorded: bool = False
     maybe: bool = False
     require_standby: bool = True
+    sequence: int = 0
+
+    def next_sequence(self) -> int:
+        """The number of a new behind request of this term (greater than any sent before)."""
+        self.sequence += 1
+        return self.sequence
 
     @property
     def pending(self) -> bool:
@@ -220,6 +229,7 @@ class BehindRecord:
         unanswered vote may have been granted, and recorded it: "maybe")."""
         self.recorded = witness_granted and sync_with_peer
         self.maybe = witness_unanswered and not witness_granted and sync_with_peer
+        self.sequence = 0   # ordered within the epoch: the new epoch orders after any older request
         self.require_standby = sync_with_peer and not self.recorded
 
     def record_wanted(self, acked_lsn: int, lsn: int) -> bool:

@@ -128,6 +128,10 @@ class RecordBehind(Message, tag="record_behind", frozen=True):
     primary: str
     standby: str
     lsn: int
+    # Orders the primary's behind requests within its epoch (`core.BehindRecord.next_sequence`):
+    # the witness applies one only if (epoch, sequence) is not older than the last it applied,
+    # so a request the primary gave up on cannot undo a later one. 0: an older primary (unordered).
+    sequence: int = 0
 
 
 class ClearBehind(Message, tag="clear_behind", frozen=True):
@@ -136,6 +140,7 @@ class ClearBehind(Message, tag="clear_behind", frozen=True):
     epoch: int
     primary: str
     standby: str
+    sequence: int = 0       # as in RecordBehind
 
 
 class Release(Message, tag="release", frozen=True):

@@ -14,6 +14,10 @@ Rules (`WitnessCore.handle`):
 - a pre-vote (`pre=True`) gets the answer that election would get and changes nothing;
 - `RecordBehind`/`ClearBehind`/`Release` are accepted only from the current leader for the
   promised epoch while its lease runs;
+- a `RecordBehind` or `ClearBehind` whose (epoch, sequence) is older than the last one applied
+  is refused (`stale_request`) and changes nothing: a request the primary gave up on, still
+  buffered on a connection it dropped, cannot undo a later request it saw confirmed. The same
+  request again (a resend keeps its number) is applied again, to the same effect;
 - a message that names a node not in the cluster's `[[nodes]]` (as candidate, leader, or node
   to record behind) is refused and changes nothing (`unknown_node`): whoever holds the secret,
   or reaches a witness without one, cannot make it promise an epoch to a stranger.
@@ -59,6 +63,10 @@ class WitnessState(msgspec.Struct, kw_only=True):
     leader: str = ""
     behind: str = ""
     behind_since_epoch: int = 0
+    # The newest behind request applied, (epoch, sequence): an older one is refused
+    # (`stale_request`). Absent from an older witness's file: nothing applied yet.
+    behind_request_epoch: int = 0
+    behind_request_sequence: int = 0
 
 
 class WitnessCore:
@@ -122,6 +130,12 @@ class WitnessCore:
                 self.lease_until = 0.0
                 log.info("witness released epoch=%d leader=%s", message.epoch, leader)
                 return Ack(ok=True, epoch=state.promised_epoch), False
+            order = (message.epoch, message.sequence)
+            if order < (state.behind_request_epoch, state.behind_request_sequence):
+                log.warning("witness refused a stale %s epoch=%d sequence=%d (applied sequence %d)", type(message).__name__,
+                            message.epoch, message.sequence, state.behind_request_sequence)
+                return Ack(ok=False, reason="stale_request", epoch=state.promised_epoch), False
+            state.behind_request_epoch, state.behind_request_sequence = order
             if isinstance(message, RecordBehind):
                 state.behind = message.standby
                 state.behind_since_epoch = message.epoch

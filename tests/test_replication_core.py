@@ -305,6 +305,7 @@ def test_check_append() -> None:
 
 NAMES = ("a", "b")
 WIRE_MAX = 8    # requests and replies in flight at most; older ones are lost
+STRANDED_MAX = 4   # requests on connections their sender dropped, still to be read by the witness
 
 
 class Open:
@@ -370,12 +371,14 @@ class ReplicationModel(RuleBasedStateMachine):
     shipping travels on connections (in order on one, lost when it breaks, and a standby
     applies only its newest connection's messages, as the driver does).
 
-    One assumption the protocol makes and this model keeps: a `RecordBehind` or `ClearBehind`
-    is applied by the witness once, before the primary gives up waiting for its answer, or
-    never. Without it the model finds a schedule where a `ClearBehind` the primary gave up on
-    is applied after a later `RecordBehind` was confirmed, and the primary acknowledges alone
-    while the witness no longer records the standby behind (the witness applies a request by
-    its epoch and leader only; nothing orders two requests of the same epoch).
+    A `RecordBehind` or `ClearBehind` the primary gave up on stays in flight: the witness may
+    apply it late (it was paused, or read it from a connection the primary dropped), after a
+    later request was confirmed, and may apply it twice (a resend of the same request). The
+    sequence number the primary gives each behind request (`BehindRecord.next_sequence`) orders
+    them at the witness, which refuses an older one (`stale_request`); without it the model
+    finds a schedule where a `ClearBehind` the primary gave up on is applied after a later
+    `RecordBehind` was confirmed, and the primary acknowledges alone while the witness no
+    longer records the standby behind.
     """
 
     def __init__(self) -> None:
@@ -384,6 +387,7 @@ class ReplicationModel(RuleBasedStateMachine):
         self.nodes = {name: ModelNode(name, peer) for name, peer in (NAMES, NAMES[::-1])}
         self.witness = WitnessCore(WitnessState(cluster="model"), lease_seconds=LEASE, now=0.0)
         self.wire: list[Envelope] = []
+        self.stranded: list[Envelope] = []   # witness requests whose sender gave up on them
         self.sessions: list[Session] = []
         self.serials = count(1)
         self.leaders: dict[int, str] = {}
@@ -486,6 +490,7 @@ class ReplicationModel(RuleBasedStateMachine):
             "stand": self._any(lambda node: node.may_stand(self.now)),
             "request_times_out": self._any(lambda node: node.ballot is not None or node.witness_request is not None),
             "deliver": bool(self.wire),
+            "stale_delivered": bool(self.stranded),
             "renew": self._any(lambda node: node.primary and node.witness_request is None),
             "write": self._any(self._lease_holds),
             "standby_times_out": self._any(self._may_record),
@@ -505,6 +510,8 @@ class ReplicationModel(RuleBasedStateMachine):
                       data.draw(st.sampled_from([False] * 7 + [True]), label="witness restarts"))
         elif action == "stand":
             self.stand(index, data.draw(st.booleans(), label="pre-vote"))
+        elif action == "stale_delivered":
+            self.stale_delivered(index)
         elif action == "deliver":
             self.deliver(index, data.draw(st.sampled_from(["deliver", "deliver", "duplicate", "lose"]), label="fate"))
         elif action == "ship":
@@ -519,6 +526,7 @@ class ReplicationModel(RuleBasedStateMachine):
         if witness_restarts:
             state = WitnessState(**{f: getattr(self.witness.state, f) for f in WitnessState.__struct_fields__})
             self.witness = WitnessCore(state, lease_seconds=LEASE, now=self.now)
+            self.stranded.clear()   # its connections, and what they buffered, are gone
         self.now += seconds
         for node in self.nodes.values():
             if node.primary and self.now >= node.lease_until:
@@ -550,8 +558,13 @@ class ReplicationModel(RuleBasedStateMachine):
         ballot = node.ballot
         if ballot is None:
             assert node.witness_request is not None
+            # The request stays buffered on the connection the node dropped: the witness may
+            # still read it, late (`stale_delivered`); its reply is never read.
             serial = node.witness_request[0]
-            self.wire = [e for e in self.wire if not (e.target == "witness" and e.tag == serial)]
+            for envelope in [e for e in self.wire if e.target == "witness" and e.tag == serial]:
+                self.wire.remove(envelope)
+                self.stranded.append(envelope)
+                del self.stranded[:-STRANDED_MAX]
             self._witness_answered(node, None)
             return
         for voter in ballot.voters:
@@ -581,8 +594,6 @@ class ReplicationModel(RuleBasedStateMachine):
         """Deliver any message in flight (reordering), deliver it and keep a copy in flight
         (duplication), or lose it."""
         envelope = self.wire[-1 - index % len(self.wire)]   # the newest first, the older ones reordered
-        if fate == "duplicate" and isinstance(envelope.message, RecordBehind | ClearBehind):
-            fate = "deliver"   # see the class docstring: a behind request is applied once or never
         if fate != "duplicate":
             self.wire.remove(envelope)
         if fate == "lose":
@@ -605,6 +616,16 @@ class ReplicationModel(RuleBasedStateMachine):
             self._send(node.name, envelope.source, reply, envelope.tag)
         else:
             self._take_answer(self.nodes[envelope.target], envelope)
+
+    def stale_delivered(self, index: int) -> None:
+        """The witness reads a request its sender gave up on (the witness was paused, or the
+        reply was lost): from a dropped connection, so its reply goes nowhere."""
+        envelope = self.stranded.pop(index % len(self.stranded))
+        message = envelope.message
+        event(f"stale {type(message).__name__} delivered")
+        reply, _ = self.witness.handle(message, self.now)
+        if isinstance(message, VoteRequest) and isinstance(reply, VoteReply) and reply.granted and not message.pre and not message.renew:
+            self._voted("witness", message.epoch, message.candidate)
 
     def _take_answer(self, node: ModelNode, envelope: Envelope) -> None:
         reply = envelope.message
@@ -674,7 +695,7 @@ class ReplicationModel(RuleBasedStateMachine):
         serial = next(self.serials)
         node.witness_request = (serial, "record", was_maybe)
         self._send(name, "witness", RecordBehind(epoch=node.voter.promised_epoch, primary=name, standby=node.peer,
-                                                 lsn=node.pending[-1]), serial)
+                                                 lsn=node.pending[-1], sequence=node.behind.next_sequence()), serial)
 
     def clear_step(self, index: int, wait: bool) -> None:
         """A clear under way: once the standby holds the target, send ClearBehind; else give up."""
@@ -692,7 +713,8 @@ class ReplicationModel(RuleBasedStateMachine):
         event("ClearBehind sent")
         serial = next(self.serials)
         node.witness_request = (serial, "clear", False)
-        self._send(name, "witness", ClearBehind(epoch=node.voter.promised_epoch, primary=name, standby=node.peer), serial)
+        self._send(name, "witness", ClearBehind(epoch=node.voter.promised_epoch, primary=name, standby=node.peer,
+                                                sequence=node.behind.next_sequence()), serial)
 
     def connect(self, index: int) -> None:
         """A primary without a shipping connection opens one (the ship loop's retry)."""
@@ -846,3 +868,105 @@ ReplicationModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestReplicationModel = ReplicationModel.TestCase
+
+
+def _deliver_where(model: ReplicationModel, wanted: Any) -> None:
+    """Deliver the message in flight that `wanted(envelope)` picks (the model's `deliver`
+    counts from the newest)."""
+    matches = [position for position, envelope in enumerate(model.wire) if wanted(envelope)]
+    assert matches, [type(envelope.message).__name__ for envelope in model.wire]
+    model.deliver(len(model.wire) - 1 - matches[0], "deliver")
+
+
+def test_the_model_refuses_a_clear_the_primary_gave_up_on_after_a_later_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule of a `ClearBehind` read late: the primary sends it, gives up on it, has a
+    later `RecordBehind` confirmed and acknowledges alone; then the witness reads the clear.
+    It must be refused (`stale_request`), the standby still recorded behind, and every write
+    acknowledged alone still safe."""
+    monkeypatch.setattr(f"{__name__}.event", lambda *_: None)   # Hypothesis's, outside a Hypothesis test here
+    model = ReplicationModel()
+    model.start()
+    model.tick(1.2, False)
+    model._stand("a", pre=False)
+    _deliver_where(model, lambda e: e.target == "witness" and isinstance(e.message, VoteRequest))
+    _deliver_where(model, lambda e: e.target == "a" and isinstance(e.message, VoteReply))
+    a = model.nodes["a"]
+    assert a.primary and model.witness.state.behind == "b" and not a.behind.require_standby
+    model.connect(0)
+    model.standby_receives(0)        # the Open: the standby answers with its Sync
+    model.primary_receives(0)        # the Sync
+    model.ship(0, heartbeat=True)
+    model.standby_receives(0)
+    model.primary_receives(0)        # caught up: the clear begins
+    assert a.clearing is not None
+    model.clear_step(0, wait=True)   # ClearBehind leaves ...
+    assert any(isinstance(e.message, ClearBehind) for e in model.wire)
+    model.request_times_out(0)       # ... and the primary gives up on it (the witness is paused)
+    assert [type(e.message) for e in model.stranded] == [ClearBehind] and a.behind.require_standby
+    model.write(0)                   # the standby does not acknowledge it in time
+    model.standby_times_out(0)
+    _deliver_where(model, lambda e: e.target == "witness" and isinstance(e.message, RecordBehind))
+    _deliver_where(model, lambda e: e.target == "a" and isinstance(e.message, Ack))
+    assert not a.behind.require_standby and model.acknowledged == {(1, 2)}   # acknowledged alone
+    model.stale_delivered(0)         # the witness reads the stale clear at last
+    assert model.witness.state.behind == "b"
+    model.write(0)                   # acknowledged alone: the witness must still record b behind
+    assert (2, 2) in model.acknowledged
+    model.no_acknowledged_write_missing_from_an_electable_node()
+    model.one_leader_per_epoch()
+
+
+def test_the_witness_orders_behind_requests_and_keeps_the_order_across_a_restart(tmp_path: Any) -> None:
+    from replication.witness import FileStateStore
+
+    store = FileStateStore(tmp_path, "c")
+    witness = WitnessCore(store.load(), lease_seconds=LEASE, now=0.0)
+    grant, changed = witness.handle(VoteRequest(epoch=2, candidate="a", last_epoch=1, last_lsn=0), 0.0)
+    assert isinstance(grant, VoteReply) and grant.granted and changed
+    clear = ClearBehind(epoch=2, primary="a", standby="b", sequence=1)
+    record_ = RecordBehind(epoch=2, primary="a", standby="b", lsn=5, sequence=2)
+    assert witness.handle(record_, 0.1) == (Ack(ok=True, epoch=2), True)
+    store.save(witness.state)
+    witness = WitnessCore(store.load(), lease_seconds=LEASE, now=0.2)   # restarted: the order is durable
+    assert witness.handle(clear, 0.3) == (Ack(ok=False, reason="stale_request", epoch=2), False)
+    assert witness.state.behind == "b"
+    assert witness.handle(record_, 0.4) == (Ack(ok=True, epoch=2), True)   # a resend of the same request
+    newer = ClearBehind(epoch=2, primary="a", standby="b", sequence=3)
+    assert witness.handle(newer, 0.5) == (Ack(ok=True, epoch=2), True) and witness.state.behind == ""
+    # An older primary sends no number (0): its requests are applied in the order they come.
+    witness.handle(VoteRequest(epoch=3, candidate="a", last_epoch=2, last_lsn=5, renew=False), 2.0)
+    assert witness.handle(RecordBehind(epoch=3, primary="a", standby="b", lsn=6), 2.1)[0] == Ack(ok=True, epoch=3)
+    assert witness.handle(ClearBehind(epoch=3, primary="a", standby="b"), 2.2)[0] == Ack(ok=True, epoch=3)
+    assert witness.state.behind == ""
+
+
+def test_a_stale_refusal_is_never_a_confirmation() -> None:
+    behind = BehindRecord()
+    behind.elected(sync_with_peer=True, witness_granted=False, witness_unanswered=False)
+    first = behind.next_sequence()
+    was_maybe = behind.record_sent()
+    assert not behind.record_answered(Ack(ok=False, reason="stale_request", epoch=1), was_maybe)
+    assert behind.require_standby and not behind.recorded
+    assert behind.next_sequence() == first + 1   # a new request takes a new number
+    behind.clear_sent()
+    assert not behind.clear_answered(Ack(ok=False, reason="stale_request", epoch=1)) and behind.maybe
+    behind.elected(sync_with_peer=True, witness_granted=True, witness_unanswered=False)
+    assert behind.next_sequence() == 1   # numbered afresh in a new epoch
+
+
+def test_behind_requests_and_the_witness_state_of_an_older_binary_decode() -> None:
+    """An older primary's requests carry no sequence (0: applied in the order they come), and
+    an older witness's state file has no order yet: both decode with the defaults."""
+
+    class OldRecordBehind(msgspec.Struct, tag="record_behind", frozen=True):
+        epoch: int
+        primary: str
+        standby: str
+        lsn: int
+
+    old = msgspec.msgpack.decode(msgspec.msgpack.encode(OldRecordBehind(epoch=3, primary="a", standby="b", lsn=9)), type=RecordBehind)
+    assert old == RecordBehind(epoch=3, primary="a", standby="b", lsn=9, sequence=0)
+    new = RecordBehind(epoch=3, primary="a", standby="b", lsn=9, sequence=7)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(new), type=OldRecordBehind).lsn == 9   # an older witness skips it
+    state = msgspec.json.decode(b'{"cluster":"c","promised_epoch":3,"leader":"a","behind":"b","behind_since_epoch":3}', type=WitnessState)
+    assert (state.behind_request_epoch, state.behind_request_sequence) == (0, 0)

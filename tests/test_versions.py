@@ -59,7 +59,7 @@ def test_the_release_is_the_projects_version_and_the_ranges_are_stated() -> None
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert versions.RELEASE == pyproject["project"]["version"]
     assert versions.CORE_VERSIONS == (1,)
-    assert versions.PROTOCOL_VERSIONS == (1,)
+    assert versions.PROTOCOL_VERSIONS == (1, 2)
     assert versions.STORE_FORMAT == versions.STORE_FORMATS[-1] == 2
     for series in (versions.CORE_VERSIONS, versions.PROTOCOL_VERSIONS, versions.STORE_FORMATS):
         assert list(series) == list(range(series[0], series[-1] + 1))  # oldest first, no gap

@@ -10,7 +10,7 @@ import trio
 
 from .clock import sleep
 from .cluster import WITNESS, SimCluster
-from .network import LinkPolicy
+from .network import Connection, LinkPolicy
 from .params import RunConfig
 from .workload import Workload
 
@@ -94,6 +94,19 @@ class Context:
         if process.member is None:
             return 0.0
         return max(0.0, (process.member.lease_until - process.clock.monotonic()) / process.clock.rate)
+
+    def hold_witness_connections(self, name: str, seconds: float, only: list[Connection] | None = None) -> list[Connection]:
+        """What `name` sends on its connections to the witness open now (or on `only` of them)
+        arrives `seconds` from now, no earlier."""
+        until = trio.current_time() + seconds
+        return self.cluster.network.hold_open_connections(name, WITNESS, until, only)
+
+    def clear_unanswered(self, name: str) -> bool:
+        """`name` is primary and gave up on a ClearBehind (no answer: "maybe cleared")."""
+        member = self.cluster.process(name).member
+        if member is None or not member.primary:
+            return False
+        return member.behind.maybe and not member.behind.recorded and not member._clearing
 
     def stall(self, name: str, seconds: float) -> None:
         self.cluster.stall(name, seconds)

@@ -55,6 +55,14 @@ NODE = "acd/node/node.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
+        "witness-ignores-behind-sequence",
+        "the witness applies a RecordBehind or ClearBehind however old its sequence number (a clear the primary "
+        "gave up on, read late, undoes a later confirmed record)",
+        _one(WITNESS, "            if order < (state.behind_request_epoch, state.behind_request_sequence):\n",
+             "            if False:\n"),
+        (("witness-late-request", NAMED_SEEDS_MAX),),
+    ),
+    Mutant(
         "ack-before-standby-durable",
         "sync mode acknowledges a batch without waiting for the standby's durable copy",
         _one(CLUSTER, 'if self.mode == "async" or not records:\n            return\n',

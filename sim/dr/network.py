@@ -13,6 +13,7 @@ injects. What each fault means, and what it does to a stream:
 | pause (SIGSTOP) | the kernel keeps the connection; nothing is read or written | bytes to and from the paused node are held until it resumes |
 | crash | the kernel resets the process's connections | `reset` of every connection of the node; its listener is gone (refused) |
 | lost reply | the request arrived and was applied; the connection dies before the reply crosses | `reply_loss`: a send by the *serving* end (a witness's or a peer's reply, an append acknowledgement) resets the connection instead, with the probability set for that process |
+| held connection | one connection's segments are lost and retransmitted with backoff for seconds, while a new connection goes through | `hold_open_connections`: bytes sent on the connections open now arrive no earlier than a given time; a request whose sender gave up and closed the connection is still read, late |
 | duplicate, reorder | cannot happen inside one TCP stream | `corrupt`: a chunk delivered twice or swapped with the next; models a replayed or mangled frame, which the protocol's sequence numbers and HMAC must catch (it closes the connection) |
 
 Messages on *different* connections (witness and peer, an old and a new connection) do
@@ -346,6 +347,24 @@ class SimNetwork:
         self._holds[name] = self._holds.get(name, 0) + 1
         self.paused.add(name)
         self._changed()
+
+    def hold_open_connections(self, src: str, dst: str, until: float, only: list[Connection] | None = None) -> list[Connection]:
+        """What `src` sends on its connections to `dst` open now (or on `only` of them) arrives
+        no earlier than `until` (a TCP connection whose segments are lost and retransmitted
+        with backoff); connections opened later flow. A client that gives up on such a
+        connection and closes it leaves its request buffered there: the server reads it late.
+        Returns the connections held."""
+        held = []
+        for connection in self.connections:
+            if connection.client != src or connection.server != dst or not connection.alive:
+                continue
+            if only is not None and connection not in only:
+                continue
+            pipe = connection.up
+            pipe.last_deliver_at = max(pipe.last_deliver_at, until)
+            pipe.chunks = deque((max(at, until), chunk) for at, chunk in pipe.chunks)
+            held.append(connection)
+        return held
 
     def resume(self, name: str) -> None:
         left = self._holds.get(name, 0) - 1

@@ -430,7 +430,55 @@ async def swarm(ctx: Context, rng: random.Random) -> None:
             await ctx.restart_all()
 
 
-SCENARIOS: dict[str, Script] = {**SINGLE_FAULTS, "swarm": swarm}
+async def witness_late_request(ctx: Context, rng: random.Random) -> None:
+    """A behind request the primary gave up on reaches the witness after a later one.
+
+    The standby is recorded behind (down during a write) and comes back; while it catches up,
+    the primary's connections to the witness are held (segments retransmitted with backoff),
+    so the `ClearBehind` sent at the end of the catch-up waits on a connection the primary
+    gives up on and drops. Then the standby falls silent and a write waits past
+    `standby_timeout`: a `RecordBehind` on a fresh connection is confirmed and the primary
+    acknowledges alone. Only then does the held connection deliver the stale clear. The
+    witness must refuse it (`stale_request`); applied, it leaves writes acknowledged alone on
+    a node that is not recorded behind, which the monitor's *ack-alone* check sees at once.
+    """
+    while True:
+        await ctx.wait_healthy()
+        await ctx.sleep(rng.uniform(1.0, 4.0))
+        name = await ctx.wait_primary()
+        standby = ctx.standby_name(name)
+        timeout = ctx.failover_timeout()
+        step = timeout / 10
+        ctx.note(f"late witness request: {standby} down, then {name}'s witness connections held while it catches up")
+        ctx.crash(standby)
+        ctx.write(f"a write while {standby} is down")   # recorded behind after standby_timeout
+        await ctx.sleep(rng.uniform(1.0, 2.0) * timeout)
+        held = ctx.hold_witness_connections(name, 2 * step)
+        await ctx.restart(standby)
+        waited = 0.0
+        while not ctx.clear_unanswered(name) and waited < 5.0:   # every connection opened meanwhile is held
+            held = ctx.hold_witness_connections(name, 2 * step)
+            await ctx.sleep(step)
+            waited += step
+        if not ctx.clear_unanswered(name):
+            continue
+        # The clear it gave up on stays held on its dropped connection. The standby falls
+        # silent (no clear can complete): a write waits past standby_timeout, and its
+        # RecordBehind goes on a fresh connection, which flows.
+        silence = rng.uniform(1.0, 1.5) * timeout
+        ctx.stall(standby, silence)
+        ctx.write(f"a write while {standby} is silent")
+        ctx.note(f"{name}'s ClearBehind unanswered; {standby} silent for {silence:.2f} s")
+        release = rng.uniform(0.6, 0.9) * silence
+        waited = 0.0
+        while waited < release:
+            ctx.hold_witness_connections(name, 2 * step, only=held)
+            await ctx.sleep(step)
+            waited += step
+        await ctx.sleep(rng.uniform(1.0, 2.0) * timeout)
+
+
+SCENARIOS: dict[str, Script] = {**SINGLE_FAULTS, "swarm": swarm, "witness-late-request": witness_late_request}
 
 
 def draw(scenario: str, seed: int, *, minutes: float | None = None) -> tuple[RunConfig, Script]:
