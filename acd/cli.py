@@ -5,6 +5,7 @@
     acd config reload --config busan-120.toml --token "$ACD_ADMIN_TOKEN"
     acd token hash                      # reads the token from standard input
     acd verify --config busan-120.toml --node a
+    acd upgrade status --config busan-120.toml
 
 Errors an operator must fix (a config problem, a damaged or foreign data directory, a port in
 use) print one message to stderr and exit 2, never a traceback. The replication layer adds its
@@ -157,6 +158,49 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
                         help="keep asking this long (default: %(default)s, ask once)")
     health.set_defaults(run=_health)
 
+    upgrade = subparsers.add_parser(
+        "upgrade", help="show or raise the cluster's core version after a rolling upgrade", formatter_class=Formatter,
+        description=(
+            "The log is applied with the rules of the cluster's active core version, whatever each node's\n"
+            "binary (docs/operations.md, \"Rolling upgrade\"). `status` shows every node's binary, the core\n"
+            "versions it supports and the active one; `finalize` raises the active version once every node\n"
+            "runs a binary that supports it."
+        ),
+        epilog="examples:\n  acd upgrade status --config busan-120.toml\n  acd upgrade finalize --config busan-120.toml",
+    )
+    upgrade_commands = upgrade.add_subparsers(dest="upgrade_command", metavar="ACTION")
+    upgrade_status = upgrade_commands.add_parser(
+        "status", help="every node's binary version, supported core versions and the active one", formatter_class=Formatter,
+        description=(
+            "Ask every node (GET /v1/cluster) for its binary version, the core versions its binary supports\n"
+            "and the core version its state runs, and print the version `finalize` would raise the cluster to.\n"
+            "Exits 0 when every node answers, 1 when one does not, 2 when an address answers for another\n"
+            "cluster or node, or none answers."
+        ),
+        epilog="example:\n  acd upgrade status --config busan-120.toml --json",
+    )
+    upgrade_status.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    upgrade_status.add_argument("--token", default="", help="supervisor or admin token when authentication is on (default: $ACD_TOKEN)")
+    upgrade_status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    upgrade_status.set_defaults(run=_upgrade_status)
+    finalize = upgrade_commands.add_parser(
+        "finalize", help="raise the active core version (once every node's binary supports it)", formatter_class=Formatter,
+        description=(
+            "Ask the primary (POST /v1/cluster/upgrade) to record the new core version in the log: from that\n"
+            "record on, both nodes apply the new rules. Refused, with nothing written, unless every node runs a\n"
+            "binary that supports it (the primary asks its peer). Exits 0 when raised (or already active), 1\n"
+            "when refused, 2 when an address answers for another cluster or node (nothing is sent)."
+        ),
+        epilog="example:\n  acd upgrade finalize --config busan-120.toml --version 2",
+    )
+    finalize.add_argument("--config", required=True, metavar="FILE", help="the cluster's TOML config file")
+    finalize.add_argument("--version", type=int, default=None, metavar="N",
+                          help="the core version to activate (default: the highest every node supports)")
+    finalize.add_argument("--token", default="", help="admin token when authentication is on (default: $ACD_TOKEN)")
+    finalize.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="default: 10")
+    finalize.set_defaults(run=_upgrade_finalize)
+    upgrade.set_defaults(run=lambda args: _usage(upgrade))
+
     return parser, subparsers
 
 
@@ -275,13 +319,14 @@ def _token_hash(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from acd.core.versions import CoreVersionUnsupported
     from acd.node.verify import verify
     from acd.store import StoreError
 
     settings = _load(args.config)
     try:
         report = verify(settings, args.node)
-    except StoreError as error:
+    except (StoreError, CoreVersionUnsupported) as error:  # a store of a newer core version: this binary cannot replay it
         return _fail(str(error))
     if args.json:
         import msgspec
@@ -341,10 +386,115 @@ def _health(args: argparse.Namespace) -> int:
         time.sleep(0.2)
 
 
+def upgrade_status(settings: settings_module.Settings, token: str = "") -> dict[str, Any]:
+    """Every node's versions as it answers /v1/cluster, the active core version and the next one."""
+    from acd import identity
+
+    answers = identity.ask_all(settings, token)
+    nodes: list[dict[str, Any]] = []
+    problems: list[str] = []
+    mismatch = False
+    for answer in answers:
+        row: dict[str, Any] = {"node": answer.node, "api": answer.address}
+        if answer.mismatch:
+            mismatch = True
+            problems.append(answer.mismatch)
+            row["error"] = answer.mismatch
+        elif answer.view is None:
+            problems.append(answer.problem)
+            row["error"] = answer.problem
+        else:
+            view = answer.view
+            row.update(role=view.get("role"), lsn=view.get("lsn"), binary_version=view.get("binary_version"),
+                       core_versions=view.get("core_versions"), active_core_version=view.get("active_core_version"))
+        nodes.append(row)
+    good = [row for row in nodes if "error" not in row]
+    primary = next((row for row in good if row.get("role") == "primary"), None)
+    active = primary["active_core_version"] if primary is not None else max((row["active_core_version"] or 0 for row in good), default=None)
+    highest = None
+    if good and len(good) == len(nodes) and all(row.get("core_versions") for row in good):
+        highest = min(row["core_versions"][1] for row in good)
+    code = EXIT_USAGE if mismatch or not good else (EXIT_FAILED if problems else EXIT_OK)
+    return {"cluster": settings.cluster.name, "active_core_version": active, "finalize_to": highest,
+            "nodes": nodes, "problems": problems, "exit": code}
+
+
+def _upgrade_status(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    status = upgrade_status(settings, args.token)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return int(status["exit"])
+    print(f"cluster {status['cluster']}: active core version {status['active_core_version'] or '-'}")
+    columns = ("node", "role", "binary_version", "core_versions", "active_core_version", "api")
+    rows = []
+    for row in status["nodes"]:
+        if "error" in row:
+            rows.append([row["node"], "unreachable", "-", "-", "-", row["api"]])
+        else:
+            supported = row.get("core_versions")
+            rows.append([row["node"], str(row.get("role")), str(row.get("binary_version")),
+                         f"{supported[0]}..{supported[1]}" if supported else "-", str(row.get("active_core_version")), row["api"]])
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    highest, active = status["finalize_to"], status["active_core_version"]
+    if highest is not None and active is not None and highest > active:
+        print(f"every node supports core version {highest}: `acd upgrade finalize` raises the cluster to it")
+    elif highest is not None:
+        print("the cluster runs the highest core version every node supports")
+    for problem in status["problems"]:
+        print(f"  {problem}")
+    return int(status["exit"])
+
+
+def _upgrade_finalize(args: argparse.Namespace) -> int:
+    import httpx
+
+    from acd import identity
+
+    settings = _load(args.config)
+    try:
+        identity.require(settings, args.token)  # never raise another cluster's version
+    except identity.IdentityError as error:
+        return _fail(f"upgrade finalize refused, nothing was sent: {error}")
+    body = {"version": args.version} if args.version is not None else {}
+    addresses = [node.api for node in settings.nodes]
+    tried: list[str] = []
+    with identity.client(settings, timeout=args.timeout) as client:
+        while addresses:
+            address = addresses.pop(0)
+            if address in tried:
+                continue
+            tried.append(address)
+            try:
+                response = client.post(identity.base_url(settings, address) + "/v1/cluster/upgrade", json=body,
+                                       headers=identity.headers(args.token))
+            except httpx.HTTPError as error:
+                print(f"acd: {identity.reason(error, address, settings)}", file=sys.stderr)
+                continue
+            answer = _json_or_text(response)
+            if response.status_code == 200:
+                print(json.dumps(answer, indent=2))
+                return EXIT_OK
+            if response.status_code == 503 and isinstance(answer, dict) and answer.get("error") == "not_primary":
+                if answer.get("primary"):
+                    addresses.insert(0, answer["primary"])
+                continue
+            if isinstance(answer, dict) and "message" in answer:
+                print(f"acd: upgrade finalize refused ({answer.get('error')}): {answer['message']}", file=sys.stderr)
+            else:
+                print(f"acd: {address}: HTTP {response.status_code}: {json.dumps(answer)}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"acd: no primary answered (tried {', '.join(tried)})", file=sys.stderr)
+    return EXIT_FAILED
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
-OWN_COMMANDS = ("serve", "config", "token", "verify", "health")
+OWN_COMMANDS = ("serve", "config", "token", "verify", "health", "upgrade")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -226,13 +226,17 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return int(status["exit"])
     print(f"cluster {status['cluster']} (mode {status['mode']}): {status['health']}")
-    columns = ("node", "role", "epoch", "lsn", "applied_lsn", "lag_records", "peer_connected", "lease_remaining", "api")
+    columns = ("node", "role", "epoch", "lsn", "applied_lsn", "lag_records", "peer_connected", "lease_remaining", "binary", "core", "api")
     rows = []
     for node in status["nodes"]:
         if "error" in node:
             role = "MISMATCH" if "answered_as" in node else "unreachable"
             rows.append([node["node"], role, *(["-"] * (len(columns) - 3)), node["api"]])
         else:
+            # core: the active core version, then the range this node's binary supports.
+            supported = node.get("core_versions") or ["-", "-"]
+            node = {**node, "binary": node.get("binary_version", "-"),
+                    "core": f"{node.get('active_core_version', '-')} ({supported[0]}..{supported[1]})"}
             rows.append([str(node.get(column, "-")) for column in columns])
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))

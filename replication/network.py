@@ -14,7 +14,10 @@ reach the port can open connections before proving anything:
   Hello was verified is never closed for a newcomer. Both limits stay below the process's
   descriptor limit, so a flood can neither exhaust descriptors nor starve a peer for long;
 - optionally only addresses in `allow_from` are served;
-- every failed handshake is logged (one line: reason, peer address; rate-limited) and counted.
+- every failed handshake is logged (one line: reason, peer address; rate-limited) and counted,
+  by reason: `bad_hello` (no Hello, a wrong secret, garbage), `protocol_version` (the peer
+  speaks no wire protocol version this binary speaks; the line names both sides' versions),
+  `tls`, `timeout`, `evicted`.
 """
 
 from __future__ import annotations
@@ -114,9 +117,9 @@ class _Connection:
         if hello.purpose == "ship" and self.gate.limits.shipping_idle_seconds is not None:
             channel.idle_timeout = self.gate.limits.shipping_idle_seconds
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, kind: str = "bad_hello") -> None:
         self.reported = True
-        self.gate.failed(self, "bad_hello", reason)
+        self.gate.failed(self, kind, reason)
 
 
 class Gate:

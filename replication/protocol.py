@@ -21,6 +21,15 @@ the whole `InstallSnapshot`, so neither side's code sees the parts.
 On a listening side (`network.TcpNetwork.serve`) the connection's task carries an
 `Admission` (`admission` context variable): the handshake tells it when the Hello is
 verified (which lifts the handshake deadline) or why it failed.
+
+Protocol versions: each `Hello` lists the wire protocol versions its sender speaks
+(`acd.versions.PROTOCOL_VERSIONS`) and names its release. Both sides then use the highest
+version they have in common (`Channel.protocol`). A Hello from a binary that predates the list
+carries none and is read as speaking version 1 (msgspec fills the field's default; an older
+binary ignores the fields it does not know). Without a common version the connection is
+refused (`VersionMismatch`): the listening side still sends its Hello, so the connecting side
+learns why too, and each side logs both sides' versions; the listening side counts it among
+its failed handshakes (reason `protocol_version`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ import trio
 
 from acd.node.locks import QuickLock
 from acd.store import Record, Snapshot
+from acd.versions import (
+    LEGACY_PROTOCOL_VERSIONS,
+    PROTOCOL_VERSIONS,
+    RELEASE,
+    describe,
+    highest_common,
+)
 
 # After the handshake. The largest ordinary frame is an `Append` of 256 records of at most
 # a request body each (64 KiB by default); snapshots travel in parts (SNAPSHOT_PART_BYTES).
@@ -59,6 +75,10 @@ class HandshakeError(FrameError):
     """The peer's Hello did not arrive, decode or verify; the connection is closed."""
 
 
+class VersionMismatch(HandshakeError):
+    """The two sides of a connection speak no wire protocol version in common."""
+
+
 class PeerSilent(trio.EndOfChannel):
     """An authenticated peer sent nothing for the channel's `idle_timeout`: taken as gone."""
 
@@ -68,12 +88,15 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class Hello(Message, tag="hello", frozen=True):
-    """First frame on every connection, both ways: who I am and my nonce."""
+    """First frame on every connection, both ways: who I am, my nonce, what I speak."""
 
     node: str
     role: str
     nonce: bytes
     purpose: str = ""     # "ship" (primary to standby), "vote", "witness", "status"
+    # The wire protocol versions the sender speaks; absent (an older binary): version 1.
+    protocols: tuple[int, ...] = LEGACY_PROTOCOL_VERSIONS
+    release: str = ""     # the sender's release (acd.versions.RELEASE); "" from an older binary
 
 
 class VoteRequest(Message, tag="vote", frozen=True):
@@ -228,8 +251,9 @@ class Admission(Protocol):
     def authenticated(self, channel: Channel, hello: Hello) -> None:
         """The peer's Hello is verified: lift the handshake deadline, count it as a peer."""
 
-    def refused(self, reason: str) -> None:
-        """The handshake failed for `reason` (the caller logs it and closes the connection)."""
+    def refused(self, reason: str, kind: str = "bad_hello") -> None:
+        """The handshake failed for `reason` (logged and counted under `kind`; the caller
+        closes the connection)."""
 
 
 # Set by the listening side for each accepted connection's task; None on connections this
@@ -255,6 +279,8 @@ class Channel:
         self._receive_key = b""
         self._send_lock = QuickLock()
         self.peer: Hello | None = None
+        # The wire protocol version both sides speak, agreed in the handshake; 0 until then.
+        self.protocol = 0
         self.frame_limit = PREAUTH_FRAME_BYTES_MAX  # raised once the nonces are bound
         # Seconds an authenticated peer may stay silent before `receive` gives up on it
         # (PeerSilent); None: no limit. Set on shipping connections, which carry heartbeats.
@@ -386,15 +412,42 @@ def decode_frame(body: bytes, *, cluster: str, secret: bytes | None, key: bytes,
     return message  # type: ignore[no-any-return]
 
 
-async def handshake(channel: Channel, *, node: str, role: str, purpose: str, initiator: bool) -> Hello:
-    """Exchange Hello frames (unsigned by nonce yet, but signed by the secret) and bind nonces.
+# When a connecting side last logged a refusal for want of a common version, by peer and
+# versions: a peer retried every few hundred milliseconds is named once a minute.
+_MISMATCH_LOG_SECONDS = 60.0
+_mismatch_logged: dict[tuple[str, tuple[int, ...], tuple[int, ...]], float] = {}
 
+
+def _mismatch_reason(node: str, mine: tuple[int, ...], theirs: Hello) -> str:
+    return (f"no common protocol version: peer {theirs.node!r} (release {theirs.release or 'unknown'}) speaks "
+            f"{describe(theirs.protocols)}, {node!r} (release {RELEASE}) speaks {describe(mine)}")
+
+
+def _log_mismatch(reason: str, key: tuple[str, tuple[int, ...], tuple[int, ...]]) -> None:
+    now = trio.current_time()
+    last = _mismatch_logged.get(key)
+    if last is not None and 0 <= now - last < _MISMATCH_LOG_SECONDS:
+        return
+    if len(_mismatch_logged) > 1024:
+        _mismatch_logged.clear()
+    _mismatch_logged[key] = now
+    log.warning("connection refused: %s; upgrade one side to a release that speaks a version of the other", reason)
+
+
+async def handshake(channel: Channel, *, node: str, role: str, purpose: str, initiator: bool,
+                    protocols: tuple[int, ...] = PROTOCOL_VERSIONS) -> Hello:
+    """Exchange Hello frames (unsigned by nonce yet, but signed by the secret), agree on the
+    protocol version (`channel.protocol`) and bind nonces.
+
+    `protocols` are the wire protocol versions this side speaks. Without a version in common
+    with the peer's, raises `VersionMismatch` naming both sides' versions.
     On the listening side, a failure raises `HandshakeError` naming the peer's address, and the
     connection's `Admission` hears of the outcome either way.
     """
     watch = None if initiator else admission.get()
     mine = new_nonce()
-    hello = Hello(node=node, role=role, nonce=mine, purpose=purpose)
+    hello = Hello(node=node, role=role, nonce=mine, purpose=purpose, protocols=tuple(protocols), release=RELEASE)
+    kind = "bad_hello"
     try:
         if initiator:
             await channel.send(hello)
@@ -403,16 +456,33 @@ async def handshake(channel: Channel, *, node: str, role: str, purpose: str, ini
             theirs = await channel.receive()
         if not isinstance(theirs, Hello) or len(theirs.nonce) != 16:
             raise FrameError("expected a Hello frame first")
+        agreed = highest_common(hello.protocols, theirs.protocols)
+        if agreed is None:
+            kind = "protocol_version"
+            reason = _mismatch_reason(node, hello.protocols, theirs)
+            if not initiator:
+                # The peer proved the cluster's secret; tell it what this side speaks, so that
+                # it can name the reason too, then close.
+                with trio.move_on_after(1.0):
+                    try:
+                        await channel.send(hello)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+            if watch is None:
+                _log_mismatch(reason, (theirs.node, hello.protocols, theirs.protocols))
+            raise VersionMismatch(reason)
     except FrameError as error:
         if watch is None:
             raise
         reason = str(error)
-        watch.refused(reason)
-        raise HandshakeError(f"handshake failed: {reason} peer={watch.peer}") from None
+        watch.refused(reason, kind)
+        failure = VersionMismatch if isinstance(error, VersionMismatch) else HandshakeError
+        raise failure(f"handshake failed: {reason} peer={watch.peer}") from None
     if not initiator:
         await channel.send(hello)  # signed before the nonces are bound, as the peer's was
     channel.bind_nonces(mine, theirs.nonce)
     channel.peer = theirs
+    channel.protocol = agreed
     if watch is not None:
         watch.authenticated(channel, theirs)
     return theirs

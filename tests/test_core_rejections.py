@@ -247,6 +247,7 @@ COMMANDS: dict[str, Callable[[str], c.Command]] = {
     "configure-without-q": lambda call: c.Configure(center=CenterConfig(queues=matrix_config().queues[1:], calendars=matrix_config().calendars, agents=matrix_config().agents)),
     "configure-invalid": lambda call: c.Configure(center=CenterConfig(queues=[Queue(name="q", calendar="nope")])),
     "audit": lambda call: c.Audit(actor="ops", action="check"),
+    "activate-core-1": lambda call: c.ActivateCoreVersion(version=1),
 }
 CODES = {code.code: code for code in Code}
 SCENARIOS: dict[str, Callable[[], tuple[Desk, str]]] = {

@@ -38,6 +38,7 @@ import trio
 from acd import settings as settings_module
 from acd.core import Rejection, commands, events
 from acd.core.state import CallState
+from acd.node import upgrade
 from acd.node.broker import Control, Subscription
 from acd.node.node import (
     Accepted,
@@ -173,6 +174,7 @@ class Api:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._failures = FailureLimiter()
         self._reload_lock = trio.Lock()
+        self.peer_versions: dict[str, Any] | None = None  # the peer's versions, as last asked (acd.node.upgrade)
         self._collector = CenterCollector(node, clock)
         refused = getattr(node.metrics, "api_limited", None)
         if refused is None:
@@ -785,13 +787,32 @@ class Api:
     async def cluster_view(self, request: Request) -> Reply:
         request.principal.require("supervisor", "admin")
         # The pid lets `acd drill` signal this very process, never one found by name.
+        versions = self._versions()
         if self.cluster is not None:
-            return _json(200, {**self.cluster.view(), "pid": os.getpid()})
+            return _json(200, {**versions, **self.cluster.view(), "pid": os.getpid()})
         node = self.node
         return _json(200, schemas.ClusterView(
             name=node.name, cluster=self.settings.cluster.name, role=node.role, epoch=node.store.epoch(),
-            lsn=node.lsn, mode="standalone", peer=None, lag=None, witness=None, pid=os.getpid(),
+            lsn=node.lsn, mode="standalone", peer=None, lag=None, witness=None, pid=os.getpid(), **versions,
         ))
+
+    def _versions(self) -> dict[str, Any]:
+        """This node's binary and core versions for /v1/cluster, and the peer's when known."""
+        mine = upgrade.local_versions(self.node)
+        return {
+            "binary_version": mine["binary_version"], "core_versions": mine["core_versions"],
+            "active_core_version": mine["active_core_version"], "peer_versions": self.peer_versions,
+        }
+
+    async def version(self, request: Request) -> Reply:
+        return _json(200, upgrade.local_versions(self.node))
+
+    async def finalize_upgrade(self, request: Request) -> Reply:
+        request.principal.require("admin")
+        body: schemas.UpgradeBody = await self._body(request, _decoders[schemas.UpgradeBody], command=False)
+        result = await self._cluster_operation(upgrade.finalize(self.node, body.version, actor=f"api:{request.principal.name}"))
+        self.peer_versions = next((view for view in result["nodes"] if view["name"] != self.node.name), self.peer_versions)
+        return _json(200, result)
 
     async def switchover(self, request: Request) -> Reply:
         request.principal.require("admin")
@@ -917,6 +938,7 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {
     for body in (
         schemas.CallArrival, schemas.AgentAction, schemas.NoFields, schemas.TransferTo, schemas.WrapUpBody,
         schemas.SurveyBody, schemas.NotReadyBody, schemas.SwitchoverBody, schemas.PromoteBody, views.AttemptBody,
+        schemas.UpgradeBody,
     )
 }
 
@@ -975,8 +997,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/cluster", Api.cluster_view, "This node's view of the cluster", None, schemas.ClusterView, roles="supervisor, admin", errors=(401, 403)),
     Route("POST", "/v1/cluster/switchover", Api.switchover, "Planned role swap (409 not_clustered on a standalone node)", schemas.SwitchoverBody, None, roles="admin", errors=(400, 401, 403, 409, 503)),
     Route("POST", "/v1/cluster/promote", Api.promote, "Manual promotion of a standby when the witness is gone (`force` may lose writes)", schemas.PromoteBody, None, roles="admin", errors=(400, 401, 403, 409)),
+    Route("POST", "/v1/cluster/upgrade", Api.finalize_upgrade, "Raise the cluster's active core version (default: the highest every node supports); refused unless every node's binary supports it (409 version_unsupported, peer_unsupported, peer_unreachable, core_version_downgrade; 503 not_primary)", schemas.UpgradeBody, schemas.UpgradeResult, roles="admin", errors=(400, 401, 403, 409, 503)),
     Route("POST", "/v1/config/reload", Api.reload, "Re-read the node's config file and apply the center through the log", schemas.NoFields, schemas.ConfigReloaded, roles="admin", errors=(400, 401, 403, 503, 507)),
     Route("GET", "/v1/admin/state", Api.state_digest, "LSN and hash of the node's state (compare with `acd verify`)", None, schemas.StateDigest, roles="admin", errors=(401, 403)),
+    Route("GET", "/v1/version", Api.version, "This node's binary version, the core versions it supports and the active one (what `acd upgrade finalize` checks on every node)", None, schemas.VersionView, public=True),
     Route("GET", "/healthz", Api.health, "200 while the process works", None, schemas.Health, public=True),
     Route("GET", "/readyz", Api.ready_check, "200 only on the writable primary (load balancer check)", None, schemas.Health, public=True, errors=(503,)),
     Route("GET", "/metrics", Api.metrics, "Prometheus exposition", None, None, media="text/plain", public=True),

@@ -69,6 +69,30 @@ class PromoteBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
     force: bool = False
 
 
+class UpgradeBody(Body, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The core version to activate (default: the highest every node supports)."""
+
+    version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class VersionView(msgspec.Struct, kw_only=True):
+    """A node's binary, the core versions it supports ([lowest, highest]) and the active one."""
+
+    name: str
+    cluster: str
+    binary_version: str
+    core_versions: list[int]
+    active_core_version: int | None = None  # absent for a peer in an upgrade's result (it follows the log)
+
+
+class UpgradeResult(msgspec.Struct, kw_only=True):
+    changed: bool  # false: the version was active already
+    active_core_version: int
+    previous_core_version: int
+    lsn: int
+    nodes: list[VersionView]
+
+
 class Error(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Every error reply (docs/design.md, HTTP API contract)."""
 
@@ -106,6 +130,10 @@ class ClusterView(msgspec.Struct, kw_only=True):
     lag: int | None
     witness: str | None  # the witness's address (none on a standalone node)
     pid: int | None = None  # the node's process id: a drill on its host signals this process only
+    binary_version: str | None = None
+    core_versions: list[int] | None = None  # [lowest, highest] this node's binary applies
+    active_core_version: int | None = None
+    peer_versions: VersionView | None = None  # the peer's binary and core versions, as last asked (acd upgrade finalize)
 
 
 class ConfigReloaded(msgspec.Struct, kw_only=True):

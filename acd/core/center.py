@@ -61,6 +61,8 @@ from .state import (
     QueueDay,
     State,
 )
+from .versions import activate as _activate_core_version
+from .versions import require_supported, routing_strategy
 
 S = CallState
 _encode_command = c._encoder.encode  # c.encode_command without its Python call
@@ -300,7 +302,9 @@ class Center:
 
     @classmethod
     def restore(cls, data: bytes) -> Center:
-        return cls(state=msgspec.msgpack.decode(data, type=State))
+        state = msgspec.msgpack.decode(data, type=State)
+        require_supported(state.core_version)  # rules this binary does not have: refused
+        return cls(state=state)
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()
@@ -469,7 +473,7 @@ class Center:
                 heaps: tuple[tuple[str, list[Any]], ...] = tuple(
                     (channel, self._available[(queue_name, channel)][level]) for channel in channels if channel in queue.channels
                 )
-                slots.append((queue_name, queue.strategy, heaps))
+                slots.append((queue_name, routing_strategy(self.state.core_version, queue.strategy), heaps))
             self._agent_lines[agent.name] = lines
             self._agent_slots[agent.name] = slots
         # Per (queue, channel), the free-agent heaps of the levels some agent has there, best
@@ -2323,6 +2327,7 @@ class Center:
         c.Logout: _logout,
         c.Tick: _tick,
         c.Audit: _audit,
+        c.ActivateCoreVersion: _activate_core_version,
     }
 
     # ------------------------------------------------------------------ invariants

@@ -156,9 +156,18 @@ class Audit(Command, tag="audit", frozen=True):
     detail: Text = ""
 
 
+class ActivateCoreVersion(Command, tag="core.activate", frozen=True):
+    """From this record on, the center applies the rules of core `version` (acd.core.versions).
+
+    Logged by `acd upgrade finalize` once every node runs a binary that supports it."""
+
+    version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    actor: Text = ""
+
+
 AnyCommand = (
     Configure | Arrive | Answer | Reject | Abandon | Hangup | Hold | Unhold | Transfer | RequestCallback | WrapUp
-    | CallbackAttempt | Survey | Login | Ready | NotReady | Logout | Tick | Audit
+    | CallbackAttempt | Survey | Login | Ready | NotReady | Logout | Tick | Audit | ActivateCoreVersion
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -34,6 +34,7 @@ class Code(enum.Enum):
     survey_already_recorded = ("survey_already_recorded", 409)
     same_queue = ("same_queue", 409)                # transfer into the queue it is in
     invalid_config = ("invalid_config", 400)        # a configuration that does not validate
+    core_version_downgrade = ("core_version_downgrade", 409)  # the active core version never goes back
 
     @property
     def code(self) -> str:

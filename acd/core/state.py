@@ -234,3 +234,5 @@ class State(msgspec.Struct, kw_only=True):
     aht: dict[str, float] = {}       # moving average of handling time per queue (for EWT)
     queue_updates: dict[str, float] = {}  # when each queue's last `queue.updated` went out
     audit: list[tuple[float, str, str, str]] = []
+    # The core version whose rules apply (acd.core.versions); older snapshots restore as 1.
+    core_version: int = 1

@@ -45,6 +45,7 @@ from acd import buggify
 from acd.core import Center, Rejection
 from acd.core import commands as c
 from acd.core.events import Event
+from acd.core.versions import CoreVersionUnsupported, describe
 from acd.node.locks import QuickLock
 from acd.settings import Settings
 from acd.store import Record, StorageFull, Store, StoreError
@@ -98,6 +99,23 @@ class CommandFailed(NodeError):
 
 class ReplayMismatch(StoreError):
     """The log holds a command that the core refuses on replay: the state would differ."""
+
+
+class CoreVersionRefused(StoreError):
+    """The store (its snapshot, a record replayed at start-up, or a record the primary shipped
+    to this standby) needs a core version this binary does not apply (acd.core.versions).
+
+    The node cannot apply anything after it: at start-up it refuses to start (`acd serve`
+    prints the message, no traceback); on a standby `apply_replicated` raises it, and again for
+    anything shipped later (`Node.core_refusal` keeps the message). The replication driver
+    catches it: it refuses the shipment, stops the node and must not let it stand for election."""
+
+    @classmethod
+    def of(cls, error: CoreVersionUnsupported, where: str) -> CoreVersionRefused:
+        return cls(
+            f"the store's active core version {error.version} ({where}) is newer than this binary "
+            f"supports ({describe(error.supported)}): upgrade the binary"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +216,7 @@ class Node:
         # (or before its next snapshot, whichever comes first).
         self._forget: list[str] = []
         self.lsn = 0
+        self.core_refusal: str | None = None  # set once a record needs a core version this binary lacks
         self._last_at = 0.0
         self._since_snapshot = 0
         self._snapshot_writing = False  # a snapshot is being written in the background
@@ -213,7 +232,11 @@ class Node:
             # A standalone node is the primary of epoch 1 from its first start: records carry
             # an epoch of at least 1 (acd.store), and no election ever moves it on.
             self.store.set_epoch(1, self.store.last_lsn() + 1)
-        self.recover()
+        try:
+            self.recover()
+        except CoreVersionRefused:
+            self.store.close()  # refused to start: the store is free for a binary that can apply it
+            raise
 
     # ------------------------------------------------------------------ recovery
 
@@ -226,7 +249,10 @@ class Node:
         """
         snapshot = self.store.latest_snapshot()
         if snapshot is not None:
-            self.center = Center.restore(snapshot.state)
+            try:
+                self.center = Center.restore(snapshot.state)
+            except CoreVersionUnsupported as error:
+                raise CoreVersionRefused.of(error, f"snapshot at LSN {snapshot.lsn}") from None
             self.lsn = snapshot.lsn
             self._last_at = snapshot.at
         else:
@@ -258,7 +284,12 @@ class Node:
             command = c.decode_command(record.payload)
         except msgspec.DecodeError as error:
             raise ReplayMismatch(f"record LSN {record.lsn} does not decode: {error}") from None
-        result = self.center.apply(command, record.at)
+        try:
+            result = self.center.apply(command, record.at)
+        except CoreVersionUnsupported as error:
+            refused = CoreVersionRefused.of(error, f"activated at LSN {record.lsn}")
+            self.core_refusal = str(refused)
+            raise refused from None
         if isinstance(result, Rejection):
             raise ReplayMismatch(f"record LSN {record.lsn} ({type(command).__name__}) is refused on replay: {result.code}")
         self.lsn = record.lsn
@@ -284,7 +315,12 @@ class Node:
             raise
 
     def apply_replicated(self, records: Sequence[Record]) -> None:
-        """A standby applies records the primary shipped (already durable in our store)."""
+        """A standby applies records the primary shipped (already durable in our store).
+
+        Raises `CoreVersionRefused` for a record of a core version this binary does not apply,
+        and for everything shipped after it."""
+        if self.core_refusal is not None:
+            raise CoreVersionRefused(self.core_refusal)
         for record in records:
             self._apply_record(record)
         self._forget.extend(self.center.take_released_keys())
@@ -307,7 +343,7 @@ class Node:
 
     def writable_error(self) -> NotPrimary | None:
         """Why this node takes no write now (the refusal to raise), or None when it does."""
-        if self.role == "primary" and self.replicator.can_accept():
+        if self.role == "primary" and self.replicator.can_accept() and self.core_refusal is None:
             return None
         return NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
 

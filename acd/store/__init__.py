@@ -6,6 +6,7 @@ from acd.store.errors import (
     StaleEpoch,
     StorageFull,
     StoreError,
+    UnsupportedFormat,
     WrongCluster,
 )
 from acd.store.lmdb_store import RESERVED_META_KEYS, Store, StoreStatistics
@@ -22,5 +23,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreStatistics",
+    "UnsupportedFormat",
     "WrongCluster",
 ]

@@ -36,6 +36,15 @@ class LogGap(StoreError):
         self.found = found
 
 
+class UnsupportedFormat(StoreError):
+    """The store's format is not one this binary opens (``supported``); ``found`` is its own."""
+
+    def __init__(self, message: str, *, found: int, supported: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
+
+
 class StaleEpoch(StoreError):
     """An epoch went backwards, or a record claims an epoch the store has not reached."""
 

@@ -12,6 +12,14 @@ named databases in one LMDB environment:
     key: UTF-8 name, value: bytes.  The store's own keys are listed in
     ``RESERVED_META_KEYS``; other layers may keep small values under other names.
 
+The store's format (meta key ``format``) says which of these keys and layouts it uses; the
+formats this binary opens are ``acd.versions.STORE_FORMATS``.  A store at an older format is
+migrated to ``acd.versions.STORE_FORMAT`` when it is opened (``migrate=True``, what a node
+does): first a compacted copy is written beside the data directory and verified, then every
+change of the migration is made in one write transaction, so a crash leaves the store at its
+old format, untouched, or at the new one.  A store at a newer format than this binary opens is
+refused with both formats in the message.
+
 Every record is verified (checksum, LSN continuity, epoch) just before it is
 written and again just after it is read, so damage is reported with the LSN
 it affects instead of being replayed into the call distributor's state.
@@ -21,11 +29,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import json
+import logging
 import os
 import resource
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +54,7 @@ from acd.store.errors import (
     StaleEpoch,
     StorageFull,
     StoreError,
+    UnsupportedFormat,
     WrongCluster,
 )
 from acd.store.records import (
@@ -52,8 +65,11 @@ from acd.store.records import (
     decode_snapshot,
     encode,
 )
+from acd.versions import RELEASE, STORE_FORMAT, STORE_FORMATS, describe
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("acd.store")
 
 _LOG_DB = b"log"
 _SNAPSHOTS_DB = b"snapshots"
@@ -76,8 +92,7 @@ SNAPSHOT_PART_BYTES = 1 << 20
 _PARTS_HEADER = b"\xc1parts"
 _parts_header = struct.Struct(">II")  # number of parts, total bytes
 
-_FORMAT_VERSION = b"1"
-_META_FORMAT = b"format"
+_META_FORMAT = b"format"  # the store's format, in ASCII decimal digits
 _META_CLUSTER = b"cluster"
 _META_NODE = b"node"
 _META_EPOCH = b"epoch"
@@ -87,6 +102,9 @@ _META_EPOCH = b"epoch"
 # report the last LSN this node holds.
 _META_APPLIED_LSN = b"applied_lsn"
 _META_EPOCH_HISTORY = b"epoch_history"
+# Format 2: the release of the binary that last opened the store, and its format migrations.
+_META_RELEASE = b"release"
+_META_MIGRATIONS = b"migrations"
 
 RESERVED_META_KEYS = frozenset(
     k.decode()
@@ -97,6 +115,8 @@ RESERVED_META_KEYS = frozenset(
         _META_EPOCH,
         _META_APPLIED_LSN,
         _META_EPOCH_HISTORY,
+        _META_RELEASE,
+        _META_MIGRATIONS,
     )
 )
 
@@ -107,6 +127,43 @@ _TRUNCATE_CHUNK_RECORDS = 50_000
 
 _history_encoder = msgspec.msgpack.Encoder()
 _history_decoder = msgspec.msgpack.Decoder(dict[int, int])
+
+
+class Migration(msgspec.Struct, frozen=True, kw_only=True):
+    """One format migration the store went through (meta key ``migrations``, format 2 on)."""
+
+    from_format: int
+    to_format: int
+    release: str   # the release of the binary that migrated it
+    at: float      # Unix time at which it was migrated
+    backup: str    # the verified copy of the store at ``from_format``, taken just before
+
+
+_migrations_decoder = msgspec.msgpack.Decoder(list[Migration])
+
+# The manifest written next to a backup's data.mdb: the same file `acd backup` writes, so a
+# backup taken before a migration is restored by `acd restore` like any other.
+BACKUP_MANIFEST = "manifest.json"
+
+
+def _format_of(raw: bytes | None) -> int | None:
+    """The format recorded in meta, or None when the entry is missing or not a number."""
+    if raw is None or not raw.isdigit() or len(raw) > 9:
+        return None
+    return int(raw)
+
+
+def _to_format_2(txn: lmdb.Transaction[Any], meta: lmdb._Database) -> None:
+    """Format 1 to 2: record the release that opens the store and start its migration history."""
+    txn.put(_META_RELEASE, RELEASE.encode(), db=meta)
+    if txn.get(_META_MIGRATIONS, db=meta) is None:
+        txn.put(_META_MIGRATIONS, _history_encoder.encode([]), db=meta)
+
+
+# The migration from each format to the next, all run in one write transaction (nothing of a
+# migration that fails is written). A format listed in STORE_FORMATS below the newest needs
+# its step here.
+MIGRATIONS: dict[int, Callable[[lmdb.Transaction[Any], lmdb._Database], None]] = {1: _to_format_2}
 
 
 def private_files(directory: Path) -> None:
@@ -228,7 +285,14 @@ class Store:
         map_size_max_bytes: int = 16 * 2**30,
         sync: bool = True,
         snapshots_kept: int = 2,
+        migrate: bool = True,
     ) -> None:
+        """Open (or create) the store in ``path`` and verify it.
+
+        A store at an older format is migrated to ``STORE_FORMAT`` after a verified backup
+        (see the module's docstring); with ``migrate=False`` it is opened at its own format and
+        left there (for copies that are only read, such as a backup being verified).
+        """
         if not cluster or not node:
             raise StoreError("a store needs a non-empty cluster name and node name")
         if map_size_bytes <= 0:
@@ -270,8 +334,11 @@ class Store:
         self._last_epoch = 0
         self._snapshot_lsn = 0
         self._history: dict[int, int] = {}
+        self._format = STORE_FORMAT
         try:
             self._open(map_size_bytes)
+            if self._format < STORE_FORMAT and migrate:
+                self._migrate()
         except BaseException:
             self._release()
             raise
@@ -367,7 +434,9 @@ class Store:
                         f"the store in {self.path} holds records but no cluster identity; "
                         f"its metadata is damaged"
                     )
-                txn.put(_META_FORMAT, _FORMAT_VERSION, db=self._meta)
+                txn.put(_META_FORMAT, str(STORE_FORMAT).encode(), db=self._meta)
+                txn.put(_META_RELEASE, RELEASE.encode(), db=self._meta)
+                txn.put(_META_MIGRATIONS, _history_encoder.encode([]), db=self._meta)
                 txn.put(_META_CLUSTER, self.cluster.encode(), db=self._meta)
                 txn.put(_META_NODE, self.node.encode(), db=self._meta)
                 txn.put(_META_EPOCH, _key(0), db=self._meta)
@@ -387,14 +456,136 @@ class Store:
                     f"of cluster {self.cluster!r}, not to node {self.node!r}; point this node at its "
                     f"own data directory (a new node starts empty and receives a snapshot)"
                 )
-            stored_format = txn.get(_META_FORMAT, db=self._meta)
-            if stored_format != _FORMAT_VERSION:
+            raw_format = txn.get(_META_FORMAT, db=self._meta)
+            stored_format = _format_of(raw_format)
+            if stored_format is None:
                 raise StoreError(
-                    f"the store in {self.path} has format {stored_format!r}, this build reads "
-                    f"format {_FORMAT_VERSION!r}"
+                    f"the store in {self.path} records no readable format ({raw_format!r}); its "
+                    f"metadata is damaged"
                 )
+            if stored_format not in STORE_FORMATS:
+                raise self._unsupported(stored_format, txn.get(_META_RELEASE, db=self._meta))
+            self._format = stored_format
+            if stored_format >= 2 and txn.get(_META_RELEASE, db=self._meta) != RELEASE.encode():
+                txn.put(_META_RELEASE, RELEASE.encode(), db=self._meta)
         # Leaving the block commits, which keeps the database handles valid
         # (LMDB closes handles opened in an aborted transaction).
+
+    def _unsupported(self, found: int, release: bytes | None) -> UnsupportedFormat:
+        by = f" (last opened by release {release.decode(errors='replace')})" if release else ""
+        if found > STORE_FORMATS[-1]:
+            way = (f"run a release that opens format {found}, or restore the backup taken before "
+                   f"its migration (acd restore)")
+        else:
+            way = "open it once with an earlier release that opens both formats, which migrates it"
+        return UnsupportedFormat(
+            f"the store in {self.path} has format {found}{by}; this binary (release {RELEASE}) "
+            f"opens store formats {describe(STORE_FORMATS)}; {way}",
+            found=found, supported=STORE_FORMATS,
+        )
+
+    # ------------------------------------------------------------- migration
+
+    def _migrate(self) -> None:
+        """Migrate the store to STORE_FORMAT: verified backup first, then one transaction."""
+        old = self._format
+        backup = self._backup_before_migration(old)
+        entry = Migration(from_format=old, to_format=STORE_FORMAT, release=RELEASE, at=time.time(), backup=str(backup))
+
+        def work(txn: lmdb.Transaction[Any]) -> None:
+            for version in range(old, STORE_FORMAT):
+                MIGRATIONS[version](txn, self._meta)
+            raw = txn.get(_META_MIGRATIONS, db=self._meta)
+            history = _migrations_decoder.decode(raw) if raw is not None else []
+            txn.put(_META_MIGRATIONS, _history_encoder.encode([*history, entry]), db=self._meta)
+            txn.put(_META_RELEASE, RELEASE.encode(), db=self._meta)
+            txn.put(_META_FORMAT, str(STORE_FORMAT).encode(), db=self._meta)
+
+        with self._lock:
+            try:
+                self._write(work)
+            except Exception as exc:
+                log.error("store migration failed path=%s from_format=%d to_format=%d backup=%s: %s",
+                          self.path, old, STORE_FORMAT, backup, exc)
+                raise StoreError(
+                    f"migrating the store in {self.path} from format {old} to format "
+                    f"{STORE_FORMAT} failed ({exc}); nothing was changed, the store is still at "
+                    f"format {old}; a verified backup taken before is in {backup}"
+                ) from exc
+            self._format = STORE_FORMAT
+        log.warning("store migrated path=%s from_format=%d to_format=%d release=%s backup=%s",
+                    self.path, old, STORE_FORMAT, RELEASE, backup)
+
+    def _backup_before_migration(self, old: int) -> Path:
+        """A compacted copy of the store beside it, verified as a store at format ``old``, with
+        the manifest `acd backup` writes; raises StoreError (nothing migrated) if it cannot be."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.format-{old}-backup-{stamp}")
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = self.path.with_name(f"{self.path.name}.format-{old}-backup-{stamp}-{suffix}")
+        try:
+            self.copy_to(target)
+        except StoreError as exc:
+            raise StoreError(
+                f"the store in {self.path} is at format {old} and must be migrated to format "
+                f"{STORE_FORMAT}, but the backup taken first could not be written ({exc}); "
+                f"nothing was migrated"
+            ) from exc
+        try:
+            copy = Store(target, cluster=self.cluster, node=self.node, migrate=False,
+                         map_size_max_bytes=self._map_size_max_bytes, sync=self._sync)
+        except StoreError as exc:
+            raise StoreError(
+                f"the backup {target} taken before migrating the store in {self.path} does not "
+                f"verify ({exc}); nothing was migrated"
+            ) from exc
+        try:
+            statistics = copy.statistics()
+            held = (copy._format, copy.last_lsn(), copy.epoch(), copy._snapshot_lsn, copy.epoch_history())
+            expected = (old, self._last_lsn, self._epoch, self._snapshot_lsn, self._history)
+        finally:
+            copy.close()
+        if held != expected:
+            raise StoreError(
+                f"the backup {target} taken before migrating the store in {self.path} holds "
+                f"(format, LSN, epoch, snapshot LSN, epochs) {held}, the store {expected}; "
+                f"nothing was migrated"
+            )
+        for name in (_LOCK_FILE, "lock.mdb"):
+            (target / name).unlink(missing_ok=True)
+        digest = hashlib.sha256()
+        with open(target / "data.mdb", "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        manifest = {
+            "cluster": self.cluster, "node": self.node, "epoch": self._epoch, "lsn": self._last_lsn,
+            "snapshot_lsn": self._snapshot_lsn, "records": statistics.records, "sha256": digest.hexdigest(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "format": old,
+        }
+        path = target / BACKUP_MANIFEST
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(manifest, file, indent=2)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(path, 0o600)
+        _fsync_directory(target)
+        return target
+
+    def format(self) -> int:
+        """The store's format (STORE_FORMAT unless opened with ``migrate=False``)."""
+        return self._format
+
+    def migrations(self) -> list[Migration]:
+        """The format migrations the store went through, oldest first (none before format 2)."""
+        raw = self.get_meta(_META_MIGRATIONS.decode())
+        if raw is None:
+            return []
+        try:
+            return _migrations_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreError(f"the migration history of the store in {self.path} is damaged: {exc}") from exc
 
     def _load_and_verify(self) -> None:
         """Load the in-memory copies and verify the whole log after the latest snapshot."""
