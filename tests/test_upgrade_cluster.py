@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from acd.core import versions
-from acd.launcher import LocalCluster, prepare_config, wait_for
+from acd.tools.launcher import LocalCluster, prepare_config, wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "busan-120.toml"
 
