@@ -388,7 +388,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def upgrade_status(settings: settings_module.Settings, token: str = "") -> dict[str, Any]:
     """Every node's versions as it answers /v1/cluster, the active core version and the next one."""
-    from acd import identity
+    from acd.tools import identity
 
     answers = identity.ask_all(settings, token)
     nodes: list[dict[str, Any]] = []
@@ -452,7 +452,7 @@ def _upgrade_status(args: argparse.Namespace) -> int:
 def _upgrade_finalize(args: argparse.Namespace) -> int:
     import httpx
 
-    from acd import identity
+    from acd.tools import identity
 
     settings = _load(args.config)
     try:

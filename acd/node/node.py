@@ -228,6 +228,9 @@ class Node:
         # ids: a retry is refused at once instead of being applied again.
         self._poisoned: dict[bytes, str] = {}
         self._closed = False
+        # On a primary, between applying a batch in the core and its commit: the batch's last
+        # LSN (the core's state already holds it; `lsn` follows once it is durable).
+        self._batch_lsn: int | None = None
         if settings.standalone and self.store.epoch() == 0:
             # A standalone node is the primary of epoch 1 from its first start: records carry
             # an epoch of at least 1 (acd.store), and no election ever moves it on.
@@ -247,6 +250,7 @@ class Node:
         broker is left alone, since its readers already saw every durable event (a rebuild
         after a refused batch).
         """
+        self._batch_lsn = None
         snapshot = self.store.latest_snapshot()
         if snapshot is not None:
             try:
@@ -340,6 +344,12 @@ class Node:
             return None
         key = self.store.secret(call.caller_key)
         return None if key is None else self.sealer.open(call.sealed_for or call_id, call.caller_sealed, key)
+
+    @property
+    def state_lsn(self) -> int:
+        """The LSN of the last record the core's state holds: `lsn`, or on a primary while a batch
+        it applied is being committed, that batch's last LSN (what a state hash describes)."""
+        return self.lsn if self._batch_lsn is None else self._batch_lsn
 
     def writable_error(self) -> NotPrimary | None:
         """Why this node takes no write now (the refusal to raise), or None when it does."""
@@ -472,6 +482,7 @@ class Node:
             return
 
         if records:
+            self._batch_lsn = lsn
             started = time.perf_counter()
             # The batch leaves for the standby now, while the local commit (fsync) runs: the
             # two fsyncs overlap. Nothing is acknowledged before both are durable
@@ -499,6 +510,7 @@ class Node:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))
             self.lsn = lsn
+            self._batch_lsn = None
             self._since_snapshot += len(records)
             try:
                 await self.replicator.replicate(records)

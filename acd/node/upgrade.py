@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from acd import identity
 from acd.core import Rejection
 from acd.core import commands as c
 from acd.core.versions import RELEASE, describe, supported_core_versions
+from acd.tools import identity
 
 if TYPE_CHECKING:
     from acd.node.node import Node
