@@ -80,7 +80,6 @@ def test_short_day_with_a_rolling_upgrade_loses_nothing_and_changes_the_rule_onl
     assert (upgrade["finalize"]["previous_core_version"], upgrade["finalize"]["active_core_version"]) == (1, 2)
     assert {row["node"]: row["core_versions"] for row in upgrade["status_after"]["nodes"]} == {"a": [1, 2], "b": [1, 2]}
     assert upgrade["status_after"]["active_core_version"] == 2
-    assert upgrade["alarm_comparisons"] > 0 and upgrade["alarm_divergences"] == 0
     for report in figures["verify"].values():
         assert not report.get("problems"), report
     text = (out / "summary.md").read_text(encoding="utf-8")
