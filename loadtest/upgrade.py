@@ -22,9 +22,13 @@ The checks (`loadtest.checks`) require version 1's answer at every step before f
 version 2's after it. The probe's calls are left out of the counts compared with Locust's
 records (the runner subtracts the probe queue's figures from the center's).
 
-With the divergence alarm (`cluster.compare_state_every_records`), the runner also reads the
-primary's comparison counters (`state_comparisons`, `state_divergences` in `/v1/cluster`) at
-every step and before each node is stopped, since a restarted process counts from zero.
+With the divergence alarm (`cluster.compare_state_every_records`, every 50 records here) the
+runner does what the runbook asks before it goes on after each node's upgrade: it waits until
+the primary has compared states with the upgraded standby, and stops the upgrade if the alarm
+fired. It also reads the primary's comparison counters (`state_comparisons`,
+`state_divergences` in `/v1/cluster`) at every step and before each node is stopped, since a
+restarted process counts from zero. `--test-no-core-gate` (test only) upgrades the nodes to a
+binary with the planted bug `ACD_TEST_NO_CORE_GATE=1`: the alarm must then fire and stop it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from acd.core.versions import NO_GATE_ENV
 from acd.tools.launcher import LocalCluster, wait_for
 from acd.versions import NEXT_CORE_ENV
 
@@ -56,8 +61,9 @@ RULE_OF = {IDLE_LONGEST: "longest-idle", FEWEST_HANDLED: "fewest-handled"}
 EXPECTED_RULE = {1: "longest-idle", 2: "fewest-handled"}
 # The "new binary": the environment a node is restarted with.
 NEW_BINARY = {NEXT_CORE_ENV: "1"}
-# States compared under the alarm every this many records during an upgrade run.
-COMPARE_EVERY_RECORDS = 250
+# States compared under the alarm every this many records during an upgrade run (a comparison
+# every few seconds of the day's traffic: the upgrade waits for one after each node's upgrade).
+COMPARE_EVERY_RECORDS = 50
 
 
 def probe_center(center_text: str) -> str:
@@ -180,6 +186,8 @@ class RollingUpgrade:
         self.client = httpx.Client(timeout=10.0)
         self.probe = Probe(cluster, self.client)
         self.t0 = 0.0
+        # The new binary; with --test-no-core-gate, one with the planted bug (acd/core/versions.py).
+        self.new_binary = dict(NEW_BINARY, **({NO_GATE_ENV: "1"} if run.options.test_no_core_gate else {}))
 
     # ------------------------------------------------------------------ readings
 
@@ -259,19 +267,47 @@ class RollingUpgrade:
 
         wait_for(synced, 120, interval=0.05, what=f"node {standby} to be back in sync with node {primary}")
 
+    def alarm_counters(self, primary: str) -> tuple[int, int] | None:
+        """The primary's (comparisons, divergences), or None without the alarm."""
+        view = self.cluster.view(primary) or {}
+        if "state_comparisons" not in view:
+            return None
+        return int(view["state_comparisons"]), int(view["state_divergences"])
+
+    def compared(self, node: str, primary: str) -> None:
+        """docs/operations.md: before going on, the primary compares states with the upgraded
+        standby at least once; a mismatch stops the upgrade where it is."""
+        before = self.alarm_counters(primary)
+        if before is None:
+            return
+        started = time.time()
+
+        def next_comparison() -> tuple[int, int] | None:
+            now = self.alarm_counters(primary)
+            if now is None or now[1] > before[1]:
+                raise UpgradeFailed(f"the divergence alarm fired: node {node}'s state differs from node {primary}'s "
+                                    f"({(self.cluster.view(primary) or {}).get('standby_diverged_at_lsn')}); upgrade stopped")
+            return now if now[0] > before[0] else None
+
+        now = wait_for(next_comparison, 120, interval=0.05, what=f"node {primary} to compare states with node {node}")
+        self.step(f"node {node} compared", started, f"node {primary}'s comparisons {before[0]} -> {now[0]}, none differed")
+
     def upgrade_node(self, node: str, primary: str) -> None:
-        """Stop `node` (the standby), start it with the new binary, wait until it is in sync."""
+        """Stop `node` (the standby), start it with the new binary, wait until it is in sync and
+        the primary has compared their states."""
         started = time.time()
         self.read_alarm(primary, f"before node {node} stops")
         self.cluster.signal(node, signal.SIGTERM)
         self.cluster.processes[node].wait(timeout=60)
-        self.cluster.start_node(node, env=NEW_BINARY)
+        self.cluster.start_node(node, env=self.new_binary)
         wait_for(lambda: self.cluster.healthy(self.cluster.settings.node(node).api), 60, interval=0.05, what=f"node {node} to answer /healthz")
         view = self.cluster.view(node) or {}
-        self.step(f"upgrade node {node}", started, f"restarted with {next(iter(NEW_BINARY))}=1: core versions {view.get('core_versions')}")
+        self.step(f"upgrade node {node}", started, f"restarted with {' '.join(f'{k}={v}' for k, v in self.new_binary.items())}: "
+                                                   f"core versions {view.get('core_versions')}")
         started = time.time()
         self.in_sync(primary, node)
         self.step(f"node {node} in sync", started, f"node {primary} ships to it and does not record it behind")
+        self.compared(node, primary)
 
     def __call__(self) -> None:
         record = self.record
