@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-false-failovers bench-dr dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-upgrade loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-false-failovers bench-dr bench-state-hash dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-upgrade loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-sim       simulator speed and the full Erlang C/A agreement sweep"
 	@echo "make bench-failover  failover and rejoin times over 20 kills, 20 SIGSTOPs and 20 isolations of the primary (N=5: fewer)"
 	@echo "make bench-false-failovers  failovers per hour of a healthy cluster, cores saturated, an fsync writer beside"
+	@echo "make bench-state-hash  what the divergence alarm's state hash costs (in the process, forked)"
 	@echo "make dr-sweep        every disaster-recovery scenario over 100 seeds, swarm over 1,000"
 	@echo "make mmc-coverage    sim mmc's 95 % interval over a long grid of Erlang C and A points, 20 seeds each (several minutes)"
 	@echo "make mutants         plant each catalogued replication bug in a scratch copy; the simulator must catch every one"
@@ -94,6 +95,9 @@ dr-sweep: $(STAMP)
 
 bench-dr: $(STAMP)
 	$(BIN)/python -m bench.dr
+
+bench-state-hash: $(STAMP)
+	$(BIN)/python -m bench.state_hash
 
 # The long version of tests/test_mmc_coverage.py: default run lengths, the README's point among them.
 mmc-coverage: $(STAMP)

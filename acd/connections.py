@@ -45,7 +45,7 @@ import hypercorn.trio.tcp_server
 import prometheus_client
 import trio
 
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 from acd.settings import Settings, descriptor_limit
 
 log = logging.getLogger("acd.serve")

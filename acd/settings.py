@@ -57,6 +57,9 @@ class ClusterSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # IP addresses or networks (CIDR) allowed to connect to the replication ports and the
     # witness; empty: any address.
     replication_allow_from: list[str] = []
+    # Primary and standby compare their state hashes after every record whose LSN is a
+    # multiple of this (docs/replication.md, "Divergence alarm"); 0: never.
+    compare_state_every_records: Annotated[int, msgspec.Meta(ge=0)] = 5000
 
 
 class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

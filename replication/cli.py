@@ -179,6 +179,10 @@ def cluster_status(settings: settings_module.Settings, token: str = "", *, max_l
             lag_seconds = primary.get("lag_seconds") or 0.0
             if lag_seconds > max_lag_seconds:
                 degraded.append(f"the standby is {lag_seconds:.1f} s behind (limit {max_lag_seconds:g} s)")
+            diverged_at = primary.get("standby_diverged_at_lsn")
+            if diverged_at is not None:
+                degraded.append(f"the standby {primary.get('peer')}'s state differs from the primary's at LSN {diverged_at} "
+                                f"(state hashes differ): it is not electable until it is rebuilt from the primary's snapshot and agrees")
         reasons += degraded
         verdict, code = ("degraded", DEGRADED) if reasons else ("healthy", HEALTHY)
     return {"cluster": settings.cluster.name, "mode": settings.cluster.mode, "health": verdict, "exit": code,

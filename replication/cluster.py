@@ -1,4 +1,11 @@
-"""A node's part in the cluster: elections, the lease, log shipping, catch-up, switchover.
+"""A node's part in the cluster: the Trio driver of the replication core.
+
+`ReplicationDriver` does the I/O of replication (connections to the peer and the witness,
+timers, the node's store) and leaves the decisions to `replication.core`, which is pure: who
+gets a vote, when a ballot is won, how long a lease runs, when the standby is recorded behind
+and cleared, what to ship next, where a rejoining standby's log diverged and what to truncate.
+The same driver runs in a real process and in the disaster-recovery simulator (`sim/dr`).
+It sees the node only through `acd.replica.ReplicaNode`.
 
 See `docs/replication.md` for the protocol (glossary, messages, safety argument). In short:
 
@@ -7,7 +14,7 @@ See `docs/replication.md` for the protocol (glossary, messages, safety argument)
   until `lease_seconds` after it granted. The primary renews with the witness and with the
   standby (each `Append` asks for it) every `renew_interval`.
 - The primary counts its lease from the moment it *sent* the request, shortened by the clock
-  drift bound and a margin (`DRIFT`, `MARGIN`), so it stops acknowledging before any voter
+  drift bound and a margin (`core.DRIFT`, `core.MARGIN`), so it stops acknowledging before any voter
   can grant another node a vote. The pipeline re-checks the lease before every reply.
 - `sync` mode: a batch is acknowledged once the standby has it durably. If the standby does
   not answer within `standby_timeout`, the primary asks the witness to record it *behind*;
@@ -25,6 +32,7 @@ See `docs/replication.md` for the protocol (glossary, messages, safety argument)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -35,11 +43,14 @@ import trio
 
 from acd import buggify
 from acd.core import commands as c
-from acd.node.locks import QuickLock
-from acd.node.node import Node, NotPrimary
+from acd.locks import QuickLock
+from acd.replica import NotPrimary, ReplicaNode, Role
 from acd.settings import Settings
 from acd.store import Record, StoreError
 
+from . import core
+from .core import Ballot, BehindRecord, ShipQueue, Voter
+from .metrics import PortStatistics, ReplicationCollector, ReplicationStatistics
 from .network import Network, TcpNetwork, replication_limits
 from .protocol import (
     Ack,
@@ -65,19 +76,16 @@ from .protocol import (
 
 log = logging.getLogger("acd.replication")
 
-DRIFT = 0.01     # clocks may run up to 1 % apart over a lease period
-MARGIN = 0.05    # seconds, for scheduling delays between the reply and our reading the clock
-TAIL_RECORDS = 4096  # newest records of the term the ship loop sends from memory
 SHIP_RETRY_MIN = 0.05   # seconds between attempts to reach the standby, at first
 SHIP_RETRY_MAX = 0.4    # and at most
-CATCH_UP_RECORDS = 1024  # a standby this close (and keeping up) is asked to catch up for good
+DIVERGED_META = "standby_diverged_at_lsn"   # store meta: the alarm this node raised, until it clears
 CONNECTION_ERRORS = (OSError, FrameError, trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class PeerClient:
     """Request/reply over one framed connection, reconnecting on failure."""
 
-    def __init__(self, member: Member, address: str, purpose: str) -> None:
+    def __init__(self, member: ReplicationDriver, address: str, purpose: str) -> None:
         self.member = member
         self.address = address
         self.purpose = purpose
@@ -100,7 +108,7 @@ class PeerClient:
                         if self.channel is None:
                             stream = await self.member.network.connect(self.address)
                             channel = Channel(stream, cluster=self.member.cluster, secret=self.member.secret)
-                            await handshake(channel, node=self.member.name, role=self.member.node.role, purpose=self.purpose, initiator=True)
+                            await handshake(channel, node=self.member.name, role=str(self.member.node.role), purpose=self.purpose, initiator=True)
                             self.channel = channel
                         await self.channel.send(message)
                         reply = await self.channel.receive()
@@ -123,10 +131,11 @@ class PeerClient:
                     pass
 
 
-class Member:
-    """The replication layer of one node; also the node's `Replicator`."""
+class ReplicationDriver:
+    """The replication layer of one node (the Trio driver of `replication.core`); also the
+    node's `Replicator`."""
 
-    def __init__(self, node: Node, settings: Settings, *, network: Network | None = None,
+    def __init__(self, node: ReplicaNode, settings: Settings, *, network: Network | None = None,
                  clock: Callable[[], float] = trio.current_time, secret: bytes | None = None) -> None:
         self.node = node
         self.settings = settings
@@ -149,21 +158,19 @@ class Member:
         self.ballot_grace = max(0.02, self.failover_timeout / 20)
         store = node.store
         promised = store.get_meta("promised_epoch")
-        self.promised_epoch = max(int(promised) if promised else 0, store.epoch())
         voted = store.get_meta("voted_for")
-        self.voted_for = voted.decode() if voted else ""
-        self.leader: str | None = None
+        self.voter = Voter(
+            self.name, self.lease_seconds, promised_epoch=max(int(promised) if promised else 0, store.epoch()),
+            voted_for=voted.decode() if voted else "",
+        )
         self.lease_until = 0.0
         self.forced = False
         now = clock()
         self.last_heard = now
-        self.granted_until = 0.0
-        self.acked_lsn = 0
+        self.queue = ShipQueue()      # what there is to ship, and what the standby acknowledged
         self.acked_changed = trio.Event()
         self.peer_connected = False
-        self.behind_recorded = False   # the witness confirmed it records the peer behind
-        self.behind_maybe = False      # it may record the peer behind (a request went unanswered)
-        self.require_standby = True
+        self.behind = BehindRecord()   # whether the witness records the peer behind
         self.peer_in_sync = False      # standby side: the primary requires our acknowledgements
         self.new_records = trio.Event()
         self.handover_requested = False   # primary side: a switchover stopped taking writes
@@ -186,17 +193,6 @@ class Member:
         self._promotion_detail = ""
         self.witness = PeerClient(self, self.witness_address, "witness") if self.witness_address else None
         self.peer_votes = PeerClient(self, self.peer.replication, "vote") if self.peer else None
-        self._append_times: deque[tuple[int, float]] = deque()
-        # Shipping starts while the primary's own commit runs (Node._process): the newest
-        # records of this term, in LSN order, are shipped from memory (`_tail`), so shipping
-        # never waits for, nor reads back, the local store. A batch whose local commit failed
-        # is withdrawn (`retract`): the standby may hold records after `_retracted_after`
-        # that are in no log of ours; it is truncated back before anything after that LSN
-        # counts as acknowledged, and replies to what was sent before the withdrawal
-        # (`_ship_generation`) acknowledge nothing.
-        self._tail: list[Record] = []
-        self._retracted_after: int | None = None
-        self._ship_generation = 0
         self._ship_sessions = 0               # shipping connections that got as far as shipping
         self._ship_serial = 0                 # standby side: the newest shipping connection
         self._ship_apply_lock = QuickLock()
@@ -204,16 +200,67 @@ class Member:
         # RecordBehind and ClearBehind one at a time, each with the state it settles: a record
         # confirmed while a clear waited for the standby would otherwise be cleared at once.
         self._behind_lock = QuickLock()
+        # Primary side: its state hashes against the standby's (the divergence alarm). An alarm
+        # outlives a restart: after one this node still refuses the peer its vote, and rebuilds
+        # it once primary again.
+        self.state_check = core.StateCheck()
+        diverged = store.get_meta(DIVERGED_META)
+        if diverged:
+            self.state_check.diverged_at = int(diverged)
         node.replicator = self
-        node.role = "standby"
-        from .metrics import ReplicationCollector
+        node.step_down()
+        node.metrics_registry.register(ReplicationCollector(self.statistics))
 
-        node.metrics.registry.register(ReplicationCollector(self))
+    # ------------------------------------------------------------------ the core's state, by name
+
+    @property
+    def promised_epoch(self) -> int:
+        return self.voter.promised_epoch
+
+    @property
+    def voted_for(self) -> str:
+        return self.voter.voted_for
+
+    @property
+    def leader(self) -> str | None:
+        return self.voter.leader
+
+    @leader.setter
+    def leader(self, value: str | None) -> None:
+        self.voter.leader = value
+
+    @property
+    def granted_until(self) -> float:
+        return self.voter.granted_until
+
+    @granted_until.setter
+    def granted_until(self, value: float) -> None:
+        self.voter.granted_until = value
+
+    @property
+    def acked_lsn(self) -> int:
+        return self.queue.acked_lsn
+
+    @property
+    def behind_recorded(self) -> bool:
+        return self.behind.recorded
+
+    @property
+    def behind_maybe(self) -> bool:
+        return self.behind.maybe
+
+    @property
+    def require_standby(self) -> bool:
+        return self.behind.require_standby
+
+    @property
+    def primary(self) -> bool:
+        return self.node.role == Role.PRIMARY
 
     # ------------------------------------------------------------------ Replicator
 
     def lease_valid(self) -> bool:
-        return self.node.role == "primary" and (self.forced or self.clock() < self.lease_until)
+        return core.lease_holds(self.primary, self.forced, self.clock(), self.lease_until)
 
     def can_accept(self) -> bool:
         return self.lease_valid() and not self.handover_requested
@@ -227,59 +274,27 @@ class Member:
 
     def lag_seconds(self) -> float:
         """Age of the oldest record the standby has not acknowledged yet."""
-        times = self._append_times
-        while times and times[0][0] <= self.acked_lsn:
-            times.popleft()
-        return round(self.clock() - times[0][1], 3) if times else 0.0
+        return self.queue.lag_seconds(self.clock())
 
     def ship(self, records: list[Record] | Any) -> None:
         """Hand a batch to the ship loop before it is durable here (the commits overlap)."""
-        if not records or self.node.role != "primary":
+        if not records or not self.primary:
             return
-        tail = self._tail
-        if tail and tail[-1].lsn + 1 != records[0].lsn:
-            tail.clear()
-        tail.extend(records)
-        if len(tail) > 2 * TAIL_RECORDS:
-            del tail[:-TAIL_RECORDS]
-        self._append_times.append((records[-1].lsn, self.clock()))
-        while len(self._append_times) > 10_000:
-            self._append_times.popleft()
+        self.queue.add(records, self.clock())
         self.new_records.set()
         self.new_records = trio.Event()
 
     def retract(self, after_lsn: int) -> None:
-        """The local commit of what was shipped after `after_lsn` failed: withdraw it.
-
-        Nothing after `after_lsn` was acknowledged (the pipeline waits for the local commit
-        first). From here on the standby is truncated back to `after_lsn` before it is shipped
-        anything else, and acknowledgements it sent for the withdrawn records do not count.
-        """
-        del self._tail[next((i for i, r in enumerate(self._tail) if r.lsn > after_lsn), len(self._tail)):]
-        self._ship_generation += 1
-        if self._retracted_after is None or after_lsn < self._retracted_after:
-            self._retracted_after = after_lsn
-        if self.acked_lsn > after_lsn:
-            self.acked_lsn = after_lsn
-        while self._append_times and self._append_times[-1][0] > after_lsn:
-            self._append_times.pop()
+        """The local commit of what was shipped after `after_lsn` failed: withdraw it
+        (`ShipQueue.retract`)."""
+        self.queue.retract(after_lsn)
+        self.state_check.withdraw(after_lsn)
         self.new_records.set()
         self.new_records = trio.Event()
 
-    def _shippable(self, after_lsn: int, limit: int) -> list[Record]:
-        """Up to `limit` records after `after_lsn`: from this term's tail, else from the store."""
-        tail = self._tail
-        if tail and tail[0].lsn <= after_lsn + 1 <= tail[-1].lsn:
-            start = after_lsn + 1 - tail[0].lsn
-            return tail[start:start + limit]
-        if after_lsn < self.node.store.last_lsn():
-            return self.node.store.read(after_lsn, limit)
-        return []
-
     def _ship_top(self) -> int:
         """The last LSN there is to ship: durable here, or in flight to our own store."""
-        last = self.node.store.last_lsn()
-        return max(last, self._tail[-1].lsn) if self._tail else last
+        return self.queue.top(self.node.store)
 
     async def replicate(self, records: list[Record] | Any) -> None:
         if self.mode == "async" or not records:
@@ -289,7 +304,7 @@ class Member:
         target = records[-1].lsn
         deadline = self.clock() + self.standby_timeout
         while self.acked_lsn < target and self.require_standby:
-            if self.node.role != "primary":
+            if not self.primary:
                 raise NotPrimary(f"node {self.name} stepped down", self.primary_api())
             if self.clock() >= deadline:
                 # The standby is slow or gone: go on alone only once the witness recorded
@@ -303,16 +318,18 @@ class Member:
                 await self.acked_changed.wait()
 
     def _acked(self, lsn: int) -> None:
-        if lsn > self.acked_lsn:
-            self.acked_lsn = lsn
+        self.queue.acked(lsn)
         self.acked_changed.set()
         self.acked_changed = trio.Event()
 
     # ------------------------------------------------------------------ state
 
     def _persist_vote(self, epoch: int, candidate: str) -> None:
-        self.promised_epoch = epoch
-        self.voted_for = candidate
+        self.voter.promise(epoch, candidate)
+        self._save_vote()
+
+    def _save_vote(self) -> None:
+        epoch, candidate = self.voter.promised_epoch, self.voter.voted_for
         self.node.store.put_meta("promised_epoch", str(epoch).encode())
         self.node.store.put_meta("voted_for", candidate.encode())
 
@@ -329,10 +346,10 @@ class Member:
         """The epoch of our record at `lsn` (durable or still being committed); None: unknown."""
         if lsn == 0:
             return 0
-        tail = self._tail
-        if tail and tail[0].lsn <= lsn <= tail[-1].lsn:
-            # From memory: reading the store would wait for a commit in progress (its lock).
-            return tail[lsn - tail[0].lsn].epoch
+        # From memory first: reading the store would wait for a commit in progress (its lock).
+        in_tail = self.queue.epoch_in_tail(lsn)
+        if in_tail is not None:
+            return in_tail
         store = self.node.store
         if lsn >= store.first_lsn():
             try:
@@ -346,20 +363,20 @@ class Member:
         return None
 
     def _extend_lease(self, sent_at: float, epoch: int) -> None:
-        if epoch != self.promised_epoch or self.node.role != "primary":
+        if epoch != self.promised_epoch or not self.primary:
             return
-        until = sent_at + self.lease_seconds * (1 - DRIFT) - MARGIN
+        until = core.lease_end(sent_at, self.lease_seconds)
         if until > self.lease_until:
             self.lease_until = until
 
     def step_down(self, reason: str) -> None:
-        if self.node.role == "primary":
+        if self.primary:
             log.warning("stepping down node=%s epoch=%d reason=%s", self.name, self.promised_epoch, reason)
-        self.node.role = "standby"
+        self.node.step_down()
         self.forced = False
         self.lease_until = 0.0
         self._rejoin_from = None
-        self._tail.clear()
+        self.queue.tail.clear()
         self.acked_changed.set()  # a batch waiting for the standby fails now, not at its timeout
         self.acked_changed = trio.Event()
         self.last_heard = self.clock()
@@ -369,12 +386,13 @@ class Member:
 
     def _see_epoch(self, epoch: int, leader: str | None = None) -> bool:
         """A message from a higher epoch: adopt it (and step down). False if stale."""
-        if epoch < self.promised_epoch:
+        news = core.epoch_news(epoch, self.promised_epoch)
+        if news == "stale":
             self.stale_dropped += 1
             log.info("dropped stale-epoch message node=%s epoch=%d promised=%d", self.name, epoch, self.promised_epoch)
             return False
-        if epoch > self.promised_epoch:
-            if self.node.role == "primary":
+        if news == "higher":
+            if self.primary:
                 self.step_down(f"saw higher epoch {epoch}")
             self._persist_vote(epoch, leader or "")
         if leader:
@@ -392,7 +410,7 @@ class Member:
 
     async def _role_loop(self) -> None:
         while True:
-            if self.node.role == "primary":
+            if self.primary:
                 with trio.CancelScope() as scope:
                     self._primary_scope = scope
                     async with trio.open_nursery() as nursery:
@@ -404,12 +422,12 @@ class Member:
                 self.peer_connected = False
                 continue
             invited = await self._wait_election_due()
-            if self.node.role != "primary":
+            if not self.primary:
                 await self._try_election(pre_vote=not invited)
 
     async def _wait_election_due(self) -> bool:
         """Wait until an election is due; True when the primary handed over to us."""
-        while self.node.role != "primary":
+        while not self.primary:
             if self.invited:
                 self.invited = False
                 return True
@@ -439,79 +457,66 @@ class Member:
         step down when it hears that epoch (Raft's PreVote).
         """
         epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
-        last_epoch, last_lsn = self._last_position()
         peer_name = self.peer.name if self.peer else ""
-        request = VoteRequest(
-            epoch=epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, force=force,
-            peer_behind=peer_name if self.mode == "sync" else "",
-        )
+        request = core.vote_request(epoch=epoch, candidate=self.name, last=self._last_position(), force=force,
+                                    sync=self.mode == "sync", peer=peer_name)
         if pre_vote and not force:
-            replies, granted = await self._ballot(msgspec.structs.replace(request, pre=True), epoch)
-            if not granted:
-                await self._lost(f"pre-vote epoch={epoch}", replies)
+            ballot = await self._ballot(msgspec.structs.replace(request, pre=True))
+            if not ballot.won():
+                await self._lost(f"pre-vote epoch={epoch}", ballot)
                 return False
             epoch = max(self.promised_epoch, self.node.store.epoch()) + 1
             request = msgspec.structs.replace(request, epoch=epoch)
-            if self.clock() < self.granted_until and self.leader not in (None, "", self.name):
-                # While the pre-vote was out we voted for the peer: that vote is a lease too,
-                # and standing now would break it (the simulator found two primaries so).
-                await self._lost(f"epoch={epoch} (voted for {self.leader} meanwhile)", replies)
+            if core.voted_for_other_meanwhile(self.clock(), self.granted_until, self.leader, self.name):
+                await self._lost(f"epoch={epoch} (voted for {self.leader} meanwhile)", ballot)
                 return False
         self._persist_vote(epoch, self.name)
         sent_at = self.clock()
-        replies, granted = await self._ballot(request, epoch)
-        if granted and self.promised_epoch == epoch:
+        ballot = await self._ballot(request)
+        if ballot.won() and self.promised_epoch == epoch:
             # A replicated append that passed its epoch check before our vote may still be
             # committing: it lands first, so the new epoch starts after it, and nothing of an
             # older epoch lands after the new epoch's start (_receive_one checks again).
             async with self.node.batch_lock:
-                if self.promised_epoch == epoch and self.node.role != "primary":
+                if self.promised_epoch == epoch and not self.primary:
                     # An unanswered vote may have been granted, and with it the peer recorded
                     # behind (`peer_behind`): remembered as "maybe recorded", to be cleared.
-                    self._become_primary(epoch, sent_at, witness_granted="witness" in granted, peer_granted="peer" in granted,
-                                         witness_unanswered=self.witness is not None and replies.get("witness") is None)
+                    self._become_primary(epoch, sent_at, witness_granted="witness" in ballot.granted, peer_granted="peer" in ballot.granted,
+                                         witness_unanswered=ballot.unanswered("witness"))
                     return True
-        await self._lost(f"epoch={epoch}", replies)
+        await self._lost(f"epoch={epoch}", ballot)
         return False
 
-    async def _ballot(self, request: VoteRequest, epoch: int) -> tuple[dict[str, Message | None], list[str]]:
-        """Ask the witness and the peer at once; adopt any higher epoch they report.
+    async def _ballot(self, request: VoteRequest) -> Ballot:
+        """Ask the witness and the peer at once, counting with `core.Ballot`; adopt any higher
+        epoch they report.
 
-        Returns as soon as the outcome is known: one grant is a majority (with our own vote),
-        and two answers are all there is. A silent voter is never waited for once a grant is
-        in; after a refusal, a pre-vote gives the silent one only `ballot_grace` (a paused or
-        cut-off node would hold the candidate for the whole timeout, and the pre-vote records
-        nothing, so asking again soon costs nothing). A request cut short drops its connection
-        (`PeerClient`): its reply, if any, is never read as another request's.
+        Returns as soon as the ballot says the outcome is known (the first grant, or every
+        answer); after a refusal, a pre-vote gives a silent voter only `ballot_grace`. A
+        request cut short drops its connection (`PeerClient`): its reply, if any, is never
+        read as another request's.
         """
-        replies: dict[str, Message | None] = {}
         timeout = max(0.1, self.failover_timeout / 3)
         voters = [(label, client) for label, client in (("witness", self.witness), ("peer", self.peer_votes)) if client is not None]
-
-        def grants(reply: Message | None) -> bool:
-            # A reply counts only for the epoch it answers (PeerClient never keeps a connection
-            # with a reply outstanding; this is the second line of defence).
-            return isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch
+        ballot = Ballot(request, [label for label, _ in voters])
 
         async with trio.open_nursery() as nursery:
             async def ask(label: str, client: PeerClient) -> None:
                 reply = await client.request(request, timeout)
-                replies[label] = reply
-                if grants(reply) or len(replies) == len(voters):
+                outcome = ballot.add(label, reply)
+                if outcome == "done":
                     nursery.cancel_scope.cancel()
-                elif request.pre and reply is not None:
+                elif outcome == "grace":
                     nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + self.ballot_grace)
 
             for label, client in voters:
                 nursery.start_soon(ask, label, client)
-        granted = [label for label, reply in replies.items() if grants(reply)]
-        for reply in replies.values():
-            if isinstance(reply, VoteReply) and reply.promised_epoch > epoch:
-                self._see_epoch(reply.promised_epoch, reply.leader or None)
-        return replies, granted
+        for epoch, leader in ballot.higher_epochs():
+            self._see_epoch(epoch, leader or None)
+        return ballot
 
-    async def _lost(self, what: str, replies: dict[str, Message | None]) -> None:
-        reasons = {label: (reply.reason if isinstance(reply, VoteReply) else "no answer") for label, reply in sorted(replies.items())}
+    async def _lost(self, what: str, ballot: Ballot) -> None:
+        reasons = ballot.reasons()
         # Say it once per change of circumstances, not every retry.
         level = logging.INFO if reasons != self._last_refusal else logging.DEBUG
         self._last_refusal = reasons
@@ -522,20 +527,16 @@ class Member:
     def _become_primary(self, epoch: int, sent_at: float, *, witness_granted: bool, peer_granted: bool,
                         witness_unanswered: bool = False) -> None:
         store = self.node.store
-        store.set_epoch(epoch, store.last_lsn() + 1)
+        self.node.become_primary(epoch)
         self.leader = self.name
         self.lease_until = 0.0
-        self.node.role = "primary"
         self._extend_lease(sent_at, epoch)
         # In sync mode the witness recorded the peer as behind with its vote: we acknowledge
         # alone until the peer has caught up and the record is cleared.
-        self.behind_recorded = witness_granted and self.mode == "sync" and self.peer is not None
-        self.behind_maybe = witness_unanswered and not witness_granted and self.mode == "sync" and self.peer is not None
-        self.require_standby = self.mode == "sync" and self.peer is not None and not self.behind_recorded
-        self.acked_lsn = 0
-        self._tail.clear()
-        self._retracted_after = None
-        self._ship_generation += 1
+        self.behind.elected(sync_with_peer=self.mode == "sync" and self.peer is not None,
+                            witness_granted=witness_granted, witness_unanswered=witness_unanswered)
+        self.queue.new_term()
+        self.state_check.new_term()
         # Time without a writable primary, as this node saw it: since it last heard one.
         self.last_failover_seconds = self.clock() - min(self.last_heard, self.no_primary_since or self.last_heard)
         self.no_primary_since = None
@@ -569,22 +570,18 @@ class Member:
                     VoteRequest(epoch=self.promised_epoch, candidate=self.name, last_epoch=last_epoch, last_lsn=last_lsn, renew=True),
                     self.lease_seconds / 3,
                 )
-                if isinstance(reply, VoteReply):
-                    if reply.granted:
-                        self._extend_lease(sent_at, reply.epoch)
-                    if reply.granted and self.forced:
-                        self.forced = False
-                    elif not reply.granted and reply.promised_epoch < self.promised_epoch and not self.forced:
-                        await self._update_witness(sent_at)
-                    elif reply.promised_epoch > self.promised_epoch or (
-                        reply.reason in ("stale_epoch", "not_leader") and reply.promised_epoch == self.promised_epoch
-                    ):
-                        # (A witness still at a lower epoch missed our election, won with the
-                        # peer's vote: the peer's lease carries us; nobody won anything newer.)
-                        if not self.forced:
-                            self._see_epoch(reply.promised_epoch, reply.leader or None)
-                            self.step_down(f"witness refused renewal: {reply.reason}")
-                            return
+                action = core.renewal(reply, promised=self.promised_epoch, forced=self.forced)
+                if action == "extend":
+                    assert isinstance(reply, VoteReply)
+                    self._extend_lease(sent_at, reply.epoch)
+                    self.forced = False
+                elif action == "update_witness":
+                    await self._update_witness(sent_at)
+                elif action == "step_down":
+                    assert isinstance(reply, VoteReply)
+                    self._see_epoch(reply.promised_epoch, reply.leader or None)
+                    self.step_down(f"witness refused renewal: {reply.reason}")
+                    return
             if self.peer is None and self.witness is None:
                 self.lease_until = self.clock() + self.lease_seconds
             await buggify.sleep(max(0.0, sent_at + self.renew_interval - self.clock()) if self.witness is not None else self.renew_interval)
@@ -609,14 +606,9 @@ class Member:
         if isinstance(reply, VoteReply) and reply.granted and reply.epoch == self.promised_epoch:
             log.info("witness brought to epoch=%d node=%s", self.promised_epoch, self.name)
             self._extend_lease(sent_at, reply.epoch)
-            self.behind_maybe = sync and not self.behind_recorded
         elif isinstance(reply, VoteReply):
-            # Still at its older epoch: none of this epoch's RecordBehind or ClearBehind was
-            # applied there, so there is nothing of ours to clear (what it holds we cannot).
             log.info("witness not brought to epoch=%d node=%s: %s", self.promised_epoch, self.name, reply.reason)
-            self.behind_maybe = False
-        else:
-            self.behind_maybe = sync and not self.behind_recorded   # no answer: maybe granted
+        self.behind.witness_updated(reply, self.promised_epoch, sync_with_peer=sync)
 
     async def _record_behind(self, lsn: int) -> bool:
         """Ask the witness to record the standby behind; True once it confirmed (go on alone).
@@ -628,22 +620,16 @@ class Member:
         if self.witness is None or self.peer is None:
             return False
         async with self._behind_lock:
-            if self.acked_lsn >= lsn or not self.require_standby:
+            if not self.behind.record_wanted(self.acked_lsn, lsn):
                 return False  # settled while a clear held the lock: the caller looks again
-            was_maybe = self.behind_maybe
-            self.behind_maybe = True
+            was_maybe = self.behind.record_sent()
             reply = await self.witness.request(
                 RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=lsn), self.standby_timeout
             )
-            if isinstance(reply, Ack) and reply.ok:
+            if self.behind.record_answered(reply, was_maybe):
                 log.warning("standby recorded behind node=%s standby=%s lsn=%d: acknowledging alone", self.name, self.peer.name, lsn)
-                self.behind_recorded = True
-                self.behind_maybe = False
-                self.require_standby = False
                 return True
-            if isinstance(reply, Ack):  # refused: the witness recorded nothing
-                self.behind_maybe = was_maybe
-            else:
+            if not isinstance(reply, Ack):
                 log.warning("no answer to RecordBehind node=%s standby=%s: maybe recorded, staying synchronous", self.name, self.peer.name)
             return False
 
@@ -658,27 +644,22 @@ class Member:
         """
         assert self.peer is not None and self.witness is not None
         async with self._behind_lock:
-            if not (self.behind_recorded or self.behind_maybe):
-                return
             # From here every batch waits for the standby (or for a RecordBehind, which waits
             # for this lock): what was acknowledged alone is durable here, at or below target.
-            self.require_standby = True
+            if self.state_check.diverged or not self.behind.clear_begin():
+                return  # (a diverged standby stays behind until it is rebuilt and agrees)
             target = self.node.store.last_lsn()
             with trio.move_on_after(self.standby_timeout):
                 while self.acked_lsn < target:
                     await self.acked_changed.wait()
             if self.acked_lsn < target:
-                if self.behind_recorded and not self.behind_maybe:
-                    # The confirmed record still stands (no clear was sent since): alone is safe.
-                    self.require_standby = False
+                self.behind.clear_not_caught_up()
                 return
-            self.behind_recorded = False
-            self.behind_maybe = True   # no answer means "maybe cleared" as much as "maybe not"
+            self.behind.clear_sent()
             reply = await self.witness.request(
                 ClearBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name), self.standby_timeout
             )
-            if isinstance(reply, Ack) and reply.ok:
-                self.behind_maybe = False
+            if self.behind.clear_answered(reply):
                 log.info("standby caught up node=%s standby=%s lsn=%d", self.name, self.peer.name, self.acked_lsn)
                 self._note_in_sync()
             else:
@@ -712,7 +693,7 @@ class Member:
         channel = Channel(stream, cluster=self.cluster, secret=self.secret)
         try:
             with trio.move_on_after(self.standby_timeout) as scope:
-                await handshake(channel, node=self.name, role="primary", purpose="ship", initiator=True)
+                await handshake(channel, node=self.name, role=Role.PRIMARY.value, purpose="ship", initiator=True)
                 sync = await channel.receive()
             if scope.cancelled_caught:
                 raise _StandbyTooSlow
@@ -721,13 +702,14 @@ class Member:
             if sync.epoch > self.promised_epoch:
                 self._see_epoch(sync.epoch)
                 return
-            generation = self._ship_generation
+            queue = self.queue
+            generation = queue.generation
             start = await self._reconcile(channel, sync)
             # A withdrawal reconcile has dealt with (a Truncate sent, or a standby with nothing
             # after the withdrawn LSN) is settled by the first reply on this connection.
-            truncating = self._retracted_after is not None and generation == self._ship_generation
+            truncating = queue.retracted_after is not None and generation == queue.generation
             self._acked(start)
-            self.acked_lsn = start
+            queue.acked_lsn = start
             self.peer_connected = True
             if self._rejoin_from is None:
                 self._rejoin_from = self.clock()
@@ -739,23 +721,21 @@ class Member:
                 nursery.start_soon(self._read_replies, channel, sent_times, nursery)
                 while True:
                     now = self.clock()
-                    withdrawn = self._retracted_after
-                    if generation != self._ship_generation:
-                        # A withdrawal since this connection's reconcile (or its last Truncate):
-                        # records after `withdrawn` may have been shipped on it but never became
-                        # durable here. (One the reconcile dealt with, by a Truncate or by a
-                        # snapshot that replaced the standby's state, needs nothing more: what
-                        # was shipped since then is durable, and a standby whose log was
-                        # replaced by a snapshot could not truncate below it.)
-                        generation = self._ship_generation
-                        truncating = withdrawn is not None
-                        if withdrawn is not None and sent > withdrawn:
+                    if generation != queue.generation:
+                        # A withdrawal since this connection's reconcile (or its last Truncate).
+                        # (One the reconcile dealt with, by a Truncate or by a snapshot that
+                        # replaced the standby's state, needs nothing more: what was shipped
+                        # since then is durable, and a standby whose log was replaced by a
+                        # snapshot could not truncate below it.)
+                        truncating = queue.retracted_after is not None
+                        generation, withdrawn = queue.withdrawal(generation, sent)
+                        if withdrawn is not None:
                             await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
                             log.warning("withdrew records from the standby after_lsn=%d (local commit failed)", withdrawn)
                             sent = withdrawn
                             prev_epoch = self._prev_epoch(sent)
                     if sent < self._ship_top():
-                        records = self._shippable(sent, 256)
+                        records = queue.shippable(self.node.store, sent)
                         if not records:
                             break
                         message = Append(epoch=self.promised_epoch, records=records, commit_lsn=self.acked_lsn, lease=True,
@@ -772,6 +752,7 @@ class Member:
                             await self.new_records.wait()
         finally:
             self.peer_connected = False
+            self.state_check.connection_lost()
             with trio.CancelScope(shield=True):
                 try:
                     await channel.aclose()
@@ -803,40 +784,77 @@ class Member:
 
     def _take_reply(self, reply: Message, sent_times: deque[tuple[float, int, bool]], nursery: trio.Nursery) -> bool:
         """Account for one reply of the standby; False when shipping on this connection ends."""
-        sent_at, generation, settles = sent_times.popleft() if sent_times else (self.clock(), -1, False)
-        if not isinstance(reply, AppendReply):
-            raise FrameError("expected AppendReply")
-        if reply.epoch > self.promised_epoch:
-            self._see_epoch(reply.epoch)
+        sent = sent_times.popleft() if sent_times else (self.clock(), -1, False)
+        outcome = core.account_reply(reply, sent, promised=self.promised_epoch, generation=self.queue.generation)
+        if outcome.higher_epoch:
+            self._see_epoch(outcome.higher_epoch)
             return False
-        if not reply.ok:
+        if outcome.refused:
+            assert isinstance(reply, AppendReply)
             log.info("standby refused append: %s (its last LSN %d)", reply.reason, reply.last_lsn)
             nursery.cancel_scope.cancel()
             return False
-        if reply.lease_granted:
-            self._extend_lease(sent_at, reply.epoch)
-        if generation != self._ship_generation:
+        if outcome.extend_from is not None:
+            self._extend_lease(outcome.extend_from, self.promised_epoch)
+        if outcome.acked is None:
             return True  # sent before a withdrawal: its LSNs may name withdrawn records
-        if settles:
-            self._retracted_after = None  # the standby applied the Truncate sent before it
-        self._acked(reply.last_lsn)
-        if (self.behind_recorded or self.behind_maybe) and self._caught_up():
+        if outcome.settles:
+            self.queue.retracted_after = None  # the standby applied the Truncate sent before it
+        self._acked(outcome.acked)
+        assert isinstance(reply, AppendReply)
+        if self._compare_states(reply):
+            nursery.cancel_scope.cancel()  # the next connection records it behind and rebuilds it
+            return False
+        if self.behind.clear_wanted(caught_up=self._caught_up() and not self.state_check.diverged):
             nursery.start_soon(self._clear_behind_once)
         self._note_in_sync()
         return True
 
-    def _caught_up(self) -> bool:
-        """Whether the standby keeps up closely enough for a clear of its behind record to work.
+    def _compare_states(self, reply: AppendReply) -> bool:
+        """Compare our state hashes with those the standby reported (`core.StateCheck`); True
+        when they differ: the standby diverged, shipping on this connection ends."""
+        outcomes = [outcome for lsn, digest in self.node.take_state_hashes() for outcome in self.state_check.add_mine(lsn, digest)]
+        outcomes += self.state_check.add_theirs(reply.state_hashes)
+        diverged = False
+        peer = self.peer.name if self.peer else ""
+        if any(outcome.news in ("diverged", "cleared") for outcome in outcomes):
+            self._save_divergence()
+        for outcome in outcomes:
+            if outcome.news == "diverged":
+                diverged = True
+                log.error("STATE DIVERGED: the standby's state differs from the primary's at lsn=%d primary=%s hash=%s "
+                          "standby=%s hash=%s; the standby is recorded behind (not electable) and rebuilt from a snapshot",
+                          outcome.lsn, self.name, outcome.mine, peer, outcome.theirs)
+            elif outcome.news == "rebuilt":
+                log.warning("diverged standby rebuilt from the snapshot at lsn=%d primary=%s standby=%s hash=%s; "
+                            "the alarm holds until its state agrees after records it applied itself", outcome.lsn, self.name, peer, outcome.mine)
+            elif outcome.news == "cleared":
+                log.warning("divergence alarm cleared: state hashes agree again at lsn=%d primary=%s standby=%s hash=%s",
+                            outcome.lsn, self.name, peer, outcome.mine)
+        return diverged
 
-        The clear itself is exact (`_clear_behind`: it requires the standby for every batch from
-        then on and waits until it holds every record written before, all that was acknowledged
-        alone); this only says when to start it. Waiting for a reply that names our very last
-        LSN, as continuous writes may postpone for seconds, would leave the standby unelectable
-        all that time: a standby that acknowledged everything but the last few records, the
-        oldest of which was shipped a fraction of `standby_timeout` ago, will catch up in time.
-        """
-        behind = self.node.store.last_lsn() - self.acked_lsn
-        return behind <= 0 or (behind <= CATCH_UP_RECORDS and self.lag_seconds() < self.standby_timeout / 2)
+    def _save_divergence(self) -> None:
+        at = self.state_check.diverged_at
+        self.node.store.put_meta(DIVERGED_META, b"" if at is None else str(at).encode())
+
+    async def _record_diverged(self) -> None:
+        """Record the diverged standby behind at the witness, so that it cannot be elected; it is
+        cleared like any behind standby once it has been rebuilt, agrees and has caught up."""
+        if self.witness is None or self.peer is None:
+            return
+        async with self._behind_lock:
+            was_maybe = self.behind.record_sent()
+            request = RecordBehind(epoch=self.promised_epoch, primary=self.name, standby=self.peer.name, lsn=self.state_check.diverged_at or 0)
+            answer = await self.witness.request(request, self.standby_timeout)
+            if self.behind.record_answered(answer, was_maybe):
+                log.warning("diverged standby recorded behind node=%s standby=%s", self.name, self.peer.name)
+            else:
+                log.warning("diverged standby not confirmed behind node=%s standby=%s (%s): tried again at the next connection",
+                            self.name, self.peer.name, getattr(answer, "reason", "no answer"))
+
+    def _caught_up(self) -> bool:
+        """Whether to start clearing the standby's behind record (`core.caught_up`)."""
+        return core.caught_up(self.node.store.last_lsn(), self.acked_lsn, self.lag_seconds(), self.standby_timeout)
 
     def _note_in_sync(self) -> None:
         """The standby is connected and not behind: the rejoin that began at its `Sync` ends."""
@@ -847,63 +865,36 @@ class Member:
             log.info("standby in sync node=%s standby=%s after %.3f s", self.name, self.peer.name if self.peer else "", self.last_rejoin_seconds)
 
     async def _reconcile(self, channel: Channel, sync: Sync) -> int:
-        """Where shipping starts; truncate the standby's divergent tail or send a snapshot."""
+        """Where shipping starts (`core.reconcile`); truncate the standby's divergent tail or
+        send a snapshot."""
         store = self.node.store
-        # Ours: what is durable here and what is still being committed (shipped from the tail
-        # meanwhile; a commit that fails withdraws it). Counting only the durable log, a
-        # standby that already holds the batch in flight would look divergent and be
-        # truncated, acknowledged records before it included.
-        mine = self._ship_top()
-        start = sync.last_lsn
-        if start and not (start <= mine and self._epoch_at(start) == sync.last_epoch):
-            start = self._divergence(sync)
-            if start < sync.snapshot_lsn:
-                start = -1  # its snapshot holds divergent state: replace everything
-            else:
-                log.warning("truncating standby tail standby=%s after_lsn=%d (its last %d)", self.peer.name if self.peer else "", start, sync.last_lsn)
-                await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=start))
-        withdrawn = self._retracted_after
-        if withdrawn is not None and start > withdrawn:
-            # It may hold records this primary shipped but could not commit itself.
-            if withdrawn < sync.snapshot_lsn:
-                # ... and already a snapshot of them (its log may be pruned past them): a log
-                # truncation cannot take them back out, so its state is replaced.
-                start = -1
-            else:
-                log.warning("truncating standby tail standby=%s after_lsn=%d (withdrawn records)", self.peer.name if self.peer else "", withdrawn)
-                await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=withdrawn))
-                start = withdrawn
-        if start < store.first_lsn() - 1:
+        plan = core.reconcile(sync, log=store, queue=self.queue, epoch_at=self._epoch_at)
+        if self.state_check.rebuild_wanted:
+            await self._record_diverged()
+            plan = core.rebuild_plan()
+        for after_lsn in plan.truncate:
+            log.warning("truncating standby tail standby=%s after_lsn=%d (its last %d)", self.peer.name if self.peer else "", after_lsn, sync.last_lsn)
+            await channel.send(Truncate(epoch=self.promised_epoch, after_lsn=after_lsn))
+        start = plan.start
+        if plan.snapshot:
             snapshot = store.latest_snapshot()
             if snapshot is None or snapshot.lsn < store.first_lsn() - 1:
                 await self.node.snapshot_now()
                 snapshot = store.latest_snapshot()
             assert snapshot is not None
             log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
+            if self.state_check.rebuild_wanted:
+                self.state_check.rebuilding(snapshot.lsn, hashlib.sha256(snapshot.state).hexdigest())
             await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets()))
             start = snapshot.lsn
         return start
-
-    def _divergence(self, sync: Sync) -> int:
-        mine = self.node.store.epoch_history()
-        theirs = sync.epoch_history
-        best = 0
-        for epoch in sorted(set(mine) & set(theirs)):
-            if epoch > sync.last_epoch or mine[epoch] != theirs[epoch]:
-                continue
-            later_mine = [lsn for e, lsn in mine.items() if e > epoch]
-            later_theirs = [lsn for e, lsn in theirs.items() if e > epoch]
-            end_mine = min(later_mine) - 1 if later_mine else self._ship_top()
-            end_theirs = min(later_theirs) - 1 if later_theirs else sync.last_lsn
-            best = max(best, min(end_mine, end_theirs))
-        return best
 
     # ------------------------------------------------------------------ serving peers
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         channel = Channel(stream, cluster=self.cluster, secret=self.secret)
         try:
-            hello = await handshake(channel, node=self.name, role=self.node.role, purpose="", initiator=False)
+            hello = await handshake(channel, node=self.name, role=str(self.node.role), purpose="", initiator=False)
             if self.peer is None or hello.node != self.peer.name:
                 raise FrameError(f"unknown peer {hello.node!r}")
             if hello.purpose == "ship":
@@ -941,30 +932,18 @@ class Member:
         return Ack(ok=False, reason="unexpected_message")
 
     def _vote(self, request: VoteRequest) -> VoteReply:
+        """Answer a vote (`core.Voter.answer`); a recorded vote is made durable, and a primary
+        that grants one steps down."""
         now = self.clock()
-
-        def refuse(reason: str) -> VoteReply:
-            return VoteReply(epoch=request.epoch, granted=False, reason=reason, promised_epoch=self.promised_epoch, leader=self.leader or "")
-
-        if request.renew:
-            return refuse("renew_goes_with_append")
-        if request.epoch < self.promised_epoch or (request.epoch == self.promised_epoch and self.voted_for != request.candidate):
-            return refuse("stale_epoch")
-        if self.node.role == "primary" and self.lease_valid():
-            return refuse("primary_alive")
-        if now < self.granted_until and request.candidate != self.leader:
-            return refuse("lease_held")
-        if (request.last_epoch, request.last_lsn) < self._last_position():
-            return refuse("log_behind")
-        if request.pre:  # would grant; nothing is recorded
-            return VoteReply(epoch=request.epoch, granted=True, promised_epoch=self.promised_epoch, leader=self.leader or "")
-        self._persist_vote(request.epoch, request.candidate)
-        if self.node.role == "primary":
-            self.step_down(f"voted for {request.candidate} in epoch {request.epoch}")
-        self.leader = request.candidate
-        self.granted_until = now + self.lease_seconds
-        self.last_heard = now
-        return VoteReply(epoch=request.epoch, granted=True, lease_seconds=self.lease_seconds, promised_epoch=request.epoch, leader=request.candidate)
+        if self.state_check.diverged and self.peer is not None and request.candidate == self.peer.name:
+            return self.voter.refuse(request, "diverged")  # its state is not ours: never elect it
+        reply, recorded = self.voter.answer(request, now=now, last=self._last_position(), primary_with_lease=self.lease_valid())
+        if recorded:
+            self._save_vote()
+            if self.primary:
+                self.step_down(f"voted for {request.candidate} in epoch {request.epoch}")
+            self.last_heard = now
+        return reply
 
     async def _receive_log(self, channel: Channel, primary: str) -> None:
         """Standby side of shipping: reconcile, then apply records as they come.
@@ -1003,18 +982,24 @@ class Member:
         if not self._see_epoch(epoch, primary):
             await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
             return False
-        if self.node.role == "primary":
+        if self.primary:
             self.step_down(f"primary {primary} ships epoch {epoch}")
         self.last_heard = self.clock()
         if self.no_primary_since is not None:
             self.no_primary_since = None
+        if self.state_check.diverged:
+            # An alarm this node raised as primary about its peer, which is primary now (by
+            # an operator's forced promotion): its state is the reference from here on.
+            log.warning("divergence alarm dropped node=%s: the peer %s is primary now", self.name, primary)
+            self.state_check.diverged_at = None
+            self._save_divergence()
         if not isinstance(message, Truncate | InstallSnapshot | Append):
             raise FrameError(f"unexpected {type(message).__name__} on the shipping connection")
         # A batch our own pipeline took while we were primary (applied in memory, its commit
         # still running) ends first: it fails, and what it wrote is a tail the new primary
         # truncates. Without the lock the two would write the same LSNs.
         async with self.node.batch_lock:
-            if epoch != self.promised_epoch or self.node.role == "primary":
+            if epoch != self.promised_epoch or self.primary:
                 # We stood for (or won) a newer epoch while waiting for the lock.
                 await channel.send(AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=store.last_lsn(), reason="stale_epoch"))
                 return False
@@ -1031,6 +1016,7 @@ class Member:
                 store.install_snapshot(message.snapshot, secrets=message.secrets)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()
+                self.node.rehash_state()  # the primary compares it with its snapshot's
                 return True
             reply = await self._append(message)
         await channel.send(reply)
@@ -1042,28 +1028,27 @@ class Member:
         store = self.node.store
         records = message.records
         if records:
-            last_epoch, last_lsn = self._last_position()
-            if records[0].lsn != last_lsn + 1:
-                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=last_lsn, reason="gap")
-            if message.prev_epoch >= 0 and message.prev_epoch != last_epoch:
-                # Our record at last_lsn is not the primary's: a tail of an older epoch.
-                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=last_lsn, reason="diverged")
+            last = self._last_position()
+            refused = core.check_append(records, message.prev_epoch, last)
+            if refused:
+                return AppendReply(epoch=self.promised_epoch, ok=False, last_lsn=last[1], reason=refused)
             for record in records:
                 if record.epoch > store.epoch():
                     store.set_epoch(record.epoch, record.lsn)
             await self.node.append_records(records)
             self.node.apply_replicated(records)
         self.peer_in_sync = message.sync
-        granted = message.lease and self.node.role != "primary"
+        granted = message.lease and not self.primary
         if granted:
             self.granted_until = self.clock() + self.lease_seconds
-        return AppendReply(epoch=self.promised_epoch, ok=True, last_lsn=store.last_lsn(), lease_granted=granted)
+        return AppendReply(epoch=self.promised_epoch, ok=True, last_lsn=store.last_lsn(), lease_granted=granted,
+                           state_hashes=self.node.take_state_hashes())
 
     # ------------------------------------------------------------------ operations
 
     async def switchover(self, to: str | None = None, actor: str = "operator") -> dict[str, Any]:
         """Planned swap: stop writing, let the standby catch up, hand over, step down."""
-        if self.node.role != "primary":
+        if not self.primary:
             raise SwitchoverRefused("not_primary", f"node {self.name} is {self.node.role}; run the switchover on the primary")
         if self.peer is None or (to is not None and to != self.peer.name):
             raise SwitchoverRefused("unknown_node", f"no standby named {to!r}")
@@ -1102,7 +1087,7 @@ class Member:
 
     async def promote(self, force: bool = False, actor: str = "operator") -> dict[str, Any]:
         """Manual promotion when the witness is gone (docs/design.md: `acd promote`)."""
-        if self.node.role == "primary":
+        if self.primary:
             raise SwitchoverRefused("already_primary", f"node {self.name} is primary")
         if self.clock() - self.last_heard < self.failover_timeout:
             raise SwitchoverRefused("primary_alive", "a primary shipped to this node less than failover_timeout ago")
@@ -1123,7 +1108,7 @@ class Member:
             self.forced = True
             self._become_primary(epoch, self.clock(), witness_granted=False, peer_granted=False)
         self.forced = True
-        self.require_standby = False
+        self.behind.require_standby = False
         return self.view()
 
     def promotion_detail(self) -> str:
@@ -1139,25 +1124,25 @@ class Member:
     def view(self) -> dict[str, Any]:
         store = self.node.store
         now = self.clock()
-        lag = max(0, store.last_lsn() - self.acked_lsn) if self.node.role == "primary" and self.peer else 0
+        lag = max(0, store.last_lsn() - self.acked_lsn) if self.primary and self.peer else 0
         return {
             "name": self.name,
             "cluster": self.cluster,
-            "role": self.node.role,
+            "role": str(self.node.role),
             "epoch": self.promised_epoch,
             "leader": self.leader,
-            "primary": self.primary_api() if self.node.role != "primary" else self.node.section.api,
+            "primary": self.primary_api() if not self.primary else self.node.section.api,
             "lsn": store.last_lsn(),
             "applied_lsn": self.node.lsn,
             "mode": self.mode,
             "peer": self.peer.name if self.peer else None,
             "peer_connected": self.peer_connected,
-            "standby_acked_lsn": self.acked_lsn if self.node.role == "primary" else None,
+            "standby_acked_lsn": self.acked_lsn if self.primary else None,
             "lag": lag,
             "lag_records": lag,
-            "lag_seconds": self.lag_seconds() if self.node.role == "primary" else 0.0,
+            "lag_seconds": self.lag_seconds() if self.primary else 0.0,
             "standby_behind": self.behind_recorded or self.behind_maybe,
-            "lease_remaining": round(max(0.0, self.lease_until - now), 3) if self.node.role == "primary" else 0.0,
+            "lease_remaining": round(max(0.0, self.lease_until - now), 3) if self.primary else 0.0,
             "forced": self.forced,
             "failovers": self.failovers,
             "last_failover_seconds": round(self.last_failover_seconds, 3),
@@ -1166,7 +1151,31 @@ class Member:
             "seconds_without_primary": round(now - self.no_primary_since, 3) if self.no_primary_since is not None else 0.0,
             "witness": self.witness_address,
             "loss_window_records": lag if self.mode == "async" else 0,
+            # The divergence alarm (primary only): the LSN where the standby's state hash last
+            # differed from ours, until it was rebuilt and agrees again; comparisons made.
+            "standby_diverged_at_lsn": self.state_check.diverged_at if self.primary else None,
+            "state_comparisons": self.state_check.compared,
+            "state_divergences": self.state_check.divergences,
         }
+
+
+    def statistics(self) -> ReplicationStatistics:
+        """A frozen snapshot of the figures `/metrics` shows (`replication.metrics`)."""
+        view = self.view()
+        gate = getattr(self.network, "gate", None)
+        port = None
+        if gate is not None:  # the replication port's guard (replication/network.py): TCP only
+            port = PortStatistics(open=gate.open, handshakes_failed=dict(gate.handshakes_failed),
+                                  connections_refused=dict(gate.connections_refused))
+        return ReplicationStatistics(
+            primary=self.primary, lease_remaining=view["lease_remaining"], epoch=view["epoch"], lag_records=view["lag_records"],
+            lag_seconds=view["lag_seconds"], peer_connected=view["peer_connected"], standby_behind=view["standby_behind"],
+            loss_window_records=view["loss_window_records"], seconds_without_primary=view["seconds_without_primary"],
+            last_failover_seconds=view["last_failover_seconds"], last_rejoin_seconds=view["last_rejoin_seconds"],
+            sync_mode=self.mode == "sync", failovers=self.failovers, frames_refused=self.frames_refused,
+            stale_dropped=self.stale_dropped, port=port, state_comparisons=self.state_check.compared,
+            state_divergences=self.state_check.divergences, standby_diverged=view["standby_diverged_at_lsn"] is not None,
+        )
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -1188,24 +1197,24 @@ class _StandbyTooSlow(Exception):
     pass
 
 
-async def run(node: Node, nursery: trio.Nursery, settings: Settings, *, network: Network | None = None) -> Member:
+async def run(node: ReplicaNode, nursery: trio.Nursery, settings: Settings, *, network: Network | None = None) -> ReplicationDriver:
     """Start the replication layer of `node` inside `nursery` (called by `acd serve`)."""
-    member = Member(node, settings, network=network)
+    member = ReplicationDriver(node, settings, network=network)
     await nursery.start(member.run)
     nursery.start_soon(_promotion_audit, member)
     return member
 
 
-async def _promotion_audit(member: Member) -> None:
+async def _promotion_audit(member: ReplicationDriver) -> None:
     """Write an audit record at every promotion: also the new epoch's first record."""
     while True:
         await member.promoted.wait()
-        if member.node.role == "primary":
+        if member.primary:
             try:
                 await member.node.submit(c.Audit(
                     actor=member.name, action="promoted", detail=f"epoch {member.promised_epoch}: {member.promotion_detail()}",
                 ))
-                if member.node.center.state.config_version == 0:
+                if member.node.config_version() == 0:
                     await member.node.apply_settings_center(actor="first-primary")
             except NotPrimary:
                 pass

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 from acd.store import Record, Snapshot
 from acd.versions import (
     LEGACY_PROTOCOL_VERSIONS,
@@ -201,6 +201,9 @@ class AppendReply(Message, tag="append_reply", frozen=True):
     last_lsn: int
     lease_granted: bool = False
     reason: str = ""
+    # The standby's state hashes (LSN, hex SHA-256) computed since its last reply, for the
+    # divergence alarm (`replication.core.StateCheck`); an older standby sends none.
+    state_hashes: list[tuple[int, str]] = []
 
 
 class InstallSnapshot(Message, tag="snapshot", frozen=True):

@@ -31,7 +31,7 @@ from packaging.requirements import Requirement
 
 from acd import connections
 from acd.connections import _H11Protocol, _IdleDeadline, _TCPServer, hypercorn_problems, install
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,9 +21,10 @@ and it ticks before any command whose timestamp has passed the deadline, so a co
 fires a timer itself and replay is exact.
 
 Roles: a standalone node is always primary. In a cluster the replication layer
-(`replication.cluster`) decides the role and supplies a `Replicator` that ships each batch to
-the standby and holds the lease; a standby applies what the primary ships through
-`apply_replicated()`.
+(`replication.cluster`) decides the role (`become_primary`, `step_down`) and supplies a
+`Replicator` that ships each batch to the standby and holds the lease; a standby applies what
+the primary ships through `append_records()` and `apply_replicated()`. The two meet only through
+the interfaces of `acd.replica` (the node is a `ReplicaNode`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import msgspec
+import prometheus_client
 import trio
 
 from acd import buggify
@@ -46,7 +47,12 @@ from acd.core import Center, Rejection
 from acd.core import commands as c
 from acd.core.events import Event
 from acd.core.versions import CoreVersionUnsupported, describe
-from acd.node.locks import QuickLock
+from acd.locks import QuickLock
+from acd.replica import (
+    NodeError as NodeError,  # re-exported: the node's errors are raised by both sides
+)
+from acd.replica import NotPrimary as NotPrimary
+from acd.replica import Replicator, Role, Standalone
 from acd.settings import Settings
 from acd.store import Record, StorageFull, Store, StoreError
 
@@ -54,6 +60,7 @@ from . import snapshots
 from .broker import Broker
 from .metrics import NodeMetrics
 from .privacy import Sealer
+from .statehash import StateHashes, perturbation_hook
 
 log = logging.getLogger("acd.node")
 
@@ -62,18 +69,6 @@ _TICK = c.encode_command(c.Tick())
 
 def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
-
-
-class NodeError(Exception):
-    """Base of the node's own errors (translated to HTTP by the API layer)."""
-
-
-class NotPrimary(NodeError):
-    """This node does not accept writes now; `primary` is the primary's API address if known."""
-
-    def __init__(self, message: str, primary: str | None = None) -> None:
-        super().__init__(message)
-        self.primary = primary
 
 
 class StorageFullError(NodeError):
@@ -124,44 +119,6 @@ class Accepted:
     events: list[Event]
 
 
-class Replicator(Protocol):
-    """What the pipeline needs from replication (a standalone node uses `Standalone`)."""
-
-    def can_accept(self) -> bool: ...
-
-    def primary_api(self) -> str | None: ...
-
-    def ship(self, records: Sequence[Record]) -> None: ...
-
-    def retract(self, after_lsn: int) -> None: ...
-
-    async def replicate(self, records: Sequence[Record]) -> None: ...
-
-    def lease_valid(self) -> bool: ...
-
-
-class Standalone:
-    """A single node with no standby and no witness: always primary, nothing to ship."""
-
-    def can_accept(self) -> bool:
-        return True
-
-    def primary_api(self) -> str | None:
-        return None
-
-    def ship(self, records: Sequence[Record]) -> None:
-        return None
-
-    def retract(self, after_lsn: int) -> None:
-        return None
-
-    async def replicate(self, records: Sequence[Record]) -> None:
-        return None
-
-    def lease_valid(self) -> bool:
-        return True
-
-
 # How many commands that made the core raise a node remembers (refused again on retry).
 _POISON_REMEMBERED = 1024
 
@@ -209,7 +166,7 @@ class Node:
         self.broker = Broker(buffer_events=settings.limits.stream_buffer_events)
         self.metrics = NodeMetrics(name)
         self.replicator: Replicator = Standalone()
-        self.role = "primary" if settings.standalone else "standby"
+        self.role = Role.PRIMARY if settings.standalone else Role.STANDBY
         self.center = Center()
         self.sealer = Sealer(settings.caller_hash_key(), random_bytes=random_bytes)
         # Sealing keys released by records applied on a standby, destroyed with its next append
@@ -231,6 +188,11 @@ class Node:
         # On a primary, between applying a batch in the core and its commit: the batch's last
         # LSN (the core's state already holds it; `lsn` follows once it is durable).
         self._batch_lsn: int | None = None
+        # The state hash every `cluster.compare_state_every_records` records, which replication
+        # compares between primary and standby (acd.node.statehash); and a test hook.
+        every = 0 if settings.standalone else settings.cluster.compare_state_every_records
+        self.state_hashes = StateHashes(every, fork=self.snapshot_fork)
+        self._test_perturb = perturbation_hook()
         if settings.standalone and self.store.epoch() == 0:
             # A standalone node is the primary of epoch 1 from its first start: records carry
             # an epoch of at least 1 (acd.store), and no election ever moves it on.
@@ -276,6 +238,7 @@ class Node:
         # Keys released by the replayed records may have outlived a crash: destroy them now.
         self._forget = []
         self.store.forget_secrets(self.center.take_released_keys())
+        self.state_hashes.forget_after(self.lsn)  # hashes of a failed batch or a truncated tail
         if self.lsn != self.store.last_lsn():
             raise ReplayMismatch(f"log ends at LSN {self.store.last_lsn()} but replay reached {self.lsn}")
         log.info("recovered node=%s lsn=%d snapshot_lsn=%d replayed=%d", self.name, self.lsn, snapshot.lsn if snapshot else 0, replayed)
@@ -327,9 +290,27 @@ class Node:
             raise CoreVersionRefused(self.core_refusal)
         for record in records:
             self._apply_record(record)
+            self._replicated_applied(record)
         self._forget.extend(self.center.take_released_keys())
         self._since_snapshot += len(records)
         self._snapshot_when_due()
+
+    def _replicated_applied(self, record: Record) -> None:
+        """After a shipped record is applied: the state hash when due (and a test hook)."""
+        if self._test_perturb(record.lsn):
+            self.center.apply(c.Audit(actor="test-hook", action="diverge", detail=f"ACD_TEST_DIVERGE_AT_LSN={record.lsn}"), record.at)
+            log.warning("TEST HOOK: state perturbed after lsn=%d node=%s (ACD_TEST_DIVERGE_AT_LSN)", record.lsn, self.name)
+        if self.state_hashes.due(record.lsn):
+            self.state_hashes.hash_now(record.lsn, self.center, self._background)
+
+    def take_state_hashes(self) -> list[tuple[int, str]]:
+        """The state hashes computed since the last call, of durable records only (oldest first)."""
+        return self.state_hashes.take(self.lsn)
+
+    def rehash_state(self) -> None:
+        """Forget the hashes not taken yet and hash the state as it is now (a snapshot installed)."""
+        self.state_hashes.forget_all()
+        self.state_hashes.hash_now(self.lsn, self.center, self._background)
 
     def caller_number(self, call_id: str) -> str | None:
         """The clear number of a live interaction: kept in clear (an unsealed arrival's
@@ -353,9 +334,28 @@ class Node:
 
     def writable_error(self) -> NotPrimary | None:
         """Why this node takes no write now (the refusal to raise), or None when it does."""
-        if self.role == "primary" and self.replicator.can_accept() and self.core_refusal is None:
+        if self.role == Role.PRIMARY and self.replicator.can_accept() and self.core_refusal is None:
             return None
         return NotPrimary(f"node {self.name} is {self.role}", self.replicator.primary_api())
+
+    # ------------------------------------------------------------------ the replication layer's interface (acd.replica.ReplicaNode)
+
+    def become_primary(self, epoch: int) -> None:
+        """Start epoch `epoch` after the log's last record, and accept writes."""
+        self.store.set_epoch(epoch, self.store.last_lsn() + 1)
+        self.role = Role.PRIMARY
+
+    def step_down(self) -> None:
+        """Stop accepting writes; a batch in flight fails at its lease check."""
+        self.role = Role.STANDBY
+
+    @property
+    def metrics_registry(self) -> prometheus_client.CollectorRegistry:
+        return self.metrics.registry
+
+    def config_version(self) -> int:
+        """The version of the center's configuration the state holds (0: never configured)."""
+        return self.center.state.config_version
 
     def reload(self, *, publish: bool = True) -> None:
         """Rebuild the in-memory state from the store (after a refused batch or a rejoin)."""
@@ -410,7 +410,7 @@ class Node:
                 task_status.started()
                 while True:
                     await buggify.point("node.pipeline", self.name)  # simulator only: a paused process waits here
-                    deadline = self.center.next_deadline() if self.role == "primary" else None
+                    deadline = self.center.next_deadline() if self.role == Role.PRIMARY else None
                     batch: list[_Submission] = []
                     if deadline is None:
                         batch.append(await self._receive.receive())
@@ -453,6 +453,8 @@ class Node:
             records.append(Record.make(lsn=lsn, epoch=epoch, at=at, payload=payload, secret=secret))
             if events:
                 published.append((lsn, events))
+            if self.state_hashes.due(lsn):  # the state right after this record (taken once durable)
+                self.state_hashes.hash_now(lsn, self.center, self._background)
             return lsn
 
         def tick_if_due(at: float) -> None:

@@ -52,7 +52,8 @@ from acd import buggify
 from acd.node.node import Node, NodeError, StorageFullError
 from acd.settings import Settings
 from acd.store import StorageFull
-from replication.cluster import DRIFT, Member, _promotion_audit
+from replication.cluster import ReplicationDriver, _promotion_audit
+from replication.core import DRIFT
 from replication.witness import MemoryStateStore, Witness
 
 from .clock import sleep
@@ -90,7 +91,7 @@ def draw_clock(rng: random.Random, *, drift: bool, edges: bool = False) -> Proce
     return ProcessClock(rate=rate, monotonic_offset=rng.uniform(0, 10_000), wall_offset=rng.uniform(-1.0, 1.0) if drift else 0.0)
 
 
-class SimMember(Member):
+class SimReplica(ReplicationDriver):
     """The real replication member, reporting role changes to the simulation."""
 
     def __init__(self, node: Node, settings: Settings, *, sim: SimCluster, **options: Any) -> None:
@@ -111,6 +112,14 @@ class SimMember(Member):
         if records:
             self.sim.on_replicate(self.name)
         await super().replicate(records)
+
+    def _compare_states(self, reply: Any) -> bool:
+        before = self.state_check.compared
+        diverged = super()._compare_states(reply)
+        self.sim.state_comparisons += self.state_check.compared - before
+        if diverged and self.state_check.last is not None:
+            self.sim.on_divergence(self.name, self.state_check.last.lsn)
+        return diverged
 
     def lease_valid(self) -> bool:
         if buggify.bug("skip_lease_check"):
@@ -141,7 +150,7 @@ class Process:
     disk: DurableLog = field(default_factory=DurableLog)   # what its disk holds, for the checks
     incarnation: int = 0
     node: Node | None = None
-    member: SimMember | None = None
+    member: SimReplica | None = None
     witness: Witness | None = None
     scope: trio.CancelScope | None = None
     resumed: trio.Event = field(default_factory=trio.Event)
@@ -177,6 +186,8 @@ class SimCluster:
         self.promotions: list[tuple[float, str, int]] = []
         self.step_downs: list[tuple[float, str, int, str]] = []
         self.deaths: list[tuple[float, str, str, bool]] = []   # (at, node, error, expected)
+        self.divergences: list[tuple[float, str, int]] = []    # (at, primary, LSN): the alarm, raised
+        self.state_comparisons = 0                             # state hashes compared, all primaries
         self.marks: list[tuple[float, str, str]] = []          # (at, node, what) for the chart
         self.changed = trio.Event()
         self.replicating: dict[str, trio.Event] = {}
@@ -211,6 +222,10 @@ class SimCluster:
             self.monitor.on_primary(name, epoch)
         self.trace.add("role", name, f"primary epoch {epoch} (votes: self+{votes})")
         self._changed()
+
+    def on_divergence(self, name: str, lsn: int) -> None:
+        self.divergences.append((trio.current_time(), name, lsn))
+        self.trace.add("check", name, f"divergence alarm: the standby's state hash differs at lsn {lsn}")
 
     def on_step_down(self, name: str, epoch: int, reason: str) -> None:
         self.step_downs.append((trio.current_time(), name, epoch, reason))
@@ -281,7 +296,7 @@ class SimCluster:
                 # leaves the run's fault schedule (self.rng) as it was.
                 keys = random.Random(f"keys:{name}:{process.incarnation}")
                 node = Node(settings, name, clock=process.clock.wall, store=store, append_in_thread=False, random_bytes=keys.randbytes)
-                member = SimMember(node, settings, sim=self, network=self.network.endpoint(name),
+                member = SimReplica(node, settings, sim=self, network=self.network.endpoint(name),
                                    clock=process.clock.monotonic, secret=SECRET)
             except Exception as error:
                 self._died(process, error)

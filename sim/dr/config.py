@@ -2,7 +2,8 @@
 
 Only what the simulation must change is changed: data directories (a scratch directory per
 run), the replication mode and failover timeout a scenario asks for, a small store (so that
-snapshots and log retention happen within minutes), and every calendar always open (a run
+snapshots and log retention happen within minutes), state comparisons every 5 records (the
+divergence alarm), and every calendar always open (a run
 may last longer than the sample center's opening hours; the wall clock starts on a weekday
 morning anyway). Addresses stay as they are: they are names on the simulated network.
 """
@@ -21,10 +22,14 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "busan-120.toml"
 
 @functools.lru_cache(maxsize=64)
 def cluster_settings(data_root: str, *, mode: str = "sync", failover_timeout: float = 1.5,
-                     snapshot_every_records: int = 200, retention_records: int = 0) -> Settings:
+                     snapshot_every_records: int = 200, retention_records: int = 0,
+                     compare_state_every_records: int = 5) -> Settings:
     text = SAMPLE.read_text(encoding="utf-8")
     text = re.sub(r'^mode = "[a-z]+"', f'mode = "{mode}"', text, count=1, flags=re.MULTILINE)
     text = re.sub(r"^failover_timeout = [0-9.]+", f"failover_timeout = {failover_timeout}", text, count=1, flags=re.MULTILINE)
+    # The divergence alarm compares often here (inline, no fork in the simulator): under every
+    # fault of a run, an alarm would be a false one (the runner counts it as a violation).
+    text = re.sub(r"^(failover_timeout = .*)$", rf"\1\ncompare_state_every_records = {compare_state_every_records}", text, count=1, flags=re.MULTILINE)
     text = re.sub(r'^data_dir = "data/([a-z]+)"', lambda match: f'data_dir = "{data_root}/{match[1]}"', text, flags=re.MULTILINE)
     text = re.sub(r"^\[\[calendars\]\]\n", "[[calendars]]\nalways_open = true\n", text, flags=re.MULTILINE)
     store = (

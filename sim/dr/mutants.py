@@ -48,7 +48,8 @@ def _one(path: str, old: str, new: str) -> tuple[tuple[str, str, str], ...]:
     return ((path, old, new),)
 
 
-CLUSTER = "replication/cluster.py"
+CLUSTER = "replication/cluster.py"   # the Trio driver
+CORE = "replication/core.py"         # the pure decisions
 WITNESS = "replication/witness.py"
 NODE = "acd/node/node.py"
 
@@ -63,8 +64,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "skip-lease-check",
         "the primary role alone counts as a valid lease (a zombie keeps acknowledging)",
-        _one(CLUSTER, 'return self.node.role == "primary" and (self.forced or self.clock() < self.lease_until)',
-             'return self.node.role == "primary"'),
+        _one(CORE, "    return primary and (forced or now < until)\n", "    return primary\n"),
         (("lease-edge", NAMED_SEEDS_MAX), ("zombie-primary", NAMED_SEEDS_MAX)),
     ),
     Mutant(
@@ -77,7 +77,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lease-from-reply-without-margin",
         "the primary counts its lease from the reply's receipt, without the drift bound and margin",
-        _one(CLUSTER, "until = sent_at + self.lease_seconds * (1 - DRIFT) - MARGIN",
+        _one(CLUSTER, "until = core.lease_end(sent_at, self.lease_seconds)",
              "until = self.clock() + self.lease_seconds"),
         (("lease-edge", NAMED_SEEDS_MAX),),
     ),
@@ -111,7 +111,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "new-primary-skips-peer-behind",
         "a primary elected with the witness's vote does not have its peer recorded behind",
-        _one(CLUSTER, 'peer_behind=peer_name if self.mode == "sync" else "",', 'peer_behind="",'),
+        _one(CORE, 'peer_behind=peer if sync else "",', 'peer_behind="",'),
         (("primary-crash", NAMED_SEEDS_MAX),),
     ),
     Mutant(
@@ -124,16 +124,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "peer-vote-without-log-check",
         "a node votes for a peer whose log is behind its own",
-        _one(CLUSTER, '        if (request.last_epoch, request.last_lsn) < self._last_position():\n            return refuse("log_behind")',
-             '        if False:\n            return refuse("log_behind")'),
+        _one(CORE, '        if (request.last_epoch, request.last_lsn) < last:\n            return self.refuse(request, "log_behind"), False',
+             '        if False:\n            return self.refuse(request, "log_behind"), False'),
         (("double-fault", NAMED_SEEDS_MAX), ("swarm", SWARM_SEEDS_MAX)),
     ),
     Mutant(
         "clear-behind-before-catch-up",
         "the witness's behind record is cleared as soon as the standby answers, before it caught up",
         (
-            (CLUSTER, "if (self.behind_recorded or self.behind_maybe) and self._caught_up():",
-             "if self.behind_recorded or self.behind_maybe:"),
+            (CORE, "        return self.pending and caught_up\n", "        return self.pending\n"),
             (CLUSTER, "            target = self.node.store.last_lsn()\n            with trio.move_on_after(self.standby_timeout):",
              "            target = 0\n            with trio.move_on_after(self.standby_timeout):"),
         ),
@@ -151,42 +150,36 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "election-without-batch-lock",
         "a standby becomes primary while the old primary's shipped batch is still being committed",
-        _one(CLUSTER, "            async with self.node.batch_lock:\n                if self.promised_epoch == epoch and self.node.role != \"primary\":",
-             "            if True:\n                if self.promised_epoch == epoch and self.node.role != \"primary\":"),
+        _one(CLUSTER, "            async with self.node.batch_lock:\n                if self.promised_epoch == epoch and not self.primary:",
+             "            if True:\n                if self.promised_epoch == epoch and not self.primary:"),
         (("zombie-primary", NAMED_SEEDS_MAX), ("swarm", SWARM_SEEDS_MAX)),
     ),
     Mutant(
         "hole-1-clear-reply-lost",
         "issue 19, hole 1: without an answer to ClearBehind the primary goes back to acknowledging alone",
-        _one(CLUSTER, '                log.warning("ClearBehind not confirmed node=%s standby=%s (%s): staying synchronous",\n'
-                      '                            self.name, self.peer.name, getattr(reply, "reason", "no answer"))\n',
-             '                self.require_standby = False\n                self.behind_recorded = True\n'
-             '                self.behind_maybe = False\n'),
+        _one(CORE, "        # Not confirmed: stay synchronous; only a fresh confirmed RecordBehind goes alone again.\n",
+             "        self.require_standby = False\n        self.recorded = True\n        self.maybe = False\n"),
         (("witness-reply-loss", NAMED_SEEDS_MAX),),
     ),
     Mutant(
         "hole-2-record-reply-lost",
         "issue 19, hole 2: an unanswered RecordBehind (or vote with peer_behind) is forgotten, never cleared",
         (
-            (CLUSTER, "            was_maybe = self.behind_maybe\n            self.behind_maybe = True\n",
-             "            was_maybe = self.behind_maybe\n"),
-            (CLUSTER, "self.behind_maybe = witness_unanswered and not witness_granted and",
-             "self.behind_maybe = False and"),
+            (CORE, "        was_maybe = self.maybe\n        self.maybe = True\n", "        was_maybe = self.maybe\n"),
+            (CORE, "self.maybe = witness_unanswered and not witness_granted and", "self.maybe = False and"),
         ),
         (("witness-reply-loss", NAMED_SEEDS_MAX),),
     ),
     Mutant(
         "rejoin-without-truncate",
         "a rejoining node's log is taken as it is, its divergent (never acknowledged) tail included",
-        _one(CLUSTER, "        if start and not (start <= mine and self._epoch_at(start) == sync.last_epoch):",
-             "        if False:"),
+        _one(CORE, "    if start and not (start <= mine and epoch_at(start) == sync.last_epoch):", "    if False:"),
         (("primary-crash", NAMED_SEEDS_MAX), ("swarm", SWARM_SEEDS_MAX)),
     ),
     Mutant(
         "reconcile-ignores-batch-in-flight",
         "a standby that already holds the batch the primary is still committing is taken as divergent and truncated",
-        _one(CLUSTER, "        mine = self._ship_top()\n        start = sync.last_lsn",
-             "        mine = store.last_lsn()\n        start = sync.last_lsn"),
+        _one(CORE, "    mine = queue.top(log)\n    start = sync.last_lsn", "    mine = log.last_lsn()\n    start = sync.last_lsn"),
         (("swarm", SWARM_SEEDS_MAX),),
     ),
     Mutant(
@@ -203,8 +196,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stand-after-voting-for-peer",
         "a node whose pre-vote passed stands for election although it voted for the peer meanwhile",
-        _one(CLUSTER, '            if self.clock() < self.granted_until and self.leader not in (None, "", self.name):',
-             '            if False:'),
+        _one(CORE, '    return now < granted_until and leader not in (None, "", me)', '    return False'),
         (("swarm", SWARM_SEEDS_MAX),),
     ),
     Mutant(
@@ -213,7 +205,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             (CLUSTER, "            finally:\n                if not answered:\n                    await self.reset()",
              "            finally:\n                if False:\n                    await self.reset()"),
-            (CLUSTER, "return isinstance(reply, VoteReply) and reply.granted and reply.epoch == request.epoch",
+            (CORE, "return isinstance(reply, VoteReply) and reply.granted and reply.epoch == self.request.epoch",
              "return isinstance(reply, VoteReply) and reply.granted"),
         ),
         (("swarm", SWARM_SEEDS_MAX),),
