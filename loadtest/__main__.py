@@ -45,9 +45,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--upgrade-at", type=non_negative(), default=None, metavar="S",
                      help="day: S seconds after the first arrival, upgrade the standby to the next core version's binary, switch "
                           "over, upgrade the old primary, finalize (loadtest/upgrade.py)")
-    run.add_argument("--test-no-core-gate", action="store_true",
-                     help="test only, with --upgrade-at: the new binary has the planted bug ACD_TEST_NO_CORE_GATE=1 "
-                          "(acd/core/versions.py); the divergence alarm must fire and stop the upgrade")
     run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
     run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
@@ -84,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from .runner import Options, run
 
-    if args.test_no_core_gate and args.upgrade_at is None:
-        print("loadtest: --test-no-core-gate goes with --upgrade-at", file=sys.stderr)
-        return 2
     if args.upgrade_at is not None and (args.shape != "day" or args.failover_at is not None):
         print("loadtest: --upgrade-at is for the day shape, without --failover-at", file=sys.stderr)
         return 2
@@ -96,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     options = Options(
-        shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, upgrade_at=args.upgrade_at, test_no_core_gate=args.test_no_core_gate, out=args.out,
+        shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, upgrade_at=args.upgrade_at, out=args.out,
         calls=args.calls, seed=args.seed, scenario=args.scenario, drain=args.drain, rates=args.rates,
         step_seconds=args.step_seconds, rate=args.rate, agents=args.agents, talk=args.talk, threshold=args.threshold,
         rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy or args.haproxy_config is not None,

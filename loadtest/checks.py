@@ -318,15 +318,14 @@ def rolling_upgrade(run: Run, figures: dict[str, Any], excluded: tuple[float, fl
         "; ".join(f"{probe['step']}: node {probe['node']} core {probe['active_core_version']} {probe['rule']}" for probe in probes),
     ))
 
-    if upgrade.alarm:
-        comparisons, divergences = alarm_totals(upgrade.alarm)
-        figures["upgrade"]["alarm_comparisons"] = comparisons
-        figures["upgrade"]["alarm_divergences"] = divergences
-        results.append(Result(
-            "divergence alarm: states compared, no mismatch", comparisons > 0 and divergences == 0,
-            f"{comparisons} compared, {divergences} differed", "> 0 compared, 0 differed",
-            "the primaries' state_comparisons and state_divergences (/v1/cluster), summed over each process",
-        ))
+    comparisons, divergences = alarm_totals(upgrade.alarm)
+    figures["upgrade"]["alarm_comparisons"] = comparisons
+    figures["upgrade"]["alarm_divergences"] = divergences
+    results.append(Result(
+        "divergence alarm: states compared, no mismatch", comparisons > 0 and divergences == 0,
+        f"{comparisons} compared, {divergences} differed", "> 0 compared, 0 differed",
+        "the primaries' state_comparisons and state_divergences (/v1/cluster), summed over each process",
+    ))
 
     outages = upgrade_outages(run)
     longest = max((outage["end"] - outage["start"] for outage in outages), default=0.0)

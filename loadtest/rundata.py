@@ -22,7 +22,6 @@ class Options:
     minutes: float | None = None
     failover_at: float | None = None
     upgrade_at: float | None = None    # a rolling upgrade of the core version S s into the day
-    test_no_core_gate: bool = False    # test only: the upgrade's new binary has the planted bug
     out: Path | None = None
     calls: int = 2000
     seed: int = 120

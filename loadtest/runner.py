@@ -460,11 +460,9 @@ def _prepare_config(source: Path, out: Path, upgrade: bool = False) -> Path:
     out one port twice; `settings.load` then refuses the config ("also used by"). For an
     upgrade run the nodes compare their state hashes often (the divergence alarm).
     """
-    from acd.settings import ClusterSection, SettingsError
+    from acd.settings import SettingsError
 
-    overrides = {}
-    if upgrade and "compare_state_every_records" in ClusterSection.__struct_fields__:
-        overrides["cluster.compare_state_every_records"] = str(upgrades.COMPARE_EVERY_RECORDS)
+    overrides = {"cluster.compare_state_every_records": str(upgrades.COMPARE_EVERY_RECORDS)} if upgrade else {}
     for attempt in range(5):
         try:
             return prepare_config(source, out, always_open=True, overrides=overrides)

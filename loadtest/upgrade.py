@@ -27,8 +27,7 @@ runner does what the runbook asks before it goes on after each node's upgrade: i
 the primary has compared states with the upgraded standby, and stops the upgrade if the alarm
 fired. It also reads the primary's comparison counters (`state_comparisons`,
 `state_divergences` in `/v1/cluster`) at every step and before each node is stopped, since a
-restarted process counts from zero. `--test-no-core-gate` (test only) upgrades the nodes to a
-binary with the planted bug `ACD_TEST_NO_CORE_GATE=1`: the alarm must then fire and stop it.
+restarted process counts from zero.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from acd.core.versions import NO_GATE_ENV
 from acd.tools.launcher import LocalCluster, wait_for
 from acd.versions import NEXT_CORE_ENV
 
@@ -186,8 +184,7 @@ class RollingUpgrade:
         self.client = httpx.Client(timeout=10.0)
         self.probe = Probe(cluster, self.client)
         self.t0 = 0.0
-        # The new binary; with --test-no-core-gate, one with the planted bug (acd/core/versions.py).
-        self.new_binary = dict(NEW_BINARY, **({NO_GATE_ENV: "1"} if run.options.test_no_core_gate else {}))
+        self.new_binary = dict(NEW_BINARY)
 
     # ------------------------------------------------------------------ readings
 
@@ -328,7 +325,12 @@ class RollingUpgrade:
 
             started = time.time()
             self.read_alarm(old, "before the switchover")
-            switched = acd_cli(self.config, "switchover")
+            # Refused while the standby is not ready (409 standby_not_ready): asked again, as an operator would.
+            for _attempt in range(10):
+                switched = acd_cli(self.config, "switchover")
+                if switched.returncode == 0 or "standby_not_ready" not in switched.stdout + switched.stderr:
+                    break
+                time.sleep(1.0)
             if switched.returncode != 0:
                 raise UpgradeFailed(f"acd switchover: exit {switched.returncode}: {(switched.stdout + switched.stderr)[-400:]}")
             new = self.cluster.wait_primary(30, other_than=old)

@@ -67,10 +67,11 @@ def test_short_day_with_a_rolling_upgrade_loses_nothing_and_changes_the_rule_onl
     assert figures["created"] == 300 and figures["lost"] == 0 and figures["stranded"] == 0
     assert figures["counts"]["acd"] == figures["counts"]["locust"]
     upgrade = figures["upgrade"]
-    standby, primary = upgrade["steps"][0]["step"].split()[-1], upgrade["steps"][3]["step"].split()[-1]
+    standby, primary = upgrade["steps"][0]["step"].split()[-1], upgrade["steps"][4]["step"].split()[-1]
     assert {standby, primary} == {"a", "b"}
     assert [step["step"] for step in upgrade["steps"]] == [
-        f"upgrade node {standby}", f"node {standby} in sync", "switchover", f"upgrade node {primary}", f"node {primary} in sync", "finalize",
+        f"upgrade node {standby}", f"node {standby} in sync", f"node {standby} compared", "switchover",
+        f"upgrade node {primary}", f"node {primary} in sync", f"node {primary} compared", "finalize",
     ]
     assert [entry["step"] for entry in upgrade["hashes"]] == ["before", f"node {standby} upgraded", "switched over", f"node {primary} upgraded", "finalized"]
     for entry in upgrade["hashes"]:
@@ -80,6 +81,7 @@ def test_short_day_with_a_rolling_upgrade_loses_nothing_and_changes_the_rule_onl
     assert (upgrade["finalize"]["previous_core_version"], upgrade["finalize"]["active_core_version"]) == (1, 2)
     assert {row["node"]: row["core_versions"] for row in upgrade["status_after"]["nodes"]} == {"a": [1, 2], "b": [1, 2]}
     assert upgrade["status_after"]["active_core_version"] == 2
+    assert upgrade["alarm_comparisons"] > 0 and upgrade["alarm_divergences"] == 0
     for report in figures["verify"].values():
         assert not report.get("problems"), report
     text = (out / "summary.md").read_text(encoding="utf-8")
