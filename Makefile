@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-false-failovers bench-dr bench-state-hash dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-stress fuzz clean system-deps
+.PHONY: help demo test lint bench bench-api bench-sim bench-failover bench-false-failovers bench-dr bench-state-hash dr-sweep mutants mmc-coverage loadtest-day loadtest-failover loadtest-upgrade loadtest-stress fuzz clean system-deps
 
 help:
 	@echo "make demo            start a local cluster, drive traffic, fail over, show it working (DEMO_ARGS=--keep: leave it running)"
@@ -21,6 +21,7 @@ help:
 	@echo "make mmc-coverage    sim mmc's 95 % interval over a long grid of Erlang C and A points, 20 seeds each (several minutes)"
 	@echo "make mutants         plant each catalogued replication bug in a scratch copy; the simulator must catch every one"
 	@echo "make loadtest-day|loadtest-failover|loadtest-stress   Locust against a real cluster"
+	@echo "make loadtest-upgrade   the day with a rolling upgrade of the core version at its morning peak"
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -82,6 +83,10 @@ loadtest-failover: $(STAMP)
 
 loadtest-stress: $(STAMP)
 	$(BIN)/python -m loadtest run stress
+
+# The day with a rolling upgrade to the test-only next core version (loadtest/upgrade.py).
+loadtest-upgrade: $(STAMP)
+	$(BIN)/python -m loadtest run day --minutes 10 --upgrade-at 150
 
 # Every named disaster-recovery scenario over 100 seeds, and swarm over 1,000 (long).
 dr-sweep: $(STAMP)

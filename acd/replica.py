@@ -24,8 +24,7 @@ from acd.store import Record, Snapshot
 if TYPE_CHECKING:
     import prometheus_client
 
-    from acd.core import Rejection
-    from acd.core import commands as c
+    from acd.core import Rejection, commands
     from acd.locks import QuickLock
     from acd.settings import NodeSection
 
@@ -149,7 +148,7 @@ class ReplicaNode(Protocol):
 
     async def snapshot_now(self) -> None: ...
 
-    async def submit(self, command: c.Command) -> Any | Rejection: ...
+    async def submit(self, command: commands.Command) -> Any | Rejection: ...
 
     def config_version(self) -> int: ...
 

@@ -34,6 +34,7 @@ import trio
 from acd.api.app import Api, build_app
 from acd.api.errors import ApiError
 from acd.connections import connection_gate, hypercorn_config, install
+from acd.core import versions
 from acd.node.metrics import GcPauses
 from acd.node.node import Node, NodeError
 from acd.settings import Settings
@@ -164,6 +165,9 @@ async def serve(
             # The commit's worker thread needs the GIL back after each fsync; while the event
             # loop is busy it would wait up to the default 5 ms switch interval every time.
             sys.setswitchinterval(0.001)
+            if versions.gate_removed():
+                log.warning("TEST HOOK: %s=1: this binary applies core version %d's rule whatever the active version "
+                            "(a planted bug, for the divergence alarm's test only)", versions.NO_GATE_ENV, versions.CORE_VERSION_NEXT)
             log.info(
                 "serving node=%s role=%s lsn=%d epoch=%d listen=%s queues=%d agents=%d",
                 node.name, node.role, node.lsn, node.store.epoch(), ",".join(binds),

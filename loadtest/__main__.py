@@ -15,6 +15,8 @@ examples:
   python -m loadtest run day                          # a 2,000-call day in 10 minutes
   python -m loadtest run day --failover-at 300        # ... with the primary killed half-way
   python -m loadtest run day --minutes 0.5 --calls 300 --failover-at 12   # the smoke test in make test
+  python -m loadtest run day --upgrade-at 200         # ... with a rolling upgrade of the core version
+  python -m loadtest run day --minutes 0.5 --calls 300 --upgrade-at 5    # its smoke test in make test
   python -m loadtest run stress                       # ramp 10..250 calls/s, print the breaking point
   python -m loadtest run stress --rates 50,100,150 --step-seconds 30
   python -m loadtest run soak --minutes 120 --rate 20
@@ -40,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster", type=Path, default=plans.DEFAULT_CONFIG, help="cluster config to copy (default: %(default)s)")
     run.add_argument("--minutes", type=positive(), default=None, help="length of the load: the compressed day (10), the ramp (4), the soak (60)")
     run.add_argument("--failover-at", type=non_negative(), default=None, metavar="S", help="SIGKILL the primary S seconds after the first arrival")
+    run.add_argument("--upgrade-at", type=non_negative(), default=None, metavar="S",
+                     help="day: S seconds after the first arrival, upgrade the standby to the next core version's binary, switch "
+                          "over, upgrade the old primary, finalize (loadtest/upgrade.py)")
     run.add_argument("--rejoin-after", type=float, default=5.0, metavar="S", help="restart the killed node S seconds after the takeover (default: %(default)s; negative: never)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default: out/loadtest-SHAPE-TIME)")
     run.add_argument("--haproxy", action="store_true", help="clients go through HAProxy with the shipped deploy/haproxy.cfg (needs haproxy)")
@@ -76,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from .runner import Options, run
 
+    if args.upgrade_at is not None and (args.shape != "day" or args.failover_at is not None):
+        print("loadtest: --upgrade-at is for the day shape, without --failover-at", file=sys.stderr)
+        return 2
     problem = config_problem(args.cluster, args.scenario if args.shape == "day" else None)
     if problem is not None:
         print(f"loadtest: {problem}", file=sys.stderr)
         return 2
 
     options = Options(
-        shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, out=args.out,
+        shape=args.shape, config=args.cluster.resolve(), minutes=args.minutes, failover_at=args.failover_at, upgrade_at=args.upgrade_at, out=args.out,
         calls=args.calls, seed=args.seed, scenario=args.scenario, drain=args.drain, rates=args.rates,
         step_seconds=args.step_seconds, rate=args.rate, agents=args.agents, talk=args.talk, threshold=args.threshold,
         rejoin_after=args.rejoin_after if args.rejoin_after >= 0 else None, haproxy=args.haproxy or args.haproxy_config is not None,

@@ -13,7 +13,11 @@ Checks, for every shape:
   abandoned by the PBX); the ACD's own call-back tasks are counted apart, as the ACD does;
 * every request eventually got an answer (no retry gave up, no create refused);
 * outside the failover window: error ratio and p99 latency within their limits;
-* with a failover: the longest outage a client saw (first failed write to next success).
+* with a failover: the longest outage a client saw (first failed write to next success);
+* with a rolling upgrade (`--upgrade-at`): every step done, equal state hashes of both nodes
+  after every step, the probe's routing rule that of core version 1 until finalize and of
+  version 2 after it, the divergence alarm's comparisons without a mismatch, and the longest
+  outage a client saw during the upgrade.
 Per shape: the day's service level; the stress ramp's breaking point; the soak's flatness.
 """
 
@@ -52,10 +56,15 @@ def _percent(value: float | None) -> str:
 
 
 def failover_window(run: Run) -> tuple[float, float] | None:
-    """[kill, end of the last client-seen outage + settle], or None without a failover."""
+    """[kill, end of the last client-seen outage + settle]; with a rolling upgrade, [its start,
+    the end of its last step or of the last client-seen outage in it + settle]; else None."""
     failover = run.failover
     if failover.kill_time is None:
-        return None
+        upgrade = run.upgrade
+        if upgrade.started is None:
+            return None
+        end = max([upgrade.ended or upgrade.started, *(outage["end"] for outage in upgrade_outages(run))])
+        return upgrade.started, end + SETTLE_SECONDS
     kill = failover.kill_time
     outages = related_outages(run)
     end = max((outage["end"] for outage in outages), default=failover.promoted_time or kill)
@@ -67,6 +76,14 @@ def related_outages(run: Run) -> list[dict[str, Any]]:
     if kill is None or run.journal is None:
         return []
     return [outage for outage in run.journal.outages if outage["end"] >= kill and outage["start"] <= kill + 60]
+
+
+def upgrade_outages(run: Run) -> list[dict[str, Any]]:
+    upgrade = run.upgrade
+    if upgrade.started is None or run.journal is None:
+        return []
+    end = upgrade.ended or upgrade.started
+    return [outage for outage in run.journal.outages if outage["end"] >= upgrade.started and outage["start"] <= end]
 
 
 def steady_window(run: Run) -> tuple[float, float]:
@@ -175,7 +192,7 @@ def evaluate(run: Run) -> list[Result]:
         requests=overall.requests, failures=overall.failures, p50_ms=steady.p(0.5), p99_ms=steady.p(0.99),
         error_ratio=steady.error_ratio, p99_ms_all=overall.p(0.99), error_ratio_all=overall.error_ratio,
     )
-    where = "outside the failover window" if excluded else "whole run"
+    where = ("outside the upgrade window" if run.failover.kill_time is None else "outside the failover window") if excluded else "whole run"
     context = machine_context(run, start, end)
     figures["machine"] = context
     results.append(Result(
@@ -193,6 +210,8 @@ def evaluate(run: Run) -> list[Result]:
     # ------------------------------------------------------------------ failover
     if options.failover_at is not None:
         results.extend(_failover(run, figures, excluded))
+    if options.upgrade_at is not None:
+        results.extend(rolling_upgrade(run, figures, excluded))
 
     # ------------------------------------------------------------------ per shape
     shape = run.plan["shape"]
@@ -254,6 +273,69 @@ def _failover(run: Run, figures: dict[str, Any], excluded: tuple[float, float] |
     if first_write is not None:
         detail += f"; first acknowledged write {first_write - failover.kill_time:.2f} s after the kill"
     return [Result("client-seen outage at failover", longest <= run.options.max_outage, f"{longest:.2f} s", f"≤ {run.options.max_outage:g} s", detail)]
+
+
+def rolling_upgrade(run: Run, figures: dict[str, Any], excluded: tuple[float, float] | None) -> list[Result]:
+    """The rolling upgrade's checks (`loadtest.upgrade`)."""
+    from .upgrade import EXPECTED_RULE, alarm_totals
+
+    upgrade = run.upgrade
+    t0 = (run.journal.t0 if run.journal else None) or run.started
+    steps = {step["step"]: step for step in upgrade.steps}
+    figures["upgrade"] = {
+        "steps": upgrade.steps, "hashes": upgrade.hashes, "probes": upgrade.probes, "alarm": upgrade.alarm,
+        "finalize": upgrade.finalize, "status_before": upgrade.status_before, "status_after": upgrade.status_after,
+        "window": excluded, "note": upgrade.note,
+    }
+    results = []
+    total = (upgrade.ended - upgrade.started) if upgrade.started and upgrade.ended else None
+    results.append(Result(
+        "rolling upgrade: standby, switchover, old primary, finalize", upgrade.done and "finalize" in steps,
+        f"{len(upgrade.steps)} steps" + (f" in {total:.1f} s" if total is not None else ""), "all done",
+        upgrade.note or "; ".join(f"{step['step']} {step['seconds']:.2f} s (+{step['start'] - t0:.1f} s)" for step in upgrade.steps),
+    ))
+
+    compared = upgrade.hashes
+    equal = [entry for entry in compared if entry["equal"]]
+    results.append(Result(
+        "equal state hashes of both nodes at every step", bool(compared) and len(equal) == len(compared) and len(compared) >= 5,
+        f"{len(equal)} of {len(compared)} equal", "all, after each of 5 steps",
+        "; ".join(f"{entry['step']}: LSN {entry['lsn']}" + ("" if entry["equal"] else " DIFFER " + str(entry["hashes"])) for entry in compared),
+    ))
+
+    probes = upgrade.probes
+    finalized = upgrade.finalized_time
+    wrong = [
+        probe for probe in probes
+        if probe["rule"] != EXPECTED_RULE[2 if finalized is not None and probe["t"] >= finalized else 1]
+        or probe["active_core_version"] != (2 if finalized is not None and probe["t"] >= finalized else 1)
+    ]
+    after = [probe for probe in probes if finalized is not None and probe["t"] >= finalized]
+    before = [probe for probe in probes if probe not in after]
+    results.append(Result(
+        "changed routing rule only after finalize", bool(before) and bool(after) and not wrong,
+        f"{len(before)} before, {len(after)} after", "v1 rule before, v2 after",
+        "; ".join(f"{probe['step']}: node {probe['node']} core {probe['active_core_version']} {probe['rule']}" for probe in probes),
+    ))
+
+    comparisons, divergences = alarm_totals(upgrade.alarm)
+    figures["upgrade"]["alarm_comparisons"] = comparisons
+    figures["upgrade"]["alarm_divergences"] = divergences
+    results.append(Result(
+        "divergence alarm: states compared, no mismatch", comparisons > 0 and divergences == 0,
+        f"{comparisons} compared, {divergences} differed", "> 0 compared, 0 differed",
+        "the primaries' state_comparisons and state_divergences (/v1/cluster), summed over each process",
+    ))
+
+    outages = upgrade_outages(run)
+    longest = max((outage["end"] - outage["start"] for outage in outages), default=0.0)
+    figures["upgrade"]["outage_seconds"] = round(longest, 3)
+    figures["upgrade"]["clients_with_outage"] = len({outage["client"] for outage in outages})
+    results.append(Result(
+        "client-seen outage during the upgrade", longest <= run.options.max_outage, f"{longest:.2f} s", f"≤ {run.options.max_outage:g} s",
+        f"{len({outage['client'] for outage in outages})} clients saw an outage",
+    ))
+    return results
 
 
 def _day(run: Run, figures: dict[str, Any]) -> list[Result]:

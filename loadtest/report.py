@@ -80,6 +80,30 @@ def _relative(span: Any, run: Run) -> str:
     return f"+{span[0] - t0:.1f} s to +{span[1] - t0:.1f} s after the first arrival"
 
 
+def _upgrade_section(run: Run, upgrade: dict[str, Any]) -> list[str]:
+    t0 = (run.journal.t0 if run.journal else None) or run.started
+    lines = ["", "## Rolling upgrade", ""]
+    if upgrade.get("note"):
+        lines += [f"- stopped: {upgrade['note']}", ""]
+    lines += ["| step | started | took | detail |", "|---|---:|---:|---|"]
+    for step in upgrade["steps"]:
+        lines.append(f"| {step['step']} | +{step['start'] - t0:.1f} s | {step['seconds']:.2f} s | {step['detail']} |")
+    lines += ["", "| after | LSN | state hashes | tries |", "|---|---:|---|---:|"]
+    for entry in upgrade["hashes"]:
+        hashes = ", ".join(f"{node} {value[:12]}" for node, value in entry["hashes"].items())
+        lines.append(f"| {entry['step']} | {entry['lsn']} | {'equal' if entry['equal'] else 'DIFFER'}: {hashes} | {entry['tries']} |")
+    lines += ["", "| after | primary | active core version | probe offered to the agent of the rule |", "|---|---|---:|---|"]
+    for probe in upgrade["probes"]:
+        lines.append(f"| {probe['step']} | {probe['node']} | {probe['active_core_version']} | {probe['rule']} |")
+    if "alarm_comparisons" in upgrade:
+        lines.append(f"\nDivergence alarm: {upgrade['alarm_comparisons']} state comparisons by the primaries, "
+                     f"{upgrade['alarm_divergences']} differed.")
+    lines.append(f"\nLongest client-seen outage during the upgrade: {upgrade.get('outage_seconds')} s "
+                 f"({upgrade.get('clients_with_outage')} clients saw one); left out of the steady-state latency and error "
+                 f"figures: {_relative(upgrade.get('window'), run)}.")
+    return lines
+
+
 def write(run: Run, results: list[Result]) -> None:
     out = run.out
     figures = run.figures
@@ -132,6 +156,9 @@ def write(run: Run, results: list[Result]) -> None:
                 f"- old primary back as standby: {figures.get('rejoin_seconds')} s after its restart",
                 f"- window left out of the steady-state latency and error figures: {_relative(figures.get('failover_window'), run)}",
             ]
+    upgrade = figures.get("upgrade")
+    if upgrade:
+        lines += _upgrade_section(run, upgrade)
     counts = figures.get("counts")
     if counts:
         lines += ["", "## Counts", "", "| | offered | answered | abandoned |", "|---|---:|---:|---:|"]
@@ -148,7 +175,7 @@ def write(run: Run, results: list[Result]) -> None:
     summary = {
         "shape": plan["shape"], "verdict": verdict(results), "figures": figures,
         "checks": [result.__dict__ for result in results],
-        "failover": run.failover.__dict__, "locust_exit": run.locust_exit, "locust_totals": totals,
+        "failover": run.failover.__dict__, "upgrade_done": run.upgrade.done, "locust_exit": run.locust_exit, "locust_totals": totals,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     try:
@@ -204,9 +231,15 @@ def chart(run: Run) -> None:
                 axis.axvspan(excluded[0] - t0, excluded[1] - t0, color="red", alpha=0.08)
         for step in journal.steps:
             axis.axvline(step["start"] - t0, color="grey", linewidth=0.5, alpha=0.5)
+        for step in run.upgrade.steps:
+            axis.axvline(step["end"] - t0, color="purple", linestyle="--", linewidth=0.8)
+        if run.failover.kill_time is None and excluded is not None:
+            axis.axvspan(excluded[0] - t0, excluded[1] - t0, color="purple", alpha=0.06)
     title = f"ACD load test '{run.plan['shape']}'"
     if run.failover.kill_time is not None:
         title += f": primary {run.failover.killed} killed at +{run.failover.kill_time - t0:.0f} s, client-seen outage {run.figures.get('outage_seconds')} s"
+    if run.upgrade.steps:
+        title += f": rolling upgrade from +{run.upgrade.steps[0]['start'] - t0:.0f} s ({len(run.upgrade.steps)} steps)"
     if run.plan["shape"] == "stress":
         title += f": breaking point {run.figures.get('breaking_point', 0):g} calls/s"
         for step in journal.steps:

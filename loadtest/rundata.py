@@ -21,6 +21,7 @@ class Options:
     config: Path = plans.DEFAULT_CONFIG
     minutes: float | None = None
     failover_at: float | None = None
+    upgrade_at: float | None = None    # a rolling upgrade of the core version S s into the day
     out: Path | None = None
     calls: int = 2000
     seed: int = 120
@@ -57,6 +58,24 @@ class Failover:
 
 
 @dataclass
+class Upgrade:
+    """The rolling upgrade's steps and observations (`loadtest.upgrade`)."""
+
+    started: float | None = None
+    ended: float | None = None
+    finalized_time: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)    # step, start, end, seconds, detail
+    hashes: list[dict[str, Any]] = field(default_factory=list)   # step, lsn, hashes per node, tries, equal
+    probes: list[dict[str, Any]] = field(default_factory=list)   # step, node, active_core_version, rule
+    alarm: list[dict[str, Any]] = field(default_factory=list)    # the primaries' comparison counters
+    status_before: dict[str, Any] = field(default_factory=dict)
+    status_after: dict[str, Any] = field(default_factory=dict)
+    finalize: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+    note: str = ""
+
+
+@dataclass
 class Run:
     """Everything the checks and the report need, gathered by the runner."""
 
@@ -69,6 +88,7 @@ class Run:
     locust_exit: int | None = None
     locust_seconds: float = 0.0
     failover: Failover = field(default_factory=Failover)
+    upgrade: Upgrade = field(default_factory=Upgrade)
     samples: list[dict[str, Any]] = field(default_factory=list)
     scrapes: list[dict[str, Any]] = field(default_factory=list)
     primary_at_end: str | None = None

@@ -9,7 +9,10 @@ Order of a run:
    CPU time and memory of every process once a second;
 4. with `--failover-at S`, SIGKILL the primary S seconds after the first arrival, wait for the
    standby to take over, and restart the killed node `--rejoin-after` seconds later so that it
-   rejoins as standby (then both nodes can be compared at the end);
+   rejoins as standby (then both nodes can be compared at the end); with `--upgrade-at S`, run a
+   rolling upgrade of the core version from S seconds after the first arrival instead
+   (`loadtest.upgrade`: standby, switchover, old primary, finalize, with state hashes and a
+   probe of the routing rule after every step);
 5. when Locust has stopped (the PBX user stops it once the day is closed), read back every
    interaction from the ACD and check it against Locust's journal (`loadtest.checks`), then
    write the report (`loadtest.report`) and exit 0 only if every check passed.
@@ -37,6 +40,7 @@ from acd.tools.launcher import LocalCluster, free_port, haproxy_config, prepare_
 
 from . import checks, records, report
 from . import plan as plans
+from . import upgrade as upgrades
 from .rundata import Failover, Options, Run, cpu_share, machine_busy, pipeline_figures
 
 __all__ = ["Failover", "MetricsScraper", "Options", "Run", "Runner", "Sampler", "cpu_share", "machine_busy", "pipeline_figures", "run"]
@@ -164,6 +168,8 @@ class Runner:
                 agents=plans.agent_names(text), drain_seconds=options.drain,
             )
             text = plans.compress_center(text, day.factor)
+            if options.upgrade_at is not None:
+                text += upgrades.probe_center(text)  # after the plan: Locust does not drive its agents
             plan = day.plan
             model_hours = day.model_seconds / 3600
             self.say(f"day: {len(plan['calls'])} calls of a {model_hours:.1f} h day in {minutes:g} min "
@@ -188,7 +194,7 @@ class Runner:
             text = re.sub(r'^mode = "[a-z]+"', f'mode = "{options.mode}"', text, count=1, flags=re.MULTILINE)
         source = self.out / "source.toml"
         source.write_text(text, encoding="utf-8")
-        config = _prepare_config(source, self.out)
+        config = _prepare_config(source, self.out, upgrade=options.upgrade_at is not None)
         (self.out / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
         return config, plan
 
@@ -221,6 +227,11 @@ class Runner:
             if options.failover_at is not None:
                 failover = threading.Thread(target=self.fail_over, args=(run,), daemon=True)
                 failover.start()
+            rolling = None
+            if options.upgrade_at is not None:
+                rolling = upgrades.RollingUpgrade(run, cluster, config, self.say)
+                failover = threading.Thread(target=rolling, daemon=True)
+                failover.start()
             repeats = plan.get("step_repeats_max", 0) * max((seconds for _rate, seconds in plan.get("steps", [])), default=0)
             limit = plan["duration"] + repeats + plan["drain"] + 240
             assert self.locust is not None
@@ -233,7 +244,11 @@ class Runner:
             run.locust_seconds = time.time() - run.started
             self.say(f"Locust stopped (exit code {run.locust_exit}) after {run.locust_seconds:.0f} s")
             if failover is not None:
-                failover.join(timeout=90)
+                failover.join(timeout=90 if rolling is None else 600)
+                if failover.is_alive():
+                    run.errors.append("the failover or upgrade thread did not end")
+            if rolling is not None:
+                rolling.final_reading()
             sampler.stopped.set()
             scraper.stopped.set()
             (self.out / "samples.json").write_text(json.dumps({"processes": run.samples, "metrics": run.scrapes}), encoding="utf-8")
@@ -366,13 +381,17 @@ class Runner:
     # -------------------------------------------------------------- reading back
 
     def verify_nodes(self, config: Path, run: Run) -> dict[str, dict[str, Any]]:
-        """`acd verify` on each stopped node: its state equals a replay of its log (invariant 7)."""
+        """`acd verify` on each stopped node: its state equals a replay of its log (invariant 7).
+
+        After a rolling upgrade the nodes' new binary verifies them (the old one refuses a store
+        at the new core version)."""
         reports: dict[str, dict[str, Any]] = {}
+        environment = dict(os.environ, **upgrades.NEW_BINARY) if run.options.upgrade_at is not None else None
         for name in run.cluster_nodes:
             try:
                 completed = subprocess.run(
                     [sys.executable, "-m", "acd", "verify", "--config", str(config), "--node", name, "--json"],
-                    capture_output=True, text=True, timeout=300, cwd=REPO,
+                    capture_output=True, text=True, timeout=300, cwd=REPO, env=environment,
                 )
                 reports[name] = json.loads(completed.stdout.strip().splitlines()[-1])
             except (subprocess.TimeoutExpired, ValueError, IndexError) as error:
@@ -408,25 +427,33 @@ class Runner:
             for day in run.stats_days:
                 response = client.get(f"{base}/v1/stats", params={"day": day})
                 response.raise_for_status()
-                center = response.json()["center"]
+                body = response.json()
+                center = body["center"]
+                # The upgrade probe's calls are the runner's, not Locust's: left out.
+                probe = body.get("queues", {}).get(upgrades.PROBE_QUEUE, {}) if run.options.upgrade_at is not None else {}
                 for key, value in center.items():
                     if isinstance(value, int):
-                        totals[key] = totals.get(key, 0) + value
+                        probed = probe.get(key, 0)
+                        totals[key] = totals.get(key, 0) + value - (probed if isinstance(probed, int) else 0)
+                if probe:
+                    totals.setdefault("probe_by_day", {})[day] = probe
                 totals.setdefault("by_day", {})[day] = center
             run.stats = totals
 
 
-def _prepare_config(source: Path, out: Path) -> Path:
+def _prepare_config(source: Path, out: Path, upgrade: bool = False) -> Path:
     """`prepare_config`, again when two free ports it drew happen to be the same one.
 
     `acd.tools.launcher.free_port` closes each probe socket before the next, so the kernel may hand
-    out one port twice; `settings.load` then refuses the config ("also used by").
+    out one port twice; `settings.load` then refuses the config ("also used by"). For an
+    upgrade run the nodes compare their state hashes often (the divergence alarm).
     """
     from acd.settings import SettingsError
 
+    overrides = {"cluster.compare_state_every_records": str(upgrades.COMPARE_EVERY_RECORDS)} if upgrade else {}
     for attempt in range(5):
         try:
-            return prepare_config(source, out, always_open=True)
+            return prepare_config(source, out, always_open=True, overrides=overrides)
         except SettingsError as error:
             if "also used by" not in str(error) or attempt == 4:
                 raise

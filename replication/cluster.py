@@ -42,7 +42,7 @@ import msgspec
 import trio
 
 from acd import buggify
-from acd.core import commands as c
+from acd.core import commands
 from acd.locks import QuickLock
 from acd.replica import NotPrimary, ReplicaNode, Role
 from acd.settings import Settings
@@ -1086,7 +1086,7 @@ class ReplicationDriver:
         if not self.peer_connected or self.behind_recorded or self.behind_maybe:
             raise SwitchoverRefused("standby_not_ready", f"standby {self.peer.name} is not connected and caught up")
         # The audit record goes through the log first, so both nodes keep who asked and when.
-        await self.node.submit(c.Audit(actor=actor, action="switchover", detail=f"{self.name} -> {self.peer.name}"))
+        await self.node.submit(commands.Audit(actor=actor, action="switchover", detail=f"{self.name} -> {self.peer.name}"))
         self.handover_requested = True
         started = self.clock()
         try:
@@ -1242,7 +1242,7 @@ async def _promotion_audit(member: ReplicationDriver) -> None:
         await member.promoted.wait()
         if member.primary:
             try:
-                await member.node.submit(c.Audit(
+                await member.node.submit(commands.Audit(
                     actor=member.name, action="promoted", detail=f"epoch {member.promised_epoch}: {member.promotion_detail()}",
                 ))
                 if member.node.config_version() == 0:

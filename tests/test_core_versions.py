@@ -160,3 +160,16 @@ def test_the_command_round_trips_through_the_log_and_its_bounds_are_checked() ->
     assert commands.decode_command(commands.validate(command)) == command
     with pytest.raises(msgspec.ValidationError):
         commands.validate(commands.ActivateCoreVersion(version=0))
+
+
+def test_the_planted_bug_needs_both_switches_and_removes_the_gate_only_where_it_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ACD_TEST_NO_CORE_GATE=1 (test only) takes effect only in a binary that supports version 2.
+    assert versions.gate_removed({versions.NO_GATE_ENV: "1", versions.NEXT_CORE_ENV: "1"})
+    assert not versions.gate_removed({versions.NO_GATE_ENV: "1"})
+    assert not versions.gate_removed({versions.NEXT_CORE_ENV: "1"})
+    assert not versions.gate_removed({versions.NO_GATE_ENV: "0", versions.NEXT_CORE_ENV: "1"})
+    assert not versions._GATE_REMOVED  # never in the test process itself
+    assert versions.routing_strategy(1, "longest-idle") == "longest-idle"
+    monkeypatch.setattr(versions, "_GATE_REMOVED", True)
+    assert versions.routing_strategy(1, "longest-idle") == "fewest-handled"  # the gate is gone
+    assert versions.routing_strategy(1, "best-skill-level") == "best-skill-level"

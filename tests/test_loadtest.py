@@ -47,6 +47,47 @@ def test_short_day_with_a_killed_primary_loses_and_strands_nothing(tmp_path: Pat
     assert "PASS" in (out / "summary.md").read_text(encoding="utf-8").splitlines()[0]
 
 
+@pytest.mark.slow
+def test_short_day_with_a_rolling_upgrade_loses_nothing_and_changes_the_rule_only_after_finalize(tmp_path: Path) -> None:
+    # The rolling upgrade of `make loadtest-upgrade`, short: 300 calls in 30 seconds, the
+    # upgrade from 5 seconds in (standby, switchover, old primary, finalize). The upgrade
+    # outlasts the short day's arrivals; what is checked is that every step is done and
+    # observed (state hashes, the probe's rule) and that nothing is lost or stranded.
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "loadtest", "run", "day", "--minutes", "0.5", "--calls", "300",
+            "--upgrade-at", "5", "--out", str(out), "--p99-ms", "5000", "--max-outage", "10",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=420,
+    )
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    figures = summary["figures"]
+    assert figures["created"] == 300 and figures["lost"] == 0 and figures["stranded"] == 0
+    assert figures["counts"]["acd"] == figures["counts"]["locust"]
+    upgrade = figures["upgrade"]
+    standby, primary = upgrade["steps"][0]["step"].split()[-1], upgrade["steps"][4]["step"].split()[-1]
+    assert {standby, primary} == {"a", "b"}
+    assert [step["step"] for step in upgrade["steps"]] == [
+        f"upgrade node {standby}", f"node {standby} in sync", f"node {standby} compared", "switchover",
+        f"upgrade node {primary}", f"node {primary} in sync", f"node {primary} compared", "finalize",
+    ]
+    assert [entry["step"] for entry in upgrade["hashes"]] == ["before", f"node {standby} upgraded", "switched over", f"node {primary} upgraded", "finalized"]
+    for entry in upgrade["hashes"]:
+        assert entry["equal"] and len(set(entry["hashes"].values())) == 1 and set(entry["hashes"]) == {"a", "b"}, entry
+    assert [(probe["active_core_version"], probe["rule"]) for probe in upgrade["probes"]] == [(1, "longest-idle")] * 4 + [(2, "fewest-handled")]
+    assert [probe["node"] for probe in upgrade["probes"]] == [primary, primary, standby, standby, standby]
+    assert (upgrade["finalize"]["previous_core_version"], upgrade["finalize"]["active_core_version"]) == (1, 2)
+    assert {row["node"]: row["core_versions"] for row in upgrade["status_after"]["nodes"]} == {"a": [1, 2], "b": [1, 2]}
+    assert upgrade["status_after"]["active_core_version"] == 2
+    assert upgrade["alarm_comparisons"] > 0 and upgrade["alarm_divergences"] == 0
+    for report in figures["verify"].values():
+        assert not report.get("problems"), report
+    text = (out / "summary.md").read_text(encoding="utf-8")
+    assert text.splitlines()[0].endswith("PASS") and "## Rolling upgrade" in text
+
+
 def test_compressed_center_divides_every_duration_and_keeps_timer_floors(tmp_path: Path) -> None:
     from acd import settings as settings_module
     from loadtest import plan
@@ -186,6 +227,8 @@ def test_slow_shares_client_side_from_the_timeline_and_node_side_from_the_histog
         (["stress", "--cluster", "/nonexistent/cluster.toml"], "loadtest: /nonexistent/cluster.toml: no such file"),
         (["day", "--scenario", "nope"], "loadtest: --scenario: 'nope' is neither a file nor a shipped scenario"),
         (["day", "--cluster", "{bad}"], "bad.toml:2: cluster.name: Expected `str`, got `int`"),
+        (["stress", "--upgrade-at", "5"], "loadtest: --upgrade-at is for the day shape, without --failover-at"),
+        (["day", "--upgrade-at", "5", "--failover-at", "9"], "loadtest: --upgrade-at is for the day shape, without --failover-at"),
     ],
 )
 def test_runner_refuses_bad_options_before_starting_anything(tmp_path: Path, args: list[str], message: str) -> None:

@@ -891,8 +891,10 @@ class Api:
         request.principal.require("admin")
         node = self.node
         center = node.center
+        # The LSN of the state hashed: on a primary that is committing a batch, the core already
+        # holds it (node.lsn follows once it is durable).
         return _json(200, schemas.StateDigest(
-            node=node.name, lsn=node.lsn, state_hash=center.state_hash(),
+            node=node.name, lsn=node.state_lsn, state_hash=center.state_hash(),
             config_version=center.state.config_version, interactions=len(center.state.interactions),
         ))
 

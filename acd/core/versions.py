@@ -26,11 +26,21 @@ Version 2 exists so that tests and upgrade drills can raise the version of a run
 and see the changed rule take effect. A binary supports it only when the environment variable
 `ACD_ENABLE_NEXT_CORE=1` is set in its process (for tests and upgrade drills only): the shipped
 binary cannot activate it, and refuses a store that did.
+
+A planted bug, for one test only
+--------------------------------
+`ACD_TEST_NO_CORE_GATE=1` in a process that also has `ACD_ENABLE_NEXT_CORE=1` removes the
+version gate: that binary applies version 2's rule whatever the active version, the bug this
+module exists to prevent (a newer binary deriving another state from the same log). It is
+there so that a test can show the divergence alarm catches it (tests/test_upgrade_divergence.py):
+never set it anywhere else. A node started with it says so in its log (`TEST HOOK`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 
 from acd.versions import CORE_VERSION_NEXT, NEXT_CORE_ENV, RELEASE, supported_core_versions
 
@@ -44,11 +54,25 @@ if TYPE_CHECKING:
 # The version of a center whose log never activated one.
 CORE_VERSION_INITIAL = 1
 
+# TEST ONLY: the planted bug of the module's docstring (the version gate removed).
+NO_GATE_ENV: Final = "ACD_TEST_NO_CORE_GATE"
+
+
+def gate_removed(environ: Mapping[str, str] | None = None) -> bool:
+    """True in a process with the planted bug: `NO_GATE_ENV=1` and a binary that supports the
+    next core version (test only)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(NO_GATE_ENV) == "1" and supported_core_versions(environ)[1] >= CORE_VERSION_NEXT
+
+
+# Read once, when the process starts: the core stays a function of the log and this binary.
+_GATE_REMOVED: Final = gate_removed()
+
 # This binary's release and the core versions it supports are stated once, in acd.versions;
 # they are named here too for the core's readers.
 __all__ = [
-    "CORE_VERSION_INITIAL", "CORE_VERSION_NEXT", "NEXT_CORE_ENV", "RELEASE", "CoreVersionUnsupported",
-    "activate", "describe", "require_supported", "routing_strategy", "supported_core_versions",
+    "CORE_VERSION_INITIAL", "CORE_VERSION_NEXT", "NEXT_CORE_ENV", "NO_GATE_ENV", "RELEASE", "CoreVersionUnsupported",
+    "activate", "describe", "gate_removed", "require_supported", "routing_strategy", "supported_core_versions",
 ]
 
 
@@ -80,8 +104,9 @@ def require_supported(version: int, what: str = "the store's active core version
 
 def routing_strategy(version: int, strategy: str) -> str:
     """The order in which a queue configured with `strategy` picks among free agents under core
-    `version` (the one rule version 2 changes; see the table above)."""
-    if version >= CORE_VERSION_NEXT and strategy == "longest-idle":
+    `version` (the one rule version 2 changes; see the table above). With the planted bug
+    (`NO_GATE_ENV`, test only) version 2's rule whatever `version`."""
+    if (version >= CORE_VERSION_NEXT or _GATE_REMOVED) and strategy == "longest-idle":
         return "fewest-handled"
     return strategy
 

@@ -43,8 +43,7 @@ import prometheus_client
 import trio
 
 from acd import buggify
-from acd.core import Center, Rejection
-from acd.core import commands as c
+from acd.core import Center, Rejection, commands
 from acd.core.events import Event
 from acd.core.versions import CoreVersionUnsupported, describe
 from acd.locks import QuickLock
@@ -64,7 +63,7 @@ from .statehash import StateHashes, perturbation_hook
 
 log = logging.getLogger("acd.node")
 
-_TICK = c.encode_command(c.Tick())
+_TICK = commands.encode_command(commands.Tick())
 
 
 def _digest(payload: bytes) -> bytes:
@@ -126,7 +125,7 @@ _POISON_REMEMBERED = 1024
 class _Submission:
     __slots__ = ("command", "payload", "secret", "digest", "done", "result", "error", "started")
 
-    def __init__(self, command: c.Command, payload: bytes, secret: bytes, digest: bytes) -> None:
+    def __init__(self, command: commands.Command, payload: bytes, secret: bytes, digest: bytes) -> None:
         self.command = command
         self.payload = payload  # as the log holds it (an arrival's number sealed)
         self.secret = secret    # the key that goes beside the record (acd.node.privacy)
@@ -185,6 +184,9 @@ class Node:
         # ids: a retry is refused at once instead of being applied again.
         self._poisoned: dict[bytes, str] = {}
         self._closed = False
+        # On a primary, between applying a batch in the core and its commit: the batch's last
+        # LSN (the core's state already holds it; `lsn` follows once it is durable).
+        self._batch_lsn: int | None = None
         # The state hash every `cluster.compare_state_every_records` records, which replication
         # compares between primary and standby (acd.node.statehash); and a test hook.
         every = 0 if settings.standalone else settings.cluster.compare_state_every_records
@@ -209,6 +211,7 @@ class Node:
         broker is left alone, since its readers already saw every durable event (a rebuild
         after a refused batch).
         """
+        self._batch_lsn = None
         snapshot = self.store.latest_snapshot()
         if snapshot is not None:
             try:
@@ -244,7 +247,7 @@ class Node:
         if record.lsn != invariant_lsn:
             raise ReplayMismatch(f"expected LSN {invariant_lsn}, got {record.lsn}")
         try:
-            command = c.decode_command(record.payload)
+            command = commands.decode_command(record.payload)
         except msgspec.DecodeError as error:
             raise ReplayMismatch(f"record LSN {record.lsn} does not decode: {error}") from None
         try:
@@ -294,7 +297,7 @@ class Node:
     def _replicated_applied(self, record: Record) -> None:
         """After a shipped record is applied: the state hash when due (and a test hook)."""
         if self._test_perturb(record.lsn):
-            self.center.apply(c.Audit(actor="test-hook", action="diverge", detail=f"ACD_TEST_DIVERGE_AT_LSN={record.lsn}"), record.at)
+            self.center.apply(commands.Audit(actor="test-hook", action="diverge", detail=f"ACD_TEST_DIVERGE_AT_LSN={record.lsn}"), record.at)
             log.warning("TEST HOOK: state perturbed after lsn=%d node=%s (ACD_TEST_DIVERGE_AT_LSN)", record.lsn, self.name)
         if self.state_hashes.due(record.lsn):
             self.state_hashes.hash_now(record.lsn, self.center, self._background)
@@ -321,6 +324,12 @@ class Node:
             return None
         key = self.store.secret(call.caller_key)
         return None if key is None else self.sealer.open(call.sealed_for or call_id, call.caller_sealed, key)
+
+    @property
+    def state_lsn(self) -> int:
+        """The LSN of the last record the core's state holds: `lsn`, or on a primary while a batch
+        it applied is being committed, that batch's last LSN (what a state hash describes)."""
+        return self.lsn if self._batch_lsn is None else self._batch_lsn
 
     def writable_error(self) -> NotPrimary | None:
         """Why this node takes no write now (the refusal to raise), or None when it does."""
@@ -353,7 +362,7 @@ class Node:
 
     # ------------------------------------------------------------------ submitting
 
-    async def submit(self, command: c.Command) -> Accepted | Rejection:
+    async def submit(self, command: commands.Command) -> Accepted | Rejection:
         """Run a command through the pipeline; returns once durable (and replicated)."""
         if self._closed:
             raise NodeClosed("node is shutting down")
@@ -361,7 +370,7 @@ class Node:
         if refusal is not None:
             raise refusal
         try:
-            payload = c.validate(command)
+            payload = commands.validate(command)
         except msgspec.ValidationError as error:
             raise InvalidCommand(str(error)) from None
         digest = _digest(payload)
@@ -369,9 +378,9 @@ class Node:
         if error_id is not None:
             raise CommandFailed(f"this command made the node fail before (error id {error_id}); it is refused", error_id)
         secret = b""
-        if type(command) is c.Arrive and command.caller:
+        if type(command) is commands.Arrive and command.caller:
             command, secret = self.sealer.seal(command, payload)
-            payload = c.encode_command(command)
+            payload = commands.encode_command(command)
         submission = _Submission(command, payload, secret, digest)
         await self._send.send(submission)
         await submission.done.wait()
@@ -474,6 +483,7 @@ class Node:
             return
 
         if records:
+            self._batch_lsn = lsn
             started = time.perf_counter()
             # The batch leaves for the standby now, while the local commit (fsync) runs: the
             # two fsyncs overlap. Nothing is acknowledged before both are durable
@@ -501,6 +511,7 @@ class Node:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_records.observe(len(records))
             self.lsn = lsn
+            self._batch_lsn = None
             self._since_snapshot += len(records)
             try:
                 await self.replicator.replicate(records)
@@ -676,4 +687,4 @@ class Node:
         """Apply the config file's center when it differs from the replicated one (primary only)."""
         if self.center.state.config_version and self.center.config == self.settings.center:
             return None
-        return await self.submit(c.Configure(center=self.settings.center, actor=actor))
+        return await self.submit(commands.Configure(center=self.settings.center, actor=actor))

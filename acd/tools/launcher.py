@@ -207,8 +207,11 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ processes
 
-    def _spawn(self, name: str, arguments: list[str], preexec_fn: Callable[[], Any] | None = None) -> subprocess.Popen[bytes]:
-        process = spawn(acd_command(arguments, self.python), self.logs / f"{name}.log", preexec_fn=preexec_fn)
+    def _spawn(
+        self, name: str, arguments: list[str], preexec_fn: Callable[[], Any] | None = None, env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        process = spawn(acd_command(arguments, self.python), self.logs / f"{name}.log", preexec_fn=preexec_fn,
+                        env=child_environment(**(env or {})))
         self.processes[name] = process
         return process
 
@@ -216,8 +219,10 @@ class LocalCluster:
         if self.settings.witness is not None:
             self._spawn("witness", ["witness", "--config", str(self.config), "--log-level", self.log_level])
 
-    def start_node(self, name: str) -> None:
-        self._spawn(name, ["serve", "--config", str(self.config), "--node", name, "--log-level", self.log_level])
+    def start_node(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Start node `name`; `env`: variables set in its environment besides this process's
+        (a rolling upgrade starts the "new binary" with `ACD_ENABLE_NEXT_CORE=1`)."""
+        self._spawn(name, ["serve", "--config", str(self.config), "--node", name, "--log-level", self.log_level], env=env)
 
     def restart(self, name: str) -> None:
         if name == "witness":

@@ -124,14 +124,14 @@ class Context:
 
     def write(self, label: str, *, node: str | None = None, delay: float = 0.0) -> None:
         """One write in `delay` seconds, in the background, as a client would send it (to `node` first)."""
-        from acd.core import commands as c
+        from acd.core import commands
 
         from .workload import Client
 
         client = Client(self.cluster, self.workload.history, self.cluster.trace, timeout_seconds=5.0)
         if node is not None:
             client.guess = node
-        command = c.Audit(actor="dr-script", action="write", detail=label[:200])
+        command = commands.Audit(actor="dr-script", action="write", detail=label[:200])
 
         async def write() -> None:
             if delay:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from acd.core import CallState, Presence, Rejection
-from acd.core import commands as c
+from acd.core import CallState, Presence, Rejection, commands
 from acd.node.node import Accepted, NodeClosed, NodeError, NotPrimary, StorageFullError
 from acd.store import StoreError
 
@@ -70,7 +69,7 @@ class History:
     probes: list[ProbeResult] = field(default_factory=list)
 
 
-def describe(command: c.Command) -> tuple[str, str]:
+def describe(command: commands.Command) -> tuple[str, str]:
     kind = type(command).__struct_config__.tag
     subject = " ".join(str(getattr(command, name)) for name in ("id", "call", "agent", "action") if hasattr(command, name))
     return str(kind), subject
@@ -103,7 +102,7 @@ class Client:
             return process.node.center
         return None
 
-    async def submit(self, command: c.Command, *, give_up_after: float = 30.0) -> Accepted | Rejection | None:
+    async def submit(self, command: commands.Command, *, give_up_after: float = 30.0) -> Accepted | Rejection | None:
         counters = self.history.counters
         deadline = trio.current_time() + give_up_after
         target = self.guess
@@ -160,10 +159,10 @@ class Client:
         counters["gave_up"] += 1
         return None
 
-    def _record(self, name: str, node, command: c.Command, result: Accepted) -> None:  # type: ignore[no-untyped-def]
+    def _record(self, name: str, node, command: commands.Command, result: Accepted) -> None:  # type: ignore[no-untyped-def]
         # The bytes the node logged (an arrival's number is sealed there, under a fresh key:
         # not the bytes of the command as sent).
-        payload = c.encode_command(command)
+        payload = commands.encode_command(command)
         try:
             records = node.store.read(result.lsn - 1, 1)
         except StoreError:
@@ -242,9 +241,9 @@ class Workload:
             queue, channel = self.rng.choices(queues, weights)[0]
             caller = f"010{self.rng.randrange(10**7, 10**8)}"
             assert self.nursery is not None
-            self.nursery.start_soon(self._caller, c.Arrive(id=call_id, queue=queue, caller=caller, channel=channel))
+            self.nursery.start_soon(self._caller, commands.Arrive(id=call_id, queue=queue, caller=caller, channel=channel))
 
-    async def _caller(self, arrive: c.Arrive) -> None:
+    async def _caller(self, arrive: commands.Arrive) -> None:
         patience = self.rng.expovariate(1.0 / self.shape.patience_seconds_mean)
         result = await self.client.submit(arrive)
         if result is None or isinstance(result, Rejection):
@@ -253,14 +252,14 @@ class Workload:
         center = self.client.view()
         call = center.state.interactions.get(arrive.id) if center is not None else None
         if call is not None and call.state in (CallState.WAITING, CallState.OFFERED):
-            await self.client.submit(c.Abandon(call=arrive.id))
+            await self.client.submit(commands.Abandon(call=arrive.id))
 
     # ------------------------------------------------------------------ agents
 
     async def _agent(self, name: str) -> None:
         client = Client(self.cluster, self.history, self.trace, timeout_seconds=self.shape.client_timeout_seconds)
-        await client.submit(c.Login(agent=name))
-        await client.submit(c.Ready(agent=name))
+        await client.submit(commands.Login(agent=name))
+        await client.submit(commands.Ready(agent=name))
         answered: set[str] = set()
         on_break_until = 0.0
         while True:
@@ -273,29 +272,29 @@ class Workload:
                 continue
             now = trio.current_time()
             if record.presence is Presence.LOGGED_OUT:
-                await client.submit(c.Login(agent=name))
+                await client.submit(commands.Login(agent=name))
                 continue
             if record.offer is not None and record.offer not in answered:
                 call_id = record.offer
                 await sleep(self.rng.uniform(0.2, self.shape.ring_seconds_max))
-                result = await client.submit(c.Answer(call=call_id, agent=name))
+                result = await client.submit(commands.Answer(call=call_id, agent=name))
                 if result is not None and not isinstance(result, Rejection):
                     answered.add(call_id)
                     assert self.nursery is not None
                     self.nursery.start_soon(self._conversation, client, name, call_id)
                 continue
             if record.presence is Presence.NOT_READY and now >= on_break_until and not record.pending:
-                await client.submit(c.Ready(agent=name))
+                await client.submit(commands.Ready(agent=name))
                 continue
             if self.breaks and record.presence is Presence.READY and not record.held and self.rng.random() < self.shape.break_probability:
                 on_break_until = now + self.rng.uniform(5.0, 40.0)
-                await client.submit(c.NotReady(agent=name, reason="break"))
+                await client.submit(commands.NotReady(agent=name, reason="break"))
 
     async def _conversation(self, client: Client, agent: str, call_id: str) -> None:
         await sleep(self.rng.expovariate(1.0 / self.shape.talk_seconds_mean))
-        await client.submit(c.Hangup(call=call_id))
+        await client.submit(commands.Hangup(call=call_id))
         await sleep(self.rng.expovariate(1.0 / self.shape.wrap_seconds_mean))
-        await client.submit(c.WrapUp(call=call_id, agent=agent, disposition="resolved"))
+        await client.submit(commands.WrapUp(call=call_id, agent=agent, disposition="resolved"))
 
     # ------------------------------------------------------------------ the end of the day
 
@@ -320,13 +319,13 @@ class Workload:
             for call in list(center.state.interactions.values()):
                 if call.state in (CallState.WAITING, CallState.OFFERED, CallState.SCHEDULED):
                     open_ids.append(call.id)
-                    await self.client.submit(c.Abandon(call=call.id))
+                    await self.client.submit(commands.Abandon(call=call.id))
                 elif call.state is CallState.CONNECTED:
                     open_ids.append(call.id)
-                    await self.client.submit(c.Hangup(call=call.id))
+                    await self.client.submit(commands.Hangup(call=call.id))
                 elif call.state is CallState.WRAPUP:
                     open_ids.append(call.id)
-                    await self.client.submit(c.WrapUp(call=call.id, agent=call.agent or "", disposition="resolved"))
+                    await self.client.submit(commands.WrapUp(call=call.id, agent=call.agent or "", disposition="resolved"))
             if not open_ids:
                 return []
             await sleep(0.2)
@@ -338,7 +337,7 @@ class Workload:
         index = len(self.history.probes)
         self.history.probes.append(ProbeResult(label, fault_at, node, epoch_before))
         client = Client(self.cluster, self.history, self.trace, timeout_seconds=0.5, retry_seconds=0.05)
-        result = await client.submit(c.Audit(actor="dr-probe", action="probe", detail=label[:200]), give_up_after=math.inf)
+        result = await client.submit(commands.Audit(actor="dr-probe", action="probe", detail=label[:200]), give_up_after=math.inf)
         ack = self.history.acks[-1] if isinstance(result, Accepted) else None
         if ack is not None and ack.kind == "audit":
             self.history.probes[index] = ProbeResult(label, fault_at, node, epoch_before, ack.at, ack.epoch, ack.node)
