@@ -21,8 +21,8 @@ import msgspec
 
 from acd.core import Center
 from acd.core import kpis as kpi
-from acd.core.calendar import DayClock, load_zone
-from acd.core.config import Capacity
+from acd.core.calendar import DayClock
+from acd.core.config import Capacity, load_zone
 from acd.core.kpis import (
     Kpis as Kpis,  # defined in acd.core.kpis, re-exported for the API's readers
 )

@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .config import WEEKDAYS, Calendar, parse_span
+from .config import WEEKDAYS, Calendar, load_zone, parse_span
 
 
 @lru_cache(maxsize=64)
-def load_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(f"unknown time zone {name!r}") from error
-
-
 class DayClock:
     """Maps timestamps to the local day and 15-minute interval, cached per day.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -149,10 +150,16 @@ def parse_span(span: str) -> tuple[int, int]:
     return start, end
 
 
+def load_zone(name: str) -> ZoneInfo:
+    """The time zone `name`; ValueError naming it when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r}") from error
+
+
 def validate_center(center: CenterConfig) -> list[ConfigError]:
     """Every cross-reference problem of `center`, each naming its key; [] when usable."""
-    from .calendar import load_zone  # local import: calendar imports this module
-
     problems: list[ConfigError] = []
     try:
         load_zone(center.time_zone)
