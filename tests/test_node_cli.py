@@ -42,11 +42,11 @@ def test_config_check_lists_every_problem_with_file_line_and_key(tmp_path: Path,
 
 def test_every_scalar_key_of_the_core_center_is_a_center_key_with_the_core_default(tmp_path: Path) -> None:
     from acd import settings as settings_module
-    from acd.core.config import Center
+    from acd.core.config import CenterConfig
 
     text = (EXAMPLES / "standalone.toml").read_text()
     plain = settings_module.loads(text, "plain.toml")
-    defaults = Center()
+    defaults = CenterConfig()
     for key in settings_module.CENTER_KEYS:
         if f"\n{key} =" not in text.split("[center]", 1)[1].split("\n[", 1)[0]:
             assert getattr(plain.center, key) == getattr(defaults, key), f"[center] {key}: not the core's default"
