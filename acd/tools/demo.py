@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -505,6 +506,9 @@ def main(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"demo: {problem}", file=sys.stderr)
         return 2
+    # Ctrl-C (SIGINT) stops the demo and its cluster even when it was started where SIGINT is
+    # ignored (a background job of a shell without job control passes that on to its children).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return trio.run(Demo(args).run)
     except KeyboardInterrupt:
