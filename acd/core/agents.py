@@ -19,10 +19,10 @@ from .base import (
     _SHOWN_WRAPUP,
 )
 from .commands import Login, Logout, NotReady, Ready
-from .conversations import find_agent
+from .conversations import find_agent, logged_out
 from .events import AgentChanged
 from .indices import Indices
-from .rejections import Code, Rejection, reject
+from .rejections import Rejection
 from .state import AgentRecord, AgentState
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def ready(center: Center, command: Ready, now: float) -> Rejection | None:
     if isinstance(agent, Rejection):
         return agent
     if agent.presence is _LOGGED_OUT:
-        return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        return logged_out(agent)
     if agent.presence is _READY and not agent.pending:
         return None
     if agent.presence is not _READY:
@@ -153,7 +153,7 @@ def not_ready(center: Center, command: NotReady, now: float) -> Rejection | None
     if isinstance(agent, Rejection):
         return agent
     if agent.presence is _LOGGED_OUT:
-        return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        return logged_out(agent)
     if agent.held:
         if agent.pending == "not_ready" and agent.pending_reason == command.reason:
             return None

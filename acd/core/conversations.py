@@ -46,6 +46,11 @@ def find_agent(center: Center, name: str) -> AgentRecord | Rejection:
     return agent
 
 
+def logged_out(agent: AgentRecord) -> Rejection:
+    """The rejection of a command for an agent who is logged out."""
+    return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+
+
 def not_found(center: Center, call_id: str, agent_name: str) -> Rejection:
     """The rejection when the agent or the interaction does not exist (the agent first)."""
     found = call_and_agent(center, call_id, agent_name)
@@ -74,7 +79,7 @@ def answer(center: Center, command: Answer, now: float) -> Rejection | None:
     if command.call in agent.held:
         return None  # answered, then transferred onwards: it took effect
     if agent.presence is _LOGGED_OUT:
-        return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        return logged_out(agent)
     if call.state in _TERMINAL:
         return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
     if (call.state, "answer") not in TRANSITIONS:  # only a ringing offer is answered
@@ -148,7 +153,7 @@ def reject_offer(center: Center, command: Reject, now: float) -> Rejection | Non
     if call.last_offer_agent == agent.name and call.last_offer_outcome in ("rejected", "no_answer"):
         return None  # the offer already ended without an answer
     if agent.presence is _LOGGED_OUT:
-        return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+        return logged_out(agent)
     if call.state in _TERMINAL:
         return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
     if call.state is _OFFERED:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .base import _COMPLETED, _LOGGED_OUT, _TERMINAL, _WRAPUP
 from .callbacks import schedule_callback
 from .commands import Survey, WrapUp
-from .conversations import find_call, not_found
+from .conversations import find_call, logged_out, not_found
 from .events import CallWrappedUp, SurveyRecorded
 from .rejections import Code, Rejection, reject
 from .state import AgentRecord, Interaction, Leg
@@ -32,7 +32,7 @@ def wrap_up(center: Center, command: WrapUp, now: float) -> Rejection | None:
             return None  # wrapped up already, with these values
         # Otherwise refused; the reason is the first that applies, in Code's order.
         if agent.presence is _LOGGED_OUT:
-            return reject(Code.agent_logged_out, f"agent {agent.name!r} is logged out", field="agent")
+            return logged_out(agent)
         if call.state in _TERMINAL and not (call.state is _COMPLETED and call.agent == agent.name):
             return reject(Code.call_finished, f"interaction {call.id!r} is {call.state.value}")
         if call.state is not _COMPLETED:
