@@ -909,14 +909,17 @@ class ReplicationDriver:
         start = plan.start
         if plan.snapshot:
             snapshot = store.latest_snapshot()
-            if snapshot is None or snapshot.lsn < store.first_lsn() - 1:
-                await self.node.snapshot_now()
-                snapshot = store.latest_snapshot()
-            assert snapshot is not None
+            if snapshot is None or snapshot.lsn < max(store.first_lsn() - 1, plan.floor):
+                # None stored is recent enough: the log before it is pruned, or the standby
+                # holds (acknowledged) records past it. One of the state as it is now, taken
+                # between batches; it need not be stored (the disk may be full).
+                snapshot = await self.node.current_snapshot()
             log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
             if self.state_check.rebuild_wanted:
                 self.state_check.rebuilding(snapshot.lsn, hashlib.sha256(snapshot.state).hexdigest())
-            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets()))
+            history = {e: lsn for e, lsn in self.node.store.epoch_history().items() if lsn <= snapshot.lsn}
+            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets(),
+                                               epoch_history=history))
             start = snapshot.lsn
         return start
 
@@ -1044,7 +1047,7 @@ class ReplicationDriver:
             if isinstance(message, InstallSnapshot):
                 if message.snapshot.epoch > store.epoch():
                     store.set_epoch(message.snapshot.epoch, message.snapshot.lsn + 1)
-                store.install_snapshot(message.snapshot, secrets=message.secrets)
+                store.install_snapshot(message.snapshot, secrets=message.secrets, epoch_history=message.epoch_history)
                 log.warning("installed snapshot node=%s lsn=%d", self.name, message.snapshot.lsn)
                 self.node.reload()
                 self.node.rehash_state()  # the primary compares it with its snapshot's
@@ -1066,6 +1069,8 @@ class ReplicationDriver:
             for record in records:
                 if record.epoch > store.epoch():
                     store.set_epoch(record.epoch, record.lsn)
+                elif record.epoch > max(store.epoch_history(), default=0):
+                    store.record_epoch_start(record.epoch, record.lsn)  # its entry was truncated away
             await self.node.append_records(records)
             self.node.apply_replicated(records)
         self.peer_in_sync = message.sync

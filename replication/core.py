@@ -469,6 +469,10 @@ class Plan:
     truncate: tuple[int, ...]   # Truncate(after_lsn) to send, in order
     start: int                  # -1: its state is replaced by a snapshot
     snapshot: bool              # an InstallSnapshot is needed (start is then the snapshot's LSN)
+    # The standby holds our records up to here: a snapshot it is sent must not be older, or
+    # it would forget acknowledged records until it caught up again, and a failover in
+    # that window (it is not recorded behind) would lose them.
+    floor: int = 0
 
 
 class EpochAt(Protocol):
@@ -486,9 +490,9 @@ def reconcile(sync: Sync, *, log: LogView, queue: ShipQueue, epoch_at: EpochAt) 
     """
     truncate: list[int] = []
     mine = queue.top(log)
-    start = sync.last_lsn
+    start = floor = sync.last_lsn
     if start and not (start <= mine and epoch_at(start) == sync.last_epoch):
-        start = divergence(log.epoch_history(), sync, mine)
+        start = floor = divergence(log.epoch_history(), sync, mine)
         if start < sync.snapshot_lsn:
             start = -1  # its snapshot holds divergent state: replace everything
         else:
@@ -496,6 +500,7 @@ def reconcile(sync: Sync, *, log: LogView, queue: ShipQueue, epoch_at: EpochAt) 
     withdrawn = queue.retracted_after
     if withdrawn is not None and start > withdrawn:
         # It may hold records this primary shipped but could not commit itself.
+        floor = withdrawn
         if withdrawn < sync.snapshot_lsn:
             # ... and already a snapshot of them (its log may be pruned past them): a log
             # truncation cannot take them back out, so its state is replaced.
@@ -503,7 +508,7 @@ def reconcile(sync: Sync, *, log: LogView, queue: ShipQueue, epoch_at: EpochAt) 
         else:
             truncate.append(withdrawn)
             start = withdrawn
-    return Plan(truncate=tuple(truncate), start=start, snapshot=start < log.first_lsn() - 1)
+    return Plan(truncate=tuple(truncate), start=start, snapshot=start < log.first_lsn() - 1, floor=max(floor, 0))
 
 
 def check_append(records: Sequence[Record], prev_epoch: int, last: tuple[int, int]) -> str:

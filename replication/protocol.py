@@ -216,15 +216,23 @@ class InstallSnapshot(Message, tag="snapshot", frozen=True):
     snapshot: Snapshot
     # The keys that seal caller numbers of live interactions: {key id: (LSN, key)}.
     secrets: dict[str, tuple[int, bytes]] = {}
+    # The primary's epoch history up to the snapshot's LSN ({epoch: first LSN}): which epoch
+    # wrote the LSNs the snapshot covers. The standby's own history says nothing of them once
+    # its log is replaced, and a wrong one would let a later divergence check keep a
+    # divergent tail. Empty from a release before it (the standby keeps its own then).
+    epoch_history: dict[int, int] = {}
 
 
 class SnapshotPart(Message, tag="snapshot_part", frozen=True):
     """One piece of a large `InstallSnapshot`: the msgpack encoding of its snapshot, cut in
-    order; the piece with `last` completes it (see `Channel.send`)."""
+    order; the piece with `last` completes it and carries the rest of the message, its
+    secrets and epoch history (see `Channel.send`)."""
 
     epoch: int
     data: bytes
     last: bool = False
+    secrets: dict[str, tuple[int, bytes]] = {}
+    epoch_history: dict[int, int] = {}
 
 
 class Handover(Message, tag="handover", frozen=True):
@@ -327,13 +335,13 @@ class Channel:
         if isinstance(message, InstallSnapshot):
             encoded = msgspec.msgpack.encode(message.snapshot)
             if len(encoded) > SNAPSHOT_PART_BYTES:
-                await self._send_parts(message.epoch, encoded)
+                await self._send_parts(message, encoded)
                 return
         data = self.encode(message)
         async with self._send_lock:
             await self.stream.send_all(data)
 
-    async def _send_parts(self, epoch: int, encoded: bytes) -> None:
+    async def _send_parts(self, message: InstallSnapshot, encoded: bytes) -> None:
         view = memoryview(encoded)
         starts = range(0, len(view), SNAPSHOT_PART_BYTES)
         # The parts' sequence numbers are taken now, as one frame's would be: a message sent
@@ -343,7 +351,10 @@ class Channel:
         async with self._send_lock:  # the parts go out back to back, nothing in between
             for index, start in enumerate(starts):
                 end = start + SNAPSHOT_PART_BYTES
-                part = SnapshotPart(epoch=epoch, data=bytes(view[start:end]), last=end >= len(view))
+                last = end >= len(view)
+                part = SnapshotPart(epoch=message.epoch, data=bytes(view[start:end]), last=last,
+                                    secrets=message.secrets if last else {},
+                                    epoch_history=message.epoch_history if last else {})
                 await self.stream.send_all(self.encode(part, first + index))
 
     async def receive(self) -> Message:
@@ -365,7 +376,8 @@ class Channel:
                     snapshot = _snapshot_decoder.decode(parts)
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
                     raise FrameError(f"snapshot parts do not decode: {error}") from None
-                return InstallSnapshot(epoch=message.epoch, snapshot=snapshot)
+                return InstallSnapshot(epoch=message.epoch, snapshot=snapshot, secrets=message.secrets,
+                                       epoch_history=message.epoch_history)
 
     async def _receive_frame(self) -> Message:
         buffer = self._buffer

@@ -55,7 +55,7 @@ def test_a_crashed_primary_is_replaced_within_a_few_failover_timeouts() -> None:
     assert all(timeout <= seconds <= 4 * timeout for seconds in result.failover_seconds), result.failover_seconds
 
 
-@pytest.mark.parametrize("seed", [41, 53, 138, 143, 69, 193, 369])
+@pytest.mark.parametrize("seed", [41, 53, 138, 143, 69, 193, 369, 426, 777])
 def test_swarm_seeds_that_found_replication_bugs_stay_fixed(seed: int) -> None:
     # Found once the swarm lost replies, slowed the witness's fsync and checked all along:
     # 69: a switchover cancelled while waiting for the witness's answer to Release (which the
@@ -90,6 +90,16 @@ def test_swarm_seeds_that_found_replication_bugs_stay_fixed(seed: int) -> None:
     #     connection; the node's next election read that stale "granted" as the witness's
     #     vote, and two nodes became primary for epoch 3 (fixed: a request that does not get
     #     its reply drops the connection; a vote counts only for the epoch it answers).
+    # 426: a standby that installed the primary's snapshot counted every LSN the snapshot
+    #     covers to its old epoch (its history had nothing of the epochs in between); a later
+    #     divergence check from that history could keep another node's divergent tail (fixed:
+    #     InstallSnapshot carries the primary's epoch history up to its LSN, and a record of an
+    #     epoch the history lost is noted again).
+    # 777: the primary, its disk full, replaced the standby's state (a snapshot holding records
+    #     it had withdrawn) with its stored snapshot 43 records older than what the standby
+    #     held of acknowledged writes; until it caught up, a failover would have lost them
+    #     (fixed: the snapshot sent is never older than the standby's shared records; one of
+    #     the state as it is now when the stored one is, stored too if the disk takes it).
     result = run("swarm", seed, minutes=1.0)
     assert result.ok, _explain(result)
     assert result.lost_writes == 0

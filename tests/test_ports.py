@@ -379,6 +379,8 @@ def test_a_large_snapshot_travels_in_parts_and_arrives_whole_between_other_messa
         sender.bind_nonces(b"m" * 16, b"t" * 16)
         receiver.bind_nonces(b"t" * 16, b"m" * 16)
         snapshot = Snapshot.make(lsn=10, epoch=2, at=1.0, state=os.urandom(3 * SNAPSHOT_PART_BYTES + 12345))
+        secrets = {"k1": (7, b"\x01" * 32)}
+        history = {1: 1, 2: 6}
         frames: list[int] = []
         original = right.receive_some
 
@@ -399,11 +401,14 @@ def test_a_large_snapshot_travels_in_parts_and_arrives_whole_between_other_messa
             await sender.send(Truncate(epoch=2, after_lsn=1))
             # Another task's message sent while the parts go out follows them, in sequence.
             async with trio.open_nursery() as senders:
-                senders.start_soon(sender.send, InstallSnapshot(epoch=2, snapshot=snapshot))
+                senders.start_soon(sender.send, InstallSnapshot(epoch=2, snapshot=snapshot, secrets=secrets, epoch_history=history))
                 await trio.sleep(0)
                 senders.start_soon(sender.send, Truncate(epoch=2, after_lsn=3))
         assert isinstance(received[0], Truncate) and received[0].after_lsn == 1
         assert isinstance(received[1], InstallSnapshot) and received[1].snapshot == snapshot
+        # The rest of the message comes too: without the keys the standby could not read the
+        # caller numbers of live calls after a failover.
+        assert (received[1].secrets, received[1].epoch_history) == (secrets, history)
         assert isinstance(received[2], Truncate) and received[2].after_lsn == 3
         assert max(frames) <= FRAME_BYTES_MAX
 

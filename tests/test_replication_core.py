@@ -271,7 +271,7 @@ def test_reconcile_truncates_the_divergent_tail_of_an_old_primary() -> None:
     standby = _logs(1, 1, 1, 1, 1, 1)  # the old primary wrote on in epoch 1 after losing
     sync = Sync(last_lsn=6, last_epoch=1, epoch=2, epoch_history=standby.epoch_history(), snapshot_lsn=0)
     plan = core.reconcile(sync, log=primary, queue=ShipQueue(), epoch_at=primary.epoch_at)
-    assert plan == core.Plan(truncate=(3,), start=3, snapshot=False)
+    assert plan == core.Plan(truncate=(3,), start=3, snapshot=False, floor=3)
 
 
 def test_reconcile_keeps_a_standby_that_holds_the_batch_still_in_flight() -> None:
@@ -280,7 +280,7 @@ def test_reconcile_keeps_a_standby_that_holds_the_batch_still_in_flight() -> Non
     queue.add([record(3, 1)], now=0.0)   # shipped while its own commit runs
     sync = Sync(last_lsn=3, last_epoch=1, epoch=1, epoch_history={1: 1}, snapshot_lsn=0)
     epoch_at = lambda lsn: queue.epoch_in_tail(lsn) or primary.epoch_at(lsn)  # noqa: E731
-    assert core.reconcile(sync, log=primary, queue=queue, epoch_at=epoch_at) == core.Plan(truncate=(), start=3, snapshot=False)
+    assert core.reconcile(sync, log=primary, queue=queue, epoch_at=epoch_at) == core.Plan(truncate=(), start=3, snapshot=False, floor=3)
 
 
 def test_reconcile_truncates_withdrawn_records_and_replaces_a_snapshot_holding_them() -> None:
@@ -288,9 +288,12 @@ def test_reconcile_truncates_withdrawn_records_and_replaces_a_snapshot_holding_t
     queue = ShipQueue()
     queue.retract(2)
     sync = Sync(last_lsn=3, last_epoch=1, epoch=1, epoch_history={1: 1}, snapshot_lsn=0)
-    assert core.reconcile(sync, log=primary, queue=queue, epoch_at=primary.epoch_at) == core.Plan(truncate=(2,), start=2, snapshot=False)
+    assert core.reconcile(sync, log=primary, queue=queue, epoch_at=primary.epoch_at) == core.Plan(truncate=(2,), start=2, snapshot=False, floor=2)
     snapshotted = Sync(last_lsn=3, last_epoch=1, epoch=1, epoch_history={1: 1}, snapshot_lsn=3)
-    assert core.reconcile(snapshotted, log=primary, queue=queue, epoch_at=primary.epoch_at).start == -1
+    plan = core.reconcile(snapshotted, log=primary, queue=queue, epoch_at=primary.epoch_at)
+    # Its state is replaced, but by a snapshot no older than LSN 2, which it holds of ours:
+    # an older one would take acknowledged records from it until it caught up.
+    assert plan.start == -1 and plan.floor == 2
 
 
 def test_check_append() -> None:

@@ -448,6 +448,42 @@ def test_install_snapshot_replaces_the_log(store_path: Path) -> None:
         assert s.statistics().records == 2
 
 
+def test_install_snapshot_takes_the_primary_epoch_history_up_to_its_lsn(store_path: Path) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 5))
+        s.set_epoch(3, 60)
+        snapshot = Snapshot.make(lsn=50, epoch=2, at=9.0, state=b"primary-state@50")
+        # Epoch 2 wrote LSNs 20 to 50; the entry for 4 (after the snapshot) is not its to keep.
+        s.install_snapshot(snapshot, epoch_history={1: 1, 2: 20, 4: 51})
+        assert s.epoch_history() == {1: 1, 2: 20}
+        assert s.epoch() == 3
+    with open_store(store_path) as s:
+        assert s.epoch_history() == {1: 1, 2: 20}
+        # Without one (a primary of an older release) the history stays as it was.
+        s.install_snapshot(Snapshot.make(lsn=60, epoch=2, at=9.0, state=b"x"))
+        assert s.epoch_history() == {1: 1, 2: 20}
+
+
+def test_record_epoch_start_notes_an_epoch_the_history_lost(store_path: Path) -> None:
+    with open_store(store_path) as s:
+        s.set_epoch(1, 1)
+        s.append(records(1, 3))
+        s.set_epoch(2, 4)
+        s.append(records(4, 3, epoch=2))
+        s.truncate_tail(3)                    # epoch 2's entry goes with its records
+        assert s.epoch_history() == {1: 1} and s.epoch() == 2
+        with pytest.raises(StoreError, match="an earlier epoch starts there or later"):
+            s.record_epoch_start(2, 1)
+        with pytest.raises(StoreError, match="the store is at epoch 2"):
+            s.record_epoch_start(3, 4)
+        s.record_epoch_start(2, 4)
+        with pytest.raises(StoreError, match="latest epoch is 2"):
+            s.record_epoch_start(2, 5)
+    with open_store(store_path) as s:
+        assert s.epoch_history() == {1: 1, 2: 4}
+
+
 def test_install_snapshot_refuses_a_damaged_snapshot(store: Store) -> None:
     snapshot = Snapshot.make(lsn=5, epoch=1, at=1.0, state=b"good")
     with pytest.raises(CorruptRecord):

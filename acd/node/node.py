@@ -53,7 +53,7 @@ from acd.replica import (
 from acd.replica import NotPrimary as NotPrimary
 from acd.replica import Replicator, Role, Standalone
 from acd.settings import Settings
-from acd.store import Record, StorageFull, Store, StoreError
+from acd.store import Record, Snapshot, StorageFull, Store, StoreError
 
 from . import snapshots
 from .broker import Broker
@@ -651,6 +651,18 @@ class Node:
         """Take a snapshot between batches (the state then equals the durable log)."""
         async with self.batch_lock:
             self.save_snapshot()
+
+    async def current_snapshot(self) -> Snapshot:
+        """A snapshot of the state now, taken between batches (it then equals the durable
+        log); stored too when the disk takes it, else only returned."""
+        async with self.batch_lock:
+            snapshot = Snapshot.make(lsn=self.lsn, epoch=self.store.epoch(), at=self._last_at, state=self.center.snapshot())
+            try:
+                self._snapshot_written(self._write_snapshot(snapshot.lsn, snapshot.epoch, snapshot.at, snapshot.state))
+                self._since_snapshot = 0
+            except StorageFull as error:
+                self._snapshot_refused(error)
+            return snapshot
 
     def save_snapshot(self) -> None:
         removed = self._write_snapshot(self.lsn, self.store.epoch(), self._last_at, self.center.snapshot())

@@ -927,6 +927,35 @@ class Store:
             self._epoch = epoch
             self._history = history
 
+    def record_epoch_start(self, epoch: int, first_lsn: int) -> None:
+        """Durably note that ``epoch`` (not above the store's) wrote the records from ``first_lsn``.
+
+        A standby calls it for a record of its current epoch that its history
+        does not cover yet: after a truncation or a snapshot removed the
+        entry, the next records of that epoch would otherwise be counted to an
+        older one.
+        """
+        with self._lock:
+            self._require_env()
+            latest = max(self._history, default=0)
+            if not latest < epoch <= self._epoch:
+                raise StoreError(
+                    f"epoch {epoch} cannot start at LSN {first_lsn} in {self.path}: the history's "
+                    f"latest epoch is {latest} and the store is at epoch {self._epoch}"
+                )
+            if first_lsn <= max(self._history.values(), default=0):
+                raise StoreError(
+                    f"epoch {epoch} cannot start at LSN {first_lsn} in {self.path}: an earlier epoch "
+                    f"starts there or later"
+                )
+            history = {**self._history, epoch: first_lsn}
+
+            def work(txn: lmdb.Transaction[Any]) -> None:
+                txn.put(_META_EPOCH_HISTORY, _history_encoder.encode(history), db=self._meta)
+
+            self._write(work)
+            self._history = history
+
     def truncate_tail(self, after_lsn: int) -> int:
         """Durably delete the records after ``after_lsn``; return how many were deleted.
 
@@ -1084,12 +1113,15 @@ class Store:
                 f"cannot save a snapshot of epoch {epoch}: this store is at epoch {self._epoch}"
             )
 
-    def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None) -> None:
+    def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None,
+                         epoch_history: dict[int, int] | None = None) -> None:
         """Replace the whole log with a snapshot received from the primary, in one transaction.
 
-        Afterwards last_lsn() is the snapshot's LSN and the log is empty; the
-        epoch history is left as it is, because it describes epochs, not this
-        node's copy of the log.
+        Afterwards last_lsn() is the snapshot's LSN and the log is empty. The
+        epoch history becomes the primary's ``epoch_history`` up to the
+        snapshot's LSN (which epoch wrote the LSNs it covers), since this
+        node's own history described the log it replaces; without one (a
+        primary of an older release) the history is left as it is.
         """
         if not isinstance(snapshot, Snapshot):
             raise StoreError(f"install_snapshot() takes a Snapshot, got {type(snapshot).__name__}")
@@ -1102,8 +1134,12 @@ class Store:
                     f"{self._epoch}; call set_epoch() first"
                 )
             encoded = encode(snapshot)
+            history = self._history
+            if epoch_history:
+                history = {e: lsn for e, lsn in epoch_history.items() if 1 <= lsn <= snapshot.lsn and e <= self._epoch}
 
             def work(txn: lmdb.Transaction[Any]) -> None:
+                txn.put(_META_EPOCH_HISTORY, _history_encoder.encode(history), db=self._meta)
                 txn.drop(self._log, delete=False)
                 txn.drop(self._snapshots, delete=False)
                 txn.drop(self._secrets, delete=False)
@@ -1120,6 +1156,7 @@ class Store:
             self._first_lsn = snapshot.lsn + 1
             self._last_epoch = 0
             self._snapshot_lsn = snapshot.lsn
+            self._history = history
 
     def truncate_log(self, before_lsn: int) -> int:
         """Delete records before ``before_lsn`` for retention; return how many were deleted.

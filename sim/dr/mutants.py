@@ -90,6 +90,21 @@ MUTANTS: tuple[Mutant, ...] = (
         (("lease-edge", NAMED_SEEDS_MAX),),
     ),
     Mutant(
+        "snapshot-without-epoch-history",
+        "a standby that installs the primary's snapshot keeps its own epoch history, which gives the LSNs the "
+        "snapshot covers to its old epoch",
+        _one(CLUSTER, "store.install_snapshot(message.snapshot, secrets=message.secrets, epoch_history=message.epoch_history)",
+             "store.install_snapshot(message.snapshot, secrets=message.secrets)"),
+        (("swarm", SWARM_SEEDS_MAX),),
+    ),
+    Mutant(
+        "snapshot-older-than-standby",
+        "the primary replaces a standby's state with its stored snapshot even when that is older than the "
+        "acknowledged records the standby holds (they are gone from it until it catches up)",
+        _one(CLUSTER, "snapshot.lsn < max(store.first_lsn() - 1, plan.floor)", "snapshot.lsn < store.first_lsn() - 1"),
+        (("swarm", SWARM_SEEDS_MAX),),
+    ),
+    Mutant(
         "no-pre-vote",
         "a node that cannot win still raises its epoch and deposes a healthy primary",
         _one(CLUSTER, "        if pre_vote and not force:\n", "        if False:\n"),
@@ -187,7 +202,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "reconcile-ignores-batch-in-flight",
         "a standby that already holds the batch the primary is still committing is taken as divergent and truncated",
-        _one(CORE, "    mine = queue.top(log)\n    start = sync.last_lsn", "    mine = log.last_lsn()\n    start = sync.last_lsn"),
+        _one(CORE, "    mine = queue.top(log)\n    start = floor = sync.last_lsn", "    mine = log.last_lsn()\n    start = floor = sync.last_lsn"),
         (("swarm", SWARM_SEEDS_MAX),),
     ),
     Mutant(
