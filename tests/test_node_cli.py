@@ -104,6 +104,9 @@ def test_verify_reports_agreement_and_exits_0(tmp_path: Path, capsys: pytest.Cap
         async with running_node(settings) as running:
             for number in range(25):
                 await running.node.submit(commands.Arrive(id=f"v-{number}", queue="general", caller="0101234567"))
+            # The snapshot is written in the background; stopping before it lands would
+            # leave none to verify against (as on a loaded machine).
+            await running.node.snapshot_settled()
 
     trio.run(write)
     assert main(["verify", "--config", settings.path, "--node", "a", "--json"]) == 0
