@@ -168,6 +168,7 @@ class ReplicationDriver:
         self.renew_interval = self.failover_timeout / 5
         self.standby_timeout = self.failover_timeout / 3
         self.ballot_grace = max(0.02, self.failover_timeout / 20)
+        self._grace_cut: frozenset[str] = frozenset()   # voters the last pre-vote's grace cut short
         store = node.store
         promised = store.get_meta("promised_epoch")
         voted = store.get_meta("voted_for")
@@ -511,7 +512,7 @@ class ReplicationDriver:
         """
         timeout = max(0.1, self.failover_timeout / 3)
         voters = [(label, client) for label, client in (("witness", self.witness), ("peer", self.peer_votes)) if client is not None]
-        ballot = Ballot(request, [label for label, _ in voters])
+        ballot = Ballot(request, [label for label, _ in voters], patient=self._grace_cut)
 
         async with trio.open_nursery() as nursery:
             async def ask(label: str, client: PeerClient) -> None:
@@ -524,6 +525,7 @@ class ReplicationDriver:
 
             for label, client in voters:
                 nursery.start_soon(ask, label, client)
+        self._grace_cut = ballot.cut_short()
         for epoch, leader in ballot.higher_epochs():
             self._see_epoch(epoch, leader or None)
         return ballot

@@ -131,12 +131,19 @@ class Ballot:
     vote), and an answer from every voter is all there is. After a refusal, a pre-vote gives
     a silent voter only a grace period (`add` says so): the pre-vote records nothing, so
     asking again soon costs nothing, while waiting would hold the candidate for the timeout.
+    A voter the grace cut short in the last ballot is `patient`-ly waited for in this one (up
+    to the timeout): a request cut short drops its connection, so a voter that takes longer
+    than the grace to reach (connect and handshake) would otherwise be cut every time, and
+    two nodes that each need the other's refusal overruled by the witness would never hear
+    it again (a cluster with every process up and no primary).
     """
 
-    def __init__(self, request: VoteRequest, voters: Iterable[str]) -> None:
+    def __init__(self, request: VoteRequest, voters: Iterable[str], *, patient: Iterable[str] = ()) -> None:
         self.request = request
         self.voters = tuple(voters)
         self.replies: dict[str, Message | None] = {}
+        self.patient = frozenset(patient)
+        self.graced = False
 
     def grants(self, reply: Message | None) -> bool:
         # A reply counts only for the epoch it answers (a kept connection never has a reply
@@ -149,8 +156,15 @@ class Ballot:
         if self.grants(reply) or len(self.replies) == len(self.voters):
             return "done"
         if self.request.pre and reply is not None:
+            if any(other in self.patient and other not in self.replies for other in self.voters):
+                return "wait"
+            self.graced = True
             return "grace"
         return "wait"
+
+    def cut_short(self) -> frozenset[str]:
+        """The voters the grace may have cut short (to be waited for in the next ballot)."""
+        return frozenset(voter for voter in self.voters if self.graced and self.unanswered(voter))
 
     @property
     def granted(self) -> list[str]:

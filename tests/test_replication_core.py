@@ -161,6 +161,22 @@ def test_a_pre_vote_gives_a_silent_voter_only_a_grace_after_a_refusal() -> None:
     assert Ballot(request, ["witness", "peer"]).add("witness", None) == "wait"
 
 
+def test_a_voter_the_grace_cut_short_is_waited_for_in_the_next_pre_vote() -> None:
+    # Swarm seed 2645: the peer refused at once (log_behind, stale_epoch), the witness took
+    # longer than the grace to reach (a cut request drops its connection, so every pre-vote
+    # had to connect again) and was cut every time: both nodes up, no primary, for good.
+    request = VoteRequest(epoch=4, candidate="b", last_epoch=2, last_lsn=6, pre=True)
+    first = Ballot(request, ["witness", "peer"])
+    assert first.add("peer", VoteReply(epoch=4, granted=False, reason="log_behind")) == "grace"
+    assert first.cut_short() == {"witness"}
+    second = Ballot(request, ["witness", "peer"], patient=first.cut_short())
+    assert second.add("peer", VoteReply(epoch=4, granted=False, reason="log_behind")) == "wait"
+    assert second.add("witness", VoteReply(epoch=4, granted=True)) == "done" and second.won()
+    assert second.cut_short() == set()
+    # A ballot that ended without the grace cut nobody short.
+    assert Ballot(request, ["witness", "peer"]).cut_short() == set()
+
+
 def test_after_a_pre_vote_a_node_that_voted_for_its_peer_meanwhile_does_not_stand() -> None:
     assert core.voted_for_other_meanwhile(1.0, 2.0, "b", "a")
     assert not core.voted_for_other_meanwhile(2.0, 2.0, "b", "a")

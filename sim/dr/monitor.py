@@ -10,6 +10,9 @@ passes those. The monitor watches every acknowledgement, every read and, every
   witness's vote). Checked at every acknowledgement (the primary acknowledged alone), at
   every save of the witness's state (no record was cleared before the node caught up) and at
   every sample (no witness forgot one).
+  A node that *forgets* an acknowledged write it held (a truncated tail, a snapshot installed
+  over its log) is judged at that instant too: however soon the primary ships it again, a
+  failover in between would lose it unless the witness records that node behind.
 - **elected nodes hold every acknowledged write** (sync mode): at each promotion the new
   primary's disk holds every acknowledged write.
 - **lease** (the fencing margin): a node that holds the primary role with a valid lease has
@@ -83,6 +86,10 @@ class Monitor:
         # Liveness is promised for weather within the design's envelope (runner.within_envelope);
         # in the liveness phase, once the weather is calm, it is judged in every run.
         self.judge_liveness = envelope
+        self.acked: dict[tuple[int, int], Ack] = {}   # every acknowledged write, by (LSN, epoch)
+        for name, process in cluster.processes.items():
+            if name in self.missing:
+                process.disk.on_forget = lambda gone, name=name: self.on_forget(name, gone)
 
     # ------------------------------------------------------------------ reporting
 
@@ -107,6 +114,7 @@ class Monitor:
 
     def on_ack(self, ack: Ack) -> None:
         self.last_ack = ack
+        self.acked[(ack.lsn, ack.epoch)] = ack
         for name, missing in self.missing.items():
             disk = self.cluster.processes[name].disk
             if not disk.holds(ack.lsn, ack.epoch):
@@ -114,6 +122,17 @@ class Monitor:
                 if self.mode == "sync" and name != ack.node and self._behind() != name:
                     self.report("ack-alone", f"{ack.node} acknowledged lsn {ack.lsn} (epoch {ack.epoch}) while {name} holds no "
                                 f"durable copy and the witness does not record {name} behind")
+
+    def on_forget(self, name: str, gone: list[tuple[int, int]]) -> None:
+        """`name`'s disk no longer holds `gone` (LSN, epoch), which it held until now."""
+        lost = sorted((self.acked[key] for key in gone if key in self.acked), key=lambda ack: ack.lsn)
+        if not lost:
+            return
+        self.missing[name].extend(lost)
+        if self.mode == "sync" and self._behind() != name:
+            ack = lost[0]
+            self.report("ack-alone", f"{name} discarded acknowledged lsn {ack.lsn} (epoch {ack.epoch}, acked by {ack.node} at "
+                        f"{ack.at:.6f}) it held ({len(lost)} acknowledged in all) while the witness does not record it behind")
 
     def on_witness_saved(self, behind: str) -> None:
         """The witness's durable state changed (a vote, a record, a clear): ack-alone at that instant."""

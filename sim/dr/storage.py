@@ -36,13 +36,24 @@ class DurableLog:
     `holds(lsn, epoch)` of a node that may be down at that instant.
     """
 
-    __slots__ = ("epochs", "base_lsn", "base_epoch", "anomalies")
+    __slots__ = ("epochs", "base_lsn", "base_epoch", "anomalies", "on_forget")
 
     def __init__(self) -> None:
         self.epochs: dict[int, int] = {}
         self.base_lsn = 0
         self.base_epoch = 0
         self.anomalies: list[str] = []   # records written against the log's own epoch history
+        # Told of the (LSN, epoch) pairs the disk held and no longer holds, after a truncated
+        # tail or an installed snapshot (the monitor: an acknowledged one is a violation).
+        self.on_forget: Callable[[list[tuple[int, int]]], None] | None = None
+
+    def forgot(self, before: dict[int, int]) -> None:
+        """Report what of `before` (the epochs held until now) the disk no longer holds."""
+        if self.on_forget is None:
+            return
+        gone = [(lsn, epoch) for lsn, epoch in before.items() if not self.holds(lsn, epoch)]
+        if gone:
+            self.on_forget(gone)
 
     def holds(self, lsn: int, epoch: int) -> bool:
         found = self.epochs.get(lsn)
@@ -87,8 +98,10 @@ class SimStore(Store):
         self._refuse_if_full("truncate_tail")
         removed = super().truncate_tail(after_lsn)
         epochs = self.disk.epochs
+        before = dict(epochs)
         for lsn in [lsn for lsn in epochs if lsn > after_lsn]:
             del epochs[lsn]
+        self.disk.forgot(before)
         return removed
 
     def save_snapshot(self, *, lsn: int, epoch: int, at: float, state: bytes) -> None:
@@ -103,9 +116,11 @@ class SimStore(Store):
                          epoch_history: dict[int, int] | None = None) -> None:
         self._refuse_if_full("install_snapshot")
         super().install_snapshot(snapshot, secrets=secrets, epoch_history=epoch_history)
+        before = dict(self.disk.epochs)
         self.disk.epochs.clear()
         self.disk.base_lsn = snapshot.lsn
         self.disk.base_epoch = snapshot.epoch
+        self.disk.forgot(before)
 
     def truncate_log(self, before_lsn: int) -> int:
         self._refuse_if_full("truncate_log")
