@@ -225,7 +225,22 @@ def test_the_mutation_catalogue_matches_the_source() -> None:
             assert old != new
             count = (ROOT / path).read_text(encoding="utf-8").count(old)
             assert count == 1, f"{mutant.name}: {path} holds the text {count} times"
-        assert all(scenario in SCENARIOS for scenario, _ in mutant.hunts)
+        for scenario, _ in mutant.hunts:
+            if scenario.startswith(mutants.TEST_HUNT):
+                path, _, name = scenario.removeprefix(mutants.TEST_HUNT).partition("::")
+                assert f"def {name}(" in (ROOT / path).read_text(encoding="utf-8"), scenario
+            else:
+                assert scenario in SCENARIOS, scenario
+
+
+def test_a_test_hunt_catches_a_planted_bug_only_when_its_test_fails_in_the_mutated_copy() -> None:
+    record = mutants.run_mutant(mutants.by_name("reconcile-ignores-batch-in-flight"), jobs=1, timeout=120)
+    assert record["caught"] and record["violation"].startswith("test failed"), record
+    text = "    mine = queue.top(log)\n"
+    harmless = mutants.Mutant("harmless", "a comment", ((mutants.CORE, text, text.rstrip() + "  # planted\n"),),
+                              (("test:tests/test_replication_core.py::test_reconcile_keeps_a_standby_that_holds_the_batch_still_in_flight", 1),))
+    record = mutants.run_mutant(harmless, jobs=1, timeout=120)
+    assert not record["caught"] and record["seeds_run"] == 1, record
 
 
 @pytest.mark.parametrize(("name", "scenario", "seeds"), [

@@ -7,7 +7,8 @@
 A sweep that finds nothing is weak evidence unless planted bugs do not survive it. Each
 mutant is a small text edit of the real source (`acd/`, `replication/`), applied to a scratch
 copy of the source tree, never to the working tree. The simulator of that copy then runs the
-mutant's hunts in order (a named scenario for up to 200 seeds, or `swarm` for up to 1,000),
+mutant's hunts in order (a named scenario for up to 200 seeds, `swarm` for up to 1,000, or a test
+of `make test` for a bug the simulator cannot see any more),
 seeds in increasing order, until one run breaks an invariant: the mutant is *caught*, and the
 first failing scenario and seed are printed (`python -m sim dr --scenario S --seed N` in the
 mutated copy reproduces it). A mutant whose text no longer occurs in the source is reported
@@ -34,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("acd", "replication", "sim", "examples")   # examples: the sample center the simulator runs
 NAMED_SEEDS_MAX = 200
 SWARM_SEEDS_MAX = 1000
+# A hunt named "test:<pytest node id>" runs that test of `make test` against the mutated copy
+# instead of the simulator: for a bug the simulator no longer sees (its harm was taken away by
+# another defence) but whose rule a test still states.
+TEST_HUNT = "test:"
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "reconcile-ignores-batch-in-flight",
         "a standby that already holds the batch the primary is still committing is taken as divergent and truncated",
         _one(CORE, "    mine = queue.top(log)\n    start = floor = sync.last_lsn", "    mine = log.last_lsn()\n    start = floor = sync.last_lsn"),
-        (("swarm", SWARM_SEEDS_MAX),),
+        # The simulator no longer sees it (3,000 swarm seeds): acknowledgements restart at the
+        # reconcile point, and the snapshot sent is never older than the standby's shared
+        # records, so only a crash between the Truncate and the Append that follows it, which
+        # arrive together, would lose a write. The reconcile's rule is still a test.
+        (("test:tests/test_replication_core.py::test_reconcile_keeps_a_standby_that_holds_the_batch_still_in_flight", 1),),
     ),
     Mutant(
         "switchover-releases-before-stepping-down",
@@ -325,6 +334,13 @@ def run_mutant(mutant: Mutant, *, jobs: int = 2, hunts: Sequence[tuple[str, int]
             return record
         environment = {**os.environ, "PYTHONPATH": str(scratch), "PYTHONHASHSEED": "0"}
         for scenario, seeds in hunts or mutant.hunts:
+            if scenario.startswith(TEST_HUNT):
+                found = _hunt_test(scenario.removeprefix(TEST_HUNT), scratch, environment, timeout)
+                record["seeds_run"] += found["tried"]
+                if found["seed"]:
+                    record.update(caught=True, scenario=scenario, seed=0, violation=found["violation"])
+                    return record
+                continue
             command = [sys.executable, "-m", "sim.dr.mutants", "--hunt", scenario, "--seeds", str(seeds), "--jobs", str(jobs)]
             if minutes is not None:
                 command += ["--minutes", str(minutes)]
@@ -343,13 +359,33 @@ def run_mutant(mutant: Mutant, *, jobs: int = 2, hunts: Sequence[tuple[str, int]
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _hunt_test(test: str, scratch: Path, environment: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run one test of the suite against the mutated copy (its tests copied beside it)."""
+    if not (scratch / "tests").exists():
+        shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy2(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", test]
+    completed = subprocess.run(command, cwd=scratch, env=environment, capture_output=True, text=True, timeout=timeout)
+    if completed.returncode not in (0, 1):   # 1: a test failed; anything else: it did not run
+        raise RuntimeError(f"{test} did not run (pytest exit {completed.returncode}): {completed.stdout.strip()[-300:]}")
+    failed = [line for line in completed.stdout.splitlines() if line.startswith(("E ", "FAILED"))]
+    return {"seed": 1 if completed.returncode == 1 else 0, "tried": 1,
+            "violation": "test failed: " + (failed[0][2:].strip() if failed else test)}
+
+
+def _where(record: dict[str, Any]) -> str:
+    if record["scenario"].startswith(TEST_HUNT):
+        return f"`{record['scenario'].removeprefix(TEST_HUNT).split('::')[-1]}`"
+    return f"`{record['scenario']}` seed {record['seed']}"
+
+
 def table(records: list[dict[str, Any]]) -> str:
     caught = sum(1 for record in records if record["caught"])
     lines = [f"mutation score: {caught} caught / {len(records)} planted", "",
              "| mutant | caught by | seeds run | first violation |", "|---|---|---|---|"]
     for record in records:
         if record["caught"]:
-            where = f"`{record['scenario']}` seed {record['seed']}"
+            where = _where(record)
         else:
             where = "STALE" if record["stale"] else "NOT CAUGHT"
         violation = record["violation"].split(":")[0].split(" at ")[0] if record["caught"] else record["violation"][:60]
@@ -382,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         record = run_mutant(mutant, jobs=args.jobs, minutes=args.minutes)
         records.append(record)
         if not args.json:
-            verdict = (f"caught by {record['scenario']} seed {record['seed']} after {record['seeds_run']} seeds"
+            verdict = (f"caught by {_where(record)} after {record['seeds_run']} runs"
                        if record["caught"] else ("STALE" if record["stale"] else "NOT CAUGHT") + f" after {record['seeds_run']} seeds")
             print(f"{mutant.name:38} {verdict} ({record['wall_seconds']} s)\n{'':38} {record['violation'][:200]}", flush=True)
     if args.json:
