@@ -140,8 +140,15 @@ class Pbx:
         self.offers += 1
         await trio.sleep(self.ring_seconds)  # a real PBX rings `device` here
         if self.random.random() < self.busy_share:
+            # The device is busy with a call the ACD does not route (a private one). Refusing
+            # the offer makes the agent not ready in the ACD; once the device is free again
+            # the PBX says so, or every busy agent would be lost to the queue for good.
             self.rejects += 1
             await self.acd.request("POST", f"/v1/calls/{call_id}/reject", {"agent": agent})
+            await trio.sleep(self.talk_seconds)
+            response = await self.acd.request("POST", f"/v1/agents/{agent}/ready", {})
+            if response.status_code != 200:
+                self.log.append(f"{agent}: ready after a busy device refused: {response.text[:120]}")
             return
         response = await self.acd.request("POST", f"/v1/calls/{call_id}/answer", {"agent": agent})
         if response.status_code != 200:

@@ -37,9 +37,13 @@ def test_the_reference_connector_ends_every_call_through_a_failover(tmp_path: Pa
         out, err = connector.communicate(timeout=240)
         assert connector.returncode == 0, f"{out}\n{err}"
         summary = json.loads(out)
-        assert summary["calls"] == 60 and summary["all_final"], summary
-        assert set(summary["final_states"]) <= {"completed", "abandoned"}, summary
-        assert summary["final_states"].get("completed", 0) >= 30, summary
+        whole = json.dumps(summary)   # the whole summary in a failure, notes included
+        assert summary["calls"] == 60 and summary["all_final"], whole
+        assert set(summary["final_states"]) <= {"completed", "abandoned"}, whole
+        # A busy device's refusal makes its agent not ready; the connector makes it ready again
+        # once the device is free (without that, each refusal took an agent away for good and
+        # with six refusals no call after them was answered).
+        assert summary["final_states"].get("completed", 0) >= 30, whole
         assert summary["retries"] > 0, "the failover was not seen by the connector"
     finally:
         cluster.close()
