@@ -7,7 +7,8 @@ It does what docs/pbx.md describes, for a set of agents and their devices:
 - it follows `GET /v1/events` (Server-Sent Events), resuming from the last event id after any
   disconnection, on whichever node answers;
 - on `call.offered` it rings the agent's device (here: a short, simulated ring) and reports the
-  answer (`/answer`) or, when the device is busy or rings out, `/reject`;
+  answer (`/answer`) or, when the device is busy or rings out, `/reject` (which makes the agent
+  not ready in the ACD: once the device is free it reports `/v1/agents/{name}/ready`);
 - after the conversation it reports `/hangup`, then the agent's `/wrapup`;
 - a caller who gives up while parked is reported with `/abandon`;
 - every request is retried with the same id and body through a failover: on a connection error
