@@ -54,3 +54,24 @@ def test_unsubscribed_and_cut_off_readers_get_nothing_more() -> None:
     again = broker.subscribe(3, agent="kim")
     broker.publish(5, [changed("kim", 5.0), changed("lee", 5.0)])
     assert [(i.lsn, i.event.agent) for i in drain(again)] == [(4, "kim"), (5, "kim")]
+
+
+def test_a_rebuilt_log_ends_open_streams_instead_of_replaying_into_them() -> None:
+    # A standby that truncates its tail or installs a snapshot replays its log into the
+    # broker: a reader still attached would get old events again as new ones, and would have
+    # seen events of the truncated tail that the replacing records never produce.
+    broker = Broker()
+    reader = broker.subscribe(0)
+    broker.publish(1, [changed("kim", 1.0)])
+    broker.publish(2, [changed("lee", 2.0)])       # a tail the primary never acknowledged
+    for item in drain(reader):
+        reader.last_lsn = item.lsn                 # as the stream does once a group is sent
+    broker.reset(0)
+    broker.publish(1, [changed("kim", 1.0)])       # the replay
+    items = drain(reader)
+    assert [(type(i).__name__, getattr(i, "kind", ""), i.lsn) for i in items] == [("Control", "stream.behind", 2)]
+    assert broker.statistics().subscribers == 0
+    # A reader that comes now gets the rebuilt events once (one past the new end is told to
+    # reload by the stream itself: `after > node.lsn`).
+    again = broker.subscribe(0)
+    assert [(i.lsn, i.event.agent) for i in drain(again)] == [(1, "kim")]

@@ -68,7 +68,17 @@ class Broker:
     _cut_off: int = 0
 
     def reset(self, lsn: int) -> None:
-        """Forget everything: the next events start after `lsn` (e.g. after a snapshot install)."""
+        """Forget everything: the next events start after `lsn` (e.g. after a snapshot install).
+
+        Open streams are ended first with `stream.behind` at what each fully received: the log
+        is being rebuilt from `lsn` (a standby's truncated tail or installed snapshot), and
+        the replay that refills the buffer must not reach them as new events, nor may events
+        of a tail now gone stand for the records that replace it. Each resumes from its last
+        id: the refilled buffer after it, or `stream.reset` if it saw events past the new end.
+        """
+        for subscription in self._readers():
+            self._close(subscription, Control("stream.behind", subscription.last_lsn,
+                                              "this node's log was rebuilt; resume from this LSN"))
         self._buffer.clear()
         self._newest_lsn = lsn
         self._floor_lsn = lsn
