@@ -915,13 +915,12 @@ class ReplicationDriver:
                 # None stored is recent enough: the log before it is pruned, or the standby
                 # holds (acknowledged) records past it. One of the state as it is now, taken
                 # between batches; it need not be stored (the disk may be full).
-                snapshot = await self.node.current_snapshot()
+                snapshot = await self.node.snapshot_now()
             log.warning("sending snapshot to standby lsn=%d", snapshot.lsn)
             if self.state_check.rebuild_wanted:
                 self.state_check.rebuilding(snapshot.lsn, hashlib.sha256(snapshot.state).hexdigest())
-            history = {e: lsn for e, lsn in self.node.store.epoch_history().items() if lsn <= snapshot.lsn}
-            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=self.node.store.secrets(),
-                                               epoch_history=history))
+            await channel.send(InstallSnapshot(epoch=self.promised_epoch, snapshot=snapshot, secrets=store.secrets(),
+                                               epoch_history=store.epoch_history()))
             start = snapshot.lsn
         return start
 
@@ -1071,8 +1070,6 @@ class ReplicationDriver:
             for record in records:
                 if record.epoch > store.epoch():
                     store.set_epoch(record.epoch, record.lsn)
-                elif record.epoch > max(store.epoch_history(), default=0):
-                    store.record_epoch_start(record.epoch, record.lsn)  # its entry was truncated away
             await self.node.append_records(records)
             self.node.apply_replicated(records)
         self.peer_in_sync = message.sync

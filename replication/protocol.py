@@ -216,8 +216,8 @@ class InstallSnapshot(Message, tag="snapshot", frozen=True):
     snapshot: Snapshot
     # The keys that seal caller numbers of live interactions: {key id: (LSN, key)}.
     secrets: dict[str, tuple[int, bytes]] = {}
-    # The primary's epoch history up to the snapshot's LSN ({epoch: first LSN}): which epoch
-    # wrote the LSNs the snapshot covers. The standby's own history says nothing of them once
+    # The primary's epoch history ({epoch: first LSN}); the standby keeps what reaches up to
+    # the snapshot's LSN: which epoch wrote the LSNs the snapshot covers. The standby's own history says nothing of them once
     # its log is replaced, and a wrong one would let a later divergence check keep a
     # divergent tail. Empty from a release before it (the standby keeps its own then).
     epoch_history: dict[int, int] = {}

@@ -647,25 +647,25 @@ class Node:
         self._since_snapshot = self.settings.store.snapshot_every_records // 2
         log.warning("snapshot skipped, store full node=%s lsn=%d: %s", self.name, self.lsn, error)
 
-    async def snapshot_now(self) -> None:
-        """Take a snapshot between batches (the state then equals the durable log)."""
+    async def snapshot_now(self) -> Snapshot:
+        """Take a snapshot between batches (the state then equals the durable log) and store
+        it; when the disk refuses it, it is only returned."""
         async with self.batch_lock:
-            self.save_snapshot()
-
-    async def current_snapshot(self) -> Snapshot:
-        """A snapshot of the state now, taken between batches (it then equals the durable
-        log); stored too when the disk takes it, else only returned."""
-        async with self.batch_lock:
-            snapshot = Snapshot.make(lsn=self.lsn, epoch=self.store.epoch(), at=self._last_at, state=self.center.snapshot())
+            state = self.center.snapshot()
             try:
-                self._snapshot_written(self._write_snapshot(snapshot.lsn, snapshot.epoch, snapshot.at, snapshot.state))
-                self._since_snapshot = 0
+                self._save_snapshot(state)
             except StorageFull as error:
                 self._snapshot_refused(error)
+                return Snapshot.make(lsn=self.lsn, epoch=self.store.epoch(), at=self._last_at, state=state)
+            snapshot = self.store.latest_snapshot()
+            assert snapshot is not None
             return snapshot
 
     def save_snapshot(self) -> None:
-        removed = self._write_snapshot(self.lsn, self.store.epoch(), self._last_at, self.center.snapshot())
+        self._save_snapshot(self.center.snapshot())
+
+    def _save_snapshot(self, state: bytes) -> None:
+        removed = self._write_snapshot(self.lsn, self.store.epoch(), self._last_at, state)
         self._since_snapshot = 0
         self._snapshot_written(removed)
 

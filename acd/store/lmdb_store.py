@@ -843,7 +843,10 @@ class Store:
         without gaps, epochs never decreasing and never above epoch().  A
         refused batch leaves the store untouched.  Records' secrets go to the
         secrets database (a key already there is kept), and the keys named in
-        `forget` are destroyed in the same transaction.
+        `forget` are destroyed in the same transaction.  A record of an epoch
+        the epoch history does not reach yet (its entry went with a truncated
+        tail or an installed snapshot) starts that epoch in the history, in
+        the same transaction: the history always covers the log.
         """
         if not records:
             if forget:
@@ -853,6 +856,8 @@ class Store:
             self._require_env()
             expected = self._last_lsn + 1
             previous_epoch = self._last_epoch
+            history = self._history
+            latest_epoch = max(history, default=0)
             items: list[tuple[bytes, bytes]] = []
             secrets: list[Record] = []
             for record in records:
@@ -875,6 +880,9 @@ class Store:
                         f"cannot append record LSN {record.lsn} of epoch {record.epoch}: this store is "
                         f"at epoch {self._epoch}; call set_epoch() first"
                     )
+                if record.epoch > latest_epoch:
+                    history = {**history, record.epoch: record.lsn}
+                    latest_epoch = record.epoch
                 items.append((_key(record.lsn), encode(record)))
                 if record.secret:
                     secrets.append(record)
@@ -899,10 +907,13 @@ class Store:
                         f"the store is inconsistent, reopen it"
                     )
                 txn.put(_META_APPLIED_LSN, _key(last_lsn), db=self._meta)
+                if history is not self._history:
+                    txn.put(_META_EPOCH_HISTORY, _history_encoder.encode(history), db=self._meta)
 
             self._write(work)
             self._last_lsn = last_lsn
             self._last_epoch = previous_epoch
+            self._history = history
 
     def set_epoch(self, epoch: int, first_lsn: int) -> None:
         """Move durably to a higher epoch whose first record is ``first_lsn``."""
@@ -925,35 +936,6 @@ class Store:
 
             self._write(work)
             self._epoch = epoch
-            self._history = history
-
-    def record_epoch_start(self, epoch: int, first_lsn: int) -> None:
-        """Durably note that ``epoch`` (not above the store's) wrote the records from ``first_lsn``.
-
-        A standby calls it for a record of its current epoch that its history
-        does not cover yet: after a truncation or a snapshot removed the
-        entry, the next records of that epoch would otherwise be counted to an
-        older one.
-        """
-        with self._lock:
-            self._require_env()
-            latest = max(self._history, default=0)
-            if not latest < epoch <= self._epoch:
-                raise StoreError(
-                    f"epoch {epoch} cannot start at LSN {first_lsn} in {self.path}: the history's "
-                    f"latest epoch is {latest} and the store is at epoch {self._epoch}"
-                )
-            if first_lsn <= max(self._history.values(), default=0):
-                raise StoreError(
-                    f"epoch {epoch} cannot start at LSN {first_lsn} in {self.path}: an earlier epoch "
-                    f"starts there or later"
-                )
-            history = {**self._history, epoch: first_lsn}
-
-            def work(txn: lmdb.Transaction[Any]) -> None:
-                txn.put(_META_EPOCH_HISTORY, _history_encoder.encode(history), db=self._meta)
-
-            self._write(work)
             self._history = history
 
     def truncate_tail(self, after_lsn: int) -> int:

@@ -66,15 +66,20 @@ def spawn(
         )
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    """End `process` cleanly (SIGCONT, in case it was paused, then SIGTERM) and wait for it;
-    SIGKILL when it has not exited after `timeout` seconds. Its exit code (negative: the signal)."""
+def ask_to_stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGCONT (in case it was paused), then SIGTERM, unless it has exited."""
     if process.poll() is None:
         try:
             os.kill(process.pid, signal.SIGCONT)
             process.terminate()
         except ProcessLookupError:
             pass
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """End `process` cleanly (SIGCONT, in case it was paused, then SIGTERM) and wait for it;
+    SIGKILL when it has not exited after `timeout` seconds. Its exit code (negative: the signal)."""
+    ask_to_stop(process)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -278,12 +283,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Terminate every process (they can be started again)."""
         for process in self.processes.values():
-            if process.poll() is None:
-                try:
-                    os.kill(process.pid, signal.SIGCONT)
-                    process.terminate()
-                except ProcessLookupError:
-                    pass
+            ask_to_stop(process)   # all at once, then each waited for
         for process in self.processes.values():
             stop(process)
 

@@ -108,10 +108,6 @@ class SimStore(Store):
         self._refuse_if_full("save_snapshot")
         super().save_snapshot(lsn=lsn, epoch=epoch, at=at, state=state)
 
-    def record_epoch_start(self, epoch: int, first_lsn: int) -> None:
-        self._refuse_if_full("record_epoch_start")
-        super().record_epoch_start(epoch, first_lsn)
-
     def install_snapshot(self, snapshot: Snapshot, secrets: dict[str, tuple[int, bytes]] | None = None,
                          epoch_history: dict[int, int] | None = None) -> None:
         self._refuse_if_full("install_snapshot")
